@@ -1,0 +1,113 @@
+"""Shared transformer behaviour: validation, transform, inverse_transform, score, tags."""
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
+
+from ._compat import validate_data
+from ._torch_utils import resolve_device, to_numpy, to_tensor
+from ._validation import check_matrix
+
+FLOAT_DTYPES = [np.float64, np.float32]
+
+
+class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Base class of every estimator of the library.
+
+    Subclasses set ``components_`` (and optionally ``intercept_``) in ``fit`` and implement
+    ``_encode(X_tensor) -> codes_tensor`` (under ``torch.no_grad``) and
+    ``inference_flops(n_samples)``.
+    """
+
+    def _validate_X(self, X, *, reset):
+        return validate_data(self, X, reset=reset, dtype=FLOAT_DTYPES)
+
+    def _resolved_device(self):
+        return resolve_device(self.device)
+
+    @property
+    def _n_features_out(self):
+        return self.components_.shape[0]
+
+    def transform(self, X):
+        """Encode ``X`` into sparse codes.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data to encode.
+
+        Returns
+        -------
+        codes : ndarray of shape (n_samples, n_components)
+            The codes, in the dtype of ``X`` (float64 stays float64, else float32).
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        with torch.no_grad():
+            codes = self._encode(to_tensor(X, device=self._resolved_device()))
+        return to_numpy(codes)
+
+    def inverse_transform(self, X):
+        """Reconstruct data from codes: ``codes @ components_ + intercept_``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_components)
+            Codes, e.g. the output of :meth:`transform`.
+
+        Returns
+        -------
+        X_reconstructed : ndarray of shape (n_samples, n_features)
+            The reconstruction.
+        """
+        check_is_fitted(self)
+        codes = check_matrix(X, "X", dtype=FLOAT_DTYPES)
+        if codes.shape[1] != self.components_.shape[0]:
+            raise ValueError(
+                f"X has {codes.shape[1]} columns but this estimator has "
+                f"{self.components_.shape[0]} components; inverse_transform expects codes."
+            )
+        reconstruction = codes @ self.components_.astype(codes.dtype, copy=False)
+        intercept = getattr(self, "intercept_", None)
+        if intercept is not None:
+            reconstruction += intercept.astype(codes.dtype, copy=False)
+        return reconstruction
+
+    def score(self, X, y=None):
+        """Negative mean objective ``-(0.5 ||x - x_hat||^2 + alpha ||s||_1)`` on ``X``.
+
+        Higher is better. It compares fits at a fixed ``alpha``; to choose ``alpha``
+        against ground truth, use ``scoring=mcc_scorer``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data.
+        y : Ignored
+            Not used, present for API consistency.
+
+        Returns
+        -------
+        score : float
+            The negative mean objective.
+        """
+        codes = self.transform(X)
+        X = self._validate_X(X, reset=False)
+        residual = X - self.inverse_transform(codes)
+        values = 0.5 * np.sum(residual**2, axis=1) + self._score_alpha() * np.sum(
+            np.abs(codes), axis=1
+        )
+        return -float(np.mean(values))
+
+    def _score_alpha(self):
+        return self.alpha
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.non_deterministic = str(getattr(self, "device", "cpu")).startswith("cuda") or (
+            getattr(self, "device", "cpu") == "auto" and torch.cuda.is_available()
+        )
+        return tags

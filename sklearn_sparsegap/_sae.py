@@ -1,0 +1,676 @@
+"""Amortised encoders: ``SAEEncoder`` and ``MLPEncoder``."""
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import FLOAT_DTYPES, BaseSparseEstimator
+from ._compat import Interval, StrOptions, _fit_context
+from ._modules import SparseAutoencoderModule, heaviside_step, linear_sae_gradients
+from ._torch_utils import make_generator, to_numpy, to_tensor, torch_dtype
+from ._training import (
+    HISTORY_KEYS,
+    batch_statistics,
+    cosine_loss,
+    history_arrays,
+    renormalize_atoms,
+    train,
+)
+from ._validation import check_dictionary, check_matrix, check_same_rows
+from .flops import encoder_inference_flops, encoder_training_flops
+
+# Initial JumpReLU threshold (Rajamanoharan et al. 2024).
+_JUMPRELU_INIT_THRESHOLD = 1e-3
+# Resampled encoder rows get this fraction of the mean norm of the live rows (Bricken et al.).
+_RESAMPLE_ENCODER_SCALE = 0.2
+# At most this many samples are scored to choose resampling directions.
+_RESAMPLE_POOL = 8192
+
+
+class _BaseAutoencoder(BaseSparseEstimator):
+    """Shared implementation of the amortised encoders."""
+
+    _parameter_constraints = {
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "activation": [StrOptions({"relu", "topk", "jumprelu"})],
+        "k": [Interval(Integral, 1, None, closed="left"), None],
+        "dictionary": ["array-like", None],
+        "target": [StrOptions({"reconstruction", "codes"})],
+        "fit_intercept": ["boolean"],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "resample_dead_every": [Interval(Integral, 1, None, closed="left"), None],
+        "random_state": ["random_state"],
+        "device": [str],
+        "verbose": ["verbose"],
+    }
+
+    def _hidden_layer_sizes(self):
+        return ()
+
+    # ------------------------------------------------------------------ fitting
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the encoder (and the dictionary, unless it is given) on ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like of shape (n_samples, n_components), default=None
+            The true codes when ``target="codes"`` (required then); ignored otherwise, so
+            that ``GridSearchCV(..., scoring=mcc_scorer).fit(X, codes)`` works.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        for attribute in ("components_", "_optimizer_state"):
+            self.__dict__.pop(attribute, None)
+        return self._fit(X, y, max_iter=self.max_iter, first=True)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """Continue training from the current state for one pass over ``X``.
+
+        One pass is one step on the whole of ``X`` when ``batch_size`` is None, else one
+        epoch of shuffled minibatches. Call it on successive chunks of data that does not
+        fit in memory (e.g. slices of an ``np.memmap``).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            A chunk of training data.
+        y : array-like of shape (n_samples, n_components), default=None
+            The true codes of the chunk when ``target="codes"``; ignored otherwise.
+
+        Returns
+        -------
+        self : object
+            The updated estimator.
+        """
+        return self._fit(X, y, max_iter=1, first=not hasattr(self, "components_"))
+
+    def _fit(self, X, y, *, max_iter, first):
+        X = self._validate_X(X, reset=first)
+        if not first:
+            X = X.astype(self.components_.dtype, copy=False)
+        n_samples, n_features = X.shape
+        target_codes = self._check_target(y, n_samples)
+        dictionary = None
+        if self.dictionary is not None:
+            dictionary = check_dictionary(self.dictionary, n_features=n_features)
+        n_components = self._check_n_components(n_features, dictionary, target_codes)
+
+        device = self._resolved_device()
+        dtype = torch_dtype(X.dtype)
+        module = SparseAutoencoderModule(
+            (n_features, *self._hidden_layer_sizes(), n_components),
+            activation=self.activation,
+            k=self.k,
+            fit_intercept=self.fit_intercept,
+        ).to(device=device, dtype=dtype)
+        X_tensor = to_tensor(X, device=device, dtype=dtype)
+        if first:
+            self._initialise(module, X_tensor, dictionary, make_generator(self.random_state))
+            self.history_, self.training_flops_, self._n_steps = (
+                {key: [] for key in HISTORY_KEYS},
+                0,
+                0,
+            )
+            self.n_iter_ = 0
+        else:
+            self._load_module(module)
+            self.history_ = {key: list(values) for key, values in self.history_.items()}
+
+        learn_dictionary = dictionary is None and self.target == "reconstruction"
+        module.components.requires_grad_(learn_dictionary)
+        if self.target == "codes":
+            module.intercept.requires_grad_(False)
+        params = [p for p in module.parameters() if p.requires_grad]
+        optimizer = torch.optim.Adam(params, lr=self.learning_rate)
+        if not first and getattr(self, "_optimizer_state", None) is not None:
+            optimizer.load_state_dict(_state_to_torch(self._optimizer_state, device))
+
+        target_tensor = (
+            None if target_codes is None else to_tensor(target_codes, device=device, dtype=dtype)
+        )
+        compute_gradients = self._make_compute_gradients(module, X_tensor, target_tensor)
+        hidden = self._hidden_layer_sizes()
+
+        def step_flops(rows):
+            return encoder_training_flops(
+                n_features,
+                n_components,
+                rows,
+                hidden_layer_sizes=hidden,
+                learn_dictionary=learn_dictionary,
+            )
+
+        resample = None
+        if self.resample_dead_every is not None and self.target == "reconstruction":
+            resample = _DeadLatentResampler(module, optimizer, X_tensor, self._generator(first))
+        n_iter, n_steps, flops = train(
+            compute_gradients,
+            n_samples,
+            optimizer=optimizer,
+            max_iter=max_iter,
+            batch_size=self.batch_size,
+            tol=self.tol if first else 0.0,
+            generator=self._generator(first),
+            atoms=module.components if learn_dictionary else None,
+            step_flops=step_flops,
+            history=self.history_,
+            start_step=self._n_steps,
+            start_flops=self.training_flops_,
+            resample=resample,
+            resample_every=self.resample_dead_every,
+            verbose=self.verbose,
+            description=type(self).__name__,
+        )
+        self._n_steps += n_steps
+        self.n_iter_ += n_iter
+        self.training_flops_ += flops
+        self.history_ = history_arrays(self.history_)
+        self._store_module(module)
+        if self.target == "codes" and first:
+            self._fit_dictionary_from_codes(X, target_codes)
+        self._optimizer_state = _state_to_numpy(optimizer.state_dict())
+        self.device_ = str(device)
+        return self
+
+    def _generator(self, first):
+        # Successive partial_fit calls draw different minibatch orders.
+        generator = make_generator(self.random_state)
+        if not first:
+            generator.manual_seed(generator.initial_seed() + self._n_steps)
+        return generator
+
+    def _check_target(self, y, n_samples):
+        if self.target != "codes":
+            return None
+        if y is None:
+            raise ValueError(
+                "target='codes' trains the encoder on known codes: pass them as y, "
+                "fit(X, codes)."
+            )
+        codes = check_matrix(y, "y", dtype=FLOAT_DTYPES)
+        check_same_rows(np.empty((n_samples, 0)), codes, "X", "y")
+        if self.n_components is not None and codes.shape[1] != self.n_components:
+            raise ValueError(
+                f"y has {codes.shape[1]} columns but n_components={self.n_components}; "
+                "with target='codes', y must have shape (n_samples, n_components)."
+            )
+        if hasattr(self, "components_") and codes.shape[1] != self.components_.shape[0]:
+            raise ValueError(
+                f"y has {codes.shape[1]} columns but the estimator was fitted with "
+                f"{self.components_.shape[0]} components."
+            )
+        return codes
+
+    def _check_n_components(self, n_features, dictionary, target_codes):
+        if dictionary is not None:
+            if self.n_components is not None and dictionary.shape[0] != self.n_components:
+                raise ValueError(
+                    f"dictionary has {dictionary.shape[0]} rows (atoms) but "
+                    f"n_components={self.n_components}."
+                )
+            n_components = dictionary.shape[0]
+        elif target_codes is not None:
+            n_components = target_codes.shape[1]
+        elif hasattr(self, "components_"):
+            n_components = self.components_.shape[0]
+        else:
+            n_components = n_features if self.n_components is None else self.n_components
+        if self.activation == "topk":
+            if self.k is None:
+                raise ValueError("activation='topk' needs k, the number of active latents.")
+            if self.k > n_components:
+                raise ValueError(
+                    f"k={self.k} must be at most n_components={n_components}."
+                )
+        return n_components
+
+    def _initialise(self, module, X, dictionary, generator):
+        """Random unit-norm atoms (or the given dictionary); the SAE encoder starts as
+        the decoder's transpose, MLP layers with PyTorch's default uniform scale."""
+        dtype, device = X.dtype, X.device
+        n_components, n_features = module.components.shape
+        with torch.no_grad():
+            if dictionary is not None:
+                atoms = torch.as_tensor(dictionary, dtype=dtype).to(device)
+            else:
+                atoms = torch.randn(n_components, n_features, generator=generator, dtype=dtype)
+                atoms = atoms.to(device)
+                renormalize_atoms(atoms)
+            module.components.copy_(atoms)
+            for weight, bias in zip(module.weights, module.biases):
+                bound = weight.shape[1] ** -0.5
+                draw = torch.rand(weight.shape, generator=generator, dtype=dtype)
+                weight.copy_(((2 * draw - 1) * bound).to(device))
+                bias.zero_()
+            if len(module.weights) == 1 and self.target == "reconstruction":
+                module.weights[0].copy_(module.components)
+            if self.fit_intercept and self.target == "reconstruction":
+                module.intercept.copy_(X.mean(dim=0))
+            module.log_threshold.fill_(np.log(_JUMPRELU_INIT_THRESHOLD))
+
+    def _make_compute_gradients(self, module, X, target):
+        """``compute_gradients(indices, with_stats)`` for the training loop.
+
+        The one-layer ReLU/TopK SAE on reconstruction uses analytic gradients; every
+        other configuration goes through autograd.
+        """
+        alpha = self.alpha
+        analytic = (
+            len(module.weights) == 1
+            and self.activation in ("relu", "topk")
+            and target is None
+        )
+        jumprelu = self.activation == "jumprelu"
+        params = [p for p in module.parameters() if p.requires_grad]
+
+        def compute_gradients(indices, with_stats):
+            batch = X if indices is None else X[indices]
+            if analytic:
+                return linear_sae_gradients(module, batch, alpha, with_stats)
+            for param in params:
+                param.grad = None
+            pre = module.pre_activation(batch)
+            codes = module.activate(pre)
+            if target is not None:
+                loss = cosine_loss(codes, target if indices is None else target[indices])
+                residual = None
+            else:
+                residual = batch - module.decode(codes)
+                if jumprelu:
+                    penalty = heaviside_step(pre, module.threshold).sum(dim=1).mean()
+                else:
+                    penalty = codes.abs().sum(dim=1).mean()
+                loss = 0.5 * residual.square().sum(dim=1).mean() + alpha * penalty
+            loss.backward()
+            if not with_stats:
+                return codes, None
+            if residual is None:
+                with torch.no_grad():
+                    residual = batch - module.decode(codes)
+            return codes, batch_statistics(loss, residual, codes)
+
+        return compute_gradients
+
+    def _fit_dictionary_from_codes(self, X, codes):
+        """With known codes there is no decoder to train: store the least-squares
+        dictionary of ``X`` on the true codes (unit-norm atoms) for inverse_transform."""
+        solution, *_ = np.linalg.lstsq(codes, X, rcond=None)
+        norms = np.linalg.norm(solution, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        self.components_ = (solution / norms).astype(X.dtype)
+        self.intercept_ = np.zeros(X.shape[1], dtype=X.dtype)
+
+    # ------------------------------------------------------------- fitted state
+    def _store_module(self, module):
+        self.components_ = to_numpy(module.components)
+        self.intercept_ = to_numpy(module.intercept)
+        self.coefs_ = [to_numpy(w) for w in module.weights]
+        self.intercepts_ = [to_numpy(b) for b in module.biases]
+        if self.activation == "jumprelu":
+            self.threshold_ = to_numpy(module.threshold)
+
+    def _load_module(self, module):
+        device = module.components.device
+        dtype = module.components.dtype
+        with torch.no_grad():
+            module.components.copy_(torch.as_tensor(self.components_, dtype=dtype).to(device))
+            module.intercept.copy_(torch.as_tensor(self.intercept_, dtype=dtype).to(device))
+            for weight, value in zip(module.weights, self.coefs_):
+                weight.copy_(torch.as_tensor(value, dtype=dtype).to(device))
+            for bias, value in zip(module.biases, self.intercepts_):
+                bias.copy_(torch.as_tensor(value, dtype=dtype).to(device))
+            if self.activation == "jumprelu":
+                module.log_threshold.copy_(
+                    torch.as_tensor(np.log(self.threshold_), dtype=dtype).to(device)
+                )
+
+    def _module(self, dtype, device):
+        module = SparseAutoencoderModule(
+            (self.components_.shape[1], *self._hidden_layer_sizes(), self.components_.shape[0]),
+            activation=self.activation,
+            k=self.k,
+            fit_intercept=self.fit_intercept,
+        ).to(device=device, dtype=dtype)
+        self._load_module(module)
+        return module
+
+    def _encode(self, X):
+        return self._module(X.dtype, X.device).encode(X)
+
+    def inference_flops(self, n_samples):
+        """FLOPs of encoding and decoding ``n_samples`` (Appendix I.2-I.3).
+
+        Parameters
+        ----------
+        n_samples : int
+            Number of samples.
+
+        Returns
+        -------
+        flops : int
+            ``flops.encoder_inference_flops`` for this architecture.
+        """
+        check_is_fitted(self)
+        return encoder_inference_flops(
+            self.components_.shape[1],
+            self.components_.shape[0],
+            n_samples,
+            hidden_layer_sizes=self._hidden_layer_sizes(),
+        )
+
+
+class _DeadLatentResampler:
+    """Bricken et al. (2023) resampling: latents that never fired are pointed at the
+    residuals of poorly reconstructed samples (drawn with probability ∝ squared error)."""
+
+    def __init__(self, module, optimizer, X, generator):
+        self.module, self.optimizer, self.X, self.generator = module, optimizer, X, generator
+
+    @torch.no_grad()
+    def __call__(self, dead):
+        module, X = self.module, self.X
+        n_dead = int(dead.sum())
+        pool = X
+        if X.shape[0] > _RESAMPLE_POOL:
+            rows = torch.randperm(X.shape[0], generator=self.generator)[:_RESAMPLE_POOL]
+            pool = X[rows.to(X.device)]
+        residual = pool - module(pool)[1]
+        weights = residual.square().sum(dim=1)
+        if float(weights.sum()) <= 0:
+            return
+        chosen = torch.multinomial(
+            weights.cpu(), n_dead, replacement=n_dead > pool.shape[0], generator=self.generator
+        ).to(X.device)
+        directions = residual[chosen]
+        directions /= directions.norm(dim=1, keepdim=True).clamp_min(1e-12)
+        dead_index = dead.nonzero().squeeze(1)
+        module.components[dead_index] = directions
+        last_weight, last_bias = module.weights[-1], module.biases[-1]
+        alive = ~dead
+        scale = _RESAMPLE_ENCODER_SCALE * (
+            last_weight[alive].norm(dim=1).mean() if bool(alive.any()) else 1.0
+        )
+        if last_weight.shape[1] == directions.shape[1]:
+            last_weight[dead_index] = directions * scale
+        last_bias[dead_index] = 0.0
+        # Reset the optimiser moments of the rows that were reinitialised.
+        for param in (module.components, last_weight, last_bias):
+            state = self.optimizer.state.get(param, {})
+            for key in ("exp_avg", "exp_avg_sq"):
+                if key in state:
+                    state[key][dead_index] = 0.0
+
+
+def _state_to_numpy(state):
+    """Optimizer state dict with tensors replaced by CPU numpy arrays (picklable anywhere)."""
+    if isinstance(state, torch.Tensor):
+        return to_numpy(state)
+    if isinstance(state, dict):
+        return {key: _state_to_numpy(value) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_state_to_numpy(value) for value in state]
+    return state
+
+
+def _state_to_torch(state, device):
+    if isinstance(state, np.ndarray):
+        return torch.as_tensor(state).to(device)
+    if isinstance(state, dict):
+        return {key: _state_to_torch(value, device) for key, value in state.items()}
+    if isinstance(state, list):
+        return [_state_to_torch(value, device) for value in state]
+    return state
+
+
+_COMMON_PARAMETERS = """
+    alpha : float, default={alpha}
+        Weight of the L1 penalty in the objective
+        ``0.5 * ||x - s @ D - b||^2 + alpha * ||s||_1`` (per sample, averaged); for
+        ``activation="jumprelu"`` it weights the L0 count instead. The paper's
+        per-entry lambda converts with :func:`paper_l1_to_alpha`. The default was
+        chosen on the paper's N=16, M=8, K=3 benchmark (unit-scale codes): large enough
+        to make the codes sparse, small enough to keep shrinkage low.
+    activation : {{"relu", "topk", "jumprelu"}}, default="relu"
+        Output nonlinearity. ``"topk"`` keeps exactly the ``k`` largest pre-activations
+        (ReLU-ed; Makhzani & Frey 2013, Gao et al. 2024). ``"jumprelu"`` learns one
+        threshold per latent through a straight-through estimator with an L0 penalty
+        (Rajamanoharan et al. 2024).
+    k : int, default=None
+        Number of active latents for ``activation="topk"``.
+    dictionary : array-like of shape (n_components, n_features), default=None
+        A known dictionary. When given it is used as the decoder and held fixed
+        (``components_`` equals it); only the encoder is trained.
+    target : {{"reconstruction", "codes"}}, default="reconstruction"
+        ``"codes"`` trains the encoder alone on known codes passed as ``y`` with the loss
+        ``1 - cos(f(x), s*)`` per sample (the paper's known-codes scenario).
+    fit_intercept : bool, default=True
+        Learn a decoder bias, subtracted before encoding (Bricken et al. 2023), and
+        encoder biases. ``False`` reproduces the paper's bias-free models.
+    max_iter : int, default={max_iter}
+        Full-batch Adam steps when ``batch_size`` is None, else epochs.
+    batch_size : int, default=None
+        Minibatch size; None trains on the full batch (the paper's setting).
+    learning_rate : float, default={learning_rate}
+        Adam learning rate.
+    tol : float, default={tol}
+        Stop when the loss improved by less than ``tol`` (relative) over the last 100
+        full-batch steps (or the last epoch). 0 runs all ``max_iter`` iterations.
+    resample_dead_every : int, default=None
+        Every this many steps, latents that never fired since the last check are
+        reinitialised towards the residuals of poorly reconstructed samples
+        (Bricken et al. 2023). None disables resampling.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation and the minibatch order; a fixed seed gives identical
+        results on the CPU.
+    device : str, default="auto"
+        ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+    verbose : int, default=0
+        Show a progress bar with the current loss.
+"""
+
+_COMMON_ATTRIBUTES = """
+    components_ : ndarray of shape (n_components, n_features)
+        The decoder (dictionary), unit-norm rows.
+    intercept_ : ndarray of shape (n_features,)
+        The decoder bias (zeros when ``fit_intercept=False``).
+    coefs_ : list of ndarray
+        Encoder weights, ``coefs_[i]`` of shape (n_out, n_in) for layer ``i``.
+    intercepts_ : list of ndarray
+        Encoder biases.
+    threshold_ : ndarray of shape (n_components,)
+        JumpReLU thresholds (only with ``activation="jumprelu"``).
+    n_iter_ : int
+        Iterations run (steps, or epochs with minibatches), over all calls.
+    history_ : dict of ndarray
+        Training log with keys ``step``, ``loss``, ``mse``, ``l1``, ``l0``,
+        ``dead_fraction`` and ``flops`` (cumulative), one entry per logged step.
+    training_flops_ : int
+        Training FLOPs so far (Appendix I), accumulated over ``fit``/``partial_fit``.
+    device_ : str
+        The device the model was trained on.
+    n_features_in_ : int
+        Number of features seen during fit.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Names of features seen during fit, when ``X`` has string column names.
+"""
+
+
+class SAEEncoder(_BaseAutoencoder):
+    __doc__ = (
+        """Sparse autoencoder: linear encoder, sparse activation, unit-norm linear decoder.
+
+    Amortised sparse inference: ``transform`` is one matrix product and a nonlinearity.
+    Trained with full-batch (or minibatch) Adam on the library objective; the decoder's
+    atoms are kept at unit norm. The defaults (decoder bias, encoder initialised as the
+    decoder's transpose, ``alpha=0.2``, ``learning_rate=1e-2``, 2000 steps) reach a
+    latent MCC of about 0.84 on the paper's N=16, M=8, K=3 task in about a second, where
+    the paper's own bias-free SAE reached 0.57.
+
+    Parameters
+    ----------
+    n_components : int, default=None
+        Number of latents (atoms). None means ``n_features``, or the number of rows of
+        ``dictionary`` / columns of ``y``.
+"""
+        + _COMMON_PARAMETERS.format(alpha=0.2, max_iter=2000, learning_rate=0.01, tol=1e-4)
+        + """
+    Attributes
+    ----------"""
+        + _COMMON_ATTRIBUTES
+        + """
+    See Also
+    --------
+    MLPEncoder : The same model with an MLP encoder.
+    SAEPlusITO : SAE codes refined by inference-time optimisation.
+
+    Examples
+    --------
+    >>> from sklearn_sparsegap import SAEEncoder, make_sparse_dictionary_data, mean_corr_coef
+    >>> X, dictionary, codes = make_sparse_dictionary_data(512, random_state=0)
+    >>> sae = SAEEncoder(n_components=16, max_iter=200, random_state=0).fit(X)
+    >>> sae.transform(X).shape
+    (512, 16)
+    >>> 0.0 <= mean_corr_coef(codes, sae.transform(X)) <= 1.0
+    True
+    """
+    )
+
+    def __init__(
+        self,
+        n_components=None,
+        *,
+        alpha=0.2,
+        activation="relu",
+        k=None,
+        dictionary=None,
+        target="reconstruction",
+        fit_intercept=True,
+        max_iter=2000,
+        batch_size=None,
+        learning_rate=1e-2,
+        tol=1e-4,
+        resample_dead_every=None,
+        random_state=None,
+        device="auto",
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.alpha = alpha
+        self.activation = activation
+        self.k = k
+        self.dictionary = dictionary
+        self.target = target
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.tol = tol
+        self.resample_dead_every = resample_dead_every
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+
+class MLPEncoder(_BaseAutoencoder):
+    __doc__ = (
+        """Sparse autoencoder whose encoder is an MLP (ReLU hidden layers).
+
+    Same decoder, activation and objective as :class:`SAEEncoder`; the encoder is
+    ``hidden_layer_sizes`` ReLU layers then a linear layer to the latents. The paper shows
+    a wider encoder narrows the amortisation gap at a higher compute cost.
+
+    Parameters
+    ----------
+    n_components : int, default=None
+        Number of latents (atoms). None means ``n_features``, or the number of rows of
+        ``dictionary`` / columns of ``y``.
+    hidden_layer_sizes : tuple of int, default=(256,)
+        Widths of the hidden layers.
+"""
+        + _COMMON_PARAMETERS.format(alpha=0.2, max_iter=2000, learning_rate=0.001, tol=1e-4)
+        + """
+    Attributes
+    ----------"""
+        + _COMMON_ATTRIBUTES
+        + """
+    See Also
+    --------
+    SAEEncoder : The same model with a linear encoder.
+
+    Examples
+    --------
+    >>> from sklearn_sparsegap import MLPEncoder, make_sparse_dictionary_data
+    >>> X, dictionary, codes = make_sparse_dictionary_data(256, random_state=0)
+    >>> mlp = MLPEncoder(n_components=16, hidden_layer_sizes=(32,), max_iter=100,
+    ...                  random_state=0).fit(X)
+    >>> mlp.transform(X).shape
+    (256, 16)
+    """
+    )
+
+    _parameter_constraints = {
+        **_BaseAutoencoder._parameter_constraints,
+        "hidden_layer_sizes": [tuple, list],
+    }
+
+    def __init__(
+        self,
+        n_components=None,
+        *,
+        hidden_layer_sizes=(256,),
+        alpha=0.2,
+        activation="relu",
+        k=None,
+        dictionary=None,
+        target="reconstruction",
+        fit_intercept=True,
+        max_iter=2000,
+        batch_size=None,
+        learning_rate=1e-3,
+        tol=1e-4,
+        resample_dead_every=None,
+        random_state=None,
+        device="auto",
+        verbose=0,
+    ):
+        self.n_components = n_components
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.alpha = alpha
+        self.activation = activation
+        self.k = k
+        self.dictionary = dictionary
+        self.target = target
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.tol = tol
+        self.resample_dead_every = resample_dead_every
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    def _hidden_layer_sizes(self):
+        sizes = tuple(self.hidden_layer_sizes)
+        if not sizes or any(
+            not isinstance(size, Integral) or isinstance(size, bool) or size < 1
+            for size in sizes
+        ):
+            raise ValueError(
+                "hidden_layer_sizes must be a non-empty tuple of positive integers, got "
+                f"{self.hidden_layer_sizes!r}."
+            )
+        return sizes

@@ -1,0 +1,99 @@
+"""The one numpy <-> torch boundary.
+
+Device resolution, the dtype policy, seeded generators and conversions live here and
+nowhere else, so every estimator converts data the same way.
+"""
+
+import numpy as np
+import torch
+from sklearn.utils import check_random_state
+
+__all__ = [
+    "resolve_device",
+    "torch_dtype",
+    "numpy_dtype",
+    "make_generator",
+    "to_tensor",
+    "to_numpy",
+]
+
+_DTYPES = {np.dtype(np.float64): torch.float64, np.dtype(np.float32): torch.float32}
+
+
+def resolve_device(device="auto"):
+    """Turn ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` into a :class:`torch.device`.
+
+    ``"auto"`` means CUDA when available, else CPU. Asking for CUDA on a machine without
+    it raises a ``ValueError`` that says so.
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}."
+        )
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}."
+        ) from exc
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type != "cuda":
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}."
+        )
+    if not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was requested but CUDA is not available on this "
+            "machine; use device='cpu' or device='auto'."
+        )
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise ValueError(
+            f"device={device!r} was requested but only "
+            f"{torch.cuda.device_count()} CUDA device(s) are available."
+        )
+    return resolved
+
+
+def numpy_dtype(dtype):
+    """float64 stays float64; every other dtype is computed as float32."""
+    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
+
+
+def torch_dtype(dtype):
+    """The torch dtype used to compute on data of numpy ``dtype``."""
+    return _DTYPES[np.dtype(numpy_dtype(dtype))]
+
+
+def make_generator(random_state):
+    """A CPU :class:`torch.Generator` seeded from a scikit-learn ``random_state``.
+
+    Random draws are made on the CPU and then moved, so a given seed gives the same
+    initialisation whatever the device.
+    """
+    seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(seed))
+    return generator
+
+
+def to_tensor(array, *, device, dtype=None):
+    """Copy a numpy array (read-only or not) into a new tensor on ``device``.
+
+    Always copies, so the caller's array is never modified through the tensor.
+    """
+    array = np.asarray(array)
+    if dtype is None:
+        dtype = torch_dtype(array.dtype)
+    elif not isinstance(dtype, torch.dtype):
+        dtype = torch_dtype(dtype)
+    return torch.tensor(array, dtype=dtype, device=device)
+
+
+def to_numpy(tensor):
+    """A detached CPU numpy copy of ``tensor``."""
+    return tensor.detach().to("cpu").numpy().copy()
