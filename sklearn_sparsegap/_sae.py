@@ -12,6 +12,7 @@ from ._modules import SparseAutoencoderModule, heaviside_step, linear_sae_gradie
 from ._torch_utils import make_generator, to_numpy, to_tensor, torch_dtype
 from ._training import (
     HISTORY_KEYS,
+    make_adam,
     batch_statistics,
     cosine_loss,
     history_arrays,
@@ -134,7 +135,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
         if self.target == "codes":
             module.intercept.requires_grad_(False)
         params = [p for p in module.parameters() if p.requires_grad]
-        optimizer = torch.optim.Adam(params, lr=self.learning_rate)
+        optimizer = make_adam(params, self.learning_rate)
         if not first and getattr(self, "_optimizer_state", None) is not None:
             optimizer.load_state_dict(_state_to_torch(self._optimizer_state, device))
 

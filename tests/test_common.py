@@ -1,0 +1,53 @@
+"""scikit-learn's estimator checks on every estimator of the library."""
+
+import pytest
+from sklearn.utils.estimator_checks import (
+    check_dataframe_column_names_consistency,
+    check_get_feature_names_out_error,
+    check_global_output_transform_pandas,
+    check_inplace_ensure_writeable,
+    check_param_validation,
+    check_set_output_transform,
+    check_set_output_transform_pandas,
+    check_transformer_get_feature_names_out,
+    check_transformer_get_feature_names_out_pandas,
+    parametrize_with_checks,
+)
+
+from sklearn_sparsegap import MLPEncoder, SAEEncoder
+
+# Small budgets: these checks test the API, not the quality.
+ESTIMATORS = [
+    SAEEncoder(max_iter=20, random_state=0, device="cpu"),
+    MLPEncoder(hidden_layer_sizes=(8,), max_iter=20, random_state=0, device="cpu"),
+]
+
+EXPECTED_FAILED_CHECKS = {}
+
+
+def _expected_failed_checks(estimator):
+    return EXPECTED_FAILED_CHECKS.get(type(estimator).__name__, {})
+
+
+@parametrize_with_checks(ESTIMATORS, expected_failed_checks=_expected_failed_checks)
+def test_sklearn_compatible_estimator(estimator, check):
+    check(estimator)
+
+
+EXTRA_CHECKS = [
+    check_param_validation,
+    check_transformer_get_feature_names_out,
+    check_transformer_get_feature_names_out_pandas,
+    check_set_output_transform,
+    check_set_output_transform_pandas,
+    check_global_output_transform_pandas,
+    check_dataframe_column_names_consistency,
+    check_get_feature_names_out_error,
+    check_inplace_ensure_writeable,
+]
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda est: type(est).__name__)
+@pytest.mark.parametrize("check", EXTRA_CHECKS, ids=lambda check: check.__name__)
+def test_checks_the_generic_runner_skips(estimator, check):
+    check(type(estimator).__name__, estimator)

@@ -1,0 +1,361 @@
+"""Behaviour of the amortised encoders that users rely on."""
+
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from sklearn_sparsegap import (
+    MLPEncoder,
+    SAEEncoder,
+    dictionary_mcc,
+    make_sparse_dictionary_data,
+    mcc_scorer,
+    mean_corr_coef,
+)
+from sklearn_sparsegap._sae import _DeadLatentResampler
+from sklearn_sparsegap._modules import SparseAutoencoderModule
+
+ENCODERS = [SAEEncoder, MLPEncoder]
+
+
+def _small(cls, **params):
+    defaults = dict(n_components=16, max_iter=300, random_state=0, device="cpu")
+    if cls is MLPEncoder:
+        defaults["hidden_layer_sizes"] = (32,)
+        defaults["learning_rate"] = 1e-2
+    return cls(**{**defaults, **params})
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, dictionary, codes = make_sparse_dictionary_data(1024, random_state=0)
+    return X, dictionary, codes
+
+
+# ----------------------------------------------------------------- scenarios
+def test_sae_recovers_the_dictionary_on_the_paper_task(data):
+    X, dictionary, codes = data
+    sae = SAEEncoder(n_components=16, random_state=0, device="cpu").fit(X[:512])
+    assert dictionary_mcc(dictionary, sae.components_) > 0.9
+    assert mean_corr_coef(codes[512:], sae.transform(X[512:])) > 0.7
+    np.testing.assert_allclose(np.linalg.norm(sae.components_, axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("cls", ENCODERS)
+def test_known_dictionary_is_held_fixed(cls, data):
+    X, dictionary, codes = data
+    est = _small(cls, dictionary=dictionary, n_components=None).fit(X)
+    np.testing.assert_array_equal(est.components_, dictionary)
+    assert mean_corr_coef(codes, est.transform(X)) > 0.5
+
+
+@pytest.mark.parametrize("cls", ENCODERS)
+def test_known_codes_trains_the_encoder_on_the_codes(cls, data):
+    X, _, codes = data
+    est = _small(cls, target="codes", max_iter=500).fit(X, codes)
+    assert est.transform(X).shape == codes.shape
+    assert mean_corr_coef(codes, est.transform(X)) > 0.75
+    with pytest.raises(ValueError, match="y"):
+        clone(est).fit(X)
+    with pytest.raises(ValueError, match="y"):
+        clone(est).fit(X, codes[:, :5])
+    with pytest.raises(ValueError, match="y"):
+        clone(est).fit(X, codes[:100])
+
+
+@pytest.mark.parametrize("cls", ENCODERS)
+def test_y_is_ignored_outside_known_codes(cls, data):
+    X, _, codes = data
+    with_y = _small(cls, max_iter=30).fit(X, codes)
+    without_y = _small(cls, max_iter=30).fit(X)
+    np.testing.assert_array_equal(with_y.components_, without_y.components_)
+
+
+def test_grid_search_with_mcc_scorer_in_parallel_matches_sequential(data):
+    X, _, codes = data
+    grid = {"alpha": [0.05, 0.3]}
+    base = SAEEncoder(n_components=16, max_iter=100, random_state=0, device="cpu")
+    parallel = GridSearchCV(base, grid, scoring=mcc_scorer, cv=2, n_jobs=2).fit(X, codes)
+    sequential = GridSearchCV(base, grid, scoring=mcc_scorer, cv=2, n_jobs=1).fit(X, codes)
+    np.testing.assert_allclose(
+        parallel.cv_results_["mean_test_score"], sequential.cv_results_["mean_test_score"]
+    )
+    assert 0 < parallel.best_score_ <= 1
+
+
+def _threads_while_fitting():
+    X, _, _ = make_sparse_dictionary_data(64, random_state=0)
+    SAEEncoder(max_iter=2, device="cpu").fit(X)
+    return torch.get_num_threads()
+
+
+def test_parallel_workers_do_not_oversubscribe_torch_threads():
+    n_jobs = 2
+    threads = joblib.Parallel(n_jobs=n_jobs)(
+        joblib.delayed(_threads_while_fitting)() for _ in range(n_jobs)
+    )
+    assert max(threads) <= max(1, joblib.cpu_count() // n_jobs)
+
+
+# ------------------------------------------------------- scikit-learn usage
+@pytest.mark.parametrize("cls", ENCODERS)
+def test_pipeline_clone_pickle_and_pandas_output(cls, data):
+    pd = pytest.importorskip("pandas")
+    X, _, _ = data
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    pipe = make_pipeline(StandardScaler(), _small(cls, max_iter=20)).set_output(
+        transform="pandas"
+    )
+    out = pipe.fit_transform(frame)
+    assert isinstance(out, pd.DataFrame)
+    prefix = cls.__name__.lower()
+    assert list(out.columns) == [f"{prefix}{i}" for i in range(16)]
+    restored = pickle.loads(pickle.dumps(pipe))
+    pd.testing.assert_frame_equal(restored.transform(frame), pipe.transform(frame))
+    assert clone(pipe).get_params()[f"{prefix}__n_components"] == 16
+
+
+@pytest.mark.parametrize("cls", ENCODERS)
+def test_same_seed_same_model_and_dtypes_preserved(cls, data):
+    X, _, _ = data
+    first = _small(cls, max_iter=50).fit(X)
+    second = _small(cls, max_iter=50).fit(X)
+    np.testing.assert_array_equal(first.components_, second.components_)
+    assert first.transform(X).dtype == np.float64
+    X32 = X.astype(np.float32)
+    est32 = _small(cls, max_iter=50).fit(X32)
+    assert est32.components_.dtype == np.float32
+    assert est32.transform(X32).dtype == np.float32
+    assert est32.inverse_transform(est32.transform(X32)).dtype == np.float32
+
+
+@pytest.mark.parametrize("cls", ENCODERS)
+def test_inputs_are_never_modified(cls, data):
+    X, dictionary, codes = data
+    X_copy, d_copy, c_copy = X.copy(), dictionary.copy(), codes.copy()
+    est = _small(cls, max_iter=20, dictionary=dictionary).fit(X)
+    est.transform(X)
+    _small(cls, max_iter=20, target="codes").fit(X, codes)
+    np.testing.assert_array_equal(X, X_copy)
+    np.testing.assert_array_equal(dictionary, d_copy)
+    np.testing.assert_array_equal(codes, c_copy)
+    read_only = X.copy()
+    read_only.setflags(write=False)
+    _small(cls, max_iter=5).fit(read_only).transform(read_only)
+
+
+# ---------------------------------------------------------------- training
+@pytest.mark.parametrize("cls", ENCODERS)
+def test_history_and_flops_are_consistent(cls, data):
+    X, _, _ = data
+    est = _small(cls, max_iter=100, tol=0.0).fit(X)
+    lengths = {key: len(values) for key, values in est.history_.items()}
+    assert len(set(lengths.values())) == 1 and lengths["step"] == 10
+    assert set(est.history_) >= {"step", "loss", "mse", "l1", "l0", "flops", "dead_fraction"}
+    assert est.history_["step"][-1] == 100 == est.n_iter_
+    assert np.all(np.diff(est.history_["flops"]) > 0)
+    assert est.history_["flops"][-1] == est.training_flops_ > 0
+    assert est.history_["loss"][-1] < est.history_["loss"][0]
+    assert est.inference_flops(10) == 10 * est.inference_flops(1)
+
+
+def test_sae_flops_follow_appendix_i(data):
+    X, dictionary, _ = data
+    sae = SAEEncoder(dictionary=dictionary, max_iter=7, tol=0, device="cpu").fit(X)
+    # Appendix I.2 with a fixed dictionary: 1360 FLOPs per sample-step at N=16, M=8.
+    assert sae.training_flops_ == 1360 * X.shape[0] * 7
+    assert sae.inference_flops(1024) == (4 * 8 * 16 + 16) * 1024
+
+
+def test_tol_stops_training_early(data):
+    X, _, _ = data
+    est = SAEEncoder(max_iter=5000, tol=1e-2, random_state=0, device="cpu").fit(X)
+    assert est.n_iter_ < 5000
+
+
+def test_minibatches_count_epochs_and_steps(data):
+    X, _, _ = data
+    est = SAEEncoder(max_iter=3, batch_size=100, tol=0, random_state=0, device="cpu").fit(X)
+    assert est.n_iter_ == 3
+    assert len(est.history_["step"]) == 3
+    assert est.history_["step"][-1] == 3 * int(np.ceil(X.shape[0] / 100))
+
+
+def test_partial_fit_on_memmapped_chunks_matches_fit(tmp_path):
+    X, dictionary, _ = make_sparse_dictionary_data(2048, random_state=1)
+    path = tmp_path / "activations.dat"
+    stored = np.memmap(path, dtype=np.float32, mode="w+", shape=X.shape)
+    stored[:] = X
+    stored.flush()
+    chunks = np.memmap(path, dtype=np.float32, mode="r", shape=X.shape)
+
+    streamed = SAEEncoder(n_components=16, batch_size=256, random_state=0, device="cpu")
+    for _ in range(40):
+        for start in range(0, X.shape[0], 512):
+            streamed.partial_fit(chunks[start : start + 512])
+    full = SAEEncoder(
+        n_components=16, batch_size=256, max_iter=40, tol=0, random_state=0, device="cpu"
+    ).fit(X.astype(np.float32))
+
+    assert streamed.n_iter_ == 40 * 4
+    assert streamed.training_flops_ == full.training_flops_
+    assert dictionary_mcc(dictionary, streamed.components_) > 0.8
+    assert dictionary_mcc(dictionary, streamed.components_) >= (
+        dictionary_mcc(dictionary, full.components_) - 0.03
+    )
+
+
+def test_partial_fit_continues_from_the_current_state(data):
+    X, _, _ = data
+    est = SAEEncoder(max_iter=50, tol=0, random_state=0, device="cpu").fit(X)
+    before = est.components_.copy()
+    flops = est.training_flops_
+    est.partial_fit(X)
+    assert est.n_iter_ == 51
+    assert est.training_flops_ > flops
+    # One more small step: close to, but not equal to, the previous state.
+    assert 0 < np.abs(est.components_ - before).max() < 0.1
+
+
+def test_divergence_raises_instead_of_returning_nan(data):
+    X, _, _ = data
+    est = MLPEncoder(
+        hidden_layer_sizes=(8,), learning_rate=1e30, max_iter=50, random_state=0, device="cpu"
+    )
+    # Squared errors overflow float32: the fit must stop with advice, not return NaN.
+    with pytest.raises(ValueError, match="learning_rate"):
+        est.fit(X.astype(np.float32) * 1e25)
+
+
+def test_verbose_shows_a_progress_bar(data, capsys):
+    X, _, _ = data
+    SAEEncoder(max_iter=20, verbose=1, device="cpu").fit(X)
+    assert "SAEEncoder" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------- activations
+def test_topk_keeps_exactly_k(data):
+    X, _, _ = data
+    est = SAEEncoder(n_components=16, activation="topk", k=3, alpha=0.0, max_iter=200,
+                     random_state=0, device="cpu").fit(X)
+    counts = (est.transform(X) != 0).sum(axis=1)
+    assert counts.max() <= 3 and counts.mean() > 2.5
+
+
+def test_jumprelu_learns_thresholds(data):
+    X, _, _ = data
+    est = SAEEncoder(n_components=16, activation="jumprelu", alpha=0.05, max_iter=300,
+                     random_state=0, device="cpu").fit(X)
+    assert est.threshold_.shape == (16,) and np.all(est.threshold_ > 0)
+    assert not np.allclose(est.threshold_, 1e-3)
+    codes = est.transform(X)
+    assert np.all((codes == 0) | (codes > est.threshold_))
+
+
+def test_linear_sae_analytic_gradients_match_autograd(data):
+    X, _, _ = data
+    x = torch.tensor(X[:64])
+    from sklearn_sparsegap._modules import linear_sae_gradients
+
+    for activation, k in (("relu", None), ("topk", 3)):
+        for fit_intercept in (True, False):
+            module = SparseAutoencoderModule(
+                (8, 16), activation=activation, k=k, fit_intercept=fit_intercept
+            ).double()
+            with torch.no_grad():
+                for param in module.parameters():
+                    param.normal_(generator=torch.Generator().manual_seed(0))
+            params = [p for p in module.parameters() if p.requires_grad]
+            codes, reconstruction = module(x)
+            loss = 0.5 * (x - reconstruction).square().sum(1).mean() + 0.3 * codes.abs().sum(
+                1
+            ).mean()
+            expected = torch.autograd.grad(loss, params)
+            _, stats = linear_sae_gradients(module, x, 0.3, with_stats=True)
+            for param, grad in zip(params, expected):
+                torch.testing.assert_close(param.grad, grad)
+            torch.testing.assert_close(stats[0], loss.detach())
+
+
+def test_resampler_points_dead_latents_at_poorly_reconstructed_samples(data):
+    X, _, _ = data
+    x = torch.tensor(X[:256])
+    module = SparseAutoencoderModule((8, 16)).double()
+    with torch.no_grad():
+        module.components.copy_(torch.eye(16, 8, dtype=torch.float64) + 0.01)
+        module.weights[0].copy_(module.components)
+    optimizer = torch.optim.Adam(module.parameters())
+    dead = torch.zeros(16, dtype=torch.bool)
+    dead[[3, 7]] = True
+    before = module.components.detach().clone()
+    _DeadLatentResampler(module, optimizer, x, torch.Generator().manual_seed(0))(dead)
+    after = module.components.detach()
+    torch.testing.assert_close(after[~dead], before[~dead])
+    assert not torch.allclose(after[dead], before[dead])
+    torch.testing.assert_close(after[dead].norm(dim=1), torch.ones(2, dtype=torch.float64))
+    assert torch.all(module.biases[0][dead] == 0)
+
+
+# ---------------------------------------------------------------- bad input
+@pytest.mark.parametrize("cls", ENCODERS)
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"n_components": 0}, "n_components"),
+        ({"activation": "topk", "k": 20}, "k"),
+        ({"activation": "topk"}, "k"),
+        ({"dictionary": np.ones((16, 3))}, "dictionary"),
+        ({"dictionary": np.vstack([np.ones((15, 8)), np.zeros((1, 8))])}, "dictionary"),
+        ({"dictionary": np.full((16, 8), np.nan)}, "dictionary"),
+        ({"dictionary": np.ones((16, 8)), "n_components": 4}, "dictionary"),
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"activation": "tanh"}, "activation"),
+    ],
+)
+def test_bad_parameters_raise_value_error_naming_them(cls, params, match, data):
+    X, _, _ = data
+    with pytest.raises(ValueError, match=match):
+        _small(cls, **params).fit(X)
+
+
+@pytest.mark.parametrize("cls", ENCODERS)
+def test_bad_data_raises_value_error(cls, data):
+    X, _, _ = data
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        _small(cls).fit(bad)
+    bad[0, 0] = np.inf
+    with pytest.raises(ValueError, match="infinity"):
+        _small(cls).fit(bad)
+    est = _small(cls, max_iter=5).fit(X)
+    with pytest.raises(ValueError, match="features"):
+        est.transform(X[:, :5])
+    with pytest.raises(ValueError, match="X"):
+        est.inverse_transform(np.ones((3, 5)))
+
+
+def test_device_cuda_without_cuda_is_a_clear_error(data):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    X, _, _ = data
+    with pytest.raises(ValueError, match="CUDA"):
+        SAEEncoder(device="cuda", max_iter=2).fit(X)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fit_stores_cpu_state_and_unpickles_for_cpu(data):
+    X, _, _ = data
+    est = SAEEncoder(device="cuda", max_iter=50, random_state=0).fit(X)
+    assert est.device_.startswith("cuda")
+    assert isinstance(est.components_, np.ndarray)
+    restored = pickle.loads(pickle.dumps(est)).set_params(device="cpu")
+    np.testing.assert_allclose(restored.transform(X), est.transform(X), atol=1e-5)
+    assert est.__sklearn_tags__().non_deterministic
