@@ -12,50 +12,118 @@ from ._validation import check_matrix, check_same_rows
 # (its correlation with anything is 0), as in the authors' code.
 _ZERO_VARIANCE_RTOL = 1e-12
 
+# Entries per chunk when streaming over samples (bounds the temporaries).
+_CHUNK_ELEMENTS = 1 << 21
 
-def _abs_correlation_matrix(first, second):
-    """|Pearson correlation| between every column of ``first`` and of ``second``.
 
-    One centred matrix product; constant columns get correlation 0.
+def _chunks(n_rows, n_columns):
+    step = max(1, _CHUNK_ELEMENTS // max(1, n_columns))
+    for start in range(0, n_rows, step):
+        yield slice(start, min(start + step, n_rows))
+
+
+def _unit_centred(columns):
+    """Columns centred (in float64) and scaled to unit norm, stored as float32.
+
+    A column is constant when its centred sum of squares is at most
+    ``_ZERO_VARIANCE_RTOL`` times its raw sum of squares; it becomes 0, so it correlates
+    0 with everything.
     """
-    dtype = np.result_type(first.dtype, second.dtype, np.float32)
+    n_rows, n_columns = columns.shape
+    mean = columns.sum(axis=0, dtype=np.float64) / n_rows
+    buffer = np.empty((min(n_rows, max(1, _CHUNK_ELEMENTS // n_columns)), n_columns))
+    centred_square = np.zeros(n_columns)
+    for rows in _chunks(n_rows, n_columns):
+        block = np.subtract(columns[rows], mean, out=buffer[: rows.stop - rows.start])
+        centred_square += np.einsum("ij,ij->j", block, block)
+    raw_square = centred_square + n_rows * mean**2
+    constant = centred_square <= _ZERO_VARIANCE_RTOL * raw_square
+    scale = np.divide(1.0, np.sqrt(centred_square), out=np.zeros(n_columns), where=~constant)
+    # Scale in float64 before rounding to float32, so any finite input stays finite.
+    out = np.empty(columns.shape, dtype=np.float32)
+    for rows in _chunks(n_rows, n_columns):
+        block = np.subtract(columns[rows], mean, out=buffer[: rows.stop - rows.start])
+        np.multiply(block, scale, out=out[rows], casting="same_kind")
+    return out
 
-    def unit_centred(columns):
-        columns = np.asarray(columns, dtype=dtype)
-        centred = columns - columns.mean(axis=0)
-        norms = np.sqrt(np.einsum("ij,ij->j", centred, centred))
-        mean_square = np.einsum("ij,ij->j", columns, columns)
-        constant = norms**2 <= _ZERO_VARIANCE_RTOL * mean_square
-        norms[constant] = 1.0
-        centred /= norms
-        centred[:, constant] = 0.0
-        return centred
 
-    correlation = unit_centred(first).T @ unit_centred(second)
-    np.abs(correlation, out=correlation)
-    # Rounding can push |r| a hair above 1.
-    return np.minimum(correlation, 1.0, out=correlation)
+def _select_columns(columns, rows, index):
+    """``columns[rows][:, index]``, without a copy when ``index`` is every column in order."""
+    if index.size == columns.shape[1] and np.array_equal(index, np.arange(index.size)):
+        return columns[rows]
+    return np.take(columns[rows], index, axis=1)
+
+
+def _pair_correlations(first_unit, second_unit, rows, cols):
+    """Correlation of the column pairs ``(first_unit[:, r], second_unit[:, c])``.
+
+    Accumulated in float64 and renormalised, so identical (or rescaled) columns score
+    exactly 1 and the result does not carry the float32 product's rounding.
+    """
+    n_rows, n_pairs = first_unit.shape[0], rows.size
+    products, first_square, second_square = np.zeros((3, n_pairs))
+    for chunk in _chunks(n_rows, n_pairs):
+        a = _select_columns(first_unit, chunk, rows)
+        b = _select_columns(second_unit, chunk, cols)
+        products += np.einsum("ij,ij->j", a, b, dtype=np.float64)
+        first_square += np.einsum("ij,ij->j", a, a, dtype=np.float64)
+        second_square += np.einsum("ij,ij->j", b, b, dtype=np.float64)
+    norms = np.sqrt(first_square * second_square)
+    correlation = np.divide(np.abs(products), norms, out=np.zeros(n_pairs), where=norms > 0)
+    return np.minimum(correlation, 1.0)
 
 
 def _greedy_pairs(correlation):
-    """The authors' greedy matching: take the largest entry, drop its row and column."""
-    remaining = correlation.astype(np.float64, copy=True)
-    n_pairs = min(remaining.shape)
-    rows, cols = np.empty(n_pairs, dtype=int), np.empty(n_pairs, dtype=int)
-    for pair in range(n_pairs):
-        row, col = np.unravel_index(np.argmax(remaining), remaining.shape)
-        rows[pair], cols[pair] = row, col
-        remaining[row, :] = -1.0
-        remaining[:, col] = -1.0
-    return rows, cols
+    """Greedy matching: repeatedly take the largest remaining entry, drop its row and column.
+
+    Computed in rounds: every entry that is the largest of both its remaining row and its
+    remaining column is taken at once (a "locally dominant" pair). With distinct entries
+    this selects exactly the pairs of the one-at-a-time greedy rule, in a few vectorised
+    rounds instead of ``min(shape)`` passes over the matrix; with ties, it is one of the
+    one-at-a-time greedy matchings.
+    """
+    free_rows = np.arange(correlation.shape[0])
+    free_cols = np.arange(correlation.shape[1])
+    taken_rows, taken_cols = [], []
+    while free_rows.size and free_cols.size:
+        sub = correlation[np.ix_(free_rows, free_cols)]
+        if not sub.max() > 0:
+            # Only zeros (constant columns) remain: any pairing is greedy.
+            n_left = min(free_rows.size, free_cols.size)
+            taken_rows.append(free_rows[:n_left])
+            taken_cols.append(free_cols[:n_left])
+            break
+        best_col = np.argmax(sub, axis=1)
+        best_row = np.argmax(sub, axis=0)
+        mutual = np.flatnonzero(best_row[best_col] == np.arange(free_rows.size))
+        taken_rows.append(free_rows[mutual])
+        taken_cols.append(free_cols[best_col[mutual]])
+        free_rows = np.delete(free_rows, mutual)
+        free_cols = np.delete(free_cols, best_col[mutual])
+    return np.concatenate(taken_rows), np.concatenate(taken_cols)
 
 
-def _matched_mean(correlation, matching):
+def _matched_pairs(correlation, matching):
     if matching == "hungarian":
-        rows, cols = linear_sum_assignment(correlation, maximize=True)
-    else:
-        rows, cols = _greedy_pairs(correlation)
-    return float(correlation[rows, cols].mean())
+        return linear_sum_assignment(correlation, maximize=True)
+    return _greedy_pairs(correlation)
+
+
+def _mcc(first, second, matching):
+    """Mean matched |Pearson correlation| between the columns of two 2-D arrays.
+
+    The columns are centred in float64, stored as float32 unit vectors and correlated
+    with one float32 matrix product, which is fast and accurate to about 1e-6: ample for
+    choosing the matching. The matched pairs are then recomputed with float64
+    accumulation.
+    """
+    first_unit = _unit_centred(first)
+    second_unit = _unit_centred(second)
+    correlation = first_unit.T @ second_unit
+    np.abs(correlation, out=correlation)
+    rows, cols = _matched_pairs(correlation, matching)
+    del correlation
+    return float(_pair_correlations(first_unit, second_unit, rows, cols).mean())
 
 
 @validate_params(
@@ -95,6 +163,15 @@ def mean_corr_coef(codes_true, codes_pred, *, matching="hungarian"):
     mcc : float
         Mean matched absolute correlation, in ``[0, 1]``.
 
+    Notes
+    -----
+    A column counts as constant when its centred sum of squares is at most ``1e-12``
+    times its raw sum of squares. The columns are centred in float64 and correlated with
+    one float32 matrix product (about 1e-6 accurate), which only chooses the matching;
+    the matched correlations are then recomputed with float64 accumulation. Memory is
+    about one float32 copy of each input plus the ``n_components_true x
+    n_components_pred`` correlation matrix.
+
     Examples
     --------
     >>> import numpy as np
@@ -107,7 +184,7 @@ def mean_corr_coef(codes_true, codes_pred, *, matching="hungarian"):
     codes_true = check_matrix(codes_true, "codes_true")
     codes_pred = check_matrix(codes_pred, "codes_pred")
     check_same_rows(codes_true, codes_pred, "codes_true", "codes_pred")
-    return _matched_mean(_abs_correlation_matrix(codes_true, codes_pred), matching)
+    return _mcc(codes_true, codes_pred, matching)
 
 
 @validate_params(
@@ -154,8 +231,7 @@ def dictionary_mcc(dictionary_true, dictionary_pred, *, matching="hungarian"):
             "dictionary_true and dictionary_pred must have the same number of features "
             f"(columns), got {dictionary_true.shape[1]} and {dictionary_pred.shape[1]}."
         )
-    correlation = _abs_correlation_matrix(dictionary_true.T, dictionary_pred.T)
-    return _matched_mean(correlation, matching)
+    return _mcc(dictionary_true.T, dictionary_pred.T, matching)
 
 
 class _MCCScorer:
@@ -180,10 +256,25 @@ mcc_scorer = _MCCScorer()
 mcc_scorer.__doc__ = """Scorer for latent MCC against the true codes passed as ``y``.
 
 Use it as ``scoring=mcc_scorer`` in :class:`~sklearn.model_selection.GridSearchCV`,
-:func:`~sklearn.model_selection.cross_validate` or a multi-metric dict; ``fit(X, codes)``
-passes the true codes of each test fold as ``y`` and the score is
-``mean_corr_coef(codes_test, estimator.transform(X_test))``.
+:func:`~sklearn.model_selection.cross_validate`, :func:`~sklearn.model_selection.cross_val_score`
+or a multi-metric dict; ``fit(X, codes)`` passes the true codes of each test fold as ``y``
+and the score is ``mean_corr_coef(codes_test, estimator.transform(X_test))`` (Hungarian
+matching). Calling it without ``y`` raises a ``ValueError``.
+
+Examples
+--------
+>>> from sklearn.decomposition import SparseCoder
+>>> from sklearn.model_selection import GridSearchCV
+>>> from sklearn_sparsegap import make_sparse_dictionary_data, mcc_scorer
+>>> X, dictionary, codes = make_sparse_dictionary_data(200, random_state=0)
+>>> coder = SparseCoder(dictionary, transform_algorithm="lasso_lars", positive_code=True)
+>>> search = GridSearchCV(coder, {"transform_alpha": [0.01, 1.0]}, scoring=mcc_scorer)
+>>> search.fit(X, codes).best_params_
+{'transform_alpha': 0.01}
 """
+
+# Run the scorer's Examples with the module's doctests.
+__test__ = {"mcc_scorer": mcc_scorer.__doc__}
 
 
 class _DictionaryMCCScorer:
@@ -236,7 +327,8 @@ def make_dictionary_mcc_scorer(dictionary_true, *, matching="hungarian"):
     >>> 0.0 <= scorer(est, X, codes) <= 1.0
     True
     """
-    dictionary_true = check_matrix(dictionary_true, "dictionary_true")
+    # A private copy: later in-place edits of the caller's array do not change the scorer.
+    dictionary_true = check_matrix(dictionary_true, "dictionary_true", copy=True)
     return _DictionaryMCCScorer(dictionary_true, matching=matching)
 
 

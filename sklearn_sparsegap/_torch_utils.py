@@ -61,7 +61,9 @@ def resolve_device(device="auto"):
 
 def numpy_dtype(dtype):
     """float64 stays float64; every other dtype is computed as float32."""
-    return np.float64 if np.dtype(dtype) == np.float64 else np.float32
+    dtype = np.dtype(dtype)
+    # Compare kind and size, not dtype equality, so big-endian float64 stays float64.
+    return np.float64 if dtype.kind == "f" and dtype.itemsize == 8 else np.float32
 
 
 def torch_dtype(dtype):
@@ -75,7 +77,11 @@ def make_generator(random_state):
     Random draws are made on the CPU and then moved, so a given seed gives the same
     initialisation whatever the device.
     """
-    seed = check_random_state(random_state).randint(np.iinfo(np.int32).max)
+    try:
+        random_state = check_random_state(random_state)
+    except ValueError as exc:
+        raise ValueError(f"random_state: {exc}") from exc
+    seed = random_state.randint(np.iinfo(np.int32).max)
     generator = torch.Generator(device="cpu")
     generator.manual_seed(int(seed))
     return generator
@@ -91,7 +97,16 @@ def to_tensor(array, *, device, dtype=None):
         dtype = torch_dtype(array.dtype)
     elif not isinstance(dtype, torch.dtype):
         dtype = torch_dtype(dtype)
-    return torch.tensor(array, dtype=dtype, device=device)
+    # One fresh, writable, C-ordered, native-byte-order copy in the target dtype: torch
+    # cannot wrap negative strides (``X[::-1]``) or non-native byte order, and the
+    # caller's array must never share memory with the tensor.
+    try:
+        target = torch.empty((), dtype=dtype).numpy().dtype
+    except TypeError:  # a torch dtype without a numpy twin (bfloat16): cast in torch
+        copy = np.array(array, dtype=array.dtype.newbyteorder("="), order="C", copy=True)
+        return torch.from_numpy(copy).to(device=device, dtype=dtype)
+    copy = np.array(array, dtype=target, order="C", copy=True)
+    return torch.from_numpy(copy).to(device)
 
 
 def to_numpy(tensor):

@@ -230,7 +230,7 @@ def sparse_coding_training_flops(
     --------
     >>> from sklearn_sparsegap.flops import sparse_coding_training_flops
     >>> sparse_coding_training_flops(8, 16, 1, learn_dictionary=False)
-    736
+    704
     """
     _check_count(n_samples, "n_samples")
     _check_count(n_steps, "n_steps")
