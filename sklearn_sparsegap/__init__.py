@@ -16,6 +16,7 @@ from ._metrics import (
     paper_l1_to_alpha,
 )
 from ._sae import MLPEncoder, SAEEncoder
+from ._solvers import sparse_encode
 
 __version__ = "0.1.0"
 
@@ -32,4 +33,5 @@ __all__ = [
     "mean_l0",
     "normalized_mse",
     "paper_l1_to_alpha",
+    "sparse_encode",
 ]

@@ -12,6 +12,11 @@ from ._validation import check_matrix, check_same_rows
 # (its correlation with anything is 0), as in the authors' code.
 _ZERO_VARIANCE_RTOL = 1e-12
 
+# Column norms for which centred values can be rounded to float32 before scaling: every
+# entry is below the norm (no overflow), and entries small enough to lose precision as
+# float32 subnormals are negligible next to the norm.
+_FLOAT32_SAFE_NORMS = (1e-25, 1e37)
+
 # Entries per chunk when streaming over samples (bounds the temporaries).
 _CHUNK_ELEMENTS = 1 << 21
 
@@ -33,17 +38,25 @@ def _unit_centred(columns):
     mean = columns.sum(axis=0, dtype=np.float64) / n_rows
     buffer = np.empty((min(n_rows, max(1, _CHUNK_ELEMENTS // n_columns)), n_columns))
     centred_square = np.zeros(n_columns)
-    for rows in _chunks(n_rows, n_columns):
-        block = np.subtract(columns[rows], mean, out=buffer[: rows.stop - rows.start])
-        centred_square += np.einsum("ij,ij->j", block, block)
-    raw_square = centred_square + n_rows * mean**2
-    constant = centred_square <= _ZERO_VARIANCE_RTOL * raw_square
-    scale = np.divide(1.0, np.sqrt(centred_square), out=np.zeros(n_columns), where=~constant)
-    # Scale in float64 before rounding to float32, so any finite input stays finite.
     out = np.empty(columns.shape, dtype=np.float32)
     for rows in _chunks(n_rows, n_columns):
         block = np.subtract(columns[rows], mean, out=buffer[: rows.stop - rows.start])
-        np.multiply(block, scale, out=out[rows], casting="same_kind")
+        centred_square += np.einsum("ij,ij->j", block, block)
+        with np.errstate(over="ignore", under="ignore"):  # checked and redone below
+            out[rows] = block
+    raw_square = centred_square + n_rows * mean**2
+    constant = centred_square <= _ZERO_VARIANCE_RTOL * raw_square
+    norms = np.sqrt(centred_square)
+    scale = np.divide(1.0, norms, out=np.zeros(n_columns), where=~constant)
+    live = norms[~constant]
+    if live.size and (live.max() > _FLOAT32_SAFE_NORMS[1] or live.min() < _FLOAT32_SAFE_NORMS[0]):
+        # Centred values beyond float32's range (or deep in its subnormals): redo the
+        # rounding after scaling in float64, so any finite input stays accurate.
+        for rows in _chunks(n_rows, n_columns):
+            block = np.subtract(columns[rows], mean, out=buffer[: rows.stop - rows.start])
+            np.multiply(block, scale, out=out[rows], casting="same_kind")
+    else:
+        out *= scale.astype(np.float32)
     return out
 
 

@@ -16,6 +16,7 @@ __all__ = [
     "ito_adam_flops",
     "sparse_coding_inference_flops",
     "sparse_coding_training_flops",
+    "sparse_encode_flops",
 ]
 
 
@@ -241,3 +242,146 @@ def sparse_coding_training_flops(
         per_sample += 2 * N * M
         per_step = 4 * M * N
     return (per_sample * n_samples + per_step) * n_steps
+
+
+# ---------------------------------------------------------------------- sparse_encode
+# The solvers in ``_solvers.py`` take their code path from these two rules, so the counts
+# below follow the computation actually run.
+
+# Greedy solvers keep an (n_components, n_components) Gram matrix up to this size; above
+# it they recompute correlations from the residual instead.
+_MAX_GRAM_COMPONENTS = 4096
+
+_SPARSE_ENCODE_ALGORITHMS = ("ista", "fista", "omp", "mp", "gradient_pursuit", "topk", "adam")
+
+
+def _gram_form(n_features, n_components):
+    """Whether a gradient iteration is cheaper as ``s @ G`` than as two dictionary products.
+
+    ``s @ (D D^T)`` costs ``2N^2`` per sample, ``(s @ D - x) @ D^T`` costs ``4NM``.
+    """
+    return n_components <= 2 * n_features
+
+
+def _eigvalsh_flops(size):
+    # Householder reduction to tridiagonal form dominates the eigenvalues-only solver.
+    return 4 * size**3 // 3
+
+
+def sparse_encode_flops(
+    algorithm, n_features, n_components, n_samples, *, n_iter=None, n_nonzero_coefs=None
+):
+    """Count the FLOPs of :func:`sklearn_sparsegap.sparse_encode` (Appendix I conventions).
+
+    A multiply-add counts 2 FLOPs (``(n, a) @ (a, b)`` costs ``2nab``) and an element-wise
+    operation on ``d`` values costs ``d``. ``M`` is ``n_features``, ``N`` ``n_components``,
+    ``n`` ``n_samples``, ``T`` ``n_iter`` and ``K`` ``n_nonzero_coefs``. Convergence tests
+    (run every few iterations) and the sign fix-ups of ``positive=True`` are not counted;
+    the count describes one block of rows (set-up costs are paid once).
+
+    ``"ista"`` / ``"fista"``
+        When ``N <= 2M`` each iteration is one product with the Gram matrix:
+        set-up ``2N^2M`` (Gram ``G = D D^T``) + ``4N^3/3`` (its largest eigenvalue, the
+        Lipschitz constant) + ``2nNM`` (``X D^T``); per sample and iteration
+        ``2N^2 + N + 2N`` (product, bias, soft-threshold shift and clamp).
+        Otherwise each iteration multiplies by ``D`` and ``D^T``: set-up ``2M^2N + 4M^3/3``
+        (Lipschitz constant from ``D^T D``); per sample and iteration
+        ``4NM + M + N + 2N`` (two products, residual, gradient step, soft-threshold).
+        FISTA adds ``6N`` per sample and iteration: the code difference ``N``, the
+        restart test ``(y - s_new) . (s_new - s)`` ``3N`` and the momentum step ``2N``.
+    ``"omp"``
+        Set-up ``3NM`` (atom norms and normalisation). Iteration ``k = 1..T`` costs, per
+        sample, ``2NM`` (correlations with the residual) + ``2N`` (absolute value, argmax)
+        + ``4(k-1)M`` (Gram-Schmidt against the ``k-1`` selected atoms) + ``10M``
+        (normalisation, projection, residual update, residual norm). The least-squares
+        coefficients on the ``T`` selected atoms are one back substitution with the
+        Gram-Schmidt triangle, ``T^2`` per sample.
+    ``"mp"``
+        With ``N <= 4096``: set-up ``3NM + 2N^2M`` (normalised atoms and their Gram
+        matrix) + ``2nNM`` (initial correlations); per sample and iteration ``4N``
+        (selection ``2N``, correlation update from a Gram row ``2N``). With larger ``N``
+        the correlations are recomputed: set-up ``3NM``, per sample and iteration
+        ``2NM + 2N + 2M``.
+    ``"gradient_pursuit"``
+        Set-up ``3NM``. Iteration ``k = 1..T`` (support size ``k``) costs, per sample,
+        ``2NM`` (correlations) + ``2N`` (selection) + ``2kM`` (direction times atoms)
+        + ``4M + 5k`` (exact step size, code and residual updates).
+    ``"topk"``
+        Set-up ``3NM``; per sample ``2NM + 2N + K`` (correlations, selection, scaling).
+    ``"adam"``
+        :func:`ito_adam_flops`.
+
+    Parameters
+    ----------
+    algorithm : {"ista", "fista", "omp", "mp", "gradient_pursuit", "topk", "adam"}
+        The ``sparse_encode`` algorithm.
+    n_features : int
+        M.
+    n_components : int
+        N.
+    n_samples : int
+        Number of samples encoded.
+    n_iter : int or None, default=None
+        Iterations run (``sparse_encode(..., return_n_iter=True)`` reports them). None
+        means ``n_nonzero_coefs`` for the greedy algorithms (``"omp"``, ``"mp"``,
+        ``"gradient_pursuit"``), 1 for the others; ``"topk"`` always does one step.
+    n_nonzero_coefs : int or None, default=None
+        K; required for ``"omp"``, ``"mp"``, ``"gradient_pursuit"`` and ``"topk"``.
+
+    Returns
+    -------
+    flops : int
+        The FLOP count.
+
+    Examples
+    --------
+    >>> from sklearn_sparsegap.flops import sparse_encode_flops
+    >>> sparse_encode_flops("ista", 8, 16, 1, n_iter=1)
+    10373
+    >>> sparse_encode_flops("topk", 8, 16, 1, n_nonzero_coefs=3)
+    675
+    >>> sparse_encode_flops("adam", 8, 16, 1, n_iter=1)
+    848
+    """
+    if algorithm not in _SPARSE_ENCODE_ALGORITHMS:
+        raise ValueError(
+            f"algorithm must be one of {_SPARSE_ENCODE_ALGORITHMS}, got {algorithm!r}."
+        )
+    _check_count(n_features, "n_features", 1)
+    _check_count(n_components, "n_components", 1)
+    _check_count(n_samples, "n_samples")
+    greedy = algorithm in ("omp", "mp", "gradient_pursuit", "topk")
+    if greedy:
+        if n_nonzero_coefs is None:
+            raise ValueError(f"n_nonzero_coefs is required for algorithm={algorithm!r}.")
+        _check_count(n_nonzero_coefs, "n_nonzero_coefs", 1)
+    if n_iter is None:
+        n_iter = n_nonzero_coefs if algorithm in ("omp", "mp", "gradient_pursuit") else 1
+    _check_count(n_iter, "n_iter")
+    M, N, n, T, K = int(n_features), int(n_components), int(n_samples), int(n_iter), n_nonzero_coefs
+
+    if algorithm == "adam":
+        return ito_adam_flops(M, N, n, T)
+    if algorithm in ("ista", "fista"):
+        if _gram_form(M, N):
+            setup = 2 * N * N * M + _eigvalsh_flops(N) + 2 * n * N * M
+            per_iter = 2 * N * N + N + 2 * N
+        else:
+            setup = 2 * M * M * N + _eigvalsh_flops(M)
+            per_iter = 4 * N * M + M + N + 2 * N
+        if algorithm == "fista":
+            per_iter += 6 * N
+        return setup + n * T * per_iter
+    setup = 3 * N * M
+    if algorithm == "topk":
+        return setup + n * (2 * N * M + 2 * N + K)
+    if algorithm == "omp":
+        loop = T * (2 * N * M + 2 * N + 10 * M) + 2 * M * T * (T - 1)
+        refit = T * T
+        return setup + n * (loop + refit)
+    if algorithm == "mp":
+        if N <= _MAX_GRAM_COMPONENTS:
+            return setup + 2 * N * N * M + 2 * n * N * M + n * T * 4 * N
+        return setup + n * T * (2 * N * M + 2 * N + 2 * M)
+    # gradient_pursuit
+    return setup + n * (T * (2 * N * M + 2 * N + 4 * M) + (2 * M + 5) * T * (T + 1) // 2)

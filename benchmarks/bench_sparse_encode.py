@@ -1,0 +1,226 @@
+"""Benchmark ``sparse_encode`` against scikit-learn's sparse coding, in one run.
+
+Two known-dictionary settings, codes scored by latent MCC against the true codes:
+
+1. The paper's large scale: N=1000 components, M=200 features, K=20, 4096 samples
+   (half-normal codes), float32. Our ``omp``, ``topk``, ``mp``, ``gradient_pursuit`` and
+   positive ``fista`` next to scikit-learn's ``SparseCoder(transform_algorithm="omp")``
+   (and, with ``--lasso-lars``, ``"lasso_lars"``). Each row gives the wall time, the MCC,
+   the speed-up over scikit-learn's OMP and the achieved GFLOP/s (FLOPs from
+   :func:`sklearn_sparsegap.flops.sparse_encode_flops`), next to torch's own fp32 matmul
+   GFLOP/s measured in the same run (the practical compute ceiling).
+2. The paper's small setting: N=16, M=8, K=3, the 1024 test samples of a 2048-sample draw
+   with the true dictionary: our positive FISTA over a few ``alpha``, OMP and the paper's
+   Adam inference, next to scikit-learn's ``lasso_cd`` (positive, alpha 0.01), ``lasso_lars``
+   and ``omp``.
+
+Run ``python benchmarks/bench_sparse_encode.py`` (``--quick`` for a smaller smoke run,
+``--help`` for options). Timings are the best of ``--repeats`` calls; absolute seconds drift
+between runs and machines, so compare the ratios printed in the same run.
+"""
+
+import argparse
+import platform
+import time
+
+import numpy as np
+import torch
+from sklearn.decomposition import SparseCoder
+
+from sklearn_sparsegap import (
+    make_sparse_dictionary_data,
+    mean_corr_coef,
+    paper_l1_to_alpha,
+    sparse_encode,
+)
+from sklearn_sparsegap.flops import sparse_encode_flops
+
+
+def _timed(func, repeats):
+    best, result = np.inf, None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = func()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
+def _table(title, header, rows):
+    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    print(f"\n{title}")
+    print(line.format(*header))
+    print(line.format(*("-" * w for w in widths)))
+    for row in rows:
+        print(line.format(*row))
+
+
+def matmul_gflops(size=2048, repeats=3):
+    """torch's fp32 matmul throughput on this machine, in GFLOP/s."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.randn(size, size, generator=generator)
+    b = torch.randn(size, size, generator=generator)
+    a @ b  # warm-up
+    seconds, _ = _timed(lambda: a @ b, repeats)
+    return 2 * size**3 / seconds / 1e9
+
+
+def _sklearn_coder(dictionary, algorithm, **kwargs):
+    coder = SparseCoder(dictionary, transform_algorithm=algorithm, **kwargs)
+    return coder.transform
+
+
+def bench_large(args):
+    n_samples = 1024 if args.quick else args.n_samples
+    N, M, K = 1000, 200, 20
+    X, D, codes_true = make_sparse_dictionary_data(
+        n_samples, n_components=N, n_features=M, n_nonzero_coefs=K, random_state=0
+    )
+    X, D = X.astype(np.float32), D.astype(np.float32)
+    ceiling = matmul_gflops(repeats=args.repeats)
+
+    rows, reference = [], None
+
+    def add(name, seconds, codes, flops=None):
+        nonlocal reference
+        if reference is None:
+            reference = seconds
+        gflops = f"{flops / seconds / 1e9:.1f}" if flops is not None else "-"
+        rows.append(
+            [
+                name,
+                f"{seconds:.3f}",
+                f"{mean_corr_coef(codes_true, codes):.5f}",
+                f"{reference / seconds:.1f}x",
+                gflops,
+            ]
+        )
+
+    seconds, codes = _timed(
+        lambda: _sklearn_coder(D, "omp", transform_n_nonzero_coefs=K)(X), args.sklearn_repeats
+    )
+    add(f"sklearn SparseCoder omp K={K}", seconds, codes)
+    if args.lasso_lars:
+        seconds, codes = _timed(
+            lambda: _sklearn_coder(D, "lasso_lars", transform_alpha=1e-3)(X), 1
+        )
+        add("sklearn SparseCoder lasso_lars alpha=1e-3", seconds, codes)
+
+    def ours(algorithm, label, **kwargs):
+        sparse_encode(X[:64], D, algorithm=algorithm, **kwargs)  # warm-up
+        seconds, (codes, n_iter) = _timed(
+            lambda: sparse_encode(X, D, algorithm=algorithm, return_n_iter=True, **kwargs),
+            args.repeats,
+        )
+        flops = sparse_encode_flops(
+            algorithm, M, N, n_samples, n_iter=n_iter,
+            n_nonzero_coefs=kwargs.get("n_nonzero_coefs"),
+        )  # fmt: skip
+        add(f"{label} ({n_iter} it)", seconds, codes, flops)
+
+    ours("omp", f"ours omp K={K}", n_nonzero_coefs=K)
+    ours("omp", f"ours omp K={K} positive", n_nonzero_coefs=K, positive=True)
+    ours("gradient_pursuit", f"ours gradient_pursuit K={K}", n_nonzero_coefs=K)
+    ours("mp", f"ours mp K={K}", n_nonzero_coefs=K)
+    ours("topk", f"ours topk K={K}", n_nonzero_coefs=K)
+    for max_iter in args.fista_iters:
+        ours(
+            "fista", f"ours fista positive alpha=1e-3 max_iter={max_iter}",
+            alpha=1e-3, positive=True, max_iter=max_iter, tol=1e-4,
+        )  # fmt: skip
+
+    _table(
+        f"Known dictionary, N={N}, M={M}, K={K}, {n_samples} samples, float32, "
+        f"{torch.get_num_threads()} torch threads; torch fp32 matmul: {ceiling:.0f} GFLOP/s",
+        ["method", "seconds", "latent MCC", "speed-up vs sklearn omp", "GFLOP/s"],
+        rows,
+    )
+
+
+def bench_small(args):
+    N, M, K, n_test = 16, 8, 3, 1024
+    X, D, codes = make_sparse_dictionary_data(
+        2 * n_test, n_components=N, n_features=M, n_nonzero_coefs=K, random_state=0
+    )
+    X, codes_true = X[n_test:], codes[n_test:]
+    rows = []
+
+    def add(name, seconds, codes_pred):
+        rows.append([name, f"{seconds:.3f}", f"{mean_corr_coef(codes_true, codes_pred):.4f}"])
+
+    for label, algorithm, kwargs in [
+        ("sklearn SparseCoder lasso_cd positive alpha=0.01", "lasso_cd",
+         dict(transform_alpha=0.01, positive_code=True)),
+        ("sklearn SparseCoder lasso_lars alpha=0.01", "lasso_lars", dict(transform_alpha=0.01)),
+        ("sklearn SparseCoder omp K=3", "omp", dict(transform_n_nonzero_coefs=K)),
+    ]:  # fmt: skip
+        seconds, pred = _timed(lambda: _sklearn_coder(D, algorithm, **kwargs)(X), args.repeats)
+        add(label, seconds, pred)
+
+    for alpha in (0.003, 0.01, 0.02, 0.05):
+        seconds, (pred, n_iter) = _timed(
+            lambda: sparse_encode(
+                X, D, alpha=alpha, positive=True, max_iter=2000, tol=1e-6,
+                return_n_iter=True,
+            ),
+            args.repeats,
+        )  # fmt: skip
+        add(f"ours fista positive alpha={alpha} ({n_iter} it)", seconds, pred)
+    seconds, pred = _timed(
+        lambda: sparse_encode(X, D, algorithm="omp", n_nonzero_coefs=K), args.repeats
+    )
+    add("ours omp K=3", seconds, pred)
+    seconds, pred = _timed(
+        lambda: sparse_encode(X, D, algorithm="omp", n_nonzero_coefs=K, positive=True),
+        args.repeats,
+    )
+    add("ours omp K=3 positive", seconds, pred)
+    if not args.quick:
+        alpha = paper_l1_to_alpha(0.01, M, N)
+        seconds, pred = _timed(
+            lambda: sparse_encode(X, D, algorithm="adam", alpha=alpha, max_iter=10_000, tol=0.0),
+            1,
+        )
+        add("ours adam (the paper's ITO: 10k steps, lr 3e-3, l1 0.01)", seconds, pred)
+
+    _table(
+        f"Known dictionary, N={N}, M={M}, K={K}, {n_test} test samples, float64",
+        ["method", "seconds", "latent MCC"],
+        rows,
+    )
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1024 samples, fewer rows")
+    parser.add_argument("--n-samples", type=int, default=4096)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument("--repeats", type=int, default=3, help="best of this many calls")
+    parser.add_argument(
+        "--sklearn-repeats", type=int, default=1, help="repeats of scikit-learn's OMP"
+    )
+    parser.add_argument(
+        "--fista-iters", type=int, nargs="+", default=[100, 300], help="FISTA max_iter values"
+    )
+    parser.add_argument(
+        "--lasso-lars", action="store_true", help="also time sklearn lasso_lars (~20 s)"
+    )
+    parser.add_argument("--skip-small", action="store_true")
+    parser.add_argument("--skip-large", action="store_true")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.repeats = min(args.repeats, 2)
+        args.fista_iters = args.fista_iters[:1]
+    torch.set_num_threads(args.threads)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{platform.processor() or platform.machine()}"
+    )
+    if not args.skip_large:
+        bench_large(args)
+    if not args.skip_small:
+        bench_small(args)
+
+
+if __name__ == "__main__":
+    main()
