@@ -4,7 +4,9 @@ scikit-learn estimators on PyTorch (CPU or CUDA) for the experiments of *Compute
 Inference and Provable Amortisation Gap in Sparse Autoencoders* (O'Neill, Gumran, Klindt).
 """
 
+from ._baselines import LarsDictionaryLearning
 from ._datasets import make_sparse_dictionary_data
+from ._ito import SAEPlusITO
 from ._metrics import (
     dead_fraction,
     dictionary_mcc,
@@ -17,12 +19,16 @@ from ._metrics import (
 )
 from ._sae import MLPEncoder, SAEEncoder
 from ._solvers import sparse_encode
+from ._sparse_coding import GradientSparseCoder
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GradientSparseCoder",
+    "LarsDictionaryLearning",
     "MLPEncoder",
     "SAEEncoder",
+    "SAEPlusITO",
     "__version__",
     "dead_fraction",
     "dictionary_mcc",

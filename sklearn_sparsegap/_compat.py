@@ -6,6 +6,7 @@ so a change in scikit-learn's internals is mended in one place.
 
 from sklearn.base import _fit_context
 from sklearn.utils._param_validation import (
+    HasMethods,
     Hidden,
     Interval,
     InvalidParameterError,
@@ -15,6 +16,7 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.validation import validate_data
 
 __all__ = [
+    "HasMethods",
     "Hidden",
     "Interval",
     "InvalidParameterError",

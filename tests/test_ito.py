@@ -1,0 +1,97 @@
+"""SAEPlusITO: amortised codes refined on the frozen dictionary, and the amortisation gap."""
+
+import numpy as np
+import pytest
+
+from sklearn_sparsegap import (
+    MLPEncoder,
+    SAEEncoder,
+    SAEPlusITO,
+    make_sparse_dictionary_data,
+    mean_corr_coef,
+)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_sparse_dictionary_data(1024, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def known(data):
+    X, dictionary, _ = data
+    encoder = SAEEncoder(dictionary=dictionary, max_iter=300, random_state=0, device="cpu")
+    return SAEPlusITO(encoder, ito_alpha=0.01, device="cpu").fit(X)
+
+
+def test_ito_beats_its_encoder_with_a_known_dictionary(data, known):
+    X, dictionary, codes = data
+    np.testing.assert_array_equal(known.components_, dictionary)
+    sae = mean_corr_coef(codes, known.encoder_.transform(X))
+    ito = mean_corr_coef(codes, known.transform(X))
+    assert ito > sae + 0.05 and ito > 0.95
+
+
+def test_amortisation_gap_is_nonnegative_and_matches_objectives(data, known):
+    X, _, _ = data
+    gaps = known.amortisation_gap(X, per_sample=True)
+    assert gaps.shape == (X.shape[0],) and np.all(gaps >= 0)
+    assert known.amortisation_gap(X) == pytest.approx(gaps.mean())
+    assert known.amortisation_gap(X) > 0
+    # The gap is the difference of the scored objectives.
+    refined = -known.score(X)
+    encoder_codes = known.encoder_.transform(X)
+    residual = X - encoder_codes @ known.components_ - known.intercept_
+    encoder_objective = np.mean(
+        0.5 * np.sum(residual**2, axis=1) + 0.01 * np.abs(encoder_codes).sum(axis=1)
+    )
+    assert encoder_objective - refined == pytest.approx(known.amortisation_gap(X), rel=1e-6)
+
+
+def test_init_from_encoder_differs_from_zeros_under_a_small_budget(data, known):
+    X, _, _ = data
+    warm = known.set_params(ito_max_iter=3, init="encoder").transform(X)
+    cold = known.set_params(init="zeros").transform(X)
+    known.set_params(ito_max_iter=500, init="encoder")
+    assert not np.allclose(warm, cold)
+
+
+@pytest.mark.parametrize("algorithm", ["fista", "ista", "omp", "mp", "gradient_pursuit", "topk", "adam"])
+def test_every_algorithm_is_never_worse_than_the_encoder(data, known, algorithm):
+    X, _, _ = data
+    known.set_params(ito_algorithm=algorithm, ito_max_iter=50, n_nonzero_coefs=3)
+    try:
+        assert np.all(known.amortisation_gap(X[:200], per_sample=True) >= 0)
+    finally:
+        known.set_params(ito_algorithm="fista", ito_max_iter=500, n_nonzero_coefs=None)
+
+
+def test_unknown_dictionary_ito_is_not_worse_than_its_sae(data):
+    X, dictionary, codes = data
+    model = SAEPlusITO(
+        SAEEncoder(n_components=16, max_iter=500, random_state=0, device="cpu"), device="cpu"
+    ).fit(X)
+    assert model.score(X) >= model.encoder_.score(X) - 1e-9
+    assert model.training_flops_ == model.encoder_.training_flops_
+    assert model.inference_flops(10) > model.encoder_.inference_flops(10)
+
+
+def test_works_with_mlp_and_known_codes_encoders(data):
+    X, _, codes = data
+    mlp = SAEPlusITO(MLPEncoder(n_components=16, hidden_layer_sizes=(16,), max_iter=20,
+                                device="cpu"), device="cpu").fit(X)
+    assert mlp.transform(X).shape == codes.shape
+    supervised = SAEPlusITO(
+        SAEEncoder(target="codes", max_iter=20, device="cpu"), device="cpu"
+    ).fit(X, codes)
+    assert supervised.transform(X).shape == codes.shape
+
+
+def test_bad_parameters(data):
+    X, _, _ = data
+    with pytest.raises(ValueError, match="ito_algorithm"):
+        SAEPlusITO(ito_algorithm="lars").fit(X)
+    with pytest.raises(ValueError, match="encoder"):
+        SAEPlusITO(encoder="sae").fit(X)
+    with pytest.raises(ValueError, match="init"):
+        SAEPlusITO(init="random").fit(X)

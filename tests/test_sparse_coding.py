@@ -1,0 +1,148 @@
+"""GradientSparseCoder: dictionary learning by alternating minimisation."""
+
+import numpy as np
+import pytest
+from sklearn.decomposition import SparseCoder
+
+from sklearn_sparsegap import (
+    GradientSparseCoder,
+    dictionary_mcc,
+    make_sparse_dictionary_data,
+    mean_corr_coef,
+    sparse_encode,
+)
+from sklearn_sparsegap._sparse_coding import _update_dictionary
+from sklearn_sparsegap._training import objective
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_sparse_dictionary_data(1024, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    X, _, _ = data
+    return GradientSparseCoder(n_components=16, random_state=0, device="cpu").fit(X)
+
+
+def test_recovers_dictionary_and_codes(data, fitted):
+    X, dictionary, codes = data
+    assert dictionary_mcc(dictionary, fitted.components_) > 0.99
+    assert mean_corr_coef(codes, fitted.transform(X)) > 0.95
+    np.testing.assert_allclose(np.linalg.norm(fitted.components_, axis=1), 1.0, rtol=1e-6)
+    assert np.all(fitted.transform(X) >= 0)
+
+
+def test_history_objective_decreases_and_flops_accumulate(fitted):
+    loss = fitted.history_["loss"]
+    assert len(loss) == fitted.n_iter_ and fitted.n_iter_ < 300
+    # Alternating exact minimisation: the objective never goes up by more than noise.
+    assert np.all(np.diff(loss) <= 1e-9 * np.abs(loss[:-1]) + 1e-12)
+    assert fitted.history_["flops"][-1] == fitted.training_flops_ > 0
+    assert fitted.inference_flops(10) > 0
+
+
+def test_dictionary_sweep_lowers_the_objective(data):
+    import torch
+
+    X, _, codes = data
+    rng = np.random.default_rng(0)
+    components = rng.standard_normal((16, 8))
+    components /= np.linalg.norm(components, axis=1, keepdims=True)
+    X_t, codes_t = torch.tensor(X), torch.tensor(codes)
+    atoms = torch.tensor(components)
+    before = float(objective(X_t, codes_t, atoms, None, 0.1))
+    _update_dictionary(X_t, codes_t, atoms, torch.Generator().manual_seed(0))
+    after = float(objective(X_t, codes_t, atoms, None, 0.1))
+    assert after < before
+    torch.testing.assert_close(atoms.norm(dim=1), torch.ones(16, dtype=torch.float64))
+
+
+def test_unused_atoms_are_resampled(data):
+    import torch
+
+    X, dictionary, codes = data
+    codes = codes.copy()
+    codes[:, 5] = 0.0
+    atoms = torch.tensor(dictionary.copy())
+    atoms[5] = torch.tensor(np.eye(8)[0])
+    _update_dictionary(torch.tensor(X), torch.tensor(codes), atoms, torch.Generator().manual_seed(0))
+    assert not torch.allclose(atoms[5], torch.tensor(np.eye(8)[0]))
+
+
+def test_fixed_dictionary_only_stores_it_and_transform_is_inference(data):
+    X, dictionary, codes = data
+    coder = GradientSparseCoder(dictionary=dictionary, alpha=0.01, device="cpu").fit(X)
+    np.testing.assert_array_equal(coder.components_, dictionary)
+    assert coder.n_iter_ == 0 and coder.training_flops_ == 0
+    expected = sparse_encode(X, dictionary, alpha=0.01, positive=True, max_iter=1000)
+    np.testing.assert_allclose(coder.transform(X), expected)
+    reference = SparseCoder(
+        dictionary, transform_algorithm="lasso_cd", transform_alpha=0.01, positive_code=True
+    ).transform(X[:200])
+    assert abs(mean_corr_coef(codes[:200], coder.transform(X[:200]))
+               - mean_corr_coef(codes[:200], reference)) < 0.01
+
+
+def test_paper_adam_solver_runs_and_reports_history(data):
+    X, dictionary, _ = data
+    coder = GradientSparseCoder(
+        n_components=16, solver="adam", max_iter=200, transform_max_iter=200,
+        learning_rate=1e-2, random_state=0, device="cpu",
+    ).fit(X)
+    assert coder.n_iter_ == 200
+    assert coder.history_["loss"][-1] < coder.history_["loss"][0]
+    codes = coder.transform(X)
+    assert np.all(codes > 0)  # exp-parametrised: never exactly zero
+
+
+@pytest.mark.parametrize("solver", ["omp", "topk"])
+def test_greedy_solvers_keep_k_atoms(data, solver):
+    X, _, _ = data
+    coder = GradientSparseCoder(
+        n_components=16, solver=solver, n_nonzero_coefs=3, max_iter=10, random_state=0,
+        device="cpu",
+    ).fit(X)
+    assert (coder.transform(X) != 0).sum(axis=1).max() <= 3
+
+
+def test_same_seed_same_dictionary_and_dtype(data):
+    X, _, _ = data
+    first = GradientSparseCoder(n_components=16, max_iter=5, random_state=3, device="cpu").fit(X)
+    second = GradientSparseCoder(n_components=16, max_iter=5, random_state=3, device="cpu").fit(X)
+    np.testing.assert_array_equal(first.components_, second.components_)
+    X32 = X.astype(np.float32)
+    est = GradientSparseCoder(n_components=16, max_iter=5, random_state=3, device="cpu").fit(X32)
+    assert est.components_.dtype == np.float32 and est.transform(X32).dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"dictionary": np.ones((16, 3))}, "dictionary"),
+        ({"dictionary": np.vstack([np.ones((15, 8)), np.zeros((1, 8))])}, "dictionary"),
+        ({"dictionary": np.full((16, 8), np.inf)}, "dictionary"),
+        ({"dictionary": np.ones((16, 8)), "n_components": 3}, "dictionary"),
+        ({"solver": "lars"}, "solver"),
+        ({"solver": "omp", "n_nonzero_coefs": 20}, "n_nonzero_coefs"),
+        ({"alpha": -1.0}, "alpha"),
+    ],
+)
+def test_bad_parameters_raise(params, match, data):
+    X, _, _ = data
+    with pytest.raises(ValueError, match=match):
+        GradientSparseCoder(**{"n_components": 16, "max_iter": 2, "device": "cpu", **params}).fit(X)
+
+
+def test_inputs_not_modified_and_nan_rejected(data):
+    X, dictionary, _ = data
+    X_copy, d_copy = X.copy(), dictionary.copy()
+    GradientSparseCoder(dictionary=dictionary, device="cpu").fit(X).transform(X)
+    GradientSparseCoder(n_components=16, max_iter=3, device="cpu").fit(X)
+    np.testing.assert_array_equal(X, X_copy)
+    np.testing.assert_array_equal(dictionary, d_copy)
+    bad = X.copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        GradientSparseCoder(device="cpu").fit(bad)
