@@ -14,12 +14,16 @@ from sklearn.utils.estimator_checks import (
     parametrize_with_checks,
 )
 
-from sklearn_sparsegap import MLPEncoder, SAEEncoder
+from sklearn_sparsegap import GradientSparseCoder, MLPEncoder, SAEEncoder, SAEPlusITO
 
 # Small budgets: these checks test the API, not the quality.
 ESTIMATORS = [
     SAEEncoder(max_iter=20, random_state=0, device="cpu"),
     MLPEncoder(hidden_layer_sizes=(8,), max_iter=20, random_state=0, device="cpu"),
+    GradientSparseCoder(max_iter=5, transform_max_iter=50, random_state=0, device="cpu"),
+    SAEPlusITO(
+        SAEEncoder(max_iter=20, random_state=0, device="cpu"), ito_max_iter=20, device="cpu"
+    ),
 ]
 
 EXPECTED_FAILED_CHECKS = {}
