@@ -14,6 +14,7 @@ __all__ = [
     "encoder_inference_flops",
     "encoder_training_flops",
     "ito_adam_flops",
+    "lars_dictionary_learning_flops",
     "sparse_coding_inference_flops",
     "sparse_coding_training_flops",
     "sparse_encode_flops",
@@ -385,3 +386,86 @@ def sparse_encode_flops(
         return setup + n * T * (2 * N * M + 2 * N + 2 * M)
     # gradient_pursuit
     return setup + n * (T * (2 * N * M + 2 * N + 4 * M) + (2 * M + 5) * T * (T + 1) // 2)
+
+
+def lars_dictionary_learning_flops(
+    n_features,
+    n_components,
+    n_samples,
+    n_iter=1,
+    *,
+    n_active=None,
+    learn_dictionary=True,
+):
+    """Estimated FLOPs of LARS-Lasso dictionary learning (or LARS coding) over ``n_samples``.
+
+    An analytic estimate for scikit-learn's ``DictionaryLearning(fit_algorithm="lars")``
+    as wrapped by :class:`~sklearn_sparsegap.LarsDictionaryLearning` (no counterpart in
+    Appendix I). The LARS path of each sample is assumed to take ``K = n_active`` steps,
+    its final number of non-zero codes.
+
+    Coding, per sample: the correlations ``D x`` (``2MN``), the first argmax (``N``) and,
+    at step ``k = 1..K`` (``k`` active atoms, Gram matrix precomputed), the Cholesky
+    update and direction solve (``3k^2``), the equiangular correlations of the inactive
+    atoms (``2Nk``) and the step length, coefficient and correlation updates (``8N``):
+    ``2MN + N + N K (K + 1) + K (K + 1) (2K + 1) / 2 + 8NK`` in all.
+
+    With ``learn_dictionary=True``, per iteration on ``n`` samples: the Gram matrix
+    ``D D^T`` (``2 N^2 M``), the coding of every sample, the dictionary update (the
+    statistics ``S^T S`` and ``X^T S``, ``2nN^2 + 2nMN``, and the block-coordinate pass
+    over the atoms, ``N (2NM + 5M)``) and the objective (``2nMN + 3nM + 2nN``). The same
+    count per step applies to the minibatch variant with ``n`` the batch size.
+
+    With ``learn_dictionary=False`` (inference), per sample: the coding and the decoding
+    ``2MN``, as :func:`encoder_inference_flops` counts encode and decode. The Gram
+    matrix depends only on the fitted dictionary (a one-off ``2 N^2 M``) and is not
+    counted, so the count is linear in ``n_samples``.
+
+    Parameters
+    ----------
+    n_features : int
+        M.
+    n_components : int
+        N.
+    n_samples : int
+        Number of samples coded per iteration (the batch size for minibatches).
+    n_iter : int, default=1
+        Number of iterations (minibatch steps).
+    n_active : float, default=None
+        Mean LARS path length K (mean number of non-zero codes per sample). None
+        means ``min(n_features, n_components)``, the most atoms a LARS path can hold
+        (an upper estimate).
+    learn_dictionary : bool, default=True
+        Count dictionary learning iterations (True) or inference (False).
+
+    Returns
+    -------
+    flops : int
+        The estimated FLOP count.
+
+    Examples
+    --------
+    >>> from sklearn_sparsegap.flops import lars_dictionary_learning_flops
+    >>> lars_dictionary_learning_flops(8, 16, 1, n_active=3, learn_dictionary=False)
+    1146
+    >>> lars_dictionary_learning_flops(8, 16, 1024, 20, n_active=3)
+    40522240
+    """
+    _check_count(n_samples, "n_samples")
+    _check_count(n_iter, "n_iter")
+    M, N = int(n_features), int(n_components)
+    if n_active is None:
+        K = float(min(M, N))
+    elif isinstance(n_active, (Integral, float)) and n_active >= 0:
+        K = float(n_active)
+    else:
+        raise ValueError(f"n_active must be a number >= 0 or None, got {n_active!r}.")
+    coding = 2 * M * N + N + N * K * (K + 1) + K * (K + 1) * (2 * K + 1) / 2 + 8 * N * K
+    # Rounded per sample, so the count is exactly linear in n_samples and n_iter.
+    coding = int(round(coding))
+    if not learn_dictionary:
+        return n_iter * n_samples * (coding + 2 * M * N)
+    n = n_samples
+    dictionary_update = 2 * n * N * N + 2 * n * M * N + N * (2 * N * M + 5 * M)
+    objective = 2 * n * M * N + 3 * n * M + 2 * n * N
+    return n_iter * (2 * N * N * M + n * coding + dictionary_update + objective)
