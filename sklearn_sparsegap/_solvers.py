@@ -72,11 +72,16 @@ def _iteration_checked(iteration):
     return iteration <= _CHECK_FIRST or iteration % _CHECK_EVERY == 0
 
 
-def _converged(change, codes, tol):
-    """Whether ``max_i ||change_i|| / max(||codes_i||, eps) < tol`` over samples ``i``."""
+def _finished(change, codes, tol):
+    """Per sample, whether ``||change|| <= tol * max(||codes||, eps)``."""
     eps = torch.finfo(codes.dtype).eps
     size = torch.linalg.vector_norm(codes, dim=1).clamp_min_(eps)
-    return not bool((torch.linalg.vector_norm(change, dim=1) > tol * size).any())
+    return torch.linalg.vector_norm(change, dim=1) <= tol * size
+
+
+def _converged(change, codes, tol):
+    """Whether ``max_i ||change_i|| / max(||codes_i||, eps) <= tol`` over samples ``i``."""
+    return bool(_finished(change, codes, tol).all())
 
 
 def _normalized_atoms(D):
@@ -144,7 +149,11 @@ def default_n_nonzero_coefs(n_features, n_components):
 
 # --------------------------------------------------------------- proximal gradient
 def _forward_backward_operator(X, D, alpha, positive, lipschitz):
-    """``step(y) = prox_{alpha/L}(y - grad(y) / L)`` as a closure of a few fused ops."""
+    """``step(y, data) = prox_{alpha/L}(y - grad(y) / L)`` in a few fused ops.
+
+    Returns ``(step, data)``: ``data`` holds one row per sample (``X D^T / L`` shifted by
+    the threshold, or ``X``), so that the rows of finished samples can be dropped.
+    """
     n_components, n_features = D.shape
     if _gram_form(n_features, n_components):
         gram = D @ D.T
@@ -157,34 +166,37 @@ def _forward_backward_operator(X, D, alpha, positive, lipschitz):
         bias = torch.mm(X, D.T).div_(lipschitz)
         if positive:
             bias.sub_(threshold)
-            return lambda y: torch.addmm(bias, y, transition).clamp_min_(0.0)
-        return lambda y: F.softshrink(torch.addmm(bias, y, transition), threshold)
+            return (lambda y, b: torch.addmm(b, y, transition).clamp_min_(0.0)), bias
+        return (lambda y, b: F.softshrink(torch.addmm(b, y, transition), threshold)), bias
 
     if lipschitz is None:
         lipschitz = lipschitz_constant(D)
     threshold = alpha / lipschitz
     scaled_atoms_t = D.T / lipschitz
 
-    def step(y):
-        residual = torch.addmm(X, y, D, beta=-1.0)  # y D - X
+    def step(y, signals):
+        residual = torch.addmm(signals, y, D, beta=-1.0)  # y D - x
         z = torch.addmm(y, residual, scaled_atoms_t, alpha=-1.0)
         if positive:
             return z.sub_(threshold).clamp_min_(0.0)
         return F.softshrink(z, threshold)
 
-    return step
+    return step, X
 
 
 def _proximal_gradient(X, D, alpha, *, positive, max_iter, tol, init, lipschitz, momentum, restart):
-    step = _forward_backward_operator(X, D, float(alpha), positive, lipschitz)
+    step, data = _forward_backward_operator(X, D, float(alpha), positive, lipschitz)
     codes = X.new_zeros((X.shape[0], D.shape[0])) if init is None else init
     point = codes
+    # Samples stop one by one: a finished sample's codes go to ``out`` and its rows leave
+    # the working arrays, so late iterations only pay for the slow samples.
+    out, rows = None, None
     if restart:
         # Per-sample count of iterations since the last restart.
         count = X.new_zeros(X.shape[0])
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
-        new = step(point)
+        new = step(point, data)
         change = new - codes
         if not momentum:
             point = new
@@ -197,11 +209,27 @@ def _proximal_gradient(X, D, alpha, *, positive, max_iter, tol, init, lipschitz,
             point = torch.addcmul(new, beta[:, None], change)
         else:
             point = torch.add(new, change, alpha=(n_iter - 1) / (n_iter + 2))
-        done = _iteration_checked(n_iter) and _converged(change, codes, tol)
+        checked = _iteration_checked(n_iter)
+        if checked:
+            finished = _finished(change, codes, tol)
         codes = new
-        if done:
-            break
-    return codes, n_iter
+        if checked:
+            n_finished = int(finished.sum())
+            if n_finished == len(finished):
+                break
+            if n_finished:
+                if out is None:
+                    out = codes.clone()
+                    rows = torch.arange(len(codes), device=codes.device)
+                out[rows[finished]] = codes[finished]
+                keep = torch.nonzero(~finished)[:, 0]
+                rows, codes, point, data = rows[keep], codes[keep], point[keep], data[keep]
+                if restart:
+                    count = count[keep]
+    if out is None:
+        return codes, n_iter
+    out[rows] = codes
+    return out, n_iter
 
 
 def ista(X, D, alpha, *, positive=False, max_iter=1000, tol=1e-4, init=None, lipschitz=None):
@@ -210,9 +238,11 @@ def ista(X, D, alpha, *, positive=False, max_iter=1000, tol=1e-4, init=None, lip
     Step ``1/L`` with ``L`` the squared spectral norm of ``D``, then soft-thresholding
     (``max(z - alpha/L, 0)`` when ``positive``). When ``n_components <= 2 * n_features`` an
     iteration is a single product with ``I - D D^T / L`` (``X D^T`` is precomputed), else
-    two products with ``D`` and ``D^T``. Stops when
-    ``max_i ||s_new_i - s_i|| / max(||s_i||, eps) < tol`` (tested after each of the first
-    10 iterations, then every 10) or after ``max_iter`` iterations.
+    two products with ``D`` and ``D^T``. A sample stops once its codes change by
+    ``||s_new - s|| <= tol * max(||s||, eps)`` in one iteration (tested after each of
+    the first 10 iterations, then every 10); its rows then leave the working arrays, so
+    late iterations cost only what the slow samples need. The solver stops when every
+    sample has, or after ``max_iter`` iterations.
 
     Parameters
     ----------
@@ -227,7 +257,7 @@ def ista(X, D, alpha, *, positive=False, max_iter=1000, tol=1e-4, init=None, lip
     max_iter : int, default=1000
         Maximum number of iterations.
     tol : float, default=1e-4
-        Tolerance on the relative change of the codes.
+        Tolerance on the relative change of each sample's codes (see above).
     init : Tensor of shape (n_samples, n_components) or None, default=None
         Warm start (not modified); zeros when None.
     lipschitz : float or None, default=None
@@ -239,7 +269,7 @@ def ista(X, D, alpha, *, positive=False, max_iter=1000, tol=1e-4, init=None, lip
     codes : Tensor of shape (n_samples, n_components)
         The codes.
     n_iter : int
-        Iterations run.
+        Iterations run (by the slowest sample).
 
     Examples
     --------
@@ -313,22 +343,18 @@ def fista(
 
 
 # ------------------------------------------------------------------------ greedy
-def _select_signed(scores, positive):
+def _select_signed(scores, positive, magnitudes=None):
     """Per-row best atom and its (signed) score.
 
-    The largest ``|score|``, or the largest ``score`` when ``positive``. A row argmax and
-    a row argmin read the scores twice without writing them (cheaper than ``abs``);
-    ``max(dim=...)``, which also returns indices, starts a thread team even on tiny
-    inputs, which costs milliseconds on a busy machine.
+    The largest ``|score|`` (computed into ``magnitudes`` if given), or the largest
+    ``score`` when ``positive``. ``argmax`` is used rather than ``max(dim=...)``, which
+    starts a thread team even on tiny inputs, costing milliseconds on a busy machine.
     """
-    high_index = scores.argmax(dim=1)
-    high = scores.gather(1, high_index[:, None])[:, 0]
     if positive:
-        return high, high_index
-    low_index = scores.argmin(dim=1)
-    low = scores.gather(1, low_index[:, None])[:, 0]
-    take_low = -low > high
-    return torch.where(take_low, low, high), torch.where(take_low, low_index, high_index)
+        index = scores.argmax(dim=1)
+    else:
+        index = torch.abs(scores, out=magnitudes).argmax(dim=1)
+    return scores.gather(1, index[:, None])[:, 0], index
 
 
 def _solve_spd(system, rhs):
@@ -426,34 +452,39 @@ def omp(X, D, n_nonzero_coefs, *, positive=False):
     residual = X.clone()
     energy = torch.linalg.vecdot(X, X)  # squared residual norms
     threshold = _residual_threshold(X)
+    # Below this the downdated energy is too inexact to decide on stopping: recompute.
+    recompute_below = 10 * torch.finfo(X.dtype).eps * energy
     basis = X.new_zeros((n_samples, n_nonzero_coefs, n_features))
-    # Gram-Schmidt factor: selected atoms = triangle^T @ basis; unused slots get a unit
-    # diagonal so the triangular solve gives them a zero coefficient.
-    triangle = X.new_zeros((n_samples, n_nonzero_coefs, n_nonzero_coefs))
+    # Gram-Schmidt factor, lower-triangular: selected atoms = lower @ basis. A skipped
+    # slot has a zero basis row and a unit diagonal, so its coefficient comes out 0.
+    lower = X.new_zeros((n_samples, n_nonzero_coefs, n_nonzero_coefs))
     projections = X.new_zeros((n_samples, n_nonzero_coefs))
     support = torch.zeros((n_samples, n_nonzero_coefs), dtype=torch.long, device=X.device)
     used = torch.zeros((n_samples, n_nonzero_coefs), dtype=torch.bool, device=X.device)
-    # An atom within this distance of the span of the selected ones is not added. This
-    # also covers re-selecting an atom: the residual is orthogonal to the selected atoms,
-    # so one can only win when every correlation is at rounding level (the residual has
-    # vanished), and it is then skipped; no masking pass over the scores is needed.
+    # An atom within this distance of the span of the selected ones is skipped. This also
+    # covers re-selecting an atom: the residual is orthogonal to the selected atoms, so one
+    # can only win when every correlation is at rounding level (the residual has
+    # vanished); no masking pass over the scores is needed.
     dependent = math.sqrt(torch.finfo(X.dtype).eps)
+    magnitudes = None if positive else X.new_empty((n_samples, D.shape[0]))
     n_iter = 0
-    # Every pass over a (n_samples, n_features) or larger array below is needed: on a
-    # busy CPU each costs a thread-team wake-up, whatever its size.
+    # Each pass over a (n_samples, n_features) or larger array costs a thread-team
+    # wake-up on a busy CPU whatever its size, so the loop keeps them few.
     for k in range(n_nonzero_coefs):
         active = energy > threshold
         if not bool(active.any()):
             break
         n_iter = k + 1
         scores = residual @ atoms.T
-        correlation, index = _select_signed(scores, positive)
+        correlation, index = _select_signed(scores, positive, magnitudes)
         direction = torch.index_select(atoms, 0, index)
         if k:
             # Gram-Schmidt; (1, M) @ (M, k) and (1, k) @ (k, M) batches read the basis
             # row by row, faster than the (k, M) @ (M, 1) layout on CPU.
             previous = basis[:, :k]
-            overlap = torch.bmm(direction[:, None, :], previous.transpose(1, 2))
+            overlap = torch.bmm(
+                direction[:, None, :], previous.transpose(1, 2), out=lower[:, k : k + 1, :k]
+            )
             direction = torch.baddbmm(direction[:, None, :], overlap, previous, alpha=-1.0)
             direction = direction[:, 0]
         length = torch.linalg.vector_norm(direction, dim=1)
@@ -466,20 +497,19 @@ def omp(X, D, n_nonzero_coefs, *, positive=False):
         # the new one is the atom's correlation over the length: no extra pass over X.
         projection = correlation * scale
         residual.addcmul_(basis[:, k], projection[:, None], value=-1.0)
-        # Recomputed, not downdated: a downdate cannot resolve a vanishing residual.
-        energy = torch.linalg.vector_norm(residual, dim=1).square_()
-        if k:
-            torch.mul(overlap[:, 0], keep[:, None], out=triangle[:, :k, k])
-        triangle[:, k, k] = torch.where(keep, length, 1.0)
+        energy = energy - projection.square()
+        if bool((energy <= recompute_below).any()):
+            energy = torch.linalg.vector_norm(residual, dim=1).square_()
+        lower[:, k, k] = torch.where(keep, length, 1.0)
         projections[:, k] = projection
         support[:, k] = index
         used[:, k] = keep
     codes = X.new_zeros((n_samples, D.shape[0]))
     if n_iter:
         support, used = support[:, :n_iter], used[:, :n_iter]
-        # Least squares on the selected atoms: triangle @ coef = basis @ x.
+        # Least squares on the selected atoms: lower^T @ coef = basis @ x.
         coef = torch.linalg.solve_triangular(
-            triangle[:, :n_iter, :n_iter], projections[:, :n_iter, None], upper=True
+            lower[:, :n_iter, :n_iter].mT, projections[:, :n_iter, None], upper=True
         )[:, :, 0]
         if positive and bool((coef < 0).any()):
             coef = _support_least_squares(X, atoms, support, used, positive)
@@ -599,9 +629,12 @@ def gradient_pursuit(X, D, n_nonzero_coefs, *, positive=False):
     coef = X.new_zeros((n_samples, n_nonzero_coefs))
     correlations = X @ atoms.T
     tiny = torch.finfo(X.dtype).tiny
+    energy = torch.linalg.vecdot(X, X)  # squared residual norms
+    # Below this the downdated energy is too inexact to decide on stopping: recompute.
+    recompute_below = 10 * torch.finfo(X.dtype).eps * energy
     n_iter = 0
     for k in range(n_nonzero_coefs):
-        active = torch.linalg.vector_norm(residual, dim=1).square_() > threshold
+        active = energy > threshold
         if not bool(active.any()):
             break
         n_iter = k + 1
@@ -618,15 +651,20 @@ def gradient_pursuit(X, D, n_nonzero_coefs, *, positive=False):
         if positive:
             gradient = gradient.masked_fill_((coef[:, : k + 1] <= 0) & (gradient < 0), 0.0)
         direction = torch.bmm(gradient[:, None, :], selected[:, : k + 1])[:, 0]
-        step = torch.linalg.vecdot(gradient, gradient) / torch.linalg.vector_norm(
-            direction, dim=1
-        ).square_().clamp_min_(tiny)
+        # r . (g D_S) = ||g||^2, so the exact line search is ||g||^2 / ||g D_S||^2.
+        descent = torch.linalg.vecdot(gradient, gradient)
+        curvature = torch.linalg.vector_norm(direction, dim=1).square_().clamp_min_(tiny)
+        step = descent / curvature
         if positive:
             limit = torch.where(gradient < 0, -coef[:, : k + 1] / gradient, math.inf)
             step = torch.minimum(step, limit.amin(dim=1))
         step = step * active
         coef[:, : k + 1].addcmul_(gradient, step[:, None])
         residual.addcmul_(direction, step[:, None], value=-1.0)
+        # ||r - a g D_S||^2 = ||r||^2 - a (2 ||g||^2 - a ||g D_S||^2).
+        energy = energy - step * (2.0 * descent - step * curvature)
+        if bool((energy <= recompute_below).any()):
+            energy = torch.linalg.vector_norm(residual, dim=1).square_()
         if k + 1 < n_nonzero_coefs:
             correlations = residual @ atoms.T
     codes = X.new_zeros((n_samples, D.shape[0]))
@@ -712,8 +750,8 @@ def adam_codes(
     max_iter : int, default=10000
         Number of Adam iterations (fewer if ``tol`` stops it).
     tol : float, default=0.0
-        Stop when the relative change of the codes in one iteration is below ``tol``
-        (tested as in :func:`ista`); 0 runs ``max_iter`` iterations.
+        Stop when every sample's codes change by ``||s_new - s|| <= tol * ||s||`` in
+        one iteration (tested as in :func:`ista`); 0 runs ``max_iter`` iterations.
     init : Tensor of shape (n_samples, n_components) or None, default=None
         Warm start; negative entries are treated as 0.
     learning_rate : float, default=3e-3
@@ -879,8 +917,9 @@ def sparse_encode(
         10000, the paper's test-time count; Adam's step of at most ``3e-3`` in
         log-space needs thousands of iterations to grow codes from ``exp(-10)``).
     tol : float, default=1e-4
-        ``"fista"``, ``"ista"``, ``"adam"`` stop once
-        ``max_i ||s_new_i - s_i|| / max(||s_i||, eps) < tol``.
+        ``"fista"`` and ``"ista"`` stop a sample once its codes change by
+        ``||s_new - s|| <= tol * max(||s||, eps)`` in one iteration; ``"adam"`` stops
+        when every sample's codes do (0 runs ``max_iter`` iterations).
     init : array-like of shape (n_samples, n_components), default=None
         Warm start of ``"fista"``, ``"ista"`` and ``"adam"`` (e.g. an SAE's codes);
         ignored by the greedy algorithms.

@@ -293,8 +293,9 @@ def sparse_encode_flops(
     ``"omp"``
         Set-up ``3NM`` (atom norms and normalisation). Iteration ``k = 1..T`` costs, per
         sample, ``2NM`` (correlations with the residual) + ``2N`` (absolute value, argmax)
-        + ``4(k-1)M`` (Gram-Schmidt against the ``k-1`` selected atoms) + ``10M``
-        (normalisation, projection, residual update, residual norm). The least-squares
+        + ``4(k-1)M`` (Gram-Schmidt against the ``k-1`` selected atoms) + ``6M``
+        (subtraction, norm and scaling of the new direction, residual update; the
+        residual's squared norm is downdated from the projection). The least-squares
         coefficients on the ``T`` selected atoms are one back substitution with the
         Gram-Schmidt triangle, ``T^2`` per sample.
     ``"mp"``
@@ -377,7 +378,7 @@ def sparse_encode_flops(
     if algorithm == "topk":
         return setup + n * (2 * N * M + 2 * N + K)
     if algorithm == "omp":
-        loop = T * (2 * N * M + 2 * N + 10 * M) + 2 * M * T * (T - 1)
+        loop = T * (2 * N * M + 2 * N + 6 * M) + 2 * M * T * (T - 1)
         refit = T * T
         return setup + n * (loop + refit)
     if algorithm == "mp":

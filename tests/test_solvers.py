@@ -114,6 +114,19 @@ def test_warm_start_at_solution_stops_at_once(solver):
     torch.testing.assert_close(init, solution)  # init is not modified
 
 
+def test_samples_stop_one_by_one():
+    # Half the samples start at the solution: they stop at once, the others run on, and
+    # every sample ends at the solution.
+    X, D, _ = _data(40, seed=31)
+    Xt, Dt = _tensors(X, D)
+    solution, _ = fista(Xt, Dt, 0.01, positive=True, max_iter=20_000, tol=1e-13)
+    init = solution.clone()
+    init[::2] = 0.0
+    codes, n_iter = fista(Xt, Dt, 0.01, positive=True, max_iter=20_000, tol=1e-13, init=init)
+    assert n_iter > 10
+    torch.testing.assert_close(codes, solution, atol=1e-9, rtol=0)
+
+
 def test_tol_stops_early_and_n_iter_is_reported():
     X, D, _ = _data(40, seed=6)
     _, loose = sparse_encode(X, D, tol=1e-2, max_iter=500, device="cpu", return_n_iter=True)
@@ -420,7 +433,7 @@ def test_sparse_encode_flops_by_hand():
         2 * 4 * 4 * 20 + 4 * 4**3 // 3 + 3 * 2 * (4 * 20 * 4 + 4 + 3 * 20)
     )
     # OMP, M=8, N=16, K=T=2, one sample: loop + back substitution + set-up.
-    loop = 2 * (2 * 16 * 8 + 2 * 16 + 10 * 8) + 2 * 8 * 2 * 1
+    loop = 2 * (2 * 16 * 8 + 2 * 16 + 6 * 8) + 2 * 8 * 2 * 1
     refit = 2 * 2
     assert sparse_encode_flops("omp", 8, 16, 1, n_nonzero_coefs=2) == 3 * 16 * 8 + loop + refit
     assert sparse_encode_flops("mp", 8, 16, 2, n_nonzero_coefs=3) == (
