@@ -15,6 +15,8 @@ Solvers do not track gradients; call them under ``torch.no_grad()`` or on tensor
 not require gradients.
 """
 
+import contextlib
+import functools
 import math
 from numbers import Integral, Real
 
@@ -61,6 +63,12 @@ _MAX_BLOCK_ELEMENTS = 2**24
 _MIN_BLOCK_ROWS = 1024
 _MAX_BLOCK_ROWS = 65536
 
+# Below this many FLOPs per iteration a solver loop runs on one CPU thread (as
+# scikit-learn's k-means limits BLAS threads for small blocks): a product this small gains
+# nothing from a second thread, and waking a thread team for it costs milliseconds when
+# the other core is busy.
+_MIN_PARALLEL_FLOPS = 2**24
+
 # The paper's Adam inference: log-codes start at -10; a warm start uses log(init + 1e-10).
 _ADAM_LOG_INIT = -10.0
 _ADAM_INIT_OFFSET = 1e-10
@@ -68,6 +76,36 @@ _LOG2_E = 1.0 / math.log(2.0)
 
 
 # ------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def _serial_if_small(X, iteration_flops):
+    """Run the enclosed loop on one CPU thread when an iteration is too small to share."""
+    threads = torch.get_num_threads()
+    if X.device.type != "cpu" or threads == 1 or iteration_flops >= _MIN_PARALLEL_FLOPS:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _matmul_flops(X, D):
+    """FLOPs of one ``(n_samples, n_features) @ (n_features, n_components)`` product."""
+    return 2 * X.shape[0] * X.shape[1] * D.shape[0]
+
+
+def _serial_when_small(solver):
+    """Decorate a solver ``solver(X, D, ...)`` to run serially on small blocks."""
+
+    @functools.wraps(solver)
+    def wrapper(X, D, *args, **kwargs):
+        with _serial_if_small(X, _matmul_flops(X, D)):
+            return solver(X, D, *args, **kwargs)
+
+    return wrapper
+
+
 def _iteration_checked(iteration):
     return iteration <= _CHECK_FIRST or iteration % _CHECK_EVERY == 0
 
@@ -232,6 +270,7 @@ def _proximal_gradient(X, D, alpha, *, positive, max_iter, tol, init, lipschitz,
     return out, n_iter
 
 
+@_serial_when_small
 def ista(X, D, alpha, *, positive=False, max_iter=1000, tol=1e-4, init=None, lipschitz=None):
     """Proximal gradient descent (ISTA) for the lasso, batched over samples.
 
@@ -286,6 +325,7 @@ def ista(X, D, alpha, *, positive=False, max_iter=1000, tol=1e-4, init=None, lip
     )  # fmt: skip
 
 
+@_serial_when_small
 def fista(
     X, D, alpha, *, positive=False, max_iter=1000, tol=1e-4, init=None, lipschitz=None,
     restart=True,
@@ -399,6 +439,7 @@ def _support_least_squares(X, atoms, support, used, positive):
     return coef
 
 
+@_serial_when_small
 def omp(X, D, n_nonzero_coefs, *, positive=False):
     """Orthogonal matching pursuit (Pati et al. 1993), batched over samples.
 
@@ -517,6 +558,7 @@ def omp(X, D, n_nonzero_coefs, *, positive=False):
     return codes, n_iter
 
 
+@_serial_when_small
 def matching_pursuit(X, D, n_nonzero_coefs, *, positive=False):
     """Matching pursuit (Mallat & Zhang 1993), batched over samples.
 
@@ -582,6 +624,7 @@ def matching_pursuit(X, D, n_nonzero_coefs, *, positive=False):
     return codes, n_iter
 
 
+@_serial_when_small
 def gradient_pursuit(X, D, n_nonzero_coefs, *, positive=False):
     """Gradient pursuit (Blumensath & Davies 2008), batched over samples.
 
@@ -721,6 +764,7 @@ def topk_encode(X, D, n_nonzero_coefs, *, positive=False):
 
 
 # -------------------------------------------------------------------------- adam
+@_serial_when_small
 def adam_codes(
     X, D, alpha, *, max_iter=10_000, tol=0.0, init=None, learning_rate=3e-3, eps=1e-8,
     betas=(0.9, 0.999),

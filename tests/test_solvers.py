@@ -136,6 +136,25 @@ def test_tol_stops_early_and_n_iter_is_reported():
     assert fixed == 37
 
 
+def test_small_blocks_run_serially_and_restore_the_thread_count(monkeypatch):
+    X, D, _ = _data(20, seed=32)
+    threads = torch.get_num_threads()
+    seen = []
+    original = solvers._forward_backward_operator
+
+    def spy(*args):
+        seen.append(torch.get_num_threads())
+        return original(*args)
+
+    monkeypatch.setattr(solvers, "_forward_backward_operator", spy)
+    fista(*_tensors(X, D), 0.01)
+    assert seen == [1]
+    assert torch.get_num_threads() == threads
+    with pytest.raises(TypeError):
+        fista(*_tensors(X, D), 0.01, no_such_argument=True)
+    assert torch.get_num_threads() == threads
+
+
 def test_lipschitz_constant_is_squared_spectral_norm():
     _, D, _ = _data(5, n_components=7, n_features=5, seed=7)
     expected = np.linalg.norm(D, 2) ** 2
