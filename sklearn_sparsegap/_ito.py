@@ -31,7 +31,8 @@ class SAEPlusITO(BaseSparseEstimator):
     starts from; :meth:`amortisation_gap` reports how much it gained.
 
     The paper's authors meant to start ITO from the SAE codes but always started from a
-    constant; ``init="zeros"`` reproduces that ablation.
+    constant; ``init="zeros"`` reproduces that ablation (the solver's own cold start:
+    zeros, or ``exp(-10)`` for ``"adam"``).
 
     Parameters
     ----------
@@ -68,7 +69,7 @@ class SAEPlusITO(BaseSparseEstimator):
         The encoder's training FLOPs (ITO adds none at training time).
     n_features_in_ : int
         Number of features seen during fit.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Names of features seen during fit, when ``X`` has string column names.
 
     See Also
@@ -181,13 +182,13 @@ class SAEPlusITO(BaseSparseEstimator):
         """Validated X, the encoder's codes and the (never worse) refined codes."""
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
-        start = self.encoder_.transform(X).astype(X.dtype, copy=False)
+        # np.asarray: the encoder may be configured to output DataFrames.
+        start = np.asarray(self.encoder_.transform(X), dtype=X.dtype)
         components = self.components_.astype(X.dtype, copy=False)
         intercept = self.intercept_.astype(X.dtype, copy=False)
         alpha = self._alpha()
-        init = None
-        if self.ito_algorithm not in _GREEDY:
-            init = start if self.init == "encoder" else np.zeros_like(start)
+        # init="zeros" leaves the solver its own cold start (zeros; exp(-10) for "adam").
+        init = start if self.init == "encoder" and self.ito_algorithm not in _GREEDY else None
         refined = sparse_encode(
             X - intercept,
             components,
@@ -251,8 +252,9 @@ class SAEPlusITO(BaseSparseEstimator):
         n_samples : int
             Number of samples.
         n_iter : int, default=None
-            Refinement iterations; None counts the full ``ito_max_iter`` budget (an upper
-            bound: ``tol`` may stop earlier).
+            Refinement iterations; None counts the full ``ito_max_iter`` budget for the
+            iterative solvers (an upper bound: ``tol`` may stop earlier) and the
+            ``n_nonzero_coefs`` steps of the greedy ones.
 
         Returns
         -------
@@ -263,7 +265,8 @@ class SAEPlusITO(BaseSparseEstimator):
         n_components, n_features = self.components_.shape
         refinement = sparse_encode_flops(
             self.ito_algorithm, n_features, n_components, n_samples,
-            n_iter=self.ito_max_iter if n_iter is None else n_iter,
+            n_iter=n_iter if n_iter is not None or self.ito_algorithm in _GREEDY
+            else self.ito_max_iter,
             n_nonzero_coefs=self._n_nonzero(),
         )  # fmt: skip
         return self.encoder_.inference_flops(n_samples) + refinement

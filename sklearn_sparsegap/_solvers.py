@@ -15,7 +15,6 @@ Solvers do not track gradients; call them under ``torch.no_grad()`` or on tensor
 not require gradients.
 """
 
-import contextlib
 import functools
 import math
 from numbers import Integral, Real
@@ -25,7 +24,14 @@ import torch
 import torch.nn.functional as F
 
 from ._compat import Interval, StrOptions, validate_params
-from ._torch_utils import numpy_dtype, resolve_device, to_numpy, to_tensor, torch_dtype
+from ._torch_utils import (
+    numpy_dtype,
+    resolve_device,
+    serial_if_small,
+    to_numpy,
+    to_tensor,
+    torch_dtype,
+)
 from ._validation import check_dictionary, check_matrix
 from .flops import _MAX_GRAM_COMPONENTS, _gram_form
 
@@ -63,12 +69,6 @@ _MAX_BLOCK_ELEMENTS = 2**24
 _MIN_BLOCK_ROWS = 1024
 _MAX_BLOCK_ROWS = 65536
 
-# Below this many FLOPs per iteration a solver loop runs on one CPU thread (as
-# scikit-learn's k-means limits BLAS threads for small blocks): a product this small gains
-# nothing from a second thread, and waking a thread team for it costs milliseconds when
-# the other core is busy.
-_MIN_PARALLEL_FLOPS = 2**24
-
 # The paper's Adam inference: log-codes start at -10; a warm start uses log(init + 1e-10).
 _ADAM_LOG_INIT = -10.0
 _ADAM_INIT_OFFSET = 1e-10
@@ -76,20 +76,6 @@ _LOG2_E = 1.0 / math.log(2.0)
 
 
 # ------------------------------------------------------------------------- helpers
-@contextlib.contextmanager
-def _serial_if_small(X, iteration_flops):
-    """Run the enclosed loop on one CPU thread when an iteration is too small to share."""
-    threads = torch.get_num_threads()
-    if X.device.type != "cpu" or threads == 1 or iteration_flops >= _MIN_PARALLEL_FLOPS:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _matmul_flops(X, D):
     """FLOPs of one ``(n_samples, n_features) @ (n_features, n_components)`` product."""
     return 2 * X.shape[0] * X.shape[1] * D.shape[0]
@@ -100,7 +86,7 @@ def _serial_when_small(solver):
 
     @functools.wraps(solver)
     def wrapper(X, D, *args, **kwargs):
-        with _serial_if_small(X, _matmul_flops(X, D)):
+        with serial_if_small(X.device, _matmul_flops(X, D)):
             return solver(X, D, *args, **kwargs)
 
     return wrapper

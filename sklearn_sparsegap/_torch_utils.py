@@ -4,12 +4,15 @@ Device resolution, the dtype policy, seeded generators and conversions live here
 nowhere else, so every estimator converts data the same way.
 """
 
+import contextlib
+
 import numpy as np
 import torch
 from sklearn.utils import check_random_state
 
 __all__ = [
     "resolve_device",
+    "serial_if_small",
     "torch_dtype",
     "numpy_dtype",
     "make_generator",
@@ -112,3 +115,27 @@ def to_tensor(array, *, device, dtype=None):
 def to_numpy(tensor):
     """A detached CPU numpy copy of ``tensor``."""
     return tensor.detach().to("cpu").numpy().copy()
+
+
+# Below this many FLOPs per iteration a loop runs on one CPU thread (as scikit-learn's
+# k-means limits BLAS threads for small blocks): work this small gains nothing from a
+# second thread, and waking a thread team for it costs milliseconds when the other core
+# is busy.
+MIN_PARALLEL_FLOPS = 2**24
+
+
+@contextlib.contextmanager
+def serial_if_small(device, iteration_flops):
+    """Run the enclosed loop on one CPU thread when one iteration is too small to share.
+
+    The previous thread count is restored on exit. No effect on CUDA devices.
+    """
+    threads = torch.get_num_threads()
+    if torch.device(device).type != "cpu" or threads == 1 or iteration_flops >= MIN_PARALLEL_FLOPS:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

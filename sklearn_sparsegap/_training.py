@@ -1,10 +1,13 @@
 """The library objective and the one training loop shared by every gradient-trained model."""
 
+import contextlib
 import math
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+
+from ._torch_utils import serial_if_small
 
 __all__ = [
     "HISTORY_KEYS",
@@ -195,7 +198,12 @@ def train(
     fired = None
     losses = []
     progress = tqdm(total=max_iter, desc=description, disable=not verbose, leave=False)
-    try:
+    rows_per_step = n_samples if full_batch else batch_size
+    with contextlib.ExitStack() as stack:
+        # A step's forward and backward passes are about six products of similar size;
+        # the size of one product decides whether a second thread helps.
+        stack.enter_context(serial_if_small(device, step_flops(rows_per_step) // 6))
+        stack.callback(progress.close)
         for iteration in range(max_iter):
             last = iteration == max_iter - 1
             logging = full_batch and ((iteration + 1) % log_every == 0 or last)
@@ -240,8 +248,6 @@ def train(
                 previous = losses[-window - 1]
                 if previous - losses[-1] < tol * abs(previous):
                     break
-    finally:
-        progress.close()
     return n_iter, step - start_step, flops
 
 
