@@ -156,8 +156,8 @@ def train(
         Full-batch steps when ``batch_size`` is None (or >= ``n_samples``), else epochs.
     batch_size : int or None
     tol : float
-        Stop when the logged loss improved by less than ``tol`` (relative) over the last
-        window (100 steps full batch, one epoch with minibatches). 0 disables it.
+        Stop when the lowest logged loss improved by less than ``tol`` (relative) over the
+        last window (100 steps full batch, one epoch with minibatches). 0 disables it.
     generator : torch.Generator
         Draws the minibatch order.
     atoms : Parameter or None
@@ -196,7 +196,7 @@ def train(
 
     step, flops, n_iter = start_step, 0, 0
     fired = None
-    losses = []
+    best = []
     progress = tqdm(total=max_iter, desc=description, disable=not verbose, leave=False)
     rows_per_step = n_samples if full_batch else batch_size
     with contextlib.ExitStack() as stack:
@@ -242,11 +242,13 @@ def train(
                 )
             for key, value in zip(HISTORY_KEYS, (step, *values, start_flops + flops)):
                 history[key].append(value)
-            losses.append(values[0])
+            # The running minimum: Adam's loss oscillates, and a noisy uptick must not
+            # read as convergence.
+            best.append(min(values[0], best[-1]) if best else values[0])
             progress.set_postfix(loss=f"{values[0]:.4g}", refresh=False)
-            if tol > 0 and len(losses) > window:
-                previous = losses[-window - 1]
-                if previous - losses[-1] < tol * abs(previous):
+            if tol > 0 and len(best) > window:
+                previous = best[-window - 1]
+                if previous - best[-1] < tol * abs(previous):
                     break
     return n_iter, step - start_step, flops
 
