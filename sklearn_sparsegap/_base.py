@@ -9,7 +9,8 @@ from ._compat import validate_data
 from ._torch_utils import resolve_device, to_numpy, to_tensor
 from ._validation import check_matrix
 
-FLOAT_DTYPES = [np.float64, np.float32]
+# Listed order matters: float64 is kept, anything else (ints, float16) becomes float32.
+FLOAT_DTYPES = [np.float32, np.float64]
 
 
 class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):

@@ -359,3 +359,10 @@ def test_cuda_fit_stores_cpu_state_and_unpickles_for_cpu(data):
     restored = pickle.loads(pickle.dumps(est)).set_params(device="cpu")
     np.testing.assert_allclose(restored.transform(X), est.transform(X), atol=1e-5)
     assert est.__sklearn_tags__().non_deterministic
+
+
+def test_integer_input_is_computed_as_float32(data):
+    X, _, _ = data
+    est = SAEEncoder(max_iter=5, device="cpu").fit(np.round(X * 10).astype(np.int64))
+    assert est.components_.dtype == np.float32
+    assert est.transform(np.round(X * 10).astype(np.int64)).dtype == np.float32
