@@ -7,10 +7,25 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._compat import validate_data
 from ._torch_utils import resolve_device, to_numpy, to_tensor
+from ._training import objective
 from ._validation import check_matrix
 
 # Listed order matters: float64 is kept, anything else (ints, float16) becomes float32.
 FLOAT_DTYPES = [np.float32, np.float64]
+
+
+def per_sample_objective(X, codes, components, intercept, alpha):
+    """The library objective of every sample, for numpy arrays (see ``_training.objective``)."""
+    device = "cpu"
+    values = objective(
+        to_tensor(X, device=device),
+        to_tensor(codes, device=device, dtype=X.dtype),
+        to_tensor(components, device=device, dtype=X.dtype),
+        None if intercept is None else to_tensor(intercept, device=device, dtype=X.dtype),
+        alpha,
+        per_sample=True,
+    )
+    return to_numpy(values)
 
 
 class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -96,11 +111,12 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         """
         codes = self.transform(X)
         X = self._validate_X(X, reset=False)
-        residual = X - self.inverse_transform(codes)
-        values = 0.5 * np.sum(residual**2, axis=1) + self._score_alpha() * np.sum(
-            np.abs(codes), axis=1
+        intercept = getattr(self, "intercept_", None)
+        return -float(
+            np.mean(
+                per_sample_objective(X, codes, self.components_, intercept, self._score_alpha())
+            )
         )
-        return -float(np.mean(values))
 
     def _score_alpha(self):
         return self.alpha

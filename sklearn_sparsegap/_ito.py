@@ -6,17 +6,12 @@ import numpy as np
 from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import BaseSparseEstimator
+from ._base import BaseSparseEstimator, per_sample_objective
 from ._compat import HasMethods, Interval, StrOptions, _fit_context
 from ._solvers import ALGORITHMS, default_n_nonzero_coefs, sparse_encode
 from .flops import sparse_encode_flops
 
 _GREEDY = ("omp", "mp", "gradient_pursuit", "topk")
-
-
-def _per_sample_objective(X, codes, components, intercept, alpha):
-    residual = X - codes @ components - intercept
-    return 0.5 * np.einsum("ij,ij->i", residual, residual) + alpha * np.abs(codes).sum(axis=1)
 
 
 class SAEPlusITO(BaseSparseEstimator):
@@ -201,8 +196,8 @@ class SAEPlusITO(BaseSparseEstimator):
             init=init,
             device=self.device,
         )
-        before = _per_sample_objective(X, start, components, intercept, alpha)
-        after = _per_sample_objective(X, refined, components, intercept, alpha)
+        before = per_sample_objective(X, start, components, intercept, alpha)
+        after = per_sample_objective(X, refined, components, intercept, alpha)
         worse = after > before
         refined[worse] = start[worse]
         return X, start, refined, np.minimum(before, after), before
