@@ -8,7 +8,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import FLOAT_DTYPES, BaseSparseEstimator
 from ._compat import Interval, StrOptions, _fit_context
-from ._modules import SparseAutoencoderModule, heaviside_step, linear_sae_gradients
+from ._modules import SparseAutoencoderModule, heaviside_step, sae_gradients
 from ._torch_utils import make_generator, to_numpy, to_tensor, torch_dtype
 from ._training import (
     HISTORY_KEYS,
@@ -265,22 +265,18 @@ class _BaseAutoencoder(BaseSparseEstimator):
     def _make_compute_gradients(self, module, X, target):
         """``compute_gradients(indices, with_stats)`` for the training loop.
 
-        The one-layer ReLU/TopK SAE on reconstruction uses analytic gradients; every
-        other configuration goes through autograd.
+        ReLU/TopK encoders (linear or MLP) on reconstruction use analytic gradients;
+        JumpReLU and the known-codes loss go through autograd.
         """
         alpha = self.alpha
-        analytic = (
-            len(module.weights) == 1
-            and self.activation in ("relu", "topk")
-            and target is None
-        )
+        analytic = self.activation in ("relu", "topk") and target is None
         jumprelu = self.activation == "jumprelu"
         params = [p for p in module.parameters() if p.requires_grad]
 
         def compute_gradients(indices, with_stats):
             batch = X if indices is None else X[indices]
             if analytic:
-                return linear_sae_gradients(module, batch, alpha, with_stats)
+                return sae_gradients(module, batch, alpha, with_stats)
             for param in params:
                 param.grad = None
             pre = module.pre_activation(batch)

@@ -259,29 +259,34 @@ def test_jumprelu_learns_thresholds(data):
     assert np.all((codes == 0) | (codes > est.threshold_))
 
 
-def test_linear_sae_analytic_gradients_match_autograd(data):
+def test_analytic_gradients_match_autograd(data):
     X, _, _ = data
     x = torch.tensor(X[:64])
-    from sklearn_sparsegap._modules import linear_sae_gradients
+    from sklearn_sparsegap._modules import sae_gradients
 
-    for activation, k in (("relu", None), ("topk", 3)):
-        for fit_intercept in (True, False):
-            module = SparseAutoencoderModule(
-                (8, 16), activation=activation, k=k, fit_intercept=fit_intercept
-            ).double()
-            with torch.no_grad():
-                for param in module.parameters():
-                    param.normal_(generator=torch.Generator().manual_seed(0))
-            params = [p for p in module.parameters() if p.requires_grad]
-            codes, reconstruction = module(x)
-            loss = 0.5 * (x - reconstruction).square().sum(1).mean() + 0.3 * codes.abs().sum(
-                1
-            ).mean()
-            expected = torch.autograd.grad(loss, params)
-            _, stats = linear_sae_gradients(module, x, 0.3, with_stats=True)
-            for param, grad in zip(params, expected):
-                torch.testing.assert_close(param.grad, grad)
-            torch.testing.assert_close(stats[0], loss.detach())
+    configurations = [
+        (sizes, activation, k, fit_intercept)
+        for sizes in ((8, 16), (8, 32, 16), (8, 12, 10, 16))
+        for activation, k in (("relu", None), ("topk", 3))
+        for fit_intercept in (True, False)
+    ]
+    for sizes, activation, k, fit_intercept in configurations:
+        module = SparseAutoencoderModule(
+            sizes, activation=activation, k=k, fit_intercept=fit_intercept
+        ).double()
+        with torch.no_grad():
+            for param in module.parameters():
+                param.normal_(generator=torch.Generator().manual_seed(0))
+        params = [p for p in module.parameters() if p.requires_grad]
+        codes, reconstruction = module(x)
+        loss = 0.5 * (x - reconstruction).square().sum(1).mean() + 0.3 * codes.abs().sum(
+            1
+        ).mean()
+        expected = torch.autograd.grad(loss, params)
+        _, stats = sae_gradients(module, x, 0.3, with_stats=True)
+        for param, grad in zip(params, expected):
+            torch.testing.assert_close(param.grad, grad)
+        torch.testing.assert_close(stats[0], loss.detach())
 
 
 def test_resampler_points_dead_latents_at_poorly_reconstructed_samples(data):
