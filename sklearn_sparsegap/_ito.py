@@ -8,11 +8,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseSparseEstimator, per_sample_objective
 from ._compat import HasMethods, Interval, StrOptions, _fit_context
-from ._solvers import ALGORITHMS, default_n_nonzero_coefs, sparse_encode
+from ._solvers import _GREEDY, ALGORITHMS, default_n_nonzero_coefs, sparse_encode
 from .flops import sparse_encode_flops
-
-_GREEDY = ("omp", "mp", "gradient_pursuit", "topk")
-
 
 class SAEPlusITO(BaseSparseEstimator):
     """An amortised encoder whose codes are refined on its frozen dictionary (SAE + ITO).

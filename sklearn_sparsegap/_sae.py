@@ -9,7 +9,14 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import FLOAT_DTYPES, BaseSparseEstimator
 from ._compat import Interval, StrOptions, _fit_context
 from ._modules import SparseAutoencoderModule, heaviside_step, sae_gradients
-from ._torch_utils import make_generator, to_numpy, to_tensor, torch_dtype
+from ._torch_utils import (
+    make_generator,
+    state_to_numpy,
+    state_to_torch,
+    to_numpy,
+    to_tensor,
+    torch_dtype,
+)
 from ._training import (
     HISTORY_KEYS,
     make_adam,
@@ -137,7 +144,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
         params = [p for p in module.parameters() if p.requires_grad]
         optimizer = make_adam(params, self.learning_rate)
         if not first and getattr(self, "_optimizer_state", None) is not None:
-            optimizer.load_state_dict(_state_to_torch(self._optimizer_state, device))
+            optimizer.load_state_dict(state_to_torch(self._optimizer_state, device))
 
         target_tensor = (
             None if target_codes is None else to_tensor(target_codes, device=device, dtype=dtype)
@@ -182,7 +189,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
         self._store_module(module)
         if self.target == "codes" and first:
             self._fit_dictionary_from_codes(X, target_codes)
-        self._optimizer_state = _state_to_numpy(optimizer.state_dict())
+        self._optimizer_state = state_to_numpy(optimizer.state_dict())
         self.device_ = str(device)
         return self
 
@@ -245,7 +252,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
         n_components, n_features = module.components.shape
         with torch.no_grad():
             if dictionary is not None:
-                atoms = torch.as_tensor(dictionary, dtype=dtype).to(device)
+                atoms = to_tensor(dictionary, device=device, dtype=dtype)
             else:
                 atoms = torch.randn(n_components, n_features, generator=generator, dtype=dtype)
                 atoms = atoms.to(device)
@@ -323,15 +330,15 @@ class _BaseAutoencoder(BaseSparseEstimator):
         device = module.components.device
         dtype = module.components.dtype
         with torch.no_grad():
-            module.components.copy_(torch.as_tensor(self.components_, dtype=dtype).to(device))
-            module.intercept.copy_(torch.as_tensor(self.intercept_, dtype=dtype).to(device))
+            module.components.copy_(to_tensor(self.components_, device=device, dtype=dtype))
+            module.intercept.copy_(to_tensor(self.intercept_, device=device, dtype=dtype))
             for weight, value in zip(module.weights, self.coefs_):
-                weight.copy_(torch.as_tensor(value, dtype=dtype).to(device))
+                weight.copy_(to_tensor(value, device=device, dtype=dtype))
             for bias, value in zip(module.biases, self.intercepts_):
-                bias.copy_(torch.as_tensor(value, dtype=dtype).to(device))
+                bias.copy_(to_tensor(value, device=device, dtype=dtype))
             if self.activation == "jumprelu":
                 module.log_threshold.copy_(
-                    torch.as_tensor(np.log(self.threshold_), dtype=dtype).to(device)
+                    to_tensor(np.log(self.threshold_), device=device, dtype=dtype)
                 )
 
     def _module(self, dtype, device):
@@ -409,27 +416,6 @@ class _DeadLatentResampler:
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in state:
                     state[key][dead_index] = 0.0
-
-
-def _state_to_numpy(state):
-    """Optimizer state dict with tensors replaced by CPU numpy arrays (picklable anywhere)."""
-    if isinstance(state, torch.Tensor):
-        return to_numpy(state)
-    if isinstance(state, dict):
-        return {key: _state_to_numpy(value) for key, value in state.items()}
-    if isinstance(state, list):
-        return [_state_to_numpy(value) for value in state]
-    return state
-
-
-def _state_to_torch(state, device):
-    if isinstance(state, np.ndarray):
-        return torch.as_tensor(state).to(device)
-    if isinstance(state, dict):
-        return {key: _state_to_torch(value, device) for key, value in state.items()}
-    if isinstance(state, list):
-        return [_state_to_torch(value, device) for value in state]
-    return state
 
 
 _COMMON_PARAMETERS = """

@@ -250,7 +250,6 @@ class GradientSparseCoder(BaseSparseEstimator):
             return self
 
         n_components = n_features if self.n_components is None else self.n_components
-        self._check_greedy(n_features, n_components)
         dtype = torch_dtype(X.dtype)
         generator = make_generator(self.random_state)
         X_tensor = to_tensor(X, device=device, dtype=dtype)
@@ -262,15 +261,6 @@ class GradientSparseCoder(BaseSparseEstimator):
         self.components_ = to_numpy(components)
         self.history_ = history_arrays(self.history_)
         return self
-
-    def _check_greedy(self, n_features, n_components):
-        if self.solver in ("omp", "mp", "gradient_pursuit", "topk"):
-            n_nonzero = self._n_nonzero(n_features, n_components)
-            if n_nonzero > n_components:
-                raise ValueError(
-                    f"n_nonzero_coefs={n_nonzero} must be at most "
-                    f"n_components={n_components}."
-                )
 
     def _n_nonzero(self, n_features, n_components):
         if self.n_nonzero_coefs is not None:
@@ -303,18 +293,7 @@ class GradientSparseCoder(BaseSparseEstimator):
                 X, components, self.alpha, positive=self.positive,
                 max_iter=_INNER_MAX_ITER, tol=_INNER_TOL, init=init,
             )  # fmt: skip
-        codes, n_iter = sparse_encode(
-            to_numpy(X),
-            to_numpy(components),
-            algorithm=self.solver,
-            alpha=self.alpha,
-            n_nonzero_coefs=self._n_nonzero(X.shape[1], components.shape[0]),
-            positive=self.positive,
-            max_iter=_INNER_MAX_ITER,
-            device=str(X.device),
-            return_n_iter=True,
-        )
-        return to_tensor(codes, device=X.device, dtype=X.dtype), n_iter
+        return self._transform_tensor(X, components, max_iter=_INNER_MAX_ITER)
 
     @torch.no_grad()
     def _fit_alternating(self, X, components, generator):
@@ -406,7 +385,9 @@ class GradientSparseCoder(BaseSparseEstimator):
         self.inference_n_iter_ = self.transform_max_iter
         return atoms.detach(), log_codes.detach().exp()
 
-    def _transform_tensor(self, X, components):
+    def _transform_tensor(self, X, components, max_iter=None):
+        """Codes of ``X`` (tensor) with :func:`sparse_encode` and the iterations run;
+        ``max_iter`` defaults to ``transform_max_iter``."""
         codes, n_iter = sparse_encode(
             to_numpy(X),
             to_numpy(components),
@@ -414,14 +395,14 @@ class GradientSparseCoder(BaseSparseEstimator):
             alpha=self.alpha,
             n_nonzero_coefs=self._n_nonzero(X.shape[1], components.shape[0]),
             positive=self.positive,
-            max_iter=self.transform_max_iter,
+            max_iter=self.transform_max_iter if max_iter is None else max_iter,
             device=str(X.device),
             return_n_iter=True,
         )
         return to_tensor(codes, device=X.device, dtype=X.dtype), n_iter
 
     def _encode(self, X):
-        components = torch.as_tensor(self.components_).to(device=X.device, dtype=X.dtype)
+        components = to_tensor(self.components_, device=X.device, dtype=X.dtype)
         return self._transform_tensor(X, components)[0]
 
     def inference_flops(self, n_samples, n_iter=None):

@@ -13,6 +13,8 @@ from sklearn.utils import check_random_state
 __all__ = [
     "resolve_device",
     "serial_if_small",
+    "state_to_numpy",
+    "state_to_torch",
     "torch_dtype",
     "numpy_dtype",
     "make_generator",
@@ -139,3 +141,28 @@ def serial_if_small(device, iteration_flops):
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def state_to_numpy(state):
+    """A (nested) optimizer state with tensors replaced by CPU numpy arrays.
+
+    Keeps fitted estimators picklable and loadable on machines without the device.
+    """
+    if isinstance(state, torch.Tensor):
+        return to_numpy(state)
+    if isinstance(state, dict):
+        return {key: state_to_numpy(value) for key, value in state.items()}
+    if isinstance(state, list):
+        return [state_to_numpy(value) for value in state]
+    return state
+
+
+def state_to_torch(state, device):
+    """Inverse of :func:`state_to_numpy`: arrays become tensors on ``device``."""
+    if isinstance(state, np.ndarray):
+        return torch.tensor(state, device=device)
+    if isinstance(state, dict):
+        return {key: state_to_torch(value, device) for key, value in state.items()}
+    if isinstance(state, list):
+        return [state_to_torch(value, device) for value in state]
+    return state

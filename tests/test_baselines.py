@@ -9,18 +9,6 @@ from sklearn.base import clone
 from sklearn.decomposition import DictionaryLearning, MiniBatchDictionaryLearning
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GridSearchCV
-from sklearn.utils.estimator_checks import (
-    check_dataframe_column_names_consistency,
-    check_get_feature_names_out_error,
-    check_global_output_transform_pandas,
-    check_inplace_ensure_writeable,
-    check_param_validation,
-    check_set_output_transform,
-    check_set_output_transform_pandas,
-    check_transformer_get_feature_names_out,
-    check_transformer_get_feature_names_out_pandas,
-    parametrize_with_checks,
-)
 
 from sklearn_sparsegap import (
     LarsDictionaryLearning,
@@ -359,29 +347,3 @@ def test_recovers_ground_truth_with_enough_iterations():
     X, _, codes = make_sparse_dictionary_data(96, random_state=1)
     lars = LarsDictionaryLearning(n_components=16, max_iter=8, random_state=0).fit(X)
     assert mean_corr_coef(codes, lars.transform(X)) > 0.5
-
-
-# ------------------------------------------------------------ scikit-learn's checks
-# Every check passes: no expected failures.
-@parametrize_with_checks([LarsDictionaryLearning(max_iter=5)])
-def test_sklearn_compatible_estimator(estimator, check):
-    check(estimator)
-
-
-@pytest.mark.parametrize(
-    "check",
-    [
-        check_param_validation,
-        check_transformer_get_feature_names_out,
-        check_transformer_get_feature_names_out_pandas,
-        check_set_output_transform,
-        check_set_output_transform_pandas,
-        check_global_output_transform_pandas,
-        check_dataframe_column_names_consistency,
-        check_get_feature_names_out_error,
-        check_inplace_ensure_writeable,
-    ],
-    ids=lambda check: check.__name__,
-)
-def test_checks_the_generic_runner_skips(check):
-    check("LarsDictionaryLearning", LarsDictionaryLearning(max_iter=5))

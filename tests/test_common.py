@@ -14,7 +14,13 @@ from sklearn.utils.estimator_checks import (
     parametrize_with_checks,
 )
 
-from sklearn_sparsegap import GradientSparseCoder, MLPEncoder, SAEEncoder, SAEPlusITO
+from sklearn_sparsegap import (
+    GradientSparseCoder,
+    LarsDictionaryLearning,
+    MLPEncoder,
+    SAEEncoder,
+    SAEPlusITO,
+)
 
 # Small budgets: these checks test the API, not the quality.
 ESTIMATORS = [
@@ -24,6 +30,7 @@ ESTIMATORS = [
     SAEPlusITO(
         SAEEncoder(max_iter=20, random_state=0, device="cpu"), ito_max_iter=20, device="cpu"
     ),
+    LarsDictionaryLearning(max_iter=5),
 ]
 
 EXPECTED_FAILED_CHECKS = {}
