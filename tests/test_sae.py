@@ -224,6 +224,25 @@ def test_partial_fit_continues_from_the_current_state(data):
     assert 0 < np.abs(est.components_ - before).max() < 0.1
 
 
+@pytest.mark.parametrize("cls", ENCODERS)
+@pytest.mark.parametrize("target", ["reconstruction", "codes"])
+def test_warm_start_fits_in_segments_exactly_like_one_fit(cls, target, data):
+    X, _, codes = data
+    X = X[:256]
+    y = codes[:256] if target == "codes" else None
+    whole = _small(cls, max_iter=60, target=target).fit(X, y)
+    segmented = _small(cls, max_iter=20, target=target, warm_start=True)
+    for _ in range(3):
+        segmented.fit(X, y)
+    assert segmented.n_iter_ == whole.n_iter_ == 60
+    np.testing.assert_array_equal(segmented.history_["loss"], whole.history_["loss"])
+    np.testing.assert_allclose(segmented.coefs_[0], whole.coefs_[0], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(segmented.transform(X), whole.transform(X), atol=1e-6)
+    # Without warm_start, a second fit starts over.
+    again = _small(cls, max_iter=20, target=target).fit(X, y).fit(X, y)
+    assert again.n_iter_ == 20
+
+
 def test_divergence_raises_instead_of_returning_nan(data):
     X, _, _ = data
     est = MLPEncoder(
