@@ -60,15 +60,13 @@ def make_method(name, *, scenario, n_components, dictionary, random_state, devic
     raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}.")
 
 
-def evaluate(estimator, X_train, X_test, codes_train, codes_test, dictionary, *, fit_y):
-    """Fit ``estimator`` and measure every column of the comparison table on the test set."""
-    start = time.perf_counter()
-    estimator.fit(X_train, codes_train if fit_y else None)
-    fit_seconds = time.perf_counter() - start
+def measure(estimator, X_test, codes_test, dictionary, *, return_codes=False):
+    """Every column of the comparison table but ``fit_seconds``, for a fitted estimator
+    (and the test codes, with ``return_codes``)."""
     start = time.perf_counter()
     codes = estimator.transform(X_test)
     transform_seconds = time.perf_counter() - start
-    return {
+    record = {
         "latent_mcc": mean_corr_coef(codes_test, codes),
         "dictionary_mcc": dictionary_mcc(dictionary, estimator.components_),
         "normalized_mse": normalized_mse(X_test, estimator.inverse_transform(codes)),
@@ -76,8 +74,19 @@ def evaluate(estimator, X_train, X_test, codes_train, codes_test, dictionary, *,
         "dead_fraction": dead_fraction(codes),
         "training_flops": int(estimator.training_flops_),
         "inference_flops": int(estimator.inference_flops(X_test.shape[0])),
-        "fit_seconds": fit_seconds,
         "transform_seconds": transform_seconds,
+    }
+    return (record, codes) if return_codes else record
+
+
+def evaluate(estimator, X_train, X_test, codes_train, codes_test, dictionary, *, fit_y):
+    """Fit ``estimator`` and measure every column of the comparison table on the test set."""
+    start = time.perf_counter()
+    estimator.fit(X_train, codes_train if fit_y else None)
+    fit_seconds = time.perf_counter() - start
+    return {
+        **measure(estimator, X_test, codes_test, dictionary),
+        "fit_seconds": fit_seconds,
     }
 
 

@@ -1,0 +1,47 @@
+"""Figure helpers shared by the experiments (matplotlib, imported lazily by the runner)."""
+
+import numpy as np
+
+
+def subplots(n_panels, *, width=4.2, height=3.2):
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, n_panels, figsize=(width * n_panels, height), squeeze=False)
+    return figure, list(axes[0])
+
+
+def curves(ax, records, *, x, y, label_key="method", xlog=False, ylabel=None, xlabel=None):
+    """One line per label: the mean of ``y`` over seeds against ``x`` (mean x), with a
+    ±1 std band."""
+    groups = {}
+    for record in records:
+        groups.setdefault(record[label_key], {}).setdefault(record["seed"], []).append(record)
+    for label, by_seed in groups.items():
+        runs = [sorted(rs, key=lambda r: r["step"]) for rs in by_seed.values()]
+        length = min(len(run) for run in runs)
+        xs = np.mean([[r[x] for r in run[:length]] for run in runs], axis=0)
+        ys = np.array([[r[y] for r in run[:length]] for run in runs], dtype=float)
+        mean, std = ys.mean(axis=0), ys.std(axis=0)
+        (line,) = ax.plot(xs, mean, label=str(label))
+        ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    if xlog:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel or x)
+    ax.set_ylabel(ylabel or y)
+    ax.grid(alpha=0.3)
+
+
+def heatmap(ax, matrix, *, row_labels, col_labels, title, cmap="RdBu", center=0.0, fmt="{:+.2f}"):
+    """An annotated heatmap with a colour scale centred on ``center``."""
+    matrix = np.asarray(matrix, dtype=float)
+    span = np.nanmax(np.abs(matrix - center)) if np.isfinite(matrix).any() else 1.0
+    span = span or 1.0
+    image = ax.imshow(matrix, cmap=cmap, vmin=center - span, vmax=center + span, origin="lower")
+    ax.set_xticks(range(len(col_labels)), [str(c) for c in col_labels])
+    ax.set_yticks(range(len(row_labels)), [str(r) for r in row_labels])
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            if np.isfinite(matrix[i, j]):
+                ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=8)
+    ax.set_title(title)
+    return image

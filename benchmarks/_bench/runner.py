@@ -1,0 +1,213 @@
+"""Profiles, the command line, joblib sweeps, learning curves, and the results folder."""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+from joblib import Parallel, delayed
+from tqdm.auto import tqdm
+
+from .objective import fit_and_measure, measure
+
+PROFILES = ("smoke", "quick", "paper")
+DEFAULT_RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+# ------------------------------------------------------------------------ sweeps
+def sweep(function, jobs, *, n_jobs=1, progress=True, description="sweep"):
+    """``[function(**job) for job in jobs]``, run through joblib.
+
+    Every job seeds its own data and model, so the results do not depend on where or in
+    which order they run: under ``joblib.parallel_config(backend="dask")`` the jobs spread
+    over a dask cluster and return exactly what the sequential loop returns.
+    """
+    jobs = list(jobs)
+    if n_jobs == 1:
+        return [function(**job) for job in tqdm(jobs, desc=description, disable=not progress)]
+    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+    results = parallel(delayed(function)(**job) for job in jobs)
+    return list(tqdm(results, total=len(jobs), desc=description, disable=not progress))
+
+
+def checkpoints(total, n_points):
+    """About ``n_points`` integer steps spaced geometrically up to ``total`` (included)."""
+    points = np.unique(np.geomspace(1, total, n_points).round().astype(int))
+    return [int(p) for p in points]
+
+
+def learning_curve(estimator, task, steps, *, known_codes=False, evaluate=None):
+    """Test metrics after each number of training steps in ``steps`` (increasing).
+
+    Estimators with ``warm_start`` train once, in segments; the others (the sparse
+    coders) are refitted with ``max_iter=step``, which gives the same iterate because
+    their training is deterministic and has no step-dependent schedule (with geometric
+    ``steps`` that costs at most about twice the final fit). ``evaluate(estimator, task)``
+    replaces :func:`~_bench.objective.measure` when given.
+    """
+    evaluate = evaluate or (lambda est, t: measure(est, t, known_codes=known_codes))
+    records = []
+    warm = "warm_start" in estimator.get_params()
+    if warm:
+        estimator.set_params(warm_start=True)
+    done = 0
+    fit_seconds = 0.0
+    for step in steps:
+        start = time.perf_counter()
+        if warm:
+            estimator.set_params(max_iter=step - done)
+        else:
+            estimator.set_params(max_iter=step)
+        estimator.fit(task.X_train, task.codes_train if known_codes else None)
+        elapsed = time.perf_counter() - start
+        fit_seconds = fit_seconds + elapsed if warm else elapsed
+        done = step
+        records.append({"step": step, **evaluate(estimator, task), "fit_seconds": fit_seconds})
+    return records
+
+
+def run_method(method_builder, task, *, known_codes=False):
+    """Fit the estimator ``method_builder()`` returns and measure it (a sweep job)."""
+    return fit_and_measure(method_builder(), task, known_codes=known_codes)
+
+
+# ------------------------------------------------------------------------ output
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def environment():
+    """Versions and machine, stored beside every result."""
+    import sklearn
+    import torch
+
+    import sklearn_sparsegap
+
+    return {
+        "sklearn_sparsegap": sklearn_sparsegap.__version__,
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "machine": platform.machine(),
+    }
+
+
+def save(result, figures, out_dir):
+    """Write ``result.json`` and one PNG per figure into ``out_dir``; return the paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / "result.json"]
+    paths[0].write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    for name, figure in figures.items():
+        path = out_dir / f"{name}.png"
+        figure.savefig(path, dpi=110, bbox_inches="tight")
+        paths.append(path)
+    return paths
+
+
+def format_table(rows, columns, *, title=None):
+    """A plain-text table of ``rows`` (dicts) with ``columns`` (key or (key, header))."""
+    columns = [(c, c) if isinstance(c, str) else c for c in columns]
+
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) >= 1e4 or 0 < abs(value) < 1e-3 else f"{value:.3f}"
+        return "" if value is None else str(value)
+
+    table = [[header for _, header in columns]]
+    table += [[cell(row.get(key)) for key, _ in columns] for row in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)) for line in table]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    if title:
+        lines.insert(0, title)
+    return "\n".join(lines)
+
+
+def mean_std(records, key, by):
+    """Group ``records`` by the tuple of keys ``by``; mean and std of ``key`` per group,
+    as rows ``{by..., key: mean, key_std: std, "n": count}`` in first-seen order."""
+    groups = {}
+    for record in records:
+        groups.setdefault(tuple(record[b] for b in by), []).append(record[key])
+    rows = []
+    for group, values in groups.items():
+        values = np.asarray(values, dtype=float)
+        rows.append(
+            {**dict(zip(by, group)), key: float(values.mean()),
+             f"{key}_std": float(values.std()), "n": len(values)}
+        )  # fmt: skip
+    return rows
+
+
+# ------------------------------------------------------------------------ entry point
+def parse_args(description, argv=None):
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--profile", choices=PROFILES, default="quick",
+        help="quick: a few minutes on 2 CPU cores (fewer seeds, steps and grid points, "
+        "same code path); paper: the paper's settings; smoke: a tiny run for the tests.",
+    )  # fmt: skip
+    parser.add_argument("--n-jobs", type=int, default=1, help="joblib workers for sweeps.")
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help=f"results folder (default {DEFAULT_RESULTS}/<experiment>).",
+    )  # fmt: skip
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures.")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars.")
+    return parser.parse_args(argv)
+
+
+def main(name, module, argv=None):
+    """Run experiment ``module`` (its PROFILES, run, figures, summary) from the command line.
+
+    Returns the result dict (also written as JSON with the figures).
+    """
+    args = parse_args((module.__doc__ or name).strip().splitlines()[0], argv)
+    settings = module.PROFILES[args.profile]
+    out_dir = args.out or DEFAULT_RESULTS / name
+    warnings.filterwarnings("ignore", module="sklearn")  # ConvergenceWarnings of LARS/lasso
+    start = time.perf_counter()
+    records = module.run(settings, n_jobs=args.n_jobs, progress=not args.quiet)
+    seconds = time.perf_counter() - start
+    result = {
+        "experiment": name,
+        "profile": args.profile,
+        "settings": settings,
+        "seconds": seconds,
+        "environment": environment(),
+        "records": records,
+    }
+    figures = {}
+    if not args.no_plots:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        figures = module.figures(result)
+    paths = save(result, figures, out_dir)
+    print(module.summary(result))
+    print(f"\n{name} ({args.profile} profile): {seconds:.1f} s; wrote {len(paths)} files to {out_dir}")
+    if figures:
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+    sys.stdout.flush()
+    return result

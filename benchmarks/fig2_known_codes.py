@@ -1,0 +1,122 @@
+"""Fig. 2 — known sparse codes: SAE against MLP encoders, MCC against steps and FLOPs.
+
+Each encoder is trained on the true codes (``target="codes"``, per-sample cosine loss)
+with the authors' settings (Adam 1e-3, full batch, encoder biases); the library's default
+SAE (learning rate 1e-2) is shown beside it. The test metric is the authors'
+index-matched Pearson correlation (``matched_corr``); the Hungarian MCC is recorded too.
+The dashed line is the FLOP count at which the MLPs first beat the SAE's final score
+(averaged over widths, as in the authors' notebook). Protocol: reference/protocol.md §2.
+
+    python benchmarks/fig2_known_codes.py --profile quick
+"""
+
+import numpy as np
+
+from _bench import plots, runner
+from _bench.datasets import SEED_KNOWN, make_task
+from _bench.methods import build
+
+PROFILES = {
+    "smoke": {"seeds": 1, "steps": 20, "widths": [8], "n_train": 128, "points": 3},
+    "quick": {"seeds": 2, "steps": 3000, "widths": [32, 256, 1024], "n_train": 1024, "points": 12},
+    "paper": {"seeds": 5, "steps": 20000, "widths": [32, 256, 1024], "n_train": 1024, "points": 25},
+}
+# reference/protocol.md §2, final step of 20,000.
+PAPER = {
+    "SAE": (0.862, 0.025, 1.74e10),
+    "MLP H=32": (0.901, 0.047, 9.92e10),
+    "MLP H=256": (0.900, 0.028, 7.82e11),
+    "MLP H=1024": (0.950, 0.001, 3.13e12),
+}
+
+
+def _methods(widths):
+    methods = {"SAE": ("sae", "paper", {}), "SAE (library lr)": ("sae", "library", {})}
+    for width in widths:
+        methods[f"MLP H={width}"] = ("mlp", "paper", {"hidden_layer_sizes": (width,)})
+    return methods
+
+
+def curve_job(label, method, flavour, params, seed, settings, distribution="halfnormal"):
+    task = make_task(
+        n_train=settings["n_train"], n_test=settings["n_train"], seed=SEED_KNOWN + seed,
+        distribution=distribution,
+    )  # fmt: skip
+    estimator = build(method, task, scenario="known-codes", flavour=flavour, seed=seed, **params)
+    steps = runner.checkpoints(settings["steps"], settings["points"])
+    records = runner.learning_curve(estimator, task, steps, known_codes=True)
+    return [{"method": label, "seed": seed, **task.describe(), **r} for r in records]
+
+
+def run(settings, n_jobs=1, progress=True, distribution="halfnormal"):
+    jobs = [
+        {"label": label, "method": m, "flavour": f, "params": p, "seed": seed,
+         "settings": settings, "distribution": distribution}
+        for label, (m, f, p) in _methods(settings["widths"]).items()
+        for seed in range(settings["seeds"])
+    ]  # fmt: skip
+    results = runner.sweep(curve_job, jobs, n_jobs=n_jobs, progress=progress, description="fig2")
+    return [record for records in results for record in records]
+
+
+def final_records(records):
+    last = max(r["step"] for r in records)
+    return [r for r in records if r["step"] == last]
+
+
+def crossover_flops(records, metric="matched_corr"):
+    """Mean over MLP widths of the FLOPs where the seed-mean MLP curve first exceeds the
+    SAE's final seed-mean score (the authors' midpoint rule), or None."""
+    final = runner.mean_std(final_records(records), metric, ["method"])
+    sae_final = next(row[metric] for row in final if row["method"] == "SAE")
+    points = []
+    for label in {r["method"] for r in records if r["method"].startswith("MLP")}:
+        curve = runner.mean_std([r for r in records if r["method"] == label], metric, ["step"])
+        flops = runner.mean_std([r for r in records if r["method"] == label], "training_flops", ["step"])
+        above = [i for i, row in enumerate(curve) if row[metric] > sae_final]
+        if above:
+            i = above[0]
+            previous = flops[i - 1]["training_flops"] if i else flops[i]["training_flops"]
+            points.append((previous + flops[i]["training_flops"]) / 2)
+    return float(np.mean(points)) if points else None
+
+
+def figures(result):
+    records = result["records"]
+    figure, (by_step, by_flops) = plots.subplots(2)
+    plots.curves(by_step, records, x="step", y="matched_corr", xlog=True, ylabel="test MCC (index-matched)")
+    plots.curves(by_flops, records, x="training_flops", y="matched_corr", xlog=True,
+                 xlabel="training FLOPs", ylabel="test MCC (index-matched)")  # fmt: skip
+    crossover = crossover_flops(records)
+    if crossover:
+        by_flops.axvline(crossover, ls="--", color="k", lw=1, label=f"crossover {crossover:.2g}")
+    by_flops.legend(fontsize=7)
+    figure.suptitle(f"Known codes ({result['profile']} profile)")
+    return {"known_codes": figure}
+
+
+def summary(result):
+    records = final_records(result["records"])
+    rows = runner.mean_std(records, "matched_corr", ["method"])
+    for row in rows:
+        group = [r for r in records if r["method"] == row["method"]]
+        row["latent_mcc"] = float(np.mean([r["latent_mcc"] for r in group]))
+        row["training_flops"] = float(np.mean([r["training_flops"] for r in group]))
+        row["fit_seconds"] = float(np.mean([r["fit_seconds"] for r in group]))
+        paper = PAPER.get(row["method"])
+        row["paper"] = f"{paper[0]:.3f}±{paper[1]:.3f} @ {paper[2]:.3g}" if paper else "-"
+    crossover = crossover_flops(result["records"])
+    table = runner.format_table(
+        rows,
+        [("method", "method"), ("matched_corr", "MCC"), ("matched_corr_std", "±"),
+         ("latent_mcc", "Hungarian MCC"), ("training_flops", "train FLOPs"),
+         ("fit_seconds", "fit s"), ("paper", "paper (20k steps)")],
+        title=f"Known codes, final step {records[0]['step']}",
+    )  # fmt: skip
+    paper_crossover = "paper ≈2.7e9"
+    ours = f"{crossover:.3g}" if crossover else "none (no MLP beat the SAE)"
+    return f"{table}\nFLOPs crossover: {ours} ({paper_crossover})"
+
+
+if __name__ == "__main__":
+    runner.main("fig2_known_codes", __import__(__name__))
