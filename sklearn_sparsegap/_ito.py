@@ -29,7 +29,9 @@ class SAEPlusITO(BaseSparseEstimator):
     Parameters
     ----------
     encoder : estimator, default=None
-        An unfitted library encoder; None means ``SAEEncoder()``.
+        An unfitted library encoder; None means ``SAEEncoder()``. To refine the codes
+        of an encoder that is already fitted, pass
+        ``sklearn.frozen.FrozenEstimator(fitted_encoder)``: ``fit`` then keeps it as is.
     ito_algorithm : {"fista", "ista", "omp", "mp", "gradient_pursuit", "topk", "adam"}, \
             default="fista"
         The refinement solver (:func:`sparse_encode`). Greedy solvers (``"omp"``,

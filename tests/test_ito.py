@@ -76,6 +76,18 @@ def test_unknown_dictionary_ito_is_not_worse_than_its_sae(data):
     assert model.inference_flops(10) > model.encoder_.inference_flops(10)
 
 
+def test_a_frozen_fitted_encoder_is_reused_without_refitting(data):
+    from sklearn.frozen import FrozenEstimator
+
+    X, _, _ = data
+    sae = SAEEncoder(n_components=16, max_iter=50, random_state=0, device="cpu").fit(X)
+    before = sae.components_.copy()
+    model = SAEPlusITO(FrozenEstimator(sae), device="cpu").fit(X[:100])
+    np.testing.assert_array_equal(model.components_, before)
+    assert model.training_flops_ == sae.training_flops_
+    assert model.score(X) >= sae.score(X) - 1e-9
+
+
 def test_works_with_mlp_and_known_codes_encoders(data):
     X, _, codes = data
     mlp = SAEPlusITO(MLPEncoder(n_components=16, hidden_layer_sizes=(16,), max_iter=20,
