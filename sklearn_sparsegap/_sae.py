@@ -129,7 +129,9 @@ class _BaseAutoencoder(BaseSparseEstimator):
         ).to(device=device, dtype=dtype)
         X_tensor = to_tensor(X, device=device, dtype=dtype)
         if first:
-            self._initialise(module, X_tensor, dictionary, make_generator(self.random_state))
+            self._initialise(
+                module, X_tensor, dictionary, make_generator(self.random_state), target_codes
+            )
             self.history_, self.training_flops_, self._n_steps = (
                 {key: [] for key in HISTORY_KEYS},
                 0,
@@ -248,9 +250,10 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 )
         return n_components
 
-    def _initialise(self, module, X, dictionary, generator):
+    def _initialise(self, module, X, dictionary, generator, target_codes=None):
         """Random unit-norm atoms (or the given dictionary); the SAE encoder starts as
-        the decoder's transpose, MLP layers with PyTorch's default uniform scale."""
+        the decoder's transpose (on known codes: as the least-squares regression of the
+        codes on ``X``), MLP layers with PyTorch's default uniform scale."""
         dtype, device = X.dtype, X.device
         n_components, n_features = module.components.shape
         with torch.no_grad():
@@ -268,9 +271,27 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 bias.zero_()
             if len(module.weights) == 1 and self.target == "reconstruction":
                 module.weights[0].copy_(module.components)
+            if len(module.weights) == 1 and target_codes is not None:
+                self._regression_init(module, X, target_codes)
             if self.fit_intercept and self.target == "reconstruction":
                 module.intercept.copy_(X.mean(dim=0))
             module.log_threshold.fill_(np.log(_JUMPRELU_INIT_THRESHOLD))
+
+    def _regression_init(self, module, X, target_codes):
+        """Start a linear encoder at the least-squares map from ``X`` to the codes.
+
+        From a random start some ReLU latents never fire and get no gradient: on the
+        paper's task one seed in three stalled at MCC 0.65. The regression already
+        correlates every latent with its code, so none starts dead.
+        """
+        design = to_numpy(X).astype(np.float64)
+        if self.fit_intercept:
+            design = np.hstack([design, np.ones((len(design), 1))])
+        solution, *_ = np.linalg.lstsq(design, target_codes, rcond=None)
+        weight = to_tensor(solution[: X.shape[1]].T, device=X.device, dtype=X.dtype)
+        module.weights[0].copy_(weight)
+        if self.fit_intercept:
+            module.biases[0].copy_(to_tensor(solution[-1], device=X.device, dtype=X.dtype))
 
     def _make_compute_gradients(self, module, X, target):
         """``compute_gradients(indices, with_stats)`` for the training loop.
