@@ -1,0 +1,345 @@
+"""Fig. 3 — known dictionary: SAE, MLP encoders and SAE + inference-time optimisation.
+
+The decoder is the true dictionary, frozen; the encoders (SAE, MLP H=32 and H=256) are
+trained on the reconstruction + L1 objective with the authors' settings (per-entry L1
+0.01, Adam 1e-3, full batch, no biases), and the library's default SAE and MLP (H=256)
+are shown beside them. SAE+ITO refines the trained paper-setting SAE's test codes on the
+true dictionary, and is shown:
+
+- with the paper-faithful Adam ITO (exp-parametrised codes), started from the SAE's codes
+  (``init="encoder"``, what the paper describes) **and** from the constant ``exp(-10)``
+  (``init="zeros"``, what the authors' code actually ran: its ``initial_S`` was ignored,
+  so their "init" and "random" curves are one and the same);
+- with our FISTA ITO (positive lasso, same objective, both inits) and OMP (K = the true 3
+  atoms, greedy, init-free);
+- and the library's default ``SAEPlusITO`` (FISTA, alpha 0.2) on the library SAE.
+
+Panels: test latent MCC (Hungarian) against training steps (the ITO variants drawn along
+the SAE's training, refining each checkpoint's SAE with the full ITO budget); against total
+FLOPs, training + inference on the 1024 test samples, where SAE+ITO = SAE FLOPs + ITO FLOPs
+at each ITO iteration count on the final SAE, as the authors plot it; and against ITO
+iterations on the final SAE. Protocol: reference/protocol.md §3 (FLOPs §9, Zipf §11).
+
+Paper-versus-code discrepancies followed: the codes are |N(0,1)| (the authors' code, not
+the paper's N(0,1)); FLOPs are counted as in the authors' notebook (training + one test
+inference pass; SAE+ITO adds the SAE's FLOPs, contradicting the paper's "zero training
+FLOPs"); MCC is Hungarian. Differences that remain: the authors' known-dictionary ITO ran
+20,000 Adam steps at lr 1e-3, ``sparse_encode(algorithm="adam")`` uses lr 3e-3 (the
+authors' test-time rate) with the profile's iteration count; our encoders start as the
+dictionary's transpose (theirs random), so our SAE starts at its plateau MCC instead of
+rising to the authors' 0.71 peak at ~1.5k steps (and then decaying to 0.61 by 20k);
+``SAEPlusITO`` keeps, per sample, whichever of the SAE codes and the refined codes has the
+lower objective, so ``init="zeros"`` is the authors' run with that safeguard (it matters
+only at small ITO budgets: the "ITO kept" column and panel (c) show when the refinement
+wins); FISTA FLOPs count the whole iteration budget (an upper bound: its tolerance stops
+it earlier).
+
+    python benchmarks/fig3_known_dictionary.py --profile quick
+"""
+
+import numpy as np
+from sklearn.frozen import FrozenEstimator
+
+from _bench import plots, runner
+from _bench.datasets import SEED_KNOWN, make_task
+from _bench.methods import build
+from _bench.objective import measure
+from sklearn_sparsegap import SAEPlusITO
+
+PROFILES = {
+    "smoke": {
+        "seeds": 1, "steps": 20, "widths": [32, 256], "n_train": 128, "points": 3,
+        "ito_iter": 20, "fista_iter": 20, "ito_points": 3,
+    },
+    "quick": {
+        "seeds": 3, "steps": 3000, "widths": [32, 256], "n_train": 1024, "points": 10,
+        "ito_iter": 5000, "fista_iter": 500, "ito_points": 8,
+    },
+    "paper": {
+        "seeds": 5, "steps": 20000, "widths": [32, 256], "n_train": 1024, "points": 25,
+        "ito_iter": 20000, "fista_iter": 500, "ito_points": 15,
+    },
+}  # fmt: skip
+# reference/protocol.md §3, final logged step 19,900: MCC mean, std, total FLOPs
+# (training + test inference). SAE+ITO: the SAE's 2.77e10 plus the ITO's 1.43e10 (20k Adam
+# steps at lr 1e-3), as the authors' plot adds them. Their two SAE+ITO curves were
+# identical (the init bug).
+PAPER_SAE_FLOPS, PAPER_ITO_FLOPS = 2.77e10, 1.43e10
+PAPER = {
+    "SAE": (0.609, 0.038, PAPER_SAE_FLOPS),
+    "MLP H=32": (0.780, 0.063, 1.09e11),
+    "MLP H=256": (0.818, 0.113, 7.89e11),
+    "SAE+ITO adam, zero init (authors')": (0.967, 0.0, PAPER_SAE_FLOPS + PAPER_ITO_FLOPS),
+    "SAE+ITO adam, SAE init": (0.967, 0.0, PAPER_SAE_FLOPS + PAPER_ITO_FLOPS),
+}
+# reference/protocol.md §11, Zipf codes (alim de56674): MCC mean, std (None: one run or
+# not reported), no FLOPs.
+PAPER_ZIPF = {
+    "SAE": (0.733, 0.003, None),
+    "MLP H=32": (0.763, 0.111, None),
+    "MLP H=256": (0.843, 0.103, None),
+    "SAE+ITO adam, zero init (authors')": (0.875, None, None),
+    "SAE+ITO adam, SAE init": (0.875, None, None),
+}
+PAPER_NOTE = {"SAE+ITO adam, SAE init": " (bug: = zero init)"}
+
+SAE_LABEL = "SAE"
+SAE_LIBRARY_LABEL = "SAE (library)"
+ITO_LIBRARY_LABEL = "SAE (library) + ITO fista (library)"
+
+
+def _encoders(widths):
+    """Label -> (method, flavour, params) of the encoders trained along a curve."""
+    methods = {SAE_LABEL: ("sae", "paper", {}), SAE_LIBRARY_LABEL: ("sae", "library", {})}
+    for width in widths:
+        methods[f"MLP H={width}"] = ("mlp", "paper", {"hidden_layer_sizes": (width,)})
+    methods["MLP H=256 (library)"] = ("mlp", "library", {"hidden_layer_sizes": (256,)})
+    return methods
+
+
+def ito_variants(settings, task):
+    """Label -> SAEPlusITO parameters of the refinements of the paper-setting SAE (its
+    ``alpha``, the paper's L1, is the ITO's)."""
+    adam = {"ito_algorithm": "adam", "ito_max_iter": settings["ito_iter"], "tol": 0.0}
+    fista = {"ito_algorithm": "fista", "ito_max_iter": settings["fista_iter"]}
+    return {
+        "SAE+ITO adam, SAE init": {**adam, "init": "encoder"},
+        "SAE+ITO adam, zero init (authors')": {**adam, "init": "zeros"},
+        "SAE+ITO fista, SAE init": {**fista, "init": "encoder"},
+        "SAE+ITO fista, zero init": {**fista, "init": "zeros"},
+        f"SAE+ITO omp, K={task.n_nonzero_coefs}": {
+            "ito_algorithm": "omp", "n_nonzero_coefs": task.n_nonzero_coefs,
+        },
+    }  # fmt: skip
+
+
+def _ito_params(params):
+    return {
+        "ito_algorithm": params["ito_algorithm"],
+        "ito_init": params.get("init", "-"),
+        "ito_max_iter": params.get("ito_max_iter", 0),
+    }
+
+
+def refine(sae, task, params):
+    """SAE+ITO on an already-fitted SAE (not refitted), measured on the test set, with
+    total FLOPs = training + test inference (encoder + ITO)."""
+    ito = SAEPlusITO(FrozenEstimator(sae), **params).fit(task.X_train)
+    seen = _remember_codes(ito)
+    record = measure(ito, task)
+    record["total_flops"] = record["training_flops"] + record["inference_flops"]
+    # SAEPlusITO keeps a sample's SAE codes when the refinement did not lower its
+    # objective: the fraction of test samples whose refined codes were kept.
+    start = np.asarray(sae.transform(task.X_test))
+    record["ito_kept_fraction"] = float(np.mean(np.any(seen["codes"] != start, axis=1)))
+    return {**record, **_ito_params(params)}
+
+
+def _remember_codes(estimator):
+    """Make ``estimator.transform`` store its last output in the returned dict (so the
+    codes ``measure`` computed can be inspected without running the ITO twice)."""
+    seen = {}
+    transform = estimator.transform
+
+    def remembering(X):
+        seen["codes"] = np.asarray(transform(X))
+        return seen["codes"]
+
+    estimator.transform = remembering
+    return seen
+
+
+def curve_job(label, method, flavour, params, seed, settings, distribution="halfnormal"):
+    """One encoder's training curve; for the two SAEs also their SAE+ITO variants along
+    the curve, and, for the paper SAE, the ITO-iteration curves on its final state."""
+    task = make_task(
+        n_train=settings["n_train"], n_test=settings["n_train"], seed=SEED_KNOWN + seed,
+        distribution=distribution,
+    )  # fmt: skip
+    estimator = build(
+        method, task, scenario="known-dictionary", flavour=flavour, seed=seed, **params
+    )
+    variants = {}
+    if label == SAE_LABEL:
+        variants = ito_variants(settings, task)
+    elif label == SAE_LIBRARY_LABEL:
+        # SAEPlusITO's defaults (FISTA from the SAE codes, the SAE's alpha, 500
+        # iterations), shortened only by the smoke profile.
+        library_default = {
+            "ito_algorithm": "fista", "init": "encoder",
+            "ito_max_iter": min(500, settings["fista_iter"]),
+        }  # fmt: skip
+        variants = {ITO_LIBRARY_LABEL: library_default}
+
+    def evaluate(encoder, task):
+        record = measure(encoder, task)
+        record["total_flops"] = record["training_flops"] + record["inference_flops"]
+        record["variants"] = {name: refine(encoder, task, p) for name, p in variants.items()}
+        return record
+
+    steps = runner.checkpoints(settings["steps"], settings["points"])
+    common = {"seed": seed, "flavour": flavour, **task.describe()}
+    records = []
+    for record in runner.learning_curve(estimator, task, steps, evaluate=evaluate):
+        refined = record.pop("variants")
+        records.append({"method": label, "curve": "training", **common, **record})
+        for name, metrics in refined.items():
+            records.append(
+                {"method": name, "curve": "training", **common, **metrics,
+                 "step": record["step"], "fit_seconds": record["fit_seconds"]}
+            )  # fmt: skip
+    if label == SAE_LABEL:
+        # The authors' SAE+ITO curve: ITO iterations on the final SAE (greedy OMP has none).
+        for name, params in variants.items():
+            if params["ito_algorithm"] == "omp":
+                continue
+            for n_iter in runner.checkpoints(params["ito_max_iter"], settings["ito_points"]):
+                metrics = refine(estimator, task, {**params, "ito_max_iter": n_iter})
+                records.append(
+                    {"method": name, "curve": "ito", **common, **metrics,
+                     "step": steps[-1], "ito_iter": n_iter}
+                )  # fmt: skip
+    return records
+
+
+def run(settings, n_jobs=1, progress=True, distribution="halfnormal"):
+    jobs = [
+        {"label": label, "method": m, "flavour": f, "params": p, "seed": seed,
+         "settings": settings, "distribution": distribution}
+        for label, (m, f, p) in _encoders(settings["widths"]).items()
+        for seed in range(settings["seeds"])
+    ]  # fmt: skip
+    results = runner.sweep(curve_job, jobs, n_jobs=n_jobs, progress=progress, description="fig3")
+    return [record for records in results for record in records]
+
+
+# ------------------------------------------------------------------------ reporting
+def final_records(records):
+    """The last training-curve checkpoint of every method."""
+    training = [r for r in records if r["curve"] == "training"]
+    last = {}
+    for r in training:
+        last[r["method"]] = max(last.get(r["method"], 0), r["step"])
+    return [r for r in training if r["step"] == last[r["method"]]]
+
+
+def _labels(records):
+    return list(dict.fromkeys(r["method"] for r in records))
+
+
+def _styles(labels):
+    """A fixed colour per method across panels; ITO variants dashed."""
+    import matplotlib
+
+    palette = [*matplotlib.colormaps["tab10"].colors, *matplotlib.colormaps["Dark2"].colors]
+    return {
+        label: (palette[i % len(palette)], "--" if "ITO" in label else "-")
+        for i, label in enumerate(labels)
+    }
+
+
+def draw(ax, records, styles, *, x, y, **kwargs):
+    """``plots.curves`` per method, restyled with the method's colour and line style (one
+    point is drawn as a marker with an error bar)."""
+    for label in _labels(records):
+        group = [r for r in records if r["method"] == label]
+        color, style = styles[label]
+        if len({r["step"] for r in group}) == 1:
+            values = np.array([r[y] for r in group], dtype=float)
+            ax.errorbar(np.mean([r[x] for r in group]), values.mean(), yerr=values.std(),
+                        fmt="*", color=color, markersize=9, label=label)  # fmt: skip
+            continue
+        n_lines, n_fills = len(ax.lines), len(ax.collections)
+        plots.curves(ax, group, x=x, y=y, **kwargs)
+        for line in ax.lines[n_lines:]:
+            line.set_color(color)
+            line.set_linestyle(style)
+        for fill in ax.collections[n_fills:]:
+            fill.set_color(color)
+            fill.set_alpha(0.15)
+    if kwargs.get("xlog"):
+        ax.set_xscale("log")
+    ax.set_xlabel(kwargs.get("xlabel") or x)
+    ax.set_ylabel(kwargs.get("ylabel") or y)
+    ax.grid(alpha=0.3)
+
+
+def figures(result):
+    records = result["records"]
+    training = [r for r in records if r["curve"] == "training"]
+    ito = [{**r, "step": r["ito_iter"]} for r in records if r["curve"] == "ito"]
+    styles = _styles(_labels(training))
+    figure, (by_step, by_flops, by_iter) = plots.subplots(3, width=4.6, height=3.6)
+    ylabel = "test latent MCC"
+    draw(by_step, training, styles, x="step", y="latent_mcc", xlog=True,
+         xlabel="training steps (SAE steps for SAE+ITO)", ylabel=ylabel)  # fmt: skip
+    by_step.set_title("(a) MCC vs training steps", fontsize=9)
+    encoders = [r for r in training if "ITO" not in r["method"]]
+    # Refinements without an ITO-iteration curve: one point at their final FLOPs.
+    points = [
+        {**r, "step": 0} for r in final_records(training)
+        if r.get("ito_algorithm") == "omp" or r["method"] == ITO_LIBRARY_LABEL
+    ]  # fmt: skip
+    draw(by_flops, encoders + ito + points, styles,
+         x="total_flops", y="latent_mcc", xlog=True,
+         xlabel="total FLOPs (training + test inference)", ylabel=ylabel)  # fmt: skip
+    by_flops.set_title("(b) MCC vs FLOPs (SAE+ITO: final SAE + ITO)", fontsize=9)
+    draw(by_iter, ito, styles, x="ito_iter", y="latent_mcc", xlog=True,
+         xlabel="ITO iterations on the final SAE", ylabel=ylabel)  # fmt: skip
+    by_iter.set_title("(c) SAE+ITO vs ITO iterations", fontsize=9)
+    handles, labels = by_step.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    distribution = records[0]["distribution"]
+    figure.suptitle(
+        f"Known dictionary, {distribution} codes ({result['profile']} profile, "
+        f"{len({r['seed'] for r in records})} seeds, mean ± std)"
+    )
+    figure.tight_layout()
+    return {"known_dictionary": figure}
+
+
+def _paper_cell(label, distribution):
+    reference = (PAPER_ZIPF if distribution == "zipf" else PAPER).get(label)
+    if not reference:
+        return "-"
+    mean, std, flops = reference
+    text = f"{mean:.3f}" + (f"±{std:.3f}" if std is not None else "")
+    text += f" @ {flops:.3g}" if flops else ""
+    return text + PAPER_NOTE.get(label, "")
+
+
+def summary(result):
+    records = final_records(result["records"])
+    distribution = records[0]["distribution"]
+    rows = runner.mean_std(records, "latent_mcc", ["method"])
+    for row in rows:
+        group = [r for r in records if r["method"] == row["method"]]
+        for key in ("training_flops", "inference_flops", "total_flops", "fit_seconds",
+                    "transform_seconds"):  # fmt: skip
+            row[key] = float(np.mean([r[key] for r in group]))
+        kept = [r["ito_kept_fraction"] for r in group if "ito_kept_fraction" in r]
+        row["kept"] = float(np.mean(kept)) if kept else None
+        row["paper"] = _paper_cell(row["method"], distribution)
+    table = runner.format_table(
+        rows,
+        [("method", "method"), ("latent_mcc", "MCC"), ("latent_mcc_std", "±"),
+         ("training_flops", "train FLOPs"), ("inference_flops", "test FLOPs"),
+         ("total_flops", "total FLOPs"), ("fit_seconds", "fit s"),
+         ("transform_seconds", "transform s"), ("kept", "ITO kept"),
+         ("paper", "paper MCC @ FLOPs (20k steps)")],
+        title=f"Known dictionary ({distribution} codes), final step "
+        f"{max(r['step'] for r in records)}, {rows[0]['n']} seeds; SAE+ITO total FLOPs = "
+        "SAE training + SAE and ITO inference",
+    )  # fmt: skip
+    settings = result["settings"]
+    note = (
+        f"ITO budgets: adam {settings['ito_iter']} iterations (lr 3e-3; authors: 20,000 at "
+        f"1e-3), fista {settings['fista_iter']} (upper bound), omp K atoms. Paper SAE peak "
+        "0.71 at ~1.5k steps (protocol §3). ITO kept: fraction of test samples whose "
+        "refined codes beat the SAE codes' objective (the others keep the SAE codes)."
+    )
+    return f"{table}\n{note}"
+
+
+if __name__ == "__main__":
+    runner.main("fig3_known_dictionary", __import__(__name__))
