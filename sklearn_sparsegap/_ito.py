@@ -20,7 +20,9 @@ class SAEPlusITO(BaseSparseEstimator):
     decoder bias, minimising the library objective
     ``0.5 * ||x - s @ D - b||^2 + ito_alpha * ||s||_1``. Per sample, the refined codes are
     kept only when they lower that objective, so ITO is never worse than the encoder it
-    starts from; :meth:`amortisation_gap` reports how much it gained.
+    starts from; :meth:`amortisation_gap` reports how much it gained. With
+    ``init="zeros"`` the solver's codes are returned as they are (a pure cold start),
+    so the gap can then be negative when the budget is too small.
 
     The paper's authors meant to start ITO from the SAE codes but always started from a
     constant; ``init="zeros"`` reproduces that ablation (the solver's own cold start:
@@ -197,9 +199,12 @@ class SAEPlusITO(BaseSparseEstimator):
         )
         before = per_sample_objective(X, start, components, intercept, alpha)
         after = per_sample_objective(X, refined, components, intercept, alpha)
-        worse = after > before
-        refined[worse] = start[worse]
-        return X, start, refined, np.minimum(before, after), before
+        if self.init == "encoder":
+            # Never worse than the start; the "zeros" ablation stays a pure cold start.
+            worse = after > before
+            refined[worse] = start[worse]
+            after = np.minimum(before, after)
+        return X, start, refined, after, before
 
     def transform(self, X):
         """Encoder codes refined by ``ito_algorithm`` on the frozen dictionary.
@@ -220,7 +225,7 @@ class SAEPlusITO(BaseSparseEstimator):
         """Objective at the encoder's codes minus objective at the refined codes.
 
         The amortisation gap the paper names: how much lower the library objective gets
-        when each sample's codes are optimised instead of predicted. Always >= 0.
+        when each sample's codes are optimised instead of predicted. Always >= 0 with ``init="encoder"``.
 
         Parameters
         ----------

@@ -56,6 +56,22 @@ def test_init_from_encoder_differs_from_zeros_under_a_small_budget(data, known):
     assert not np.allclose(warm, cold)
 
 
+def test_zeros_init_returns_the_cold_start_solver_codes_unchanged(data, known):
+    from sklearn_sparsegap import sparse_encode
+
+    X, _, _ = data
+    known.set_params(init="zeros", ito_max_iter=3)
+    try:
+        cold = known.transform(X[:200])
+        expected = sparse_encode(
+            X[:200] - known.intercept_, known.components_, alpha=known._alpha(),
+            positive=True, max_iter=3, tol=known.tol, device="cpu",
+        )  # fmt: skip
+        np.testing.assert_allclose(cold, expected, rtol=1e-6, atol=1e-8)
+    finally:
+        known.set_params(init="encoder", ito_max_iter=500)
+
+
 @pytest.mark.parametrize("algorithm", ["fista", "ista", "omp", "mp", "gradient_pursuit", "topk", "adam"])
 def test_every_algorithm_is_never_worse_than_the_encoder(data, known, algorithm):
     X, _, _ = data

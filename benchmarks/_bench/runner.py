@@ -129,7 +129,7 @@ def format_table(rows, columns, *, title=None):
 
     def cell(value):
         if isinstance(value, float):
-            return f"{value:.3g}" if abs(value) >= 1e4 or 0 < abs(value) < 1e-3 else f"{value:.3f}"
+            return f"{value:.3g}"  # three significant digits: MCCs, losses and FLOPs alike
         return "" if value is None else str(value)
 
     table = [[header for _, header in columns]]
