@@ -4,7 +4,8 @@
              0.01 (``alpha = paper_l1_to_alpha(0.01, M, N)``), Adam at 1e-3, no biases,
              exp-parametrised Adam sparse coding and ITO. What differs from their code
              (and stays different): our encoders start as the decoder's transpose instead
-             of a random matrix, known-codes training uses the per-sample cosine loss the
+             of a random matrix (on known codes, a linear encoder starts at the
+             least-squares regression onto the codes), known-codes training uses the per-sample cosine loss the
              paper writes (their code uses a column-wise cosine), and Adam on our
              per-sample objective equals theirs up to Adam's epsilon.
 ``"library"`` the estimators' own defaults (chosen in issues 3 and 4 by measured quality).
