@@ -66,9 +66,7 @@ def run(settings, n_jobs=1, progress=True, distribution="halfnormal"):
     return [record for records in results for record in records]
 
 
-def final_records(records):
-    last = max(r["step"] for r in records)
-    return [r for r in records if r["step"] == last]
+final_records = runner.last_checkpoints
 
 
 def crossover_flops(records, metric="matched_corr"):

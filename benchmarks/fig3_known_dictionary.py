@@ -38,13 +38,12 @@ it earlier).
 """
 
 import numpy as np
-from sklearn.frozen import FrozenEstimator
 
 from _bench import plots, runner
 from _bench.datasets import SEED_KNOWN, make_task
 from _bench.methods import build
-from _bench.objective import measure
-from sklearn_sparsegap import SAEPlusITO
+from _bench.objective import measure, measure_refined
+
 
 PROFILES = {
     "smoke": {
@@ -113,40 +112,10 @@ def ito_variants(settings, task):
     }  # fmt: skip
 
 
-def _ito_params(params):
-    return {
-        "ito_algorithm": params["ito_algorithm"],
-        "ito_init": params.get("init", "-"),
-        "ito_max_iter": params.get("ito_max_iter", 0),
-    }
 
 
-def refine(sae, task, params):
-    """SAE+ITO on an already-fitted SAE (not refitted), measured on the test set, with
-    total FLOPs = training + test inference (encoder + ITO)."""
-    ito = SAEPlusITO(FrozenEstimator(sae), **params).fit(task.X_train)
-    seen = _remember_codes(ito)
-    record = measure(ito, task)
-    record["total_flops"] = record["training_flops"] + record["inference_flops"]
-    # SAEPlusITO keeps a sample's SAE codes when the refinement did not lower its
-    # objective: the fraction of test samples whose refined codes were kept.
-    start = np.asarray(sae.transform(task.X_test))
-    record["ito_kept_fraction"] = float(np.mean(np.any(seen["codes"] != start, axis=1)))
-    return {**record, **_ito_params(params)}
 
 
-def _remember_codes(estimator):
-    """Make ``estimator.transform`` store its last output in the returned dict (so the
-    codes ``measure`` computed can be inspected without running the ITO twice)."""
-    seen = {}
-    transform = estimator.transform
-
-    def remembering(X):
-        seen["codes"] = np.asarray(transform(X))
-        return seen["codes"]
-
-    estimator.transform = remembering
-    return seen
 
 
 def curve_job(label, method, flavour, params, seed, settings, distribution="halfnormal"):
@@ -174,7 +143,7 @@ def curve_job(label, method, flavour, params, seed, settings, distribution="half
     def evaluate(encoder, task):
         record = measure(encoder, task)
         record["total_flops"] = record["training_flops"] + record["inference_flops"]
-        record["variants"] = {name: refine(encoder, task, p) for name, p in variants.items()}
+        record["variants"] = {name: measure_refined(encoder, task, p) for name, p in variants.items()}
         return record
 
     steps = runner.checkpoints(settings["steps"], settings["points"])
@@ -194,7 +163,7 @@ def curve_job(label, method, flavour, params, seed, settings, distribution="half
             if params["ito_algorithm"] == "omp":
                 continue
             for n_iter in runner.checkpoints(params["ito_max_iter"], settings["ito_points"]):
-                metrics = refine(estimator, task, {**params, "ito_max_iter": n_iter})
+                metrics = measure_refined(estimator, task, {**params, "ito_max_iter": n_iter})
                 records.append(
                     {"method": name, "curve": "ito", **common, **metrics,
                      "step": steps[-1], "ito_iter": n_iter}
@@ -216,62 +185,23 @@ def run(settings, n_jobs=1, progress=True, distribution="halfnormal"):
 # ------------------------------------------------------------------------ reporting
 def final_records(records):
     """The last training-curve checkpoint of every method."""
-    training = [r for r in records if r["curve"] == "training"]
-    last = {}
-    for r in training:
-        last[r["method"]] = max(last.get(r["method"], 0), r["step"])
-    return [r for r in training if r["step"] == last[r["method"]]]
+    return runner.last_checkpoints([r for r in records if r["curve"] == "training"])
 
 
-def _labels(records):
-    return list(dict.fromkeys(r["method"] for r in records))
 
 
-def _styles(labels):
-    """A fixed colour per method across panels; ITO variants dashed."""
-    import matplotlib
-
-    palette = [*matplotlib.colormaps["tab10"].colors, *matplotlib.colormaps["Dark2"].colors]
-    return {
-        label: (palette[i % len(palette)], "--" if "ITO" in label else "-")
-        for i, label in enumerate(labels)
-    }
 
 
-def draw(ax, records, styles, *, x, y, **kwargs):
-    """``plots.curves`` per method, restyled with the method's colour and line style (one
-    point is drawn as a marker with an error bar)."""
-    for label in _labels(records):
-        group = [r for r in records if r["method"] == label]
-        color, style = styles[label]
-        if len({r["step"] for r in group}) == 1:
-            values = np.array([r[y] for r in group], dtype=float)
-            ax.errorbar(np.mean([r[x] for r in group]), values.mean(), yerr=values.std(),
-                        fmt="*", color=color, markersize=9, label=label)  # fmt: skip
-            continue
-        n_lines, n_fills = len(ax.lines), len(ax.collections)
-        plots.curves(ax, group, x=x, y=y, **kwargs)
-        for line in ax.lines[n_lines:]:
-            line.set_color(color)
-            line.set_linestyle(style)
-        for fill in ax.collections[n_fills:]:
-            fill.set_color(color)
-            fill.set_alpha(0.15)
-    if kwargs.get("xlog"):
-        ax.set_xscale("log")
-    ax.set_xlabel(kwargs.get("xlabel") or x)
-    ax.set_ylabel(kwargs.get("ylabel") or y)
-    ax.grid(alpha=0.3)
 
 
 def figures(result):
     records = result["records"]
     training = [r for r in records if r["curve"] == "training"]
     ito = [{**r, "step": r["ito_iter"]} for r in records if r["curve"] == "ito"]
-    styles = _styles(_labels(training))
+    styles = plots.method_styles(plots.method_labels(training))
     figure, (by_step, by_flops, by_iter) = plots.subplots(3, width=4.6, height=3.6)
     ylabel = "test latent MCC"
-    draw(by_step, training, styles, x="step", y="latent_mcc", xlog=True,
+    plots.styled_curves(by_step, training, styles, x="step", y="latent_mcc", xlog=True,
          xlabel="training steps (SAE steps for SAE+ITO)", ylabel=ylabel)  # fmt: skip
     by_step.set_title("(a) MCC vs training steps", fontsize=9)
     encoders = [r for r in training if "ITO" not in r["method"]]
@@ -280,11 +210,11 @@ def figures(result):
         {**r, "step": 0} for r in final_records(training)
         if r.get("ito_algorithm") == "omp" or r["method"] == ITO_LIBRARY_LABEL
     ]  # fmt: skip
-    draw(by_flops, encoders + ito + points, styles,
+    plots.styled_curves(by_flops, encoders + ito + points, styles,
          x="total_flops", y="latent_mcc", xlog=True,
          xlabel="total FLOPs (training + test inference)", ylabel=ylabel)  # fmt: skip
     by_flops.set_title("(b) MCC vs FLOPs (SAE+ITO: final SAE + ITO)", fontsize=9)
-    draw(by_iter, ito, styles, x="ito_iter", y="latent_mcc", xlog=True,
+    plots.styled_curves(by_iter, ito, styles, x="ito_iter", y="latent_mcc", xlog=True,
          xlabel="ITO iterations on the final SAE", ylabel=ylabel)  # fmt: skip
     by_iter.set_title("(c) SAE+ITO vs ITO iterations", fontsize=9)
     handles, labels = by_step.get_legend_handles_labels()

@@ -36,13 +36,12 @@ FISTA FLOPs count the whole iteration budget of the ITO (an upper bound).
 """
 
 import numpy as np
-from sklearn.frozen import FrozenEstimator
 
 from _bench import plots, runner
 from _bench.datasets import SEED_UNKNOWN, make_task
 from _bench.methods import build
-from _bench.objective import measure
-from sklearn_sparsegap import SAEPlusITO, dictionary_mcc
+from _bench.objective import measure, measure_refined
+from sklearn_sparsegap import dictionary_mcc
 
 PROFILES = {
     "smoke": {
@@ -105,18 +104,6 @@ def ito_variants(settings):
     }  # fmt: skip
 
 
-def _remember_codes(estimator):
-    """Make ``estimator.transform`` store its last output in the returned dict (so the
-    codes ``measure`` computed can be inspected without running the ITO twice)."""
-    seen = {}
-    transform = estimator.transform
-
-    def remembering(X):
-        seen["codes"] = np.asarray(transform(X))
-        return seen["codes"]
-
-    estimator.transform = remembering
-    return seen
 
 
 def evaluate(estimator, task):
@@ -130,15 +117,11 @@ def evaluate(estimator, task):
 
 
 def refine(sae, task, params):
-    """SAE+ITO on the SAE as it is now (not refitted), measured on the test set."""
-    ito = SAEPlusITO(FrozenEstimator(sae), **params).fit(task.X_train)
-    seen = _remember_codes(ito)
-    record = evaluate(ito, task)
-    start = np.asarray(sae.transform(task.X_test))
-    # The fraction of test samples whose refined codes beat the SAE's (the rest keep them).
-    record["ito_kept_fraction"] = float(np.mean(np.any(seen["codes"] != start, axis=1)))
-    record.update(ito_algorithm=params["ito_algorithm"], ito_init=params["init"],
-                  ito_max_iter=params["ito_max_iter"])  # fmt: skip
+    """SAE+ITO on the SAE as it is now (not refitted), with the greedy dictionary MCC."""
+    record = measure_refined(sae, task, params)
+    record["dictionary_mcc_greedy"] = dictionary_mcc(
+        task.dictionary, sae.components_, matching="greedy"
+    )
     return record
 
 
@@ -188,48 +171,20 @@ def run(settings, n_jobs=1, progress=True, distribution="halfnormal"):
 
 
 # ------------------------------------------------------------------------ reporting
-def final_records(records):
-    """The last checkpoint of every method."""
-    last = {}
-    for r in records:
-        last[r["method"]] = max(last.get(r["method"], 0), r["step"])
-    return [r for r in records if r["step"] == last[r["method"]]]
+final_records = runner.last_checkpoints
 
 
-def _labels(records):
-    return list(dict.fromkeys(r["method"] for r in records))
 
 
-def _styles(labels):
-    """A fixed colour per method across panels; ITO variants dashed."""
-    import matplotlib
-
-    palette = list(matplotlib.colormaps["tab10"].colors)
-    return {
-        label: (palette[i % len(palette)], "--" if "ITO" in label else "-")
-        for i, label in enumerate(labels)
-    }
 
 
-def draw(ax, records, styles, *, x, y, **kwargs):
-    """``plots.curves`` per method, restyled with the method's colour and line style."""
-    for label in _labels(records):
-        color, style = styles[label]
-        n_lines, n_fills = len(ax.lines), len(ax.collections)
-        plots.curves(ax, [r for r in records if r["method"] == label], x=x, y=y, **kwargs)
-        for line in ax.lines[n_lines:]:
-            line.set_color(color)
-            line.set_linestyle(style)
-        for fill in ax.collections[n_fills:]:
-            fill.set_color(color)
-            fill.set_alpha(0.15)
 
 
 def figures(result):
     import matplotlib.pyplot as plt
 
     records = result["records"]
-    styles = _styles(_labels(records))
+    styles = plots.method_styles(plots.method_labels(records))
     encoders = [r for r in records if "ITO" not in r["method"]]  # ITO dictionary = SAE's
     figure, axes = plt.subplots(2, 2, figsize=(10.5, 7.2))
     steps_label = "training steps (FISTA coder: outer iterations)"
@@ -237,9 +192,9 @@ def figures(result):
         [("latent_mcc", "test latent MCC", records),
          ("dictionary_mcc_greedy", "dictionary MCC (greedy)", encoders)]
     ):  # fmt: skip
-        draw(axes[row][0], rows, styles, x="step", y=key, xlog=True, xlabel=steps_label,
+        plots.styled_curves(axes[row][0], rows, styles, x="step", y=key, xlog=True, xlabel=steps_label,
              ylabel=ylabel)  # fmt: skip
-        draw(axes[row][1], rows, styles, x="training_flops", y=key, xlog=True,
+        plots.styled_curves(axes[row][1], rows, styles, x="training_flops", y=key, xlog=True,
              xlabel="training FLOPs", ylabel=ylabel)  # fmt: skip
     axes[0][0].set_title("(a) latent MCC vs steps", fontsize=9)
     axes[0][1].set_title("(b) latent MCC vs training FLOPs (SAE+ITO: the SAE's)", fontsize=9)

@@ -45,3 +45,45 @@ def heatmap(ax, matrix, *, row_labels, col_labels, title, cmap="RdBu", center=0.
                 ax.text(j, i, fmt.format(matrix[i, j]), ha="center", va="center", fontsize=8)
     ax.set_title(title)
     return image
+
+
+def method_labels(records):
+    """The methods of ``records`` in first-seen order."""
+    return list(dict.fromkeys(r["method"] for r in records))
+
+
+def method_styles(labels):
+    """A fixed (colour, line style) per method across panels; ITO variants dashed."""
+    import matplotlib
+
+    palette = [*matplotlib.colormaps["tab10"].colors, *matplotlib.colormaps["Dark2"].colors]
+    return {
+        label: (palette[i % len(palette)], "--" if "ITO" in label else "-")
+        for i, label in enumerate(labels)
+    }
+
+
+def styled_curves(ax, records, styles, *, x, y, **kwargs):
+    """:func:`curves` per method in its colour and line style from ``styles``; a method
+    with a single step is drawn as a star with a ±1 std error bar."""
+    for label in method_labels(records):
+        group = [r for r in records if r["method"] == label]
+        color, style = styles[label]
+        if len({r["step"] for r in group}) == 1:
+            values = np.array([r[y] for r in group], dtype=float)
+            ax.errorbar(np.mean([r[x] for r in group]), values.mean(), yerr=values.std(),
+                        fmt="*", color=color, markersize=9, label=label)  # fmt: skip
+            continue
+        n_lines, n_fills = len(ax.lines), len(ax.collections)
+        curves(ax, group, x=x, y=y, **kwargs)
+        for line in ax.lines[n_lines:]:
+            line.set_color(color)
+            line.set_linestyle(style)
+        for fill in ax.collections[n_fills:]:
+            fill.set_color(color)
+            fill.set_alpha(0.15)
+    if kwargs.get("xlog"):
+        ax.set_xscale("log")
+    ax.set_xlabel(kwargs.get("xlabel") or x)
+    ax.set_ylabel(kwargs.get("ylabel") or y)
+    ax.grid(alpha=0.3)

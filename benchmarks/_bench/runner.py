@@ -71,6 +71,14 @@ def learning_curve(estimator, task, steps, *, known_codes=False, evaluate=None):
     return records
 
 
+def last_checkpoints(records):
+    """The records at each method's last training step."""
+    last = {}
+    for record in records:
+        last[record["method"]] = max(last.get(record["method"], 0), record["step"])
+    return [r for r in records if r["step"] == last[r["method"]]]
+
+
 def run_method(method_builder, task, *, known_codes=False):
     """Fit the estimator ``method_builder()`` returns and measure it (a sweep job)."""
     return fit_and_measure(method_builder(), task, known_codes=known_codes)
