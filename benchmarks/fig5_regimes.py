@@ -114,18 +114,11 @@ def boundary(n_components, n_nonzero_coefs):
 
 
 # ------------------------------------------------------------------------ run
-def warm_up_torch():
-    """Build one torch optimizer: the first one in a process imports ``torch._dynamo``
-    (seconds), which would otherwise be charged to the first fit of each worker."""
-    import torch
-
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
 def job(label, flavour, n_components, n_features, n_nonzero_coefs, seed, steps,
         transform_steps, n_train):  # fmt: skip
     """Fit one method on one cell and seed; the data come from the seed alone."""
-    warm_up_torch()
     task = make_task(
         n_components, n_features, n_nonzero_coefs,
         n_train=n_train, n_test=n_train, seed=SEED_REGIMES + seed,

@@ -129,18 +129,10 @@ def runs_on(label, distribution, cell, settings):
 
 
 # ------------------------------------------------------------------------ run
-def warm_up_torch():
-    """Build one torch optimizer: the first one in a process imports ``torch._dynamo``
-    (seconds), which would otherwise be charged to the first fit of each worker and
-    distort the speed ratios."""
-    import torch
-
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
 def job(label, distribution, n_components, n_features, n_nonzero_coefs, seed, settings):
     """Fit one method on one cell and seed; the data come from the seed alone."""
-    warm_up_torch()
     task = make_task(
         n_components, n_features, n_nonzero_coefs, n_train=settings["n_train"],
         n_test=settings["n_train"], distribution=distribution, seed=SEED_REGIMES + seed,

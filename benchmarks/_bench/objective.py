@@ -73,9 +73,18 @@ def measure_refined(sae, task, ito_params):
     return record
 
 
+def warm_up_torch():
+    """Build one torch optimizer: the first in a process lazily imports ``torch._dynamo``
+    (seconds), which would otherwise be charged to the first timed fit of each worker."""
+    import torch
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
 def fit_and_measure(estimator, task, *, known_codes=False):
     """Fit on the training half (with the true codes when ``known_codes``), then
     :func:`measure`; adds ``fit_seconds``."""
+    warm_up_torch()
     start = time.perf_counter()
     estimator.fit(task.X_train, task.codes_train if known_codes else None)
     fit_seconds = time.perf_counter() - start
