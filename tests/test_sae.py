@@ -224,6 +224,17 @@ def test_partial_fit_continues_from_the_current_state(data):
     assert 0 < np.abs(est.components_ - before).max() < 0.1
 
 
+def test_known_codes_linear_encoder_starts_at_the_regression_with_no_dead_latent(data):
+    X, _, codes = data
+    est = SAEEncoder(target="codes", max_iter=1, learning_rate=1e-12, device="cpu",
+                     random_state=0).fit(X, codes)  # fmt: skip
+    design = np.hstack([X, np.ones((len(X), 1))])
+    solution = np.linalg.lstsq(design, codes, rcond=None)[0]
+    np.testing.assert_allclose(est.coefs_[0], solution[:-1].T, atol=1e-6)
+    assert (est.transform(X) > 0).any(axis=0).all()
+    assert mean_corr_coef(codes, est.transform(X)) > 0.6
+
+
 @pytest.mark.parametrize("cls", ENCODERS)
 @pytest.mark.parametrize("target", ["reconstruction", "codes"])
 def test_warm_start_fits_in_segments_exactly_like_one_fit(cls, target, data):
