@@ -1,10 +1,12 @@
 """Amortised encoders: ``SAEEncoder`` and ``MLPEncoder``."""
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import scipy.linalg
 import torch
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import FLOAT_DTYPES, BaseSparseEstimator
@@ -192,12 +194,25 @@ class _BaseAutoencoder(BaseSparseEstimator):
         self.n_iter_ += n_iter
         self.training_flops_ += flops
         self.history_ = history_arrays(self.history_)
+        self._warn_if_every_code_is_zero()
         self._store_module(module)
         if self.target == "codes" and (first or self.warm_start):
             self._fit_dictionary_from_codes(X, target_codes)
         self._optimizer_state = state_to_numpy(optimizer.state_dict())
         self.device_ = str(device)
         return self
+
+    def _warn_if_every_code_is_zero(self):
+        """A fit whose codes all ended at zero is useless but not an error (the penalty
+        may simply be too large for the data's scale): say so instead of staying silent."""
+        if self.target == "reconstruction" and len(self.history_["l0"]) and self.history_["l0"][-1] == 0:
+            warnings.warn(
+                f"{type(self).__name__}: every code is zero at the end of training, so "
+                f"the model reconstructs nothing; alpha={self.alpha} is probably too large "
+                "for the scale of X (lower alpha, or standardise X).",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
 
     def _generator(self, first):
         # Successive partial_fit calls draw different minibatch orders.

@@ -254,6 +254,15 @@ def test_warm_start_fits_in_segments_exactly_like_one_fit(cls, target, data):
     assert again.n_iter_ == 20
 
 
+@pytest.mark.parametrize("cls", ENCODERS)
+def test_a_fit_with_every_code_zero_warns_about_alpha(cls, data):
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, _, _ = data
+    with pytest.warns(ConvergenceWarning, match="alpha=1000"):
+        _small(cls, alpha=1000.0, max_iter=400).fit(X)
+
+
 def test_divergence_raises_instead_of_returning_nan(data):
     X, _, _ = data
     est = MLPEncoder(
