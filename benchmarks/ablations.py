@@ -164,19 +164,11 @@ def _config_key(name):
     return tuple(int(part[1:]) for part in name.split("/"))
 
 
-def _means(records, by, keys):
-    rows = runner.mean_std(records, keys[0], by)
-    for row in rows:
-        group = [r for r in records if all(r[b] == row[b] for b in by)]
-        for key in keys[1:]:
-            values = [r[key] for r in group]
-            row[key], row[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
-    return rows
 
 
 def width_rows(records):
     records = [r for r in records if r["part"] == "width"]
-    rows = _means(records, ["config", "width"],
+    rows = runner.group_means(records, ["config", "width"],
                   ["latent_mcc", "dictionary_mcc", "loss", "mse", l0_key(0.0), "fit_seconds"])  # fmt: skip
     for row in rows:
         config = _config_key(row["config"])
@@ -187,7 +179,7 @@ def width_rows(records):
 
 def bias_rows(records):
     records = [r for r in records if r["part"] == "bias"]
-    rows = _means(records, ["method", "fit_intercept"],
+    rows = runner.group_means(records, ["method", "fit_intercept"],
                   ["latent_mcc", "dictionary_mcc", "loss", BIAS_L0, "fit_seconds"])  # fmt: skip
     for row in rows:
         row["bias"] = "with" if row["fit_intercept"] else "without"
@@ -208,19 +200,11 @@ def bias_rows(records):
     return sorted(rows, key=lambda row: (order.index(row["method"]), not row["fit_intercept"]))
 
 
-def _three_digits(rows, key):
-    """Rows with ``key`` also as a 3-significant-digit string (losses are ~2e-3)."""
-    for row in rows:
-        if row.get(key) is not None:
-            row[f"{key}_text"] = f"{row[key]:.3g}"
-    return rows
-
-
 def summary(result):
     settings = result["settings"]
     width = runner.format_table(
-        _three_digits(width_rows(result["records"]), "loss"),
-        [("config", "N/M/K"), ("width", "H"), ("loss_text", "loss"), (l0_key(0.0), "L0>0"),
+        width_rows(result["records"]),
+        [("config", "N/M/K"), ("width", "H"), ("loss", "loss"), (l0_key(0.0), "L0>0"),
          ("latent_mcc", "MCC"), ("latent_mcc_std", "±"), ("paper_mcc", "paper MCC"),
          ("dictionary_mcc", "dict MCC"), ("paper_dict", "paper dict"),
          ("fit_seconds", "fit s")],
@@ -229,8 +213,8 @@ def summary(result):
         "steps at 3e-4, 3 runs; its loss is worst at H=16 for N64/M16/K6, .0237)",
     )  # fmt: skip
     bias = runner.format_table(
-        _three_digits(bias_rows(result["records"]), "loss"),
-        [("method", "model"), ("bias", "bias"), ("loss_text", "loss"), ("latent_mcc", "MCC"),
+        bias_rows(result["records"]),
+        [("method", "model"), ("bias", "bias"), ("loss", "loss"), ("latent_mcc", "MCC"),
          ("latent_mcc_std", "±"), ("dictionary_mcc", "dict MCC"), (BIAS_L0, "L0>1e-4"),
          ("fit_seconds", "fit s"), ("paper", "paper: loss / MCC / dict MCC / L0>1e-4")],
         title=f"Bias ablation, N16/M8/K3, lambda={settings['l1_penalty']:g} "

@@ -22,8 +22,6 @@ about 10/lr = 3.3k Adam steps just to grow from exp(-10), so sparse coding gets 
     python benchmarks/fig6_pareto.py --profile quick
 """
 
-import numpy as np
-
 from _bench import runner
 from _bench.datasets import SEED_UNKNOWN, make_task
 from _bench.methods import build, paper_alpha
@@ -143,20 +141,11 @@ def run(settings, n_jobs=1, progress=True):
 
 # ------------------------------------------------------------------------ figures
 def seed_means(records, keys):
-    """Per (method, l1_penalty): the seed-mean of each of ``keys``, sorted by lambda."""
-    groups = {}
-    for record in records:
-        groups.setdefault(record["method"], {}).setdefault(record["l1_penalty"], []).append(
-            record
-        )
-    return {
-        method: [
-            {"l1_penalty": lam, "n": len(rs),
-             **{key: float(np.mean([r[key] for r in rs])) for key in keys}}
-            for lam, rs in sorted(by_lambda.items())
-        ]
-        for method, by_lambda in groups.items()
-    }  # fmt: skip
+    """Per method: the seed-mean of each of ``keys`` at each ``l1_penalty``, sorted by it."""
+    means = {}
+    for row in runner.group_means(records, ("method", "l1_penalty"), keys):
+        means.setdefault(row["method"], []).append(row)
+    return {method: sorted(rows, key=lambda r: r["l1_penalty"]) for method, rows in means.items()}
 
 
 def _paper_points(label, key):

@@ -290,13 +290,8 @@ def run(settings, n_jobs=1, progress=True):
 
 # ------------------------------------------------------------------------ tables
 def _group_means(records, by, keys):
-    groups = {}
-    for record in records:
-        groups.setdefault(tuple(record[b] for b in by), []).append(record)
-    return {
-        group: {**{key: float(np.mean([r[key] for r in rs])) for key in keys}, "n": len(rs)}
-        for group, rs in groups.items()
-    }
+    """``runner.group_means`` keyed by the tuple of ``by`` values."""
+    return {tuple(row[b] for b in by): row for row in runner.group_means(records, by, keys)}
 
 
 KEYS = ("mse", "l1", "latent_mcc", "dictionary_mcc", l0_key(1e-5), l0_key(0.0))

@@ -150,20 +150,26 @@ def format_table(rows, columns, *, title=None):
     return "\n".join(lines)
 
 
-def mean_std(records, key, by):
-    """Group ``records`` by the tuple of keys ``by``; mean and std of ``key`` per group,
-    as rows ``{by..., key: mean, key_std: std, "n": count}`` in first-seen order."""
+def group_means(records, by, keys):
+    """Group ``records`` by the values of the keys ``by``; per group, the mean and std of
+    each of ``keys``, as rows ``{by..., key: mean, key_std: std, ..., "n": count}`` in
+    first-seen order."""
     groups = {}
     for record in records:
-        groups.setdefault(tuple(record[b] for b in by), []).append(record[key])
+        groups.setdefault(tuple(record[b] for b in by), []).append(record)
     rows = []
-    for group, values in groups.items():
-        values = np.asarray(values, dtype=float)
-        rows.append(
-            {**dict(zip(by, group)), key: float(values.mean()),
-             f"{key}_std": float(values.std()), "n": len(values)}
-        )  # fmt: skip
+    for group, members in groups.items():
+        row = dict(zip(by, group))
+        for key in keys:
+            values = np.asarray([r[key] for r in members], dtype=float)
+            row[key], row[f"{key}_std"] = float(values.mean()), float(values.std())
+        rows.append({**row, "n": len(members)})
     return rows
+
+
+def mean_std(records, key, by):
+    """:func:`group_means` of the single ``key``."""
+    return group_means(records, by, [key])
 
 
 # ------------------------------------------------------------------------ entry point
