@@ -38,11 +38,11 @@ import time
 import numpy as np
 import torch
 
-from _bench import runner
+from _bench import objective, runner
 from _bench.datasets import SEED_UNKNOWN, make_task
 from _bench.methods import build, paper_alpha
-from _bench.objective import L0_THRESHOLDS, fit_and_measure, l0_key
-from sklearn_sparsegap import dictionary_mcc, mean_corr_coef, mean_l0, sparse_encode
+from _bench.objective import fit_and_measure, l0_key
+from sklearn_sparsegap import dictionary_mcc, mean_corr_coef, sparse_encode
 
 PROFILES = {
     "smoke": {
@@ -172,16 +172,11 @@ def authors_optimize_topk(X, components, k, *, n_iter=1000, learning_rate=0.9):
 def code_metrics(task, codes, components):
     """The test metrics of ``codes`` on the dictionary ``components`` (no intercept)."""
     codes = np.asarray(codes, dtype=np.float64)
-    reconstruction = codes @ np.asarray(components, dtype=np.float64)
-    record = {
-        "mse": float(np.mean((task.X_test - reconstruction) ** 2)),
-        "l1": float(np.abs(codes).mean()),
+    return {
+        **objective.code_metrics(task, codes, codes @ np.asarray(components, dtype=np.float64)),
         "latent_mcc": mean_corr_coef(task.codes_test, codes),
         "dictionary_mcc": dictionary_mcc(task.dictionary, components),
     }
-    for threshold in L0_THRESHOLDS:
-        record[l0_key(threshold)] = mean_l0(codes, threshold) / codes.shape[1]
-    return record
 
 
 def _task(seed, settings):

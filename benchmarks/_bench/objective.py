@@ -31,6 +31,20 @@ def matched_corr(codes_true, codes_pred):
     return float(np.where(safe, numerator / np.where(safe, denominator, 1.0), 0.0).mean())
 
 
+def code_metrics(task, codes, reconstruction):
+    """The paper's per-entry test ``mse`` and ``l1`` and the L0 fraction at each of
+    ``L0_THRESHOLDS``, for test ``codes`` and their ``reconstruction``."""
+    codes = np.asarray(codes, dtype=np.float64)
+    reconstruction = np.asarray(reconstruction, dtype=np.float64)
+    record = {
+        "mse": float(np.mean((task.X_test - reconstruction) ** 2)),
+        "l1": float(np.abs(codes).mean()),
+    }
+    for threshold in L0_THRESHOLDS:
+        record[l0_key(threshold)] = mean_l0(codes, threshold) / codes.shape[1]
+    return record
+
+
 def measure(estimator, task, *, known_codes=False, return_codes=False):
     """Test-set metrics of a fitted estimator.
 
@@ -45,11 +59,7 @@ def measure(estimator, task, *, known_codes=False, return_codes=False):
         estimator, task.X_test, task.codes_test, task.dictionary, return_codes=True
     )
     codes = np.asarray(codes, dtype=np.float64)
-    reconstruction = np.asarray(estimator.inverse_transform(codes), dtype=np.float64)
-    record["mse"] = float(np.mean((task.X_test - reconstruction) ** 2))
-    record["l1"] = float(np.abs(codes).mean())
-    for threshold in L0_THRESHOLDS:
-        record[l0_key(threshold)] = mean_l0(codes, threshold) / codes.shape[1]
+    record.update(code_metrics(task, codes, estimator.inverse_transform(codes)))
     if known_codes:
         record["matched_corr"] = matched_corr(task.codes_test, codes)
     return (record, codes) if return_codes else record
