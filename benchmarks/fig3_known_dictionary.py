@@ -143,20 +143,17 @@ def curve_job(label, method, flavour, params, seed, settings, distribution="half
     def evaluate(encoder, task):
         record = measure(encoder, task)
         record["total_flops"] = record["training_flops"] + record["inference_flops"]
-        record["variants"] = {name: measure_refined(encoder, task, p) for name, p in variants.items()}
         return record
 
     steps = runner.checkpoints(settings["steps"], settings["points"])
-    common = {"seed": seed, "flavour": flavour, **task.describe()}
-    records = []
-    for record in runner.learning_curve(estimator, task, steps, evaluate=evaluate):
-        refined = record.pop("variants")
-        records.append({"method": label, "curve": "training", **common, **record})
-        for name, metrics in refined.items():
-            records.append(
-                {"method": name, "curve": "training", **common, **metrics,
-                 "step": record["step"], "fit_seconds": record["fit_seconds"]}
-            )  # fmt: skip
+    common = {"seed": seed, "flavour": flavour, "curve": "training", **task.describe()}
+    refinements = {
+        name: (lambda fitted, t, p=p: measure_refined(fitted, t, p)) for name, p in variants.items()
+    }
+    curve = runner.learning_curve(
+        estimator, task, steps, evaluate=evaluate, label=label, refinements=refinements
+    )
+    records = [{**record, **common} for record in curve]
     if label == SAE_LABEL:
         # The authors' SAE+ITO curve: ITO iterations on the final SAE (greedy OMP has none).
         for name, params in variants.items():
@@ -165,7 +162,7 @@ def curve_job(label, method, flavour, params, seed, settings, distribution="half
             for n_iter in runner.checkpoints(params["ito_max_iter"], settings["ito_points"]):
                 metrics = measure_refined(estimator, task, {**params, "ito_max_iter": n_iter})
                 records.append(
-                    {"method": name, "curve": "ito", **common, **metrics,
+                    {"method": name, **common, "curve": "ito", **metrics,
                      "step": steps[-1], "ito_iter": n_iter}
                 )  # fmt: skip
     return records
@@ -186,12 +183,6 @@ def run(settings, n_jobs=1, progress=True, distribution="halfnormal"):
 def final_records(records):
     """The last training-curve checkpoint of every method."""
     return runner.last_checkpoints([r for r in records if r["curve"] == "training"])
-
-
-
-
-
-
 
 
 def figures(result):

@@ -139,24 +139,15 @@ def curve_job(label, method, flavour, params, seed, settings, distribution="half
         total = min(total, FISTA_CODER_MAX_ITER)
     variants = ito_variants(settings) if label == SAE_LABEL else {}
 
-    def evaluate_all(fitted, task):
-        record = evaluate(fitted, task)
-        record["variants"] = {name: refine(fitted, task, p) for name, p in variants.items()}
-        return record
-
-    common = {"seed": seed, "flavour": flavour, **task.describe()}
-    records = []
+    refinements = {
+        name: (lambda fitted, t, p=p: refine(fitted, t, p)) for name, p in variants.items()
+    }
     steps = runner.checkpoints(total, settings["points"])
-    for record in runner.learning_curve(estimator, task, steps, evaluate=evaluate_all):
-        refined = record.pop("variants")
-        record["n_iter"] = int(estimator.n_iter_)
-        records.append({"method": label, **common, **record})
-        for name, metrics in refined.items():
-            records.append(
-                {"method": name, **common, **metrics, "step": record["step"],
-                 "fit_seconds": record["fit_seconds"], "n_iter": record["n_iter"]}
-            )  # fmt: skip
-    return records
+    curve = runner.learning_curve(
+        estimator, task, steps, evaluate=evaluate, label=label, refinements=refinements
+    )
+    common = {"seed": seed, "flavour": flavour, **task.describe()}
+    return [{**record, **common} for record in curve]
 
 
 def run(settings, n_jobs=1, progress=True, distribution="halfnormal"):
@@ -172,12 +163,6 @@ def run(settings, n_jobs=1, progress=True, distribution="halfnormal"):
 
 # ------------------------------------------------------------------------ reporting
 final_records = runner.last_checkpoints
-
-
-
-
-
-
 
 
 def figures(result):

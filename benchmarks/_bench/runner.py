@@ -41,7 +41,9 @@ def checkpoints(total, n_points):
     return [int(p) for p in points]
 
 
-def learning_curve(estimator, task, steps, *, known_codes=False, evaluate=None):
+def learning_curve(
+    estimator, task, steps, *, known_codes=False, evaluate=None, label=None, refinements=None
+):
     """Test metrics after each number of training steps in ``steps`` (increasing).
 
     Estimators with ``warm_start`` train once, in segments; the others (the sparse
@@ -49,6 +51,11 @@ def learning_curve(estimator, task, steps, *, known_codes=False, evaluate=None):
     their training is deterministic and has no step-dependent schedule (with geometric
     ``steps`` that costs at most about twice the final fit). ``evaluate(estimator, task)``
     replaces :func:`~_bench.objective.measure` when given.
+
+    Each record has ``step``, ``n_iter`` (iterations actually run), ``fit_seconds`` and the
+    metrics; with ``label`` also ``method``. ``refinements`` maps a method name to
+    ``refine(fitted, task) -> metrics`` (e.g. ITO on the SAE as it is at that step): each
+    adds a record of its own per step, with the same step, n_iter and fit_seconds.
     """
     evaluate = evaluate or (lambda est, t: measure(est, t, known_codes=known_codes))
     records = []
@@ -67,7 +74,11 @@ def learning_curve(estimator, task, steps, *, known_codes=False, evaluate=None):
         elapsed = time.perf_counter() - start
         fit_seconds = fit_seconds + elapsed if warm else elapsed
         done = step
-        records.append({"step": step, **evaluate(estimator, task), "fit_seconds": fit_seconds})
+        at_step = {"step": step, "n_iter": int(estimator.n_iter_), "fit_seconds": fit_seconds}
+        method = {} if label is None else {"method": label}
+        records.append({**method, **evaluate(estimator, task), **at_step})
+        for name, refine in (refinements or {}).items():
+            records.append({"method": name, **refine(estimator, task), **at_step})
     return records
 
 
