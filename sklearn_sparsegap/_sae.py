@@ -296,24 +296,20 @@ class _BaseAutoencoder(BaseSparseEstimator):
             module.log_threshold.fill_(np.log(_JUMPRELU_INIT_THRESHOLD))
 
     def _regression_init(self, module, X, target_codes):
-        """Start the output layer at the least-squares map from its inputs (``X`` for a
-        linear encoder, the initial hidden activations of an MLP) to the codes.
+        """Start a linear encoder at the least-squares map from ``X`` to the codes.
 
         From a random start some ReLU latents never fire and get no gradient: on the
         paper's task one seed in three stalled at MCC 0.65. The regression already
         correlates every latent with its code, so none starts dead.
         """
-        hidden = X
-        for weight, bias in zip(module.weights[:-1], module.biases[:-1]):
-            hidden = torch.relu(torch.addmm(bias, hidden, weight.T))
-        design = to_numpy(hidden).astype(np.float64)
+        design = to_numpy(X).astype(np.float64)
         if self.fit_intercept:
             design = np.hstack([design, np.ones((len(design), 1))])
         solution, *_ = np.linalg.lstsq(design, target_codes, rcond=None)
-        n_inputs = hidden.shape[1]
-        module.weights[-1].copy_(to_tensor(solution[:n_inputs].T, device=X.device, dtype=X.dtype))
+        n_features = X.shape[1]
+        module.weights[0].copy_(to_tensor(solution[:n_features].T, device=X.device, dtype=X.dtype))
         if self.fit_intercept:
-            module.biases[-1].copy_(to_tensor(solution[-1], device=X.device, dtype=X.dtype))
+            module.biases[0].copy_(to_tensor(solution[-1], device=X.device, dtype=X.dtype))
 
     def _make_compute_gradients(self, module, X, target):
         """``compute_gradients(indices, with_stats)`` for the training loop.
