@@ -8,8 +8,16 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseSparseEstimator, per_sample_objective
 from ._compat import HasMethods, Interval, StrOptions, _fit_context
-from ._solvers import _GREEDY, ALGORITHMS, default_n_nonzero_coefs, sparse_encode
+from ._solvers import _GREEDY, ALGORITHMS, default_n_nonzero_coefs, lasso_intercept, sparse_encode
 from .flops import sparse_encode_flops
+
+# ito_alpha=None means this fraction of the encoder's alpha. An encoder needs a strong
+# penalty to learn sparse codes; inference on a frozen dictionary recovers them best with
+# a much weaker one (paper's task, known dictionary, 5 seeds: latent MCC 0.936 at the
+# encoder's alpha 0.2, 0.987 at 0.01, 0.989 at 0.005, with the refitted intercept).
+_ITO_ALPHA_FRACTION = 0.025
+# The intercept is refitted on at most this many training rows (evenly spaced).
+_MAX_INTERCEPT_ROWS = 2**14
 
 class SAEPlusITO(BaseSparseEstimator):
     """An amortised encoder whose codes are refined on its frozen dictionary (SAE + ITO).
@@ -19,8 +27,9 @@ class SAEPlusITO(BaseSparseEstimator):
     (``init="encoder"``) and runs ``ito_algorithm`` on the encoder's dictionary and
     decoder bias, minimising the library objective
     ``0.5 * ||x - s @ D - b||^2 + ito_alpha * ||s||_1``. Per sample, the refined codes are
-    kept only when they lower that objective, so ITO is never worse than the encoder it
-    starts from; :meth:`amortisation_gap` reports how much it gained. With
+    kept only when they lower that objective below the encoder's own (its codes on its
+    own dictionary and bias), so ITO is never worse than the encoder it starts from;
+    :meth:`amortisation_gap` reports how much it gained. With
     ``init="zeros"`` the solver's codes are returned as they are (a pure cold start),
     so the gap can then be negative when the budget is too small.
 
@@ -41,7 +50,21 @@ class SAEPlusITO(BaseSparseEstimator):
     ito_max_iter : int, default=500
         Iteration budget of the refinement.
     ito_alpha : float, default=None
-        L1 penalty of the refinement; None uses the encoder's ``alpha``.
+        L1 penalty of the refinement and of the objective the gap is measured on. None
+        means ``0.025 * encoder.alpha``: an encoder needs a strong penalty to learn sparse
+        codes, but inference on a frozen dictionary recovers them best with a weak one
+        (known dictionary, paper's task, 5 seeds: latent MCC 0.936 at the encoder's
+        0.2, 0.989 at 0.005; scikit-learn's lasso at alpha 0.01 on the true
+        dictionary: 0.987). Pass the encoder's ``alpha`` to measure the gap on the
+        encoder's own training objective.
+    refit_intercept : bool, default=True
+        Re-estimate the decoder bias for the refined codes: ``fit`` solves, on the
+        training data, the lasso at ``ito_alpha`` with one shared unpenalised intercept
+        (FISTA, warm-started from the encoder's codes). The encoder's own bias
+        compensates the shrinkage of its codes and is wrong for refined ones (known
+        dictionary, ``ito_alpha=0.01``: MCC 0.963 with it, 0.987 refitted). No effect
+        when the encoder has no bias. Samples whose encoder codes are kept are then
+        decoded with the refitted bias by ``inverse_transform``.
     init : {"encoder", "zeros"}, default="encoder"
         Start from the encoder's codes or from zero.
     positive : bool, default=True
@@ -60,7 +83,8 @@ class SAEPlusITO(BaseSparseEstimator):
     components_ : ndarray of shape (n_components, n_features)
         The encoder's dictionary.
     intercept_ : ndarray of shape (n_features,)
-        The encoder's decoder bias.
+        The decoder bias of the refinement: the encoder's, or refitted for the refined
+        codes (``refit_intercept``).
     training_flops_ : int
         The encoder's training FLOPs (ITO adds none at training time).
     n_features_in_ : int
@@ -92,6 +116,7 @@ class SAEPlusITO(BaseSparseEstimator):
         "ito_algorithm": [StrOptions(set(ALGORITHMS))],
         "ito_max_iter": [Interval(Integral, 1, None, closed="left")],
         "ito_alpha": [Interval(Real, 0, None, closed="left"), None],
+        "refit_intercept": ["boolean"],
         "init": [StrOptions({"encoder", "zeros"})],
         "positive": ["boolean"],
         "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
@@ -106,6 +131,7 @@ class SAEPlusITO(BaseSparseEstimator):
         ito_algorithm="fista",
         ito_max_iter=500,
         ito_alpha=None,
+        refit_intercept=True,
         init="encoder",
         positive=True,
         n_nonzero_coefs=None,
@@ -116,6 +142,7 @@ class SAEPlusITO(BaseSparseEstimator):
         self.ito_algorithm = ito_algorithm
         self.ito_max_iter = ito_max_iter
         self.ito_alpha = ito_alpha
+        self.refit_intercept = refit_intercept
         self.init = init
         self.positive = positive
         self.n_nonzero_coefs = n_nonzero_coefs
@@ -153,19 +180,40 @@ class SAEPlusITO(BaseSparseEstimator):
                 "does not."
             )
         self.components_ = np.asarray(self.encoder_.components_)
-        intercept = getattr(self.encoder_, "intercept_", None)
-        self.intercept_ = (
-            np.zeros(X.shape[1], dtype=self.components_.dtype)
-            if intercept is None
-            else np.asarray(intercept)
-        )
+        self.intercept_ = self._encoder_intercept()
+        if self.refit_intercept and np.any(self.intercept_ != 0):
+            self.intercept_ = self._refitted_intercept(X)
         self.training_flops_ = int(getattr(self.encoder_, "training_flops_", 0))
         return self
+
+    def _encoder_intercept(self):
+        intercept = getattr(self.encoder_, "intercept_", None)
+        if intercept is None:
+            return np.zeros(self.components_.shape[1], dtype=self.components_.dtype)
+        return np.asarray(intercept)
+
+    def _refitted_intercept(self, X):
+        """The intercept minimising the refinement objective jointly with the codes."""
+        if len(X) > _MAX_INTERCEPT_ROWS:
+            X = X[np.linspace(0, len(X) - 1, _MAX_INTERCEPT_ROWS).astype(np.intp)]
+        start = None
+        if self.init == "encoder":
+            start = np.asarray(self.encoder_.transform(X), dtype=X.dtype)
+        return lasso_intercept(
+            X,
+            self.components_.astype(X.dtype, copy=False),
+            alpha=self._alpha(),
+            positive=self.positive,
+            max_iter=self.ito_max_iter,
+            tol=self.tol,
+            init=start,
+            device=self.device,
+        )
 
     def _alpha(self):
         if self.ito_alpha is not None:
             return self.ito_alpha
-        return getattr(self.encoder_, "alpha", 0.0)
+        return _ITO_ALPHA_FRACTION * getattr(self.encoder_, "alpha", 0.0)
 
     _score_alpha = _alpha
 
@@ -197,7 +245,8 @@ class SAEPlusITO(BaseSparseEstimator):
             init=init,
             device=self.device,
         )
-        before = per_sample_objective(X, start, components, intercept, alpha)
+        encoder_intercept = self._encoder_intercept().astype(X.dtype, copy=False)
+        before = per_sample_objective(X, start, components, encoder_intercept, alpha)
         after = per_sample_objective(X, refined, components, intercept, alpha)
         if self.init == "encoder":
             # Never worse than the start; the "zeros" ablation stays a pure cold start.

@@ -504,3 +504,24 @@ def test_omp_matmul_flops_match_flop_counter():
     # Correlations and the two Gram-Schmidt products of each iteration.
     expected = n * (T * 2 * N * M + 2 * M * T * (T - 1))
     assert T == 4 and counted == expected
+
+
+@pytest.mark.parametrize("positive", [True, False])
+def test_fista_with_intercept_solves_the_joint_problem(positive):
+    # Optimality of the joint minimisation: the intercept is the mean residual of its
+    # codes, and those codes are the lasso solution for the data minus that intercept
+    # (a FISTA solve started there does not move).
+    X, D, _ = _data(n_samples=200)
+    X = X + np.linspace(-0.5, 0.5, X.shape[1])
+    X_t, D_t = _tensors(X, D)
+    codes, intercept, n_iter = solvers.fista_with_intercept(
+        X_t, D_t, 0.01, positive=positive, max_iter=5000, tol=1e-10
+    )
+    assert n_iter < 5000
+    torch.testing.assert_close(intercept, (X_t - codes @ D_t).mean(dim=0))
+    again, _ = fista(X_t - intercept, D_t, 0.01, positive=positive, init=codes, tol=1e-12)
+    torch.testing.assert_close(again, codes, atol=1e-6, rtol=0)
+    # Jointly optimal: no lower than with the intercept held at zero.
+    zero_codes, _ = fista(X_t, D_t, 0.01, positive=positive, max_iter=5000, tol=1e-10)
+    joint = objective(X_t, codes, D_t, intercept, 0.01)
+    assert joint < objective(X_t, zero_codes, D_t, None, 0.01)
