@@ -33,6 +33,18 @@ _INNER_TOL = 1e-4
 _UNUSED_ATOM_TOL = 1e-10
 # The paper's exp-parametrised codes start at exp(-10).
 _ADAM_LOG_INIT = -10.0
+# The alternation starts with this many times ``n_components`` atoms and drops the least
+# used ones, in equal steps, from outer iteration _PRUNE_START until _PRUNE_END. Measured
+# on the paper's task (N=16, M=8, K=3, 1024 training samples, seeds 0-49): starting with
+# exactly N atoms, 12 of the 50 fits stalled with one true atom missed (dictionary MCC
+# about 0.97); with 2N atoms pruned over iterations 20-52, 1 did (0 with the dictionary
+# extrapolation as well). Pruning all the spare atoms at once (by usage) kept
+# near-duplicates instead.
+_OVERCOMPLETE = 2
+_PRUNE_START = 20
+_PRUNE_END = 52
+# ``transform_alpha=None`` with a learned dictionary: alpha / _TRANSFORM_ALPHA_DIVISOR.
+_TRANSFORM_ALPHA_DIVISOR = 10
 
 
 def _objective_value(X, codes, components, alpha):
@@ -82,8 +94,11 @@ class GradientSparseCoder(BaseSparseEstimator):
     outer iteration infers the codes with warm-started FISTA (batched over all samples on
     the torch device) and updates the dictionary by one block-coordinate sweep over the
     atoms; atoms that fall unused are resampled from the worst-reconstructed samples.
-    ``transform`` infers codes for new data with :func:`sparse_encode`, so there is no
-    amortisation gap, only the cost of iterations.
+    ``transform`` infers codes for new data with :func:`sparse_encode` (at
+    ``transform_alpha``), so there is no amortisation gap, only the cost of iterations.
+
+    Two measures keep the alternation out of the local optima where one true atom is
+    missed and make it converge in fewer iterations (see the Notes).
 
     ``solver="adam"`` instead reproduces the paper's sparse coding: one exp-parametrised
     code matrix and the dictionary trained jointly with Adam (the library's training
@@ -98,6 +113,16 @@ class GradientSparseCoder(BaseSparseEstimator):
         (unit-scale codes): 0.03 recovers the dictionary (MCC > 0.999) with less
         shrinkage of the codes than 0.05; at 0.01-0.02 the alternation stalls in
         worse local optima.
+    transform_alpha : float, default=None
+        L1 penalty of the inference in ``transform``. None means ``alpha / 10`` when
+        the dictionary is learned by the alternating solvers, and ``alpha`` itself
+        with a given ``dictionary`` or ``solver="adam"`` (the paper's procedure).
+        Fitting needs a penalty large enough to shape the dictionary, but on a
+        learned dictionary inference is more accurate with less shrinkage: on the
+        paper's task (50 seeds, dictionaries learned at ``alpha=0.03``) the test
+        latent MCC is 0.982 at ``alpha``, 0.985 at ``alpha / 2``, 0.987 at
+        ``alpha / 3`` and 0.988 from ``alpha / 7.5`` to ``alpha / 15``. The value
+        used is ``transform_alpha_``.
     dictionary : array-like of shape (n_components, n_features), default=None
         A known dictionary: ``fit`` only stores it (``components_`` equals it) and
         ``transform`` is pure sparse inference.
@@ -112,7 +137,8 @@ class GradientSparseCoder(BaseSparseEstimator):
         ``max(1, n_features // 10)`` capped by ``n_components``.
     max_iter : int, default=300
         Outer iterations (inference + dictionary update); Adam steps for
-        ``solver="adam"``. ``tol`` usually stops the alternation well before.
+        ``solver="adam"``. ``tol`` usually stops the alternation well before (after
+        87 outer iterations on average, at most 131, on the paper's task).
     transform_max_iter : int, default=1000
         Iteration budget of the inference in ``transform`` (10,000 is the paper's for
         ``"adam"``).
@@ -142,6 +168,8 @@ class GradientSparseCoder(BaseSparseEstimator):
     inference_n_iter_ : int
         Iterations the final inference on the training data needed; the default
         iteration count of :meth:`inference_flops`.
+    transform_alpha_ : float
+        The L1 penalty ``transform`` uses (``transform_alpha`` resolved).
     device_ : str
         The device used.
     n_features_in_ : int
@@ -153,6 +181,21 @@ class GradientSparseCoder(BaseSparseEstimator):
     --------
     sparse_encode : The inference step on its own.
     SAEPlusITO : Amortised codes refined by the same solvers.
+
+    Notes
+    -----
+    The fit starts with ``2 * n_components`` atoms and drops the least used atom (the
+    smallest squared code norm) in equal steps over outer iterations 20-52, so the spare
+    atoms can cover every direction in the data before the fit has to choose between
+    them; ``tol`` is only checked once ``n_components`` atoms are left. The dictionary
+    is also extrapolated after every sweep, ``D + beta_t (D - D_prev)`` renormalised,
+    with Nesterov's ``beta_t`` sequence, restarted whenever the objective went up, so
+    ``history_["loss"]`` is not monotone. On the paper's task (N=16, M=8, K=3, 1024
+    training samples, seeds 0-49) a plain alternation from N data atoms missed a true
+    atom in 12 of the 50 fits (dictionary MCC about 0.97) and ran 204 outer iterations
+    on average; the over-complete start alone missed one in 1 fit (110 iterations), the
+    extrapolation alone in 10 fits (82 iterations), both together in none (87
+    iterations, test latent MCC 0.988 with the default ``transform_alpha``).
 
     Examples
     --------
@@ -169,6 +212,7 @@ class GradientSparseCoder(BaseSparseEstimator):
     _parameter_constraints = {
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "alpha": [Interval(Real, 0, None, closed="left")],
+        "transform_alpha": [Interval(Real, 0, None, closed="left"), None],
         "dictionary": ["array-like", None],
         "solver": [StrOptions(set(ALGORITHMS))],
         "positive": ["boolean"],
@@ -187,6 +231,7 @@ class GradientSparseCoder(BaseSparseEstimator):
         n_components=None,
         *,
         alpha=0.03,
+        transform_alpha=None,
         dictionary=None,
         solver="fista",
         positive=True,
@@ -201,6 +246,7 @@ class GradientSparseCoder(BaseSparseEstimator):
     ):
         self.n_components = n_components
         self.alpha = alpha
+        self.transform_alpha = transform_alpha
         self.dictionary = dictionary
         self.solver = solver
         self.positive = positive
@@ -245,6 +291,7 @@ class GradientSparseCoder(BaseSparseEstimator):
                     f"n_components={self.n_components}."
                 )
             self.components_ = dictionary.astype(X.dtype, copy=True)
+            self.transform_alpha_ = self._resolved_transform_alpha()
             self.history_ = history_arrays(self.history_)
             self.inference_n_iter_ = self.transform_max_iter
             return self
@@ -253,14 +300,27 @@ class GradientSparseCoder(BaseSparseEstimator):
         dtype = torch_dtype(X.dtype)
         generator = make_generator(self.random_state)
         X_tensor = to_tensor(X, device=device, dtype=dtype)
-        components = self._initial_dictionary(X_tensor, n_components, generator)
+        self.transform_alpha_ = self._resolved_transform_alpha()
         if self.solver == "adam":
+            components = self._initial_dictionary(X_tensor, n_components, generator)
             components, codes = self._fit_adam(X_tensor, components, generator)
         else:
-            components, codes = self._fit_alternating(X_tensor, components, generator)
+            components = self._initial_dictionary(
+                X_tensor, _OVERCOMPLETE * n_components, generator
+            )
+            components, codes = self._fit_alternating(
+                X_tensor, components, n_components, generator
+            )
         self.components_ = to_numpy(components)
         self.history_ = history_arrays(self.history_)
         return self
+
+    def _resolved_transform_alpha(self):
+        if self.transform_alpha is not None:
+            return float(self.transform_alpha)
+        if self.dictionary is not None or self.solver == "adam":
+            return float(self.alpha)
+        return self.alpha / _TRANSFORM_ALPHA_DIVISOR
 
     def _n_nonzero(self, n_features, n_components):
         if self.n_nonzero_coefs is not None:
@@ -293,33 +353,53 @@ class GradientSparseCoder(BaseSparseEstimator):
                 X, components, self.alpha, positive=self.positive,
                 max_iter=_INNER_MAX_ITER, tol=_INNER_TOL, init=init,
             )  # fmt: skip
-        return self._transform_tensor(X, components, max_iter=_INNER_MAX_ITER)
+        return self._transform_tensor(
+            X, components, max_iter=_INNER_MAX_ITER, alpha=self.alpha
+        )
+
+    @staticmethod
+    def _n_atoms_after(step, n_start, n_components, max_iter):
+        """Atoms kept after outer iteration ``step`` of the pruning schedule: all of
+        them until ``_PRUNE_START``, ``n_components`` from ``_PRUNE_END`` on (both
+        pulled in when ``max_iter`` is smaller), linear in between."""
+        end = min(_PRUNE_END, max_iter)
+        start = min(_PRUNE_START, end - 1)
+        if step <= start:
+            return n_start
+        if step >= end:
+            return n_components
+        extra = n_start - n_components
+        return n_components + int(np.ceil(extra * (end - step) / (end - start)))
 
     @torch.no_grad()
-    def _fit_alternating(self, X, components, generator):
+    def _fit_alternating(self, X, components, n_components, generator):
         n_samples, n_features = X.shape
-        n_components = components.shape[0]
+        n_start = components.shape[0]
         codes = None
         previous = np.inf
         flops = 0
         step = 0
+        # Nesterov's momentum sequence for the dictionary extrapolation.
+        momentum_t = 1.0
+        components_before = components.clone()
         progress = tqdm(
             total=self.max_iter, desc=type(self).__name__, disable=not self.verbose,
             leave=False,
         )  # fmt: skip
         # One dictionary sweep is about as much work as one inference iteration.
-        sweep_flops = 2 * n_samples * n_features * n_components
+        sweep_flops = 2 * n_samples * n_features * n_start
         with serial_if_small(X.device, sweep_flops), contextlib.closing(progress):
             for _ in range(self.max_iter):
+                n_atoms = components.shape[0]
                 codes, n_iter = self._infer(X, components, codes)
                 flops += sparse_encode_flops(
-                    self.solver, n_features, n_components, n_samples, n_iter=max(n_iter, 1),
-                    n_nonzero_coefs=self._n_nonzero(n_features, n_components),
+                    self.solver, n_features, n_atoms, n_samples, n_iter=max(n_iter, 1),
+                    n_nonzero_coefs=self._n_nonzero(n_features, n_atoms),
                 )  # fmt: skip
                 _update_dictionary(X, codes, components, generator)
                 # The sweep: the residual (2nNM), then per atom two rank-one updates of it
                 # and one product with it (6nM).
-                flops += 8 * n_samples * n_features * n_components
+                flops += 8 * n_samples * n_features * n_atoms
                 step += 1
                 value = _objective_value(X, codes, components, self.alpha)
                 if not np.isfinite(value):
@@ -334,8 +414,31 @@ class GradientSparseCoder(BaseSparseEstimator):
                     self.history_[key].append(entry)
                 progress.update(1)
                 progress.set_postfix(objective=f"{value:.4g}", refresh=False)
-                if previous - value < self.tol * abs(previous):
+
+                n_keep = self._n_atoms_after(step, n_start, n_components, self.max_iter)
+                if n_keep < n_atoms:
+                    # Drop the least used atoms; tol is judged on the final atom count.
+                    usage = codes.square().sum(dim=0)
+                    keep = torch.argsort(usage, descending=True)[:n_keep].sort().values
+                    components, codes = components[keep].contiguous(), codes[:, keep]
+                    components_before = components.clone()
+                    previous = np.inf
+                    continue
+                converged = 0 <= previous - value < self.tol * abs(previous)
+                if n_atoms == n_components and converged:
                     break
+                # Extrapolate the dictionary; restart the momentum when the objective
+                # went up.
+                if value > previous:
+                    momentum_t, beta = 1.0, 0.0
+                else:
+                    next_t = (1.0 + np.sqrt(1.0 + 4.0 * momentum_t**2)) / 2.0
+                    momentum_t, beta = next_t, (momentum_t - 1.0) / next_t
+                current = components.clone()
+                if beta:
+                    components.add_(components - components_before, alpha=beta)
+                    renormalize_atoms(components)
+                components_before = current
                 previous = value
         # Codes consistent with the final dictionary, and the iterations they take.
         _, self.inference_n_iter_ = self._transform_tensor(X, components)
@@ -385,14 +488,15 @@ class GradientSparseCoder(BaseSparseEstimator):
         self.inference_n_iter_ = self.transform_max_iter
         return atoms.detach(), log_codes.detach().exp()
 
-    def _transform_tensor(self, X, components, max_iter=None):
+    def _transform_tensor(self, X, components, max_iter=None, alpha=None):
         """Codes of ``X`` (tensor) with :func:`sparse_encode` and the iterations run;
-        ``max_iter`` defaults to ``transform_max_iter``."""
+        ``max_iter`` defaults to ``transform_max_iter``, ``alpha`` to
+        ``transform_alpha_``."""
         codes, n_iter = sparse_encode(
             to_numpy(X),
             to_numpy(components),
             algorithm=self.solver,
-            alpha=self.alpha,
+            alpha=self.transform_alpha_ if alpha is None else alpha,
             n_nonzero_coefs=self._n_nonzero(X.shape[1], components.shape[0]),
             positive=self.positive,
             max_iter=self.transform_max_iter if max_iter is None else max_iter,

@@ -11,7 +11,7 @@ from sklearn_sparsegap import (
     mean_corr_coef,
     sparse_encode,
 )
-from sklearn_sparsegap._sparse_coding import _update_dictionary
+from sklearn_sparsegap._sparse_coding import _PRUNE_END, _update_dictionary
 from sklearn_sparsegap._training import objective
 
 
@@ -36,11 +36,56 @@ def test_recovers_dictionary_and_codes(data, fitted):
 
 def test_history_objective_decreases_and_flops_accumulate(fitted):
     loss = fitted.history_["loss"]
-    assert len(loss) == fitted.n_iter_ and fitted.n_iter_ < 300
-    # Alternating exact minimisation: the objective never goes up by more than noise.
-    assert np.all(np.diff(loss) <= 1e-9 * np.abs(loss[:-1]) + 1e-12)
+    assert len(loss) == fitted.n_iter_ and _PRUNE_END < fitted.n_iter_ < 300
+    # The dictionary extrapolation makes the loss non-monotone, but its restarts keep
+    # the end of the fit at the lowest objective reached with the final atoms.
+    final_atoms = loss[_PRUNE_END - 1:]
+    assert loss[-1] < loss[0]
+    assert loss[-1] <= final_atoms.min() * (1 + 1e-6)
     assert fitted.history_["flops"][-1] == fitted.training_flops_ > 0
+    assert np.all(np.diff(fitted.history_["flops"]) > 0)
     assert fitted.inference_flops(10) > 0
+
+
+@pytest.mark.parametrize("max_iter", [1, 2, 5, 30])
+def test_short_fits_still_end_with_n_components_atoms(data, max_iter):
+    X, _, _ = data
+    coder = GradientSparseCoder(
+        n_components=16, max_iter=max_iter, random_state=0, device="cpu"
+    ).fit(X)
+    assert coder.components_.shape == (16, 8)
+    assert coder.transform(X).shape == (1024, 16)
+    np.testing.assert_allclose(np.linalg.norm(coder.components_, axis=1), 1.0, rtol=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_no_true_atom_missed_across_seeds(seed):
+    # A plain alternation from n_components data atoms missed one true atom on seed 4
+    # of this data (dictionary MCC 0.966); the over-complete start and the pruning are
+    # there so that this does not happen.
+    X, dictionary, _ = make_sparse_dictionary_data(1024, random_state=seed)
+    coder = GradientSparseCoder(n_components=16, random_state=seed, device="cpu").fit(X)
+    assert dictionary_mcc(dictionary, coder.components_) > 0.99
+
+
+def test_transform_alpha_defaults_to_a_tenth_of_alpha_for_learned_dictionaries(data, fitted):
+    X, _, codes = data
+    assert fitted.transform_alpha_ == pytest.approx(0.003)
+    expected = sparse_encode(X, fitted.components_, alpha=0.003, positive=True, max_iter=1000)
+    np.testing.assert_allclose(fitted.transform(X), expected)
+    # Less shrinkage at inference recovers the true codes better than the fit's alpha.
+    at_alpha = sparse_encode(X, fitted.components_, alpha=0.03, positive=True, max_iter=1000)
+    assert mean_corr_coef(codes, fitted.transform(X)) > mean_corr_coef(codes, at_alpha)
+
+
+def test_explicit_transform_alpha_is_used(data):
+    X, dictionary, _ = data
+    coder = GradientSparseCoder(
+        dictionary=dictionary, alpha=0.05, transform_alpha=0.02, device="cpu"
+    ).fit(X)
+    assert coder.transform_alpha_ == 0.02
+    expected = sparse_encode(X, dictionary, alpha=0.02, positive=True, max_iter=1000)
+    np.testing.assert_allclose(coder.transform(X), expected)
 
 
 def test_dictionary_sweep_lowers_the_objective(data):
@@ -76,6 +121,8 @@ def test_fixed_dictionary_only_stores_it_and_transform_is_inference(data):
     coder = GradientSparseCoder(dictionary=dictionary, alpha=0.01, device="cpu").fit(X)
     np.testing.assert_array_equal(coder.components_, dictionary)
     assert coder.n_iter_ == 0 and coder.training_flops_ == 0
+    # With a given dictionary alpha is only an inference penalty: transform uses it.
+    assert coder.transform_alpha_ == 0.01
     expected = sparse_encode(X, dictionary, alpha=0.01, positive=True, max_iter=1000)
     np.testing.assert_allclose(coder.transform(X), expected)
     reference = SparseCoder(
@@ -127,6 +174,7 @@ def test_same_seed_same_dictionary_and_dtype(data):
         ({"solver": "lars"}, "solver"),
         ({"solver": "omp", "n_nonzero_coefs": 20}, "n_nonzero_coefs"),
         ({"alpha": -1.0}, "alpha"),
+        ({"transform_alpha": -0.1}, "transform_alpha"),
     ],
 )
 def test_bad_parameters_raise(params, match, data):
