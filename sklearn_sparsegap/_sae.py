@@ -38,6 +38,12 @@ _JUMPRELU_INIT_THRESHOLD = 1e-3
 _RESAMPLE_ENCODER_SCALE = 0.2
 # At most this many samples are scored to choose resampling directions.
 _RESAMPLE_POOL = 8192
+# Ridge penalty of an MLP's output-layer start, relative to the hidden features' mean
+# square: 0.1 and 0.01 measured alike (paper's task, 5 seeds: known dictionary 0.908 and
+# 0.907, unknown 0.815 both).
+_MLP_INIT_RIDGE = 0.1
+# Rows used to fit the starting encoder output layer.
+_MAX_INIT_ROWS = 2**14
 
 
 class _BaseAutoencoder(BaseSparseEstimator):
@@ -170,7 +176,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
             )
 
         resample = None
-        if self.resample_dead_every is not None and self.target == "reconstruction":
+        # Resampling moves atoms: a given dictionary stays as given.
+        if self.resample_dead_every is not None and learn_dictionary:
             resample = _DeadLatentResampler(module, optimizer, X_tensor, self._generator(first))
         n_iter, n_steps, flops = train(
             compute_gradients,
@@ -268,10 +275,10 @@ class _BaseAutoencoder(BaseSparseEstimator):
 
     def _initialise(self, module, X, dictionary, generator, target_codes=None):
         """Random unit-norm atoms (or the given dictionary); the SAE encoder starts as
-        the decoder's transpose, MLP layers with PyTorch's default uniform scale; on
-        known codes the linear encoder starts at the least-squares regression onto the
-        codes (for MLPs, fitting the output layer on random hidden features measured
-        worse: 0.81 against 0.93 at H=1024)."""
+        the decoder's transpose; an MLP's output layer starts at the ridge regression of
+        its (random) hidden features onto those same pre-activations, ``(x - b) D^T``.
+        On known codes the linear encoder starts at the least-squares regression onto
+        the codes (for MLPs, that start measured worse: 0.81 against 0.93 at H=1024)."""
         dtype, device = X.dtype, X.device
         n_components, n_features = module.components.shape
         with torch.no_grad():
@@ -287,29 +294,58 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 draw = torch.rand(weight.shape, generator=generator, dtype=dtype)
                 weight.copy_(((2 * draw - 1) * bound).to(device))
                 bias.zero_()
-            if len(module.weights) == 1 and self.target == "reconstruction":
-                module.weights[0].copy_(module.components)
-            if len(module.weights) == 1 and target_codes is not None:
-                self._regression_init(module, X, target_codes)
             if self.fit_intercept and self.target == "reconstruction":
                 module.intercept.copy_(X.mean(dim=0))
+            if self.target == "reconstruction":
+                if len(module.weights) == 1:
+                    module.weights[0].copy_(module.components)
+                else:
+                    centred = X - module.intercept if self.fit_intercept else X
+                    self._fit_output_layer(
+                        module, X, to_numpy(centred @ module.components.T), _MLP_INIT_RIDGE
+                    )
+            elif len(module.weights) == 1:
+                self._fit_output_layer(module, X, target_codes, ridge=0.0)
             module.log_threshold.fill_(np.log(_JUMPRELU_INIT_THRESHOLD))
 
-    def _regression_init(self, module, X, target_codes):
-        """Start a linear encoder at the least-squares map from ``X`` to the codes.
+    def _fit_output_layer(self, module, X, target, ridge):
+        """Set the last encoder layer to the (ridge) regression of its inputs onto
+        ``target``, the pre-activations it should start with.
 
-        From a random start some ReLU latents never fire and get no gradient: on the
-        paper's task one seed in three stalled at MCC 0.65. The regression already
-        correlates every latent with its code, so none starts dead.
+        From PyTorch's random start a quarter of an MLP's ReLU latents never fire on the
+        paper's task and never get a gradient (known dictionary: MCC 0.70 +- 0.12, 5
+        seeds); starting where the SAE starts keeps every latent alive (0.91 +- 0.01;
+        unknown dictionary 0.63 -> 0.82). On known codes a linear encoder starts at the
+        regression onto the codes (from a random start one seed in three stalled at
+        0.65). ``ridge`` is relative to the mean squared (centred) input of the layer;
+        the bias is not penalised. At most ``_MAX_INIT_ROWS`` evenly spaced rows are used.
         """
-        design = to_numpy(X).astype(np.float64)
+        if len(X) > _MAX_INIT_ROWS:
+            rows = np.linspace(0, len(X) - 1, _MAX_INIT_ROWS).astype(np.intp)
+            X, target = X[torch.as_tensor(rows, device=X.device)], target[rows]
+        hidden = X - module.intercept if self.fit_intercept else X
+        for weight, bias in zip(module.weights[:-1], module.biases[:-1]):
+            hidden = torch.relu(torch.addmm(bias, hidden, weight.T))
+        design = to_numpy(hidden).astype(np.float64)
+        target = np.asarray(target, dtype=np.float64)
+        if ridge > 0:
+            # Centred features carry the bias; the penalty is relative to their mean
+            # square, so that neither the scale of X nor the bias column matters.
+            offset = design.mean(axis=0) if self.fit_intercept else np.zeros(design.shape[1])
+            target_offset = target.mean(axis=0) if self.fit_intercept else 0.0
+            design = design - offset
+            gram = design.T @ design
+            gram[np.diag_indices_from(gram)] += ridge * max(np.trace(gram), 1e-300) / len(gram)
+            weights = scipy.linalg.solve(gram, design.T @ (target - target_offset), assume_a="pos")
+            bias = target_offset - offset @ weights
+        else:
+            if self.fit_intercept:
+                design = np.hstack([design, np.ones((len(design), 1))])
+            solution, *_ = np.linalg.lstsq(design, target, rcond=None)
+            weights, bias = solution[: hidden.shape[1]], solution[-1]
+        module.weights[-1].copy_(to_tensor(weights.T, device=X.device, dtype=X.dtype))
         if self.fit_intercept:
-            design = np.hstack([design, np.ones((len(design), 1))])
-        solution, *_ = np.linalg.lstsq(design, target_codes, rcond=None)
-        n_features = X.shape[1]
-        module.weights[0].copy_(to_tensor(solution[:n_features].T, device=X.device, dtype=X.dtype))
-        if self.fit_intercept:
-            module.biases[0].copy_(to_tensor(solution[-1], device=X.device, dtype=X.dtype))
+            module.biases[-1].copy_(to_tensor(bias, device=X.device, dtype=X.dtype))
 
     def _make_compute_gradients(self, module, X, target):
         """``compute_gradients(indices, with_stats)`` for the training loop.
@@ -511,7 +547,8 @@ _COMMON_PARAMETERS = """
     resample_dead_every : int, default=None
         Every this many steps, latents that never fired since the last check are
         reinitialised towards the residuals of poorly reconstructed samples
-        (Bricken et al. 2023). None disables resampling.
+        (Bricken et al. 2023). None disables resampling; so does a given
+        ``dictionary``, which is never modified.
     warm_start : bool, default=False
         When True, ``fit`` on a fitted estimator continues training from its current
         state (weights, dictionary and Adam moments) for ``max_iter`` more

@@ -235,6 +235,23 @@ def test_known_codes_linear_encoder_starts_at_the_regression_with_no_dead_latent
     assert mean_corr_coef(codes, est.transform(X)) > 0.6
 
 
+@pytest.mark.parametrize("dictionary", [True, False])
+def test_mlp_starts_as_the_sae_does_with_every_latent_alive(dictionary, data):
+    # The output layer starts at the ridge regression of the random hidden features
+    # onto the SAE's starting pre-activations (x - b) D^T: the MLP starts close to the
+    # linear SAE and no latent starts dead (from PyTorch's default init a quarter did).
+    X, D, _ = data
+    params = dict(dictionary=D) if dictionary else dict(n_components=16)
+    est = MLPEncoder(max_iter=1, learning_rate=1e-12, random_state=0, device="cpu", **params)
+    est.fit(X)
+    start = SAEEncoder(max_iter=1, learning_rate=1e-12, random_state=0, device="cpu", **params)
+    start.fit(X)
+    np.testing.assert_allclose(est.components_, start.components_)
+    codes, sae_codes = est.transform(X), start.transform(X)
+    assert (codes > 0).any(axis=0).all()
+    assert np.corrcoef(codes.ravel(), sae_codes.ravel())[0, 1] > 0.9
+
+
 @pytest.mark.parametrize("cls", ENCODERS)
 @pytest.mark.parametrize("target", ["reconstruction", "codes"])
 def test_warm_start_fits_in_segments_exactly_like_one_fit(cls, target, data):
