@@ -48,9 +48,14 @@ def objective(X, codes, components, intercept=None, alpha=0.0, *, per_sample=Fal
     return values if per_sample else values.mean()
 
 
-def cosine_loss(codes_pred, codes_true, eps=1e-8):
-    """Mean over samples of ``1 - cos(f(x), s*)`` (the known-codes training loss)."""
-    return 1.0 - torch.nn.functional.cosine_similarity(codes_pred, codes_true, dim=1, eps=eps).mean()
+def cosine_loss(codes_pred, codes_true, over="sample", eps=1e-8):
+    """The known-codes training loss, ``1 - cos`` averaged over samples (``over="sample"``:
+    the cosine of each sample's code vectors) or over latents (``"latent"``: the cosine
+    of each latent's column across the batch)."""
+    dim = 1 if over == "sample" else 0
+    return 1.0 - torch.nn.functional.cosine_similarity(
+        codes_pred, codes_true, dim=dim, eps=eps
+    ).mean()
 
 
 def make_adam(params, learning_rate):

@@ -235,6 +235,30 @@ def test_known_codes_linear_encoder_starts_at_the_regression_with_no_dead_latent
     assert mean_corr_coef(codes, est.transform(X)) > 0.6
 
 
+def test_codes_loss_averages_the_cosine_over_samples_or_latents():
+    from sklearn_sparsegap._training import cosine_loss
+
+    pred = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]])
+    true = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    per_sample = (np.sqrt(0.5) + 1.0 + 1.0) / 3
+    col0 = 2.0 / (np.sqrt(2.0) * np.sqrt(2.0))
+    col1 = 3.0 / (np.sqrt(5.0) * np.sqrt(3.0))
+    assert float(cosine_loss(pred, true)) == pytest.approx(1 - per_sample)
+    assert float(cosine_loss(pred, true, over="latent")) == pytest.approx(1 - (col0 + col1) / 2)
+
+
+def test_per_latent_codes_loss_recovers_codes_better(data):
+    # The per-latent cosine is the authors' code's loss and is closer to the latent MCC.
+    X, _, codes = data
+    train, test = slice(0, 768), slice(768, None)
+    scores = {}
+    for loss in ("sample", "latent"):
+        est = SAEEncoder(target="codes", codes_loss=loss, max_iter=500, random_state=0,
+                         device="cpu").fit(X[train], codes[train])  # fmt: skip
+        scores[loss] = mean_corr_coef(codes[test], est.transform(X[test]))
+    assert scores["latent"] > scores["sample"] + 0.005
+
+
 @pytest.mark.parametrize("dictionary", [True, False])
 def test_mlp_starts_as_the_sae_does_with_every_latent_alive(dictionary, data):
     # The output layer starts at the ridge regression of the random hidden features
