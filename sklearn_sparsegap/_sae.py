@@ -609,9 +609,11 @@ class SAEEncoder(_BaseAutoencoder):
     Amortised sparse inference: ``transform`` is one matrix product and a nonlinearity.
     Trained with full-batch (or minibatch) Adam on the library objective; the decoder's
     atoms are kept at unit norm. The defaults (decoder bias, encoder initialised as the
-    decoder's transpose, ``alpha=0.2``, ``learning_rate=1e-2``, 2000 steps) reach a
-    latent MCC of about 0.84 on the paper's N=16, M=8, K=3 task in about a second, where
-    the paper's own bias-free SAE reached 0.57.
+    decoder's transpose, ``alpha=0.25``, ``learning_rate=1e-2``, 2000 steps) reach a
+    latent MCC of 0.80 and a dictionary MCC of 0.945 on the paper's N=16, M=8, K=3 task
+    (mean of 15 data seeds) in about a second, where the paper's own bias-free SAE
+    reached 0.57 / 0.75. ``alpha`` trades the two: 0.2 gave 0.796 / 0.933, 0.4 gave
+    0.793 / 0.958 over the same seeds.
 
     Parameters
     ----------
@@ -619,7 +621,7 @@ class SAEEncoder(_BaseAutoencoder):
         Number of latents (atoms). None means ``n_features``, or the number of rows of
         ``dictionary`` / columns of ``y``.
 """
-        + _COMMON_PARAMETERS.format(alpha=0.2, max_iter=2000, learning_rate=0.01, tol=0.0)
+        + _COMMON_PARAMETERS.format(alpha=0.25, max_iter=2000, learning_rate=0.01, tol=0.0)
         + """
     Attributes
     ----------"""
@@ -646,7 +648,7 @@ class SAEEncoder(_BaseAutoencoder):
         self,
         n_components=None,
         *,
-        alpha=0.2,
+        alpha=0.25,
         activation="relu",
         k=None,
         dictionary=None,
