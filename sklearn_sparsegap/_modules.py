@@ -211,7 +211,9 @@ def sae_gradients(module, x, alpha, with_stats=False):
                 0.5 * squared + alpha * l1,
                 squared / x.shape[1],
                 l1,
-                (codes > 0).sum().to(x.dtype) / n_samples,
+                # An int32 count: summing the boolean mask into int64 costs twice as much
+                # (a quarter of the non-matmul time of a step at M=768, N=4096).
+                (codes != 0).sum(dtype=torch.int32).to(x.dtype) / n_samples,
             ]
         )
     return codes, stats

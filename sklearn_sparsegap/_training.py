@@ -84,6 +84,15 @@ def renormalize_atoms(atoms, eps=1e-12):
     atoms.div_(atoms.norm(dim=1, keepdim=True).clamp_min(eps))
 
 
+def active_latents(codes):
+    """Boolean mask of the latents with a non-zero code in ``codes``.
+
+    Two max/min reductions, which stream through the codes without a temporary: several
+    times faster than ``(codes != 0).any(dim=0)`` on large batches.
+    """
+    return (codes.amax(dim=0) > 0) | (codes.amin(dim=0) < 0)
+
+
 class _Log:
     """Accumulates per-step statistics between two log points without syncing."""
 
@@ -93,7 +102,7 @@ class _Log:
         self.n_steps = 0
 
     def add(self, stats, codes):
-        active = (codes != 0).any(dim=0)
+        active = active_latents(codes)
         if self.sums is None:
             self.sums, self.active = stats.clone(), active
         else:
@@ -229,7 +238,7 @@ def train(
                 if stats is not None:
                     log.add(stats, codes.detach())
                 if resample is not None:
-                    active = (codes.detach() != 0).any(dim=0)
+                    active = active_latents(codes.detach())
                     fired = active if fired is None else fired | active
                     if step % resample_every == 0:
                         if not bool(fired.all()):
