@@ -91,16 +91,17 @@ def methods(scenario):
     }
 
 
-def quality(seeds):
+def quality(seeds, dtype=np.float32):
     print(f"{'scenario':17s} {'method':27s} {'latent MCC':>14s} {'dict MCC':>14s} {'fit s':>6s}  reference")
     for scenario in ("unknown", "known-dictionary", "known-codes"):
         for name, factory in methods(scenario).items():
             latent, dictionary_scores, seconds = [], [], []
             for seed in seeds:
                 X, D, S = make_sparse_dictionary_data(2048, random_state=seed)
-                # float32, the usual dtype of SAE training (and SAELens's): float64 input
-                # is computed in float64, about twice as slow on the MLPs.
-                X = X.astype(np.float32)
+                # float32 by default, the usual dtype of SAE training (and SAELens's):
+                # float64 input is computed in float64, about twice as slow on the MLPs,
+                # and lands in different local optima.
+                X = X.astype(dtype)
                 est = factory(seed, D)
                 start = time.perf_counter()
                 est.fit(X[:1024], S[:1024])
@@ -177,10 +178,12 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                        help="dtype of the data given to our estimators (default float32)")
     args = parser.parse_args()
     torch.set_num_threads(2)
     if not args.skip_quality:
-        quality(range(2) if args.quick else range(5))
+        quality(range(2) if args.quick else range(5), dtype=np.dtype(args.dtype))
     if not args.skip_throughput:
         throughput(768, 1024 if args.quick else 4096, 4096, 4 if args.quick else 8)
 
