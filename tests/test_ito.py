@@ -153,3 +153,15 @@ def test_refit_intercept_finds_a_shift_of_the_data(data):
     ito = SAEPlusITO(encoder, ito_alpha=0.001, ito_max_iter=2000, device="cpu").fit(X + shift)
     np.testing.assert_allclose(ito.intercept_, shift, atol=0.05)
     assert mean_corr_coef(codes, ito.transform(X + shift)) > 0.98
+
+
+def test_intercept_refit_on_evenly_spaced_rows_of_large_data(data, monkeypatch):
+    # Large training sets: the intercept is refitted on a bounded subset of rows.
+    import sklearn_sparsegap._ito as ito_module
+
+    X, dictionary, codes = data
+    shift = np.linspace(-1.0, 1.0, X.shape[1])
+    encoder = SAEEncoder(dictionary=dictionary, max_iter=300, random_state=0, device="cpu")
+    monkeypatch.setattr(ito_module, "_MAX_INTERCEPT_ROWS", 256)
+    ito = SAEPlusITO(encoder, ito_alpha=0.001, ito_max_iter=2000, device="cpu").fit(X + shift)
+    np.testing.assert_allclose(ito.intercept_, shift, atol=0.05)

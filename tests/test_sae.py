@@ -235,6 +235,17 @@ def test_known_codes_linear_encoder_starts_at_the_regression_with_no_dead_latent
     assert mean_corr_coef(codes, est.transform(X)) > 0.6
 
 
+def test_mlp_start_uses_a_bounded_number_of_rows(data, monkeypatch):
+    # On large data the output layer's starting regression uses evenly spaced rows.
+    import sklearn_sparsegap._sae as sae_module
+
+    X, D, _ = data
+    monkeypatch.setattr(sae_module, "_MAX_INIT_ROWS", 100)
+    est = MLPEncoder(dictionary=D, max_iter=1, learning_rate=1e-12, random_state=0,
+                     device="cpu").fit(X)  # fmt: skip
+    assert (est.transform(X) > 0).any(axis=0).all()
+
+
 def test_codes_loss_averages_the_cosine_over_samples_or_latents():
     from sklearn_sparsegap._training import cosine_loss
 
