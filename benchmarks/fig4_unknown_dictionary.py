@@ -92,14 +92,17 @@ def _methods(widths):
     return methods
 
 
-def ito_variants(settings):
-    """Label -> SAEPlusITO parameters of the refinements of the paper-setting SAE."""
-    adam = {"ito_algorithm": "adam", "ito_max_iter": settings["ito_iter"], "tol": 0.0}
+def ito_variants(settings, alpha):
+    """Label -> SAEPlusITO parameters of the refinements of the paper-setting SAE; its
+    ``alpha`` (the paper's L1) is the ITO's, as in the authors' code."""
+    adam = {"ito_algorithm": "adam", "ito_max_iter": settings["ito_iter"], "tol": 0.0,
+            "ito_alpha": alpha}  # fmt: skip
     return {
         "SAE+ITO adam, zero init (authors')": {**adam, "init": "zeros"},
         "SAE+ITO adam, SAE init": {**adam, "init": "encoder"},
         "SAE+ITO fista, SAE init": {
             "ito_algorithm": "fista", "ito_max_iter": settings["fista_iter"], "init": "encoder",
+            "ito_alpha": alpha,
         },
     }  # fmt: skip
 
@@ -137,7 +140,7 @@ def curve_job(label, method, flavour, params, seed, settings, distribution="half
     total = settings["steps"]
     if method == "sparse-coding" and flavour == "library":
         total = min(total, FISTA_CODER_MAX_ITER)
-    variants = ito_variants(settings) if label == SAE_LABEL else {}
+    variants = ito_variants(settings, estimator.alpha) if label == SAE_LABEL else {}
 
     refinements = {
         name: (lambda fitted, t, p=p: refine(fitted, t, p)) for name, p in variants.items()
