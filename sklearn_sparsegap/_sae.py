@@ -286,14 +286,18 @@ class _BaseAutoencoder(BaseSparseEstimator):
             if dictionary is not None:
                 atoms = to_tensor(dictionary, device=device, dtype=dtype)
             else:
-                atoms = torch.randn(n_components, n_features, generator=generator, dtype=dtype)
-                atoms = atoms.to(device)
+                # Drawn in float64 whatever the dtype: a float32 fit then starts where the
+                # float64 fit of the same random_state does.
+                atoms = torch.randn(
+                    n_components, n_features, generator=generator, dtype=torch.float64
+                )
+                atoms = atoms.to(device=device, dtype=dtype)
                 renormalize_atoms(atoms)
             module.components.copy_(atoms)
             for weight, bias in zip(module.weights, module.biases):
                 bound = weight.shape[1] ** -0.5
-                draw = torch.rand(weight.shape, generator=generator, dtype=dtype)
-                weight.copy_(((2 * draw - 1) * bound).to(device))
+                draw = torch.rand(weight.shape, generator=generator, dtype=torch.float64)
+                weight.copy_(((2 * draw - 1) * bound).to(device=device, dtype=dtype))
                 bias.zero_()
             if self.fit_intercept and self.target == "reconstruction":
                 module.intercept.copy_(X.mean(dim=0))
