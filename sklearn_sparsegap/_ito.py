@@ -56,8 +56,12 @@ class SAEPlusITO(BaseSparseEstimator):
         codes, but inference on a frozen dictionary recovers them best with a weak one
         (known dictionary, paper's task, 5 seeds: latent MCC 0.936 at the encoder's
         0.2, 0.989 at 0.005; scikit-learn's lasso at alpha 0.01 on the true
-        dictionary: 0.987). Pass the encoder's ``alpha`` to measure the gap on the
-        encoder's own training objective.
+        dictionary: 0.987). The price is density where the dictionary is imperfect:
+        with an SAE's learned dictionary on that task the refined codes have 7.3 active
+        latents per sample at the default, 4.9 at ``ito_alpha=0.05`` and 2.8 at the
+        encoder's alpha (true: 3), for latent MCC 0.871, 0.864 and 0.824; raise
+        ``ito_alpha`` when sparsity matters more than recovery. Pass the encoder's
+        ``alpha`` to measure the gap on the encoder's own training objective.
     refit_intercept : bool, default=True
         Re-estimate the decoder bias for the refined codes: ``fit`` solves, on the
         training data, the lasso at ``ito_alpha`` with one shared unpenalised intercept

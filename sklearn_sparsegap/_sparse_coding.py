@@ -121,8 +121,11 @@ class GradientSparseCoder(BaseSparseEstimator):
         learned dictionary inference is more accurate with less shrinkage: on the
         paper's task (50 seeds, dictionaries learned at ``alpha=0.03``) the test
         latent MCC is 0.982 at ``alpha``, 0.985 at ``alpha / 2``, 0.987 at
-        ``alpha / 3`` and 0.988 from ``alpha / 7.5`` to ``alpha / 15``. The value
-        used is ``transform_alpha_``.
+        ``alpha / 3`` and 0.988 from ``alpha / 7.5`` to ``alpha / 15``. The price is
+        density: 6.0 active latents per sample at ``alpha / 10`` against 4.2 at
+        ``alpha`` (true: 3; 5 seeds, MCC 0.987 against 0.978); set it to ``alpha`` or
+        above when sparsity matters more than recovery. The value used is
+        ``transform_alpha_``.
     dictionary : array-like of shape (n_components, n_features), default=None
         A known dictionary: ``fit`` only stores it (``components_`` equals it) and
         ``transform`` is pure sparse inference.
