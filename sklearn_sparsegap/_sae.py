@@ -318,9 +318,9 @@ class _BaseAutoencoder(BaseSparseEstimator):
         ``target``, the pre-activations it should start with.
 
         From PyTorch's random start a quarter of an MLP's ReLU latents never fire on the
-        paper's task and never get a gradient (known dictionary: MCC 0.70 +- 0.12, 5
-        seeds); starting where the SAE starts keeps every latent alive (0.91 +- 0.01;
-        unknown dictionary 0.63 -> 0.82). On known codes a linear encoder starts at the
+        paper's task and never get a gradient (known dictionary, 5 seeds, learning rate
+        1e-3: MCC 0.70 +- 0.12); starting where the SAE starts keeps every latent alive
+        (0.91 +- 0.01; unknown dictionary 0.63 -> 0.82). On known codes a linear encoder starts at the
         regression onto the codes (from a random start one seed in three stalled at
         0.65). ``ridge`` is relative to the mean squared (centred) input of the layer;
         the bias is not penalised. At most ``_MAX_INIT_ROWS`` evenly spaced rows are used.
@@ -696,6 +696,12 @@ class MLPEncoder(_BaseAutoencoder):
     ``hidden_layer_sizes`` ReLU layers then a linear layer to the latents. The paper shows
     a wider encoder narrows the amortisation gap at a higher compute cost.
 
+    The default learning rate, 3e-3, was measured against 1e-3 on the paper's task (10
+    data seeds, float32): unknown dictionary latent / dictionary MCC 0.875 / 0.978
+    against 0.811 / 0.944, known dictionary 0.916 against 0.909; known codes about
+    equal (H=256: 0.840 against 0.835; H=1024 with ``codes_loss="latent"``, 5 seeds:
+    0.954 against 0.938).
+
     Parameters
     ----------
     n_components : int, default=None
@@ -704,7 +710,7 @@ class MLPEncoder(_BaseAutoencoder):
     hidden_layer_sizes : tuple of int, default=(256,)
         Widths of the hidden layers.
 """
-        + _COMMON_PARAMETERS.format(alpha=0.2, max_iter=2000, learning_rate=0.001, tol=0.0)
+        + _COMMON_PARAMETERS.format(alpha=0.2, max_iter=2000, learning_rate=0.003, tol=0.0)
         + """
     Attributes
     ----------"""
@@ -744,7 +750,7 @@ class MLPEncoder(_BaseAutoencoder):
         fit_intercept=True,
         max_iter=2000,
         batch_size=None,
-        learning_rate=1e-3,
+        learning_rate=3e-3,
         tol=0.0,
         resample_dead_every=None,
         warm_start=False,
