@@ -305,30 +305,31 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 if len(module.weights) == 1:
                     module.weights[0].copy_(module.components)
                 else:
-                    centred = X - module.intercept if self.fit_intercept else X
-                    self._fit_output_layer(
-                        module, X, to_numpy(centred @ module.components.T), _MLP_INIT_RIDGE
-                    )
+                    self._fit_output_layer(module, X, None, _MLP_INIT_RIDGE)
             elif len(module.weights) == 1:
                 self._fit_output_layer(module, X, target_codes, ridge=0.0)
             module.log_threshold.fill_(np.log(_JUMPRELU_INIT_THRESHOLD))
 
     def _fit_output_layer(self, module, X, target, ridge):
         """Set the last encoder layer to the (ridge) regression of its inputs onto
-        ``target``, the pre-activations it should start with.
+        ``target``, the pre-activations it should start with; None means the SAE's
+        starting pre-activations ``(x - b) D^T``.
 
         From PyTorch's random start a quarter of an MLP's ReLU latents never fire on the
         paper's task and never get a gradient (known dictionary, 5 seeds, learning rate
         1e-3: MCC 0.70 +- 0.12); starting where the SAE starts keeps every latent alive
-        (0.91 +- 0.01; unknown dictionary 0.63 -> 0.82). On known codes a linear encoder starts at the
-        regression onto the codes (from a random start one seed in three stalled at
-        0.65). ``ridge`` is relative to the mean squared (centred) input of the layer;
+        (0.91 +- 0.01; unknown dictionary 0.63 -> 0.82). On known codes a linear encoder
+        starts at the regression onto the codes (from a random start one seed in three
+        stalled at 0.65). ``ridge`` is relative to the mean squared (centred) input of the layer;
         the bias is not penalised. At most ``_MAX_INIT_ROWS`` evenly spaced rows are used.
         """
         if len(X) > _MAX_INIT_ROWS:
             rows = np.linspace(0, len(X) - 1, _MAX_INIT_ROWS).astype(np.intp)
-            X, target = X[torch.as_tensor(rows, device=X.device)], target[rows]
+            X = X[torch.as_tensor(rows, device=X.device)]
+            target = None if target is None else target[rows]
         hidden = X - module.intercept if self.fit_intercept else X
+        if target is None:
+            target = to_numpy(hidden @ module.components.T)
         for weight, bias in zip(module.weights[:-1], module.biases[:-1]):
             hidden = torch.relu(torch.addmm(bias, hidden, weight.T))
         design = to_numpy(hidden).astype(np.float64)

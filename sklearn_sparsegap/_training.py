@@ -101,8 +101,7 @@ class _Log:
         self.active = None
         self.n_steps = 0
 
-    def add(self, stats, codes):
-        active = active_latents(codes)
+    def add(self, stats, active):
         if self.sums is None:
             self.sums, self.active = stats.clone(), active
         else:
@@ -235,10 +234,11 @@ def train(
                     renormalize_atoms(atoms)
                 flops += step_flops(n_samples if indices is None else indices.numel())
                 step += 1
-                if stats is not None:
-                    log.add(stats, codes.detach())
-                if resample is not None:
+                if stats is not None or resample is not None:
                     active = active_latents(codes.detach())
+                if stats is not None:
+                    log.add(stats, active)
+                if resample is not None:
                     fired = active if fired is None else fired | active
                     if step % resample_every == 0:
                         if not bool(fired.all()):
