@@ -41,7 +41,8 @@ def _reference_abs_corr(a, b):
             x, y = a[:, i] - a[:, i].mean(), b[:, j] - b[:, j].mean()
             if x @ x <= 1e-12 * (a[:, i] @ a[:, i]) or y @ y <= 1e-12 * (b[:, j] @ b[:, j]):
                 continue
-            corr[i, j] = abs(x @ y) / np.sqrt((x @ x) * (y @ y))
+            # Norms taken separately: their product underflows for tiny columns.
+            corr[i, j] = abs(x @ y) / (np.sqrt(x @ x) * np.sqrt(y @ y))
     return corr
 
 
