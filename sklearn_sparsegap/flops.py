@@ -35,12 +35,16 @@ def _encoder_forward_flops(layer_sizes):
     return sum(2 * a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:]))
 
 
-def encoder_inference_flops(n_features, n_components, n_samples, *, hidden_layer_sizes=()):
+def encoder_inference_flops(
+    n_features, n_components, n_samples, *, hidden_layer_sizes=(), rescale=False
+):
     """FLOPs of one amortised forward pass (encode then decode) over ``n_samples``.
 
     Appendix I.2 (SAE): ``(4*M*N + N) * n_samples``: the encoder matmul ``2MN``, its
     activation ``N`` and the decoder matmul ``2NM``. For an MLP encoder each layer adds
-    ``2 * d_in * d_out + d_out`` (Appendix I.3).
+    ``2 * d_in * d_out + d_out`` (Appendix I.3). ``rescale`` adds the per-sample
+    least-squares scale of known-codes encoders (``rescale_codes``): two length-``M`` dot
+    products on the decoded sample and ``N`` multiplications, ``4M + N``.
 
     Parameters
     ----------
@@ -52,6 +56,8 @@ def encoder_inference_flops(n_features, n_components, n_samples, *, hidden_layer
         Number of samples encoded.
     hidden_layer_sizes : tuple of int, default=()
         Hidden widths of an MLP encoder; empty for the SAE.
+    rescale : bool, default=False
+        Whether the codes are rescaled per sample.
 
     Returns
     -------
@@ -63,10 +69,14 @@ def encoder_inference_flops(n_features, n_components, n_samples, *, hidden_layer
     >>> from sklearn_sparsegap.flops import encoder_inference_flops
     >>> encoder_inference_flops(8, 16, 1)
     528
+    >>> encoder_inference_flops(8, 16, 1, rescale=True)
+    576
     """
     _check_count(n_samples, "n_samples")
     sizes = _layer_sizes(n_features, n_components, hidden_layer_sizes)
     per_sample = _encoder_forward_flops(sizes) + 2 * sizes[-1] * sizes[0]
+    if rescale:
+        per_sample += 4 * sizes[0] + sizes[-1]
     return per_sample * n_samples
 
 

@@ -224,6 +224,15 @@ def test_partial_fit_continues_from_the_current_state(data):
     assert 0 < np.abs(est.components_ - before).max() < 0.1
 
 
+def test_known_codes_mlp_starts_at_the_ridge_regression_with_no_dead_latent(data):
+    # From a random start an MLP's latent could die for good on known codes.
+    X, _, codes = data
+    est = MLPEncoder(target="codes", max_iter=1, learning_rate=1e-12, random_state=0,
+                     device="cpu").fit(X, codes)  # fmt: skip
+    assert (est.transform(X) > 0).any(axis=0).all()
+    assert mean_corr_coef(codes, est.transform(X)) > 0.8
+
+
 def test_known_codes_linear_encoder_starts_at_the_regression_with_no_dead_latent(data):
     X, _, codes = data
     est = SAEEncoder(target="codes", max_iter=1, learning_rate=1e-12, device="cpu",
@@ -269,16 +278,44 @@ def test_codes_loss_averages_the_cosine_over_samples_or_latents():
     assert float(cosine_loss(pred, true, over="latent")) == pytest.approx(1 - (col0 + col1) / 2)
 
 
-def test_per_latent_codes_loss_recovers_codes_better(data):
-    # The per-latent cosine is the authors' code's loss and is closer to the latent MCC.
-    X, _, codes = data
+@pytest.mark.parametrize("cls", ENCODERS)
+def test_known_codes_are_rescaled_to_the_data(cls, data):
+    # The per-sample cosine leaves each sample's scale free; transform sets it by least
+    # squares through components_ (the least-squares dictionary of X on the codes).
+    X, dictionary, codes = data
     train, test = slice(0, 768), slice(768, None)
-    scores = {}
-    for loss in ("sample", "latent"):
-        est = SAEEncoder(target="codes", codes_loss=loss, max_iter=500, random_state=0,
-                         device="cpu").fit(X[train], codes[train])  # fmt: skip
-        scores[loss] = mean_corr_coef(codes[test], est.transform(X[test]))
-    assert scores["latent"] > scores["sample"] + 0.005
+    est = _small(cls, target="codes", max_iter=200).fit(X[train], codes[train])
+    raw = clone(est).set_params(rescale_codes=False).fit(X[train], codes[train])
+    np.testing.assert_allclose(est.coefs_[-1], raw.coefs_[-1])
+    # The data are noise-free: the true codes reconstruct X through components_.
+    np.testing.assert_allclose(est.inverse_transform(codes), X, atol=1e-8)
+    assert dictionary_mcc(dictionary, est.components_) > 0.999
+    scaled, unscaled = est.transform(X[test]), raw.transform(X[test])
+    factors = (scaled * unscaled).sum(axis=1) / np.maximum((unscaled**2).sum(axis=1), 1e-300)
+    np.testing.assert_allclose(scaled, factors[:, None] * unscaled, atol=1e-10)
+    assert (factors >= 0).all()
+    # Each factor is the least-squares one: no other factor reconstructs better.
+    residual = X[test] - est.inverse_transform(scaled)
+    for nudge in (0.99, 1.01):
+        assert (residual**2).sum() < ((X[test] - est.inverse_transform(nudge * scaled)) ** 2).sum()
+    assert mean_corr_coef(codes[test], scaled) > mean_corr_coef(codes[test], unscaled) + 0.01
+    assert est.inference_flops(1) == raw.inference_flops(1) + 4 * 8 + 16
+
+
+def test_per_latent_codes_loss_is_not_rescaled(data):
+    # The per-latent cosine fixes each latent's scale across samples: its codes are the
+    # encoder's own output.
+    X, _, codes = data
+    est = _small(SAEEncoder, target="codes", codes_loss="latent", max_iter=50).fit(X, codes)
+    raw = clone(est).set_params(rescale_codes=False).fit(X, codes)
+    np.testing.assert_array_equal(est.transform(X), raw.transform(X))
+
+
+@pytest.mark.parametrize("target, expected", [("codes", 500), ("reconstruction", 2000)])
+def test_default_iterations_depend_on_the_target(target, expected, data):
+    X, _, codes = data
+    est = SAEEncoder(target=target, random_state=0, device="cpu").fit(X[:64], codes[:64])
+    assert est.max_iter is None and est.n_iter_ == expected
 
 
 @pytest.mark.parametrize("dictionary", [True, False])
@@ -389,6 +426,37 @@ def test_analytic_gradients_match_autograd(data):
         for param, grad in zip(params, expected):
             torch.testing.assert_close(param.grad, grad)
         torch.testing.assert_close(stats[0], loss.detach())
+
+
+def test_analytic_codes_loss_gradients_match_autograd(data):
+    X, _, codes = data
+    x, target = torch.tensor(X[:64]), torch.tensor(codes[:64])
+    from sklearn_sparsegap._modules import cosine_gradients
+    from sklearn_sparsegap._training import cosine_loss
+
+    zero_rows = zero_columns = 0
+    for sizes in ((8, 16), (8, 32, 16)):
+        for activation, k in (("relu", None), ("topk", 3)):
+            for over in ("sample", "latent"):
+                module = SparseAutoencoderModule(sizes, activation=activation, k=k).double()
+                with torch.no_grad():
+                    for param in module.parameters():
+                        param.normal_(generator=torch.Generator().manual_seed(1))
+                    # Some samples (rows) and latents (columns) with every code zero.
+                    module.biases[-1].sub_(4.0)
+                module.components.requires_grad_(False)
+                module.intercept.requires_grad_(False)
+                params = [p for p in module.parameters() if p.requires_grad]
+                predicted = module.encode(x)
+                zero_rows += int((predicted == 0).all(dim=1).sum())
+                zero_columns += int((predicted == 0).all(dim=0).sum())
+                loss = cosine_loss(predicted, target, over=over)
+                expected = torch.autograd.grad(loss, params)
+                _, analytic_loss = cosine_gradients(module, x, target, over)
+                for param, grad in zip(params, expected):
+                    torch.testing.assert_close(param.grad, grad)
+                torch.testing.assert_close(analytic_loss, loss.detach())
+    assert zero_rows > 0 and zero_columns > 0
 
 
 def test_resampler_points_dead_latents_at_poorly_reconstructed_samples(data):
