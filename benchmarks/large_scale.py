@@ -24,8 +24,8 @@ Paper text against the authors' code (protocol §10), and what this script follo
   * loss: the code's column-wise cosine; ours is the per-sample 1 - cos(f(x), s*)
     the paper writes (see ``_bench.methods``);
   * initialisation: the library starts a known-codes encoder's output layer at the
-    least-squares regression onto the codes; the authors' start at PyTorch's random
-    init (so our curves start higher);
+    regression onto the codes (least squares for the SAE, ridge for MLPs); the authors'
+    start at PyTorch's random init (so our curves start higher);
   * the number of runs is not recorded: the paper profile uses 5 seeds, as Fig. 2.
 The paper's reference (no result file was committed): crossover at about 3e14 FLOPs.
 
@@ -40,8 +40,8 @@ Profiles:
   * paper: 500k train / 500k test, 100 epochs (12 checkpoints), H in {256, 512, 1024},
     5 seeds. Needs a GPU (``device="auto"``) and about 24 GB of RAM: the 1M x 1000 true
     codes are dense float64 (8 GB) before the split.
-Every checkpoint also pays the library's known-codes dictionary fit (``fit`` ends with an
-SVD least-squares of X on the (n_train, N) training codes, for ``inverse_transform``):
+Every checkpoint also pays the library's known-codes dictionary fit (``fit`` ends with a
+least-squares fit of X on the (n_train, N) training codes, for ``inverse_transform``):
 at N=1000 about 2 s per checkpoint on 20k samples on 2 idle cores (as long as an SAE
 epoch; far longer on a loaded machine), and 25 times more per checkpoint on 500k. The
 "train MCC" column is the same metric on as many training samples as test samples
@@ -83,7 +83,7 @@ PAPER_EPOCH_FLOPS = {"SAE": 1.0e12, "MLP H=1024": 4.1e12}
 
 
 def _methods(widths):
-    methods = {"SAE": ("sae", "paper", {}), "SAE (library lr)": ("sae", "library", {})}
+    methods = {"SAE": ("sae", "paper", {}), "SAE (library)": ("sae", "library", {})}
     for width in widths:
         methods[f"MLP H={width}"] = ("mlp", "paper", {"hidden_layer_sizes": (width,)})
     return methods

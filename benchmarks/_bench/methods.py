@@ -4,10 +4,12 @@
              0.01 (``alpha = paper_l1_to_alpha(0.01, M, N)``), Adam at 1e-3, no biases,
              exp-parametrised Adam sparse coding and ITO. What differs from their code
              (and stays different): our encoders start as the decoder's transpose instead
-             of a random matrix (on known codes, a linear encoder starts at the
-             least-squares regression onto the codes), known-codes training uses the per-sample cosine loss the
-             paper writes (their code uses a column-wise cosine), and Adam on our
-             per-sample objective equals theirs up to Adam's epsilon.
+             of a random matrix (on known codes, the output layer starts at the
+             regression onto the codes: least squares for a linear encoder, ridge for
+             an MLP), known-codes training uses the per-sample cosine loss the paper
+             writes (their code uses a column-wise cosine) and returns the encoder's
+             output unscaled (``rescale_codes=False``), and Adam on our per-sample
+             objective equals theirs up to Adam's epsilon.
 ``"library"`` the estimators' own defaults (chosen in issues 3 and 4 by measured quality).
 
 ``build(method, task, ...)`` returns an unfitted estimator; ``steps`` sets the training
@@ -124,6 +126,8 @@ def build(
                 # The authors' known-codes encoder is nn.Linear with its default bias.
                 fit_intercept=scenario == "known-codes",
             )
+            if scenario == "known-codes":
+                estimator_params["rescale_codes"] = False
         cls = MLPEncoder if method == "mlp" else SAEEncoder
         return cls(**{**estimator_params, **params})
 
