@@ -36,8 +36,8 @@ ANCHORS = {
     ("known-dictionary", "MLP H=256"): "authors 0.82",
     ("known-codes", "SAE"): "authors 0.862",
     ("known-codes", "MLP H=1024"): "authors 0.950",
-    ("known-codes", "SAE, unscaled"): "authors 0.862 (per-latent loss)",
-    ("known-codes", "MLP H=1024, unscaled"): "authors 0.950 (per-latent loss)",
+    ("known-codes", "SAE, unscaled"): "authors 0.862 (with their per-latent loss)",
+    ("known-codes", "MLP H=1024, unscaled"): "authors 0.950 (with their per-latent loss)",
     ("known-codes", "SAE, per-latent loss"): "authors 0.862 (per-latent loss)",
     ("known-codes", "MLP H=1024, per-latent loss"): "authors 0.950 (per-latent loss)",
 }
