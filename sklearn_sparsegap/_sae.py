@@ -56,6 +56,32 @@ _MAX_ITER = 2000
 _MAX_ITER_CODES = 500
 
 
+def _least_squares_dictionary(X, codes):
+    """The dictionary ``D`` minimising ``||X - codes @ D||``, in the dtype of ``X``.
+
+    Solved through the normal equations (Cholesky), several times faster than an SVD at
+    large sizes; a rank-deficient code matrix falls back to ``lstsq``.
+    """
+    codes = np.asarray(codes, dtype=np.float64)
+    try:
+        solution = scipy.linalg.solve(
+            codes.T @ codes, codes.T @ X, assume_a="pos", check_finite=False
+        )
+    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+        solution, *_ = np.linalg.lstsq(codes, X, rcond=None)
+    return solution.astype(X.dtype)
+
+
+def _rescale_to_data(codes, centred, components):
+    """Each row of ``codes`` times the non-negative factor that best reconstructs the
+    same row of ``centred`` through ``components`` (least squares)."""
+    reconstruction = codes @ components
+    scale = (reconstruction * centred).sum(dim=1) / reconstruction.square().sum(
+        dim=1
+    ).clamp_min(torch.finfo(codes.dtype).tiny)
+    return codes * scale.clamp_min(0).unsqueeze(1)
+
+
 class _BaseAutoencoder(BaseSparseEstimator):
     """Shared implementation of the amortised encoders."""
 
@@ -166,6 +192,13 @@ class _BaseAutoencoder(BaseSparseEstimator):
             self._load_module(module)
             self.history_ = {key: list(values) for key, values in self.history_.items()}
 
+        if self.target == "codes" and (first or self.warm_start):
+            # No decoder is trained on known codes: the least-squares dictionary of X on
+            # the codes serves inverse_transform, the rescaling and the logged mse.
+            with torch.no_grad():
+                module.components.copy_(
+                    to_tensor(_least_squares_dictionary(X, target_codes), device=device, dtype=dtype)
+                )
         learn_dictionary = dictionary is None and self.target == "reconstruction"
         module.components.requires_grad_(learn_dictionary)
         if self.target == "codes":
@@ -218,8 +251,6 @@ class _BaseAutoencoder(BaseSparseEstimator):
         self.history_ = history_arrays(self.history_)
         self._warn_if_every_code_is_zero()
         self._store_module(module)
-        if self.target == "codes" and (first or self.warm_start):
-            self._fit_dictionary_from_codes(X, target_codes)
         self._optimizer_state = state_to_numpy(optimizer.state_dict())
         self.device_ = str(device)
         return self
@@ -380,6 +411,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
         alpha = self.alpha
         analytic = self.activation in ("relu", "topk")
         jumprelu = self.activation == "jumprelu"
+        rescale = self._rescales()
         params = [p for p in module.parameters() if p.requires_grad]
 
         def compute_gradients(indices, with_stats):
@@ -399,6 +431,10 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 if not with_stats:
                     return codes, None
                 with torch.no_grad():
+                    if rescale:  # log what transform would return
+                        codes = _rescale_to_data(
+                            codes, batch - module.intercept, module.components
+                        )
                     residual = batch - module.decode(codes)
                     return codes, batch_statistics(loss.detach(), residual, codes)
             for param in params:
@@ -417,23 +453,6 @@ class _BaseAutoencoder(BaseSparseEstimator):
             return codes, batch_statistics(loss, residual, codes)
 
         return compute_gradients
-
-    def _fit_dictionary_from_codes(self, X, codes):
-        """With known codes there is no decoder to train: store the least-squares
-        dictionary of ``X`` on the true codes (unit-norm atoms) for inverse_transform.
-
-        Solved through the normal equations (Cholesky), several times faster than an
-        SVD at large sizes; a rank-deficient code matrix falls back to ``lstsq``.
-        """
-        codes = np.asarray(codes, dtype=np.float64)
-        try:
-            solution = scipy.linalg.solve(
-                codes.T @ codes, codes.T @ X, assume_a="pos", check_finite=False
-            )
-        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
-            solution, *_ = np.linalg.lstsq(codes, X, rcond=None)
-        self.components_ = solution.astype(X.dtype)
-        self.intercept_ = np.zeros(X.shape[1], dtype=X.dtype)
 
     # ------------------------------------------------------------- fitted state
     def _store_module(self, module):
@@ -470,24 +489,15 @@ class _BaseAutoencoder(BaseSparseEstimator):
         return module
 
     def _encode(self, X):
-        codes = self._module(X.dtype, X.device).encode(X)
+        module = self._module(X.dtype, X.device)
+        codes = module.encode(X)
         if self._rescales():
-            codes = self._rescale(codes, X)
+            # The cosine loss leaves each sample's scale free: take it from the data.
+            codes = _rescale_to_data(codes, X - module.intercept, module.components)
         return codes
 
     def _rescales(self):
         return self.target == "codes" and self.codes_loss == "sample" and self.rescale_codes
-
-    def _rescale(self, codes, X):
-        """Each sample's codes times the non-negative factor that best reconstructs it
-        through ``components_`` (least squares): the cosine loss leaves that factor free."""
-        components = to_tensor(self.components_, device=X.device, dtype=X.dtype)
-        centred = X - to_tensor(self.intercept_, device=X.device, dtype=X.dtype)
-        reconstruction = codes @ components
-        scale = (reconstruction * centred).sum(dim=1) / reconstruction.square().sum(dim=1).clamp_min(
-            torch.finfo(X.dtype).tiny
-        )
-        return codes * scale.clamp_min(0).unsqueeze(1)
 
     def inference_flops(self, n_samples):
         """FLOPs of encoding and decoding ``n_samples`` (Appendix I.2-I.3).
@@ -596,7 +606,9 @@ _COMMON_PARAMETERS = """
         ``inverse_transform(transform(X))`` approximates ``X``. On the paper's task
         (5 seeds, float32, default iterations) this raises the latent MCC of the SAE
         from 0.852 to 0.890 and of the MLP with H=1024 from 0.946 to 0.964; the
-        per-latent loss, whose scale is fixed per latent, gives 0.872 and 0.959. False returns the encoder's own output
+        per-latent loss gives 0.872 and 0.959 (it leaves one factor per latent free,
+        shared by all samples, which a per-sample factor cannot undo: its codes are
+        returned as the encoder gives them). False returns the encoder's own output
         (the paper's setting).
     fit_intercept : bool, default=True
         Learn a decoder bias, subtracted before encoding (Bricken et al. 2023), and

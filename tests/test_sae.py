@@ -299,12 +299,16 @@ def test_known_codes_are_rescaled_to_the_data(cls, data):
     for nudge in (0.99, 1.01):
         assert (residual**2).sum() < ((X[test] - est.inverse_transform(nudge * scaled)) ** 2).sum()
     assert mean_corr_coef(codes[test], scaled) > mean_corr_coef(codes[test], unscaled) + 0.01
+    # The logged mse is that of the codes transform returns (at the last step).
+    for model in (est, raw):
+        error = np.mean((X[train] - model.inverse_transform(model.transform(X[train]))) ** 2)
+        assert model.history_["mse"][-1] == pytest.approx(error, rel=0.05)
     assert est.inference_flops(1) == raw.inference_flops(1) + 4 * 8 + 16
 
 
 def test_per_latent_codes_loss_is_not_rescaled(data):
-    # The per-latent cosine fixes each latent's scale across samples: its codes are the
-    # encoder's own output.
+    # The per-latent cosine leaves one factor per latent free, shared by all samples: a
+    # per-sample factor cannot undo it, so its codes are the encoder's own output.
     X, _, codes = data
     est = _small(SAEEncoder, target="codes", codes_loss="latent", max_iter=50).fit(X, codes)
     raw = clone(est).set_params(rescale_codes=False).fit(X, codes)
