@@ -56,20 +56,57 @@ _MAX_ITER = 2000
 _MAX_ITER_CODES = 500
 
 
-def _least_squares_dictionary(X, codes):
-    """The dictionary ``D`` minimising ``||X - codes @ D||``, in the dtype of ``X``.
-
-    Solved through the normal equations (Cholesky), several times faster than an SVD at
-    large sizes; a rank-deficient code matrix falls back to ``lstsq``.
-    """
+def _merge_moments(moments, codes, X):
+    """Running means and centred cross-products of ``(codes, X)`` over every chunk seen:
+    ``moments`` (None for the first chunk) merged with this chunk by the pairwise update
+    of Chan, Golub & LeVeque (1979), in float64."""
     codes = np.asarray(codes, dtype=np.float64)
-    try:
-        solution = scipy.linalg.solve(
-            codes.T @ codes, codes.T @ X, assume_a="pos", check_finite=False
-        )
-    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
-        solution, *_ = np.linalg.lstsq(codes, X, rcond=None)
-    return solution.astype(X.dtype)
+    X = np.asarray(X, dtype=np.float64)
+    mean_codes, mean_X = codes.mean(axis=0), X.mean(axis=0)
+    centred = codes - mean_codes
+    chunk = {
+        "n": len(X),
+        "mean_codes": mean_codes,
+        "mean_X": mean_X,
+        "codes_codes": centred.T @ centred,
+        "codes_X": centred.T @ (X - mean_X),
+    }
+    if moments is None:
+        return chunk
+    n = moments["n"] + chunk["n"]
+    shift_codes = mean_codes - moments["mean_codes"]
+    shift_X = mean_X - moments["mean_X"]
+    weight = moments["n"] * chunk["n"] / n
+    return {
+        "n": n,
+        "mean_codes": moments["mean_codes"] + shift_codes * chunk["n"] / n,
+        "mean_X": moments["mean_X"] + shift_X * chunk["n"] / n,
+        "codes_codes": moments["codes_codes"] + chunk["codes_codes"]
+        + weight * np.outer(shift_codes, shift_codes),
+        "codes_X": moments["codes_X"] + chunk["codes_X"] + weight * np.outer(shift_codes, shift_X),
+    }
+
+
+def _least_squares_decoder(moments, fit_intercept, dictionary=None):
+    """The dictionary ``D`` and bias ``b`` minimising ``||X - codes @ D - b||`` over the
+    rows summarised by ``moments`` (``b = 0`` without ``fit_intercept``; a given
+    ``dictionary`` is kept and only ``b`` is fitted).
+
+    Solved through the normal equations (Cholesky); a rank-deficient code matrix (a
+    latent never active) falls back to the minimum-norm solution.
+    """
+    n, mean_codes, mean_X = moments["n"], moments["mean_codes"], moments["mean_X"]
+    gram, cross = moments["codes_codes"], moments["codes_X"]
+    if not fit_intercept:
+        gram = gram + n * np.outer(mean_codes, mean_codes)
+        cross = cross + n * np.outer(mean_codes, mean_X)
+    if dictionary is None:
+        try:
+            dictionary = scipy.linalg.solve(gram, cross, assume_a="pos", check_finite=False)
+        except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
+            dictionary, *_ = np.linalg.lstsq(gram, cross, rcond=None)
+    intercept = mean_X - mean_codes @ dictionary if fit_intercept else np.zeros_like(mean_X)
+    return dictionary, intercept
 
 
 def _rescale_to_data(codes, centred, components):
@@ -142,7 +179,9 @@ class _BaseAutoencoder(BaseSparseEstimator):
 
         One pass is one step on the whole of ``X`` when ``batch_size`` is None, else one
         epoch of shuffled minibatches. Call it on successive chunks of data that does not
-        fit in memory (e.g. slices of an ``np.memmap``).
+        fit in memory (e.g. slices of an ``np.memmap``). With ``target="codes"`` the
+        least-squares decoder is fitted on all the chunks seen so far (running means
+        and cross-products, not the chunks themselves, are kept).
 
         Parameters
         ----------
@@ -156,9 +195,15 @@ class _BaseAutoencoder(BaseSparseEstimator):
         self : object
             The updated estimator.
         """
-        return self._fit(X, y, max_iter=1, first=not hasattr(self, "components_"))
+        return self._fit(X, y, max_iter=1, first=not hasattr(self, "components_"), chunk=True)
 
-    def _fit(self, X, y, *, max_iter, first):
+    def _fit(self, X, y, *, max_iter, first, chunk=False):
+        if not first and self.target != self._trained_target:
+            raise ValueError(
+                f"target={self.target!r} but the estimator was trained with "
+                f"target={self._trained_target!r}; warm_start and partial_fit continue "
+                "that training: fit with warm_start=False to change target."
+            )
         X = self._validate_X(X, reset=first)
         if not first:
             X = X.astype(self.components_.dtype, copy=False)
@@ -168,6 +213,14 @@ class _BaseAutoencoder(BaseSparseEstimator):
         if self.dictionary is not None:
             dictionary = check_dictionary(self.dictionary, n_features=n_features)
         n_components = self._check_n_components(n_features, dictionary, target_codes)
+        decoder = None
+        if self.target == "codes":
+            # No decoder is trained on known codes: the least-squares decoder of X on the
+            # codes (over every partial_fit chunk so far) serves inverse_transform, the
+            # rescaling and the logged mse.
+            previous = self._code_moments if chunk and not first else None
+            self._code_moments = _merge_moments(previous, target_codes, X)
+            decoder = _least_squares_decoder(self._code_moments, self.fit_intercept, dictionary)
 
         device = self._resolved_device()
         dtype = torch_dtype(X.dtype)
@@ -180,7 +233,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
         X_tensor = to_tensor(X, device=device, dtype=dtype)
         if first:
             self._initialise(
-                module, X_tensor, dictionary, make_generator(self.random_state), target_codes
+                module, X_tensor, dictionary, make_generator(self.random_state), target_codes,
+                decoder,
             )
             self.history_, self.training_flops_, self._n_steps = (
                 {key: [] for key in HISTORY_KEYS},
@@ -191,14 +245,9 @@ class _BaseAutoencoder(BaseSparseEstimator):
         else:
             self._load_module(module)
             self.history_ = {key: list(values) for key, values in self.history_.items()}
-
-        if self.target == "codes" and (first or self.warm_start):
-            # No decoder is trained on known codes: the least-squares dictionary of X on
-            # the codes serves inverse_transform, the rescaling and the logged mse.
-            with torch.no_grad():
-                module.components.copy_(
-                    to_tensor(_least_squares_dictionary(X, target_codes), device=device, dtype=dtype)
-                )
+            if decoder is not None:
+                self._set_decoder(module, decoder)
+        self._trained_target = self.target
         learn_dictionary = dictionary is None and self.target == "reconstruction"
         module.components.requires_grad_(learn_dictionary)
         if self.target == "codes":
@@ -303,6 +352,12 @@ class _BaseAutoencoder(BaseSparseEstimator):
                     f"dictionary has {dictionary.shape[0]} rows (atoms) but "
                     f"n_components={self.n_components}."
                 )
+            if target_codes is not None and target_codes.shape[1] != dictionary.shape[0]:
+                raise ValueError(
+                    f"y has {target_codes.shape[1]} columns but dictionary has "
+                    f"{dictionary.shape[0]} rows (atoms); with target='codes', y must have "
+                    "one column per atom."
+                )
             n_components = dictionary.shape[0]
         elif target_codes is not None:
             n_components = target_codes.shape[1]
@@ -319,7 +374,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 )
         return n_components
 
-    def _initialise(self, module, X, dictionary, generator, target_codes=None):
+    def _initialise(self, module, X, dictionary, generator, target_codes=None, decoder=None):
         """Random unit-norm atoms (or the given dictionary); the SAE encoder starts as
         the decoder's transpose; an MLP's output layer starts at the ridge regression of
         its (random) hidden features onto those same pre-activations, ``(x - b) D^T``.
@@ -346,6 +401,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 bias.zero_()
             if self.fit_intercept and self.target == "reconstruction":
                 module.intercept.copy_(X.mean(dim=0))
+            if decoder is not None:
+                self._set_decoder(module, decoder)
             if self.target == "reconstruction":
                 if len(module.weights) == 1:
                     module.weights[0].copy_(module.components)
@@ -355,6 +412,14 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 ridge = 0.0 if len(module.weights) == 1 else _MLP_INIT_RIDGE
                 self._fit_output_layer(module, X, target_codes, ridge=ridge)
             module.log_threshold.fill_(np.log(_JUMPRELU_INIT_THRESHOLD))
+
+    @staticmethod
+    def _set_decoder(module, decoder):
+        """Copy a known-codes ``(dictionary, intercept)`` into ``module``."""
+        device, dtype = module.components.device, module.components.dtype
+        with torch.no_grad():
+            for parameter, value in zip((module.components, module.intercept), decoder):
+                parameter.copy_(to_tensor(value, device=device, dtype=dtype))
 
     def _fit_output_layer(self, module, X, target, ridge):
         """Set the last encoder layer to the (ridge) regression of its inputs onto
@@ -584,11 +649,13 @@ _COMMON_PARAMETERS = """
         Number of active latents for ``activation="topk"``.
     dictionary : array-like of shape (n_components, n_features), default=None
         A known dictionary. When given it is used as the decoder and held fixed
-        (``components_`` equals it); only the encoder is trained.
+        (``components_`` equals it); only the encoder is trained. With
+        ``target="codes"`` it is the decoder of the rescaling and of
+        ``inverse_transform``, and only the bias is fitted.
     target : {{"reconstruction", "codes"}}, default="reconstruction"
         ``"codes"`` trains the encoder alone on known codes passed as ``y`` with the loss
-        ``1 - cos(f(x), s*)`` (the paper's known-codes scenario); ``components_`` is then
-        the least-squares dictionary of ``X`` on those codes.
+        ``1 - cos(f(x), s*)`` (the paper's known-codes scenario); ``components_`` and
+        ``intercept_`` are then the least-squares decoder of ``X`` on those codes.
     codes_loss : {{"sample", "latent"}}, default="sample"
         How ``target="codes"`` averages the cosine: per sample, between each sample's
         predicted and true code vectors (the paper's formula), or per latent, between
@@ -613,7 +680,7 @@ _COMMON_PARAMETERS = """
     fit_intercept : bool, default=True
         Learn a decoder bias, subtracted before encoding (Bricken et al. 2023), and
         encoder biases. ``False`` reproduces the paper's bias-free models.
-    max_iter : int, default=None
+    max_iter : int or None, default=None
         Full-batch Adam steps when ``batch_size`` is None, else epochs. None means 2000,
         or 500 with ``target="codes"``: there the encoder's output layer starts at the
         (ridge) regression onto the codes, and training has converged by 500 steps on
@@ -649,11 +716,13 @@ _COMMON_PARAMETERS = """
 
 _COMMON_ATTRIBUTES = """
     components_ : ndarray of shape (n_components, n_features)
-        The decoder (dictionary), unit-norm rows. With ``target="codes"``, the
-        least-squares dictionary of ``X`` on the given codes, in their units, so that
-        ``inverse_transform(codes)`` approximates ``X``.
+        The decoder (dictionary): the given ``dictionary``, or learned with unit-norm
+        rows. With ``target="codes"`` and no ``dictionary``, the least-squares
+        dictionary of ``X`` on the given codes (over every ``partial_fit`` chunk), in
+        their units, so that ``inverse_transform(codes)`` approximates ``X``.
     intercept_ : ndarray of shape (n_features,)
-        The decoder bias (zeros when ``fit_intercept=False``).
+        The decoder bias (zeros when ``fit_intercept=False``); least squares, with
+        ``components_``, when ``target="codes"``.
     coefs_ : list of ndarray
         Encoder weights, ``coefs_[i]`` of shape (n_out, n_in) for layer ``i``.
     intercepts_ : list of ndarray
@@ -666,7 +735,9 @@ _COMMON_ATTRIBUTES = """
         Training log with keys ``step``, ``loss``, ``mse``, ``l1``, ``l0``,
         ``dead_fraction`` and ``flops`` (cumulative), one entry per logged step.
     training_flops_ : int
-        Training FLOPs so far (Appendix I), accumulated over ``fit``/``partial_fit``.
+        Training FLOPs so far (Appendix I), accumulated over ``fit``/``partial_fit``:
+        the gradient steps (the least-squares decoder of ``target="codes"`` is not
+        counted, as in the paper).
     device_ : str
         The device the model was trained on.
     n_features_in_ : int

@@ -306,6 +306,46 @@ def test_known_codes_are_rescaled_to_the_data(cls, data):
     assert est.inference_flops(1) == raw.inference_flops(1) + 4 * 8 + 16
 
 
+def test_known_codes_decoder_has_a_bias_and_sees_every_chunk():
+    # Data with an offset and noise: the least-squares decoder fits the offset as
+    # intercept_, and partial_fit fits it on every chunk seen, not on the first or last.
+    X, _, codes = make_sparse_dictionary_data(1024, noise_std=0.1, random_state=1)
+    X = X + 2.0
+    design = np.hstack([codes, np.ones((len(X), 1))])
+    solution = np.linalg.lstsq(design, X, rcond=None)[0]
+    whole = SAEEncoder(target="codes", max_iter=100, random_state=0, device="cpu").fit(X, codes)
+    chunked = SAEEncoder(target="codes", random_state=0, device="cpu")
+    for rows in np.array_split(np.arange(len(X)), 4):
+        chunked.partial_fit(X[rows], codes[rows])
+    for est in (whole, chunked):
+        np.testing.assert_allclose(est.components_, solution[:-1], atol=1e-8)
+        np.testing.assert_allclose(est.intercept_, solution[-1], atol=1e-8)
+    # Rescaling still helps when the data are not centred.
+    raw = clone(whole).set_params(rescale_codes=False).fit(X, codes)
+    assert mean_corr_coef(codes, whole.transform(X)) > mean_corr_coef(codes, raw.transform(X))
+
+
+def test_known_codes_keep_a_given_dictionary(data):
+    X, dictionary, codes = data
+    # The codes in the units of the given dictionary: only the bias (here 0) is fitted.
+    est = SAEEncoder(target="codes", dictionary=3 * dictionary, max_iter=20, device="cpu")
+    est.fit(X, codes / 3)
+    np.testing.assert_array_equal(est.components_, 3 * dictionary)
+    np.testing.assert_allclose(est.intercept_, 0, atol=1e-10)
+    np.testing.assert_allclose(est.inverse_transform(codes / 3), X, atol=1e-8)
+    with pytest.raises(ValueError, match="y has 5 columns but dictionary has 16 rows"):
+        est.fit(X, codes[:, :5])
+
+
+def test_warm_start_cannot_change_the_target(data):
+    X, _, codes = data
+    est = _small(SAEEncoder, max_iter=5, warm_start=True).fit(X)
+    with pytest.raises(ValueError, match="warm_start=False to change target"):
+        est.set_params(target="codes").fit(X, codes)
+    with pytest.raises(ValueError, match="warm_start=False to change target"):
+        est.partial_fit(X, codes)
+
+
 def test_per_latent_codes_loss_is_not_rescaled(data):
     # The per-latent cosine leaves one factor per latent free, shared by all samples: a
     # per-sample factor cannot undo it, so its codes are the encoder's own output.
@@ -439,27 +479,34 @@ def test_analytic_codes_loss_gradients_match_autograd(data):
     from sklearn_sparsegap._training import cosine_loss
 
     zero_rows = zero_columns = 0
-    for sizes in ((8, 16), (8, 32, 16)):
-        for activation, k in (("relu", None), ("topk", 3)):
-            for over in ("sample", "latent"):
-                module = SparseAutoencoderModule(sizes, activation=activation, k=k).double()
-                with torch.no_grad():
-                    for param in module.parameters():
-                        param.normal_(generator=torch.Generator().manual_seed(1))
-                    # Some samples (rows) and latents (columns) with every code zero.
-                    module.biases[-1].sub_(4.0)
-                module.components.requires_grad_(False)
-                module.intercept.requires_grad_(False)
-                params = [p for p in module.parameters() if p.requires_grad]
-                predicted = module.encode(x)
-                zero_rows += int((predicted == 0).all(dim=1).sum())
-                zero_columns += int((predicted == 0).all(dim=0).sum())
-                loss = cosine_loss(predicted, target, over=over)
-                expected = torch.autograd.grad(loss, params)
-                _, analytic_loss = cosine_gradients(module, x, target, over)
-                for param, grad in zip(params, expected):
-                    torch.testing.assert_close(param.grad, grad)
-                torch.testing.assert_close(analytic_loss, loss.detach())
+    configurations = [
+        (sizes, activation, k, over, fit_intercept)
+        for sizes in ((8, 16), (8, 32, 16))
+        for activation, k in (("relu", None), ("topk", 3))
+        for over in ("sample", "latent")
+        for fit_intercept in (True, False)
+    ]
+    for sizes, activation, k, over, fit_intercept in configurations:
+        module = SparseAutoencoderModule(
+            sizes, activation=activation, k=k, fit_intercept=fit_intercept
+        ).double()
+        with torch.no_grad():
+            for param in module.parameters():
+                param.normal_(generator=torch.Generator().manual_seed(1))
+            # Some samples (rows) and latents (columns) with every code zero.
+            module.biases[-1].sub_(4.0)
+        module.components.requires_grad_(False)
+        module.intercept.requires_grad_(False)
+        params = [p for p in module.parameters() if p.requires_grad]
+        predicted = module.encode(x)
+        zero_rows += int((predicted == 0).all(dim=1).sum())
+        zero_columns += int((predicted == 0).all(dim=0).sum())
+        loss = cosine_loss(predicted, target, over=over)
+        expected = torch.autograd.grad(loss, params)
+        _, analytic_loss = cosine_gradients(module, x, target, over)
+        for param, grad in zip(params, expected):
+            torch.testing.assert_close(param.grad, grad)
+        torch.testing.assert_close(analytic_loss, loss.detach())
     assert zero_rows > 0 and zero_columns > 0
 
 
