@@ -675,7 +675,8 @@ _COMMON_PARAMETERS = """
         from 0.852 to 0.890 and of the MLP with H=1024 from 0.946 to 0.964; the
         per-latent loss gives 0.872 and 0.959 (it leaves one factor per latent free,
         shared by all samples, which a per-sample factor cannot undo: its codes are
-        returned as the encoder gives them). False returns the encoder's own output
+        returned as the encoder gives them, and their reconstructions are off by those
+        factors). False returns the encoder's own output
         (the paper's setting).
     fit_intercept : bool, default=True
         Learn a decoder bias, subtracted before encoding (Bricken et al. 2023), and
