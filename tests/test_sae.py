@@ -587,6 +587,19 @@ def test_cuda_fit_stores_cpu_state_and_unpickles_for_cpu(data):
     assert est.__sklearn_tags__().non_deterministic
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_known_codes_rescale_like_cpu(data):
+    # The analytic cosine gradients and the per-sample rescaling on the GPU.
+    X, _, codes = data
+    est = MLPEncoder(target="codes", hidden_layer_sizes=(32,), max_iter=50, random_state=0,
+                     device="cuda").fit(X, codes)  # fmt: skip
+    assert est.device_.startswith("cuda")
+    on_cpu = clone(est).set_params(device="cpu").fit(X, codes)
+    np.testing.assert_allclose(est.transform(X), on_cpu.transform(X), atol=1e-5)
+    restored = pickle.loads(pickle.dumps(est)).set_params(device="cpu")
+    np.testing.assert_allclose(restored.transform(X), est.transform(X), atol=1e-5)
+
+
 def test_integer_input_is_computed_as_float32(data):
     X, _, _ = data
     est = SAEEncoder(max_iter=5, device="cpu").fit(np.round(X * 10).astype(np.int64))
