@@ -3,7 +3,7 @@
 Every ``{{summary:<experiment>}}`` marker in ``docs/results_template.md`` becomes that
 experiment's printed summary table, recomputed from ``docs/results/<experiment>/result.json``
 (so the tables in the docs are exactly what the run produced); ``{{times}}`` becomes the
-per-experiment wall times from ``docs/results/run_all.json``.
+per-experiment wall times recorded in each experiment's ``result.json`` (its latest run).
 
     python benchmarks/run_all.py --profile quick --out docs/results
     python benchmarks/report.py
@@ -30,18 +30,17 @@ def _summary(name, results):
 
 
 def _times(results):
-    path = results / "run_all.json"
-    rows = []
-    if path.exists():
-        stored = json.loads(path.read_text())
-        rows = [{"experiment": k, "seconds": v} for k, v in stored["seconds"].items()]
-        title = f"{stored['profile']} profile, one run: {stored['total_seconds'] / 60:.1f} min in all"
-    else:
-        for name in EXPERIMENTS:
-            file = results / name / "result.json"
-            if file.exists():
-                rows.append({"experiment": name, "seconds": json.loads(file.read_text())["seconds"]})
-        title = f"sum of separate runs: {sum(r['seconds'] for r in rows) / 60:.1f} min"
+    """Each experiment's wall time from its own ``result.json`` (its latest run, whether
+    from ``run_all.py`` or re-run alone)."""
+    rows, profiles = [], set()
+    for name in EXPERIMENTS:
+        file = results / name / "result.json"
+        if file.exists():
+            stored = json.loads(file.read_text())
+            rows.append({"experiment": name, "seconds": stored["seconds"]})
+            profiles.add(stored["profile"])
+    total = sum(r["seconds"] for r in rows) / 60
+    title = f"{'/'.join(sorted(profiles))} profile, latest run of each experiment: {total:.1f} min in all"
     return "```text\n" + runner.format_table(rows, ["experiment", "seconds"], title=title) + "\n```"
 
 
