@@ -6,7 +6,8 @@ unscaled: ``rescale_codes=False``); the library's defaults (its learning rates, 
 rescaled per sample) are shown beside them for the SAE and the widest MLP. The test metric is the authors'
 index-matched Pearson correlation (``matched_corr``); the Hungarian MCC is recorded too.
 The dashed line is the FLOP count at which the MLPs first beat the SAE's final score
-(averaged over widths, as in the authors' notebook). Protocol: reference/protocol.md §2.
+(averaged over the paper-setting widths, as in the authors' notebook; the library MLP is
+left out). Protocol: reference/protocol.md §2.
 
     python benchmarks/fig2_known_codes.py --profile quick
 """

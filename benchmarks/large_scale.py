@@ -4,7 +4,7 @@ The small-scale experiment of ``fig2_known_codes.py`` scaled up (protocol §10, 
 authors' branch ``alim`` known_Z.py): each encoder is trained on the true codes
 (``target="codes"``, per-sample cosine loss) on shuffled minibatches of 1024 with Adam at
 1e-3 and encoder biases (the authors' settings); the library's default SAE (learning rate
-1e-2) is shown beside it. With ``batch_size`` set, one ``max_iter`` unit of the library's
+1e-2, codes rescaled per sample) is shown beside it. With ``batch_size`` set, one ``max_iter`` unit of the library's
 training loop is one epoch (``_training.train``: "Full-batch steps when batch_size is None
 (or >= n_samples), else epochs"), so the learning curves are traced in epochs with
 ``warm_start=True`` (``runner.learning_curve``): every checkpoint continues the same run.
@@ -40,8 +40,9 @@ Profiles:
   * paper: 500k train / 500k test, 100 epochs (12 checkpoints), H in {256, 512, 1024},
     5 seeds. Needs a GPU (``device="auto"``) and about 24 GB of RAM: the 1M x 1000 true
     codes are dense float64 (8 GB) before the split.
-Every checkpoint also pays the library's known-codes dictionary fit (``fit`` ends with a
-least-squares fit of X on the (n_train, N) training codes, for ``inverse_transform``):
+Every checkpoint also pays the library's known-codes decoder fit (each ``fit`` starts with
+a least-squares fit, with bias, of X on the (n_train, N) training codes, used by
+``inverse_transform``, the rescaling and the logged mse):
 at N=1000 about 2 s per checkpoint on 20k samples on 2 idle cores (as long as an SAE
 epoch; far longer on a loaded machine), and 25 times more per checkpoint on 500k. The
 "train MCC" column is the same metric on as many training samples as test samples

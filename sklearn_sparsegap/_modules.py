@@ -74,7 +74,8 @@ def topk_relu(pre, k):
 
 
 class SparseAutoencoderModule(nn.Module):
-    """Encoder (linear or MLP) + sparse activation + linear decoder with unit-norm atoms.
+    """Encoder (linear or MLP) + sparse activation + linear decoder (its atoms are kept
+    at unit norm by the training loop when the decoder is learned).
 
     ``encode(x) = act(W_L relu(... relu(W_1 (x - b_dec) + b_1) ...) + b_L)`` and
     ``decode(s) = s @ components + intercept``; with ``fit_intercept=False`` there are no

@@ -378,8 +378,9 @@ class _BaseAutoencoder(BaseSparseEstimator):
         """Random unit-norm atoms (or the given dictionary); the SAE encoder starts as
         the decoder's transpose; an MLP's output layer starts at the ridge regression of
         its (random) hidden features onto those same pre-activations, ``(x - b) D^T``.
-        On known codes the output layer starts at the regression onto the codes
-        (least squares for a linear encoder, ridge for an MLP)."""
+        On known codes the decoder is ``decoder`` (the least-squares one) and the output
+        layer starts at the regression onto the codes (least squares for a linear
+        encoder, ridge for an MLP)."""
         dtype, device = X.dtype, X.device
         n_components, n_features = module.components.shape
         with torch.no_grad():
@@ -672,8 +673,8 @@ _COMMON_PARAMETERS = """
         more FLOPs per sample): the codes get the data's scale and
         ``inverse_transform(transform(X))`` approximates ``X``. On the paper's task
         (5 seeds, float32, default iterations) this raises the latent MCC of the SAE
-        from 0.852 to 0.890 and of the MLP with H=1024 from 0.946 to 0.964; the
-        per-latent loss gives 0.872 and 0.959 (it leaves one factor per latent free,
+        from 0.851 to 0.890 and of the MLP with H=1024 from 0.946 to 0.963; the
+        per-latent loss gives 0.872 and 0.960 (it leaves one factor per latent free,
         shared by all samples, which a per-sample factor cannot undo: its codes are
         returned as the encoder gives them, and their reconstructions are off by those
         factors). False returns the encoder's own output
@@ -703,7 +704,8 @@ _COMMON_PARAMETERS = """
         ``dictionary``, which is never modified.
     warm_start : bool, default=False
         When True, ``fit`` on a fitted estimator continues training from its current
-        state (weights, dictionary and Adam moments) for ``max_iter`` more
+        state (weights, dictionary and Adam moments; with ``target="codes"`` the
+        decoder is refitted on the new call's data) for ``max_iter`` more
         iterations instead of starting over, as in scikit-learn's ``MLPClassifier``.
         Fitting in segments this way traces learning curves at no extra cost.
     random_state : int, RandomState instance or None, default=None
@@ -754,7 +756,8 @@ class SAEEncoder(_BaseAutoencoder):
 
     Amortised sparse inference: ``transform`` is one matrix product and a nonlinearity.
     Trained with full-batch (or minibatch) Adam on the library objective; the decoder's
-    atoms are kept at unit norm. The defaults (decoder bias, encoder initialised as the
+    atoms are kept at unit norm (with ``target="codes"`` only the encoder is trained,
+    and the decoder is the least-squares one of ``X`` on the codes). The defaults (decoder bias, encoder initialised as the
     decoder's transpose, ``alpha=0.25``, ``learning_rate=1e-2``, 2000 steps) reach a
     latent MCC of 0.80 and a dictionary MCC of 0.945 on the paper's N=16, M=8, K=3 task
     (mean of 15 data seeds) in about a second, where the paper's own bias-free SAE
