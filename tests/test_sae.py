@@ -442,6 +442,17 @@ def test_jumprelu_learns_thresholds(data):
     assert np.all((codes == 0) | (codes > est.threshold_))
 
 
+def _random_module(sizes, activation, k, fit_intercept, seed):
+    """A float64 module with every parameter drawn from N(0, 1)."""
+    module = SparseAutoencoderModule(
+        sizes, activation=activation, k=k, fit_intercept=fit_intercept
+    ).double()
+    with torch.no_grad():
+        for param in module.parameters():
+            param.normal_(generator=torch.Generator().manual_seed(seed))
+    return module
+
+
 def test_analytic_gradients_match_autograd(data):
     X, _, _ = data
     x = torch.tensor(X[:64])
@@ -454,12 +465,7 @@ def test_analytic_gradients_match_autograd(data):
         for fit_intercept in (True, False)
     ]
     for sizes, activation, k, fit_intercept in configurations:
-        module = SparseAutoencoderModule(
-            sizes, activation=activation, k=k, fit_intercept=fit_intercept
-        ).double()
-        with torch.no_grad():
-            for param in module.parameters():
-                param.normal_(generator=torch.Generator().manual_seed(0))
+        module = _random_module(sizes, activation, k, fit_intercept, seed=0)
         params = [p for p in module.parameters() if p.requires_grad]
         codes, reconstruction = module(x)
         loss = 0.5 * (x - reconstruction).square().sum(1).mean() + 0.3 * codes.abs().sum(
@@ -487,12 +493,8 @@ def test_analytic_codes_loss_gradients_match_autograd(data):
         for fit_intercept in (True, False)
     ]
     for sizes, activation, k, over, fit_intercept in configurations:
-        module = SparseAutoencoderModule(
-            sizes, activation=activation, k=k, fit_intercept=fit_intercept
-        ).double()
+        module = _random_module(sizes, activation, k, fit_intercept, seed=1)
         with torch.no_grad():
-            for param in module.parameters():
-                param.normal_(generator=torch.Generator().manual_seed(1))
             # Some samples (rows) and latents (columns) with every code zero.
             module.biases[-1].sub_(4.0)
         module.components.requires_grad_(False)
