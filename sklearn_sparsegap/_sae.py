@@ -109,14 +109,13 @@ def _least_squares_decoder(moments, fit_intercept, dictionary=None):
     return dictionary, intercept
 
 
-def _rescale_to_data(codes, centred, components):
-    """Each row of ``codes`` times the non-negative factor that best reconstructs the
-    same row of ``centred`` through ``components`` (least squares)."""
-    reconstruction = codes @ components
+def _data_scale(reconstruction, centred):
+    """Per row, the non-negative factor ``c`` minimising ``||centred - c * reconstruction||``
+    (least squares), as a column: the scale of known codes the cosine loss leaves free."""
     scale = (reconstruction * centred).sum(dim=1) / reconstruction.square().sum(
         dim=1
-    ).clamp_min(torch.finfo(codes.dtype).tiny)
-    return codes * scale.clamp_min(0).unsqueeze(1)
+    ).clamp_min(torch.finfo(reconstruction.dtype).tiny)
+    return scale.clamp_min(0).unsqueeze(1)
 
 
 class _BaseAutoencoder(BaseSparseEstimator):
@@ -498,10 +497,12 @@ class _BaseAutoencoder(BaseSparseEstimator):
                     return codes, None
                 with torch.no_grad():
                     if rescale:  # log what transform would return
-                        codes = _rescale_to_data(
-                            codes, batch - module.intercept, module.components
-                        )
-                    residual = batch - module.decode(codes)
+                        centred = batch - module.intercept
+                        reconstruction = codes @ module.components
+                        scale = _data_scale(reconstruction, centred)
+                        codes, residual = codes * scale, centred - reconstruction * scale
+                    else:
+                        residual = batch - module.decode(codes)
                     return codes, batch_statistics(loss.detach(), residual, codes)
             for param in params:
                 param.grad = None
@@ -559,7 +560,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
         codes = module.encode(X)
         if self._rescales():
             # The cosine loss leaves each sample's scale free: take it from the data.
-            codes = _rescale_to_data(codes, X - module.intercept, module.components)
+            codes = codes * _data_scale(codes @ module.components, X - module.intercept)
         return codes
 
     def _rescales(self):
