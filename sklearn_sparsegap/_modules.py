@@ -166,8 +166,8 @@ def _encoder_forward(module, x):
 
 def _encoder_backward(module, inputs, grad):
     """Backpropagate ``grad`` (d loss / d last pre-activation) through the encoder,
-    filling ``.grad`` of its weights and biases; returns d loss / d input summed over
-    samples (what the decoder bias, subtracted at the input, receives)."""
+    filling ``.grad`` of its weights and biases; returns d loss / d first pre-activation
+    (from which the decoder bias, subtracted at the input, gets its share)."""
     last = len(module.weights) - 1
     for layer in range(last, -1, -1):
         weight, bias = module.weights[layer], module.biases[layer]
@@ -177,7 +177,7 @@ def _encoder_backward(module, inputs, grad):
             bias.grad = grad.sum(dim=0)
         if layer > 0:
             grad = _relu_backward(grad @ weight, inputs[layer])
-    return grad.sum(dim=0) @ module.weights[0]
+    return grad
 
 
 @torch.no_grad()
@@ -209,10 +209,10 @@ def sae_gradients(module, x, alpha, with_stats=False):
     # no boolean mask converted to the float dtype.
     grad = residual @ components.T
     grad.add_(alpha).div_(n_samples)
-    input_grad = _encoder_backward(module, inputs, _relu_backward(grad, codes))
+    first_grad = _encoder_backward(module, inputs, _relu_backward(grad, codes))
     if intercept.requires_grad:
         # The decoder bias is also subtracted at the input.
-        intercept.grad = residual.mean(dim=0) - input_grad
+        intercept.grad = residual.mean(dim=0) - first_grad.sum(dim=0) @ module.weights[0]
     if components.requires_grad:
         components.grad = codes.T @ residual
         components.grad.div_(n_samples)
