@@ -64,7 +64,7 @@ def methods(scenario):
             "SAE": lambda s, D: SAEEncoder(n_components=16, random_state=s),
             "MLP H=256": lambda s, D: MLPEncoder(n_components=16, random_state=s),
             "TopK SAE k=3": lambda s, D: SAEEncoder(
-                n_components=16, activation="topk", k=3, random_state=s
+                n_components=16, activation="topk", n_nonzero_coefs=3, random_state=s
             ),
         }
         SAELensSAE = _saelens()

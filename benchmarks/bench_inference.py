@@ -74,7 +74,7 @@ def main():
         # 1. Known dictionary: only inference on the test set is timed.
         for label, params in {
             "defaults": {},
-            "encoder's alpha 0.25, encoder's bias": {"ito_alpha": 0.25, "refit_intercept": False},
+            "encoder's alpha 0.25, encoder's bias": {"transform_alpha": 0.25, "refit_intercept": False},
         }.items():
             model = SAEPlusITO(SAEEncoder(dictionary=D, random_state=seed), **params)
             model.fit(X_train)

@@ -99,17 +99,17 @@ def _encoders(widths):
 def ito_variants(settings, task, alpha):
     """Label -> SAEPlusITO parameters of the refinements of the paper-setting SAE; its
     ``alpha`` (the paper's L1) is the ITO's, as in the authors' code."""
-    adam = {"ito_algorithm": "adam", "ito_max_iter": settings["ito_iter"], "tol": 0.0,
-            "ito_alpha": alpha}  # fmt: skip
-    fista = {"ito_algorithm": "fista", "ito_max_iter": settings["fista_iter"], "ito_alpha": alpha}
+    adam = {"transform_algorithm": "adam", "transform_max_iter": settings["ito_iter"], "tol": 0.0,
+            "transform_alpha": alpha}  # fmt: skip
+    fista = {"transform_algorithm": "fista", "transform_max_iter": settings["fista_iter"], "transform_alpha": alpha}
     return {
         "SAE+ITO adam, SAE init": {**adam, "init": "encoder"},
         "SAE+ITO adam, zero init (authors')": {**adam, "init": "zeros"},
         "SAE+ITO fista, SAE init": {**fista, "init": "encoder"},
         "SAE+ITO fista, zero init": {**fista, "init": "zeros"},
         f"SAE+ITO omp, K={task.n_nonzero_coefs}": {
-            "ito_algorithm": "omp", "n_nonzero_coefs": task.n_nonzero_coefs,
-            "ito_alpha": alpha,
+            "transform_algorithm": "omp", "transform_n_nonzero_coefs": task.n_nonzero_coefs,
+            "transform_alpha": alpha,
         },
     }  # fmt: skip
 
@@ -134,11 +134,11 @@ def curve_job(label, method, flavour, params, seed, settings, distribution="half
     if label == SAE_LABEL:
         variants = ito_variants(settings, task, estimator.alpha)
     elif label == SAE_LIBRARY_LABEL:
-        # SAEPlusITO's defaults (FISTA from the SAE codes, ito_alpha 0.025 x the SAE's,
+        # SAEPlusITO's defaults (FISTA from the SAE codes, transform_alpha 0.025 x the SAE's,
         # refitted decoder bias, 500 iterations), shortened only by the smoke profile.
         library_default = {
-            "ito_algorithm": "fista", "init": "encoder",
-            "ito_max_iter": min(500, settings["fista_iter"]),
+            "transform_algorithm": "fista", "init": "encoder",
+            "transform_max_iter": min(500, settings["fista_iter"]),
         }  # fmt: skip
         variants = {ITO_LIBRARY_LABEL: library_default}
 
@@ -159,10 +159,10 @@ def curve_job(label, method, flavour, params, seed, settings, distribution="half
     if label == SAE_LABEL:
         # The authors' SAE+ITO curve: ITO iterations on the final SAE (greedy OMP has none).
         for name, params in variants.items():
-            if params["ito_algorithm"] == "omp":
+            if params["transform_algorithm"] == "omp":
                 continue
-            for n_iter in runner.checkpoints(params["ito_max_iter"], settings["ito_points"]):
-                metrics = measure_refined(estimator, task, {**params, "ito_max_iter": n_iter})
+            for n_iter in runner.checkpoints(params["transform_max_iter"], settings["ito_points"]):
+                metrics = measure_refined(estimator, task, {**params, "transform_max_iter": n_iter})
                 records.append(
                     {"method": name, **common, "curve": "ito", **metrics,
                      "step": steps[-1], "ito_iter": n_iter}
@@ -201,7 +201,7 @@ def figures(result):
     # Refinements without an ITO-iteration curve: one point at their final FLOPs.
     points = [
         {**r, "step": 0} for r in final_records(training)
-        if r.get("ito_algorithm") == "omp" or r["method"] == ITO_LIBRARY_LABEL
+        if r.get("transform_algorithm") == "omp" or r["method"] == ITO_LIBRARY_LABEL
     ]  # fmt: skip
     plots.styled_curves(by_flops, encoders + ito + points, styles,
          x="total_flops", y="latent_mcc", xlog=True,

@@ -12,7 +12,7 @@ are tracked against training steps and training FLOPs, over several data seeds
   (``init="zeros"``, what the authors ran here) and from the SAE's codes
   (``init="encoder"``), and with our FISTA from the SAE's codes. Its dictionary (and
   dictionary MCC, and training FLOPs) are the SAE's;
-- sparse coding in the authors' flavour (``GradientSparseCoder(solver="adam")``: joint
+- sparse coding in the authors' flavour (``GradientSparseCoder(fit_algorithm="adam")``: joint
   Adam on exp-parametrised training codes and the dictionary, Adam inference on the test
   set) and in ours (``GradientSparseCoder()``: alternating warm-started FISTA inference and
   block-coordinate dictionary sweeps; its "steps" are outer iterations, capped by its
@@ -95,14 +95,14 @@ def _methods(widths):
 def ito_variants(settings, alpha):
     """Label -> SAEPlusITO parameters of the refinements of the paper-setting SAE; its
     ``alpha`` (the paper's L1) is the ITO's, as in the authors' code."""
-    adam = {"ito_algorithm": "adam", "ito_max_iter": settings["ito_iter"], "tol": 0.0,
-            "ito_alpha": alpha}  # fmt: skip
+    adam = {"transform_algorithm": "adam", "transform_max_iter": settings["ito_iter"], "tol": 0.0,
+            "transform_alpha": alpha}  # fmt: skip
     return {
         "SAE+ITO adam, zero init (authors')": {**adam, "init": "zeros"},
         "SAE+ITO adam, SAE init": {**adam, "init": "encoder"},
         "SAE+ITO fista, SAE init": {
-            "ito_algorithm": "fista", "ito_max_iter": settings["fista_iter"], "init": "encoder",
-            "ito_alpha": alpha,
+            "transform_algorithm": "fista", "transform_max_iter": settings["fista_iter"], "init": "encoder",
+            "transform_alpha": alpha,
         },
     }  # fmt: skip
 

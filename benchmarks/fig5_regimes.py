@@ -14,7 +14,7 @@ Protocol: reference/protocol.md §5 (and §1 for the models and metrics).
 Two flavours, as in ``_bench.methods``:
 
 ``paper``    the authors' settings: per-entry L1 penalty λ=0.01, full-batch Adam at 1e-3
-             for SAE and MLP (no biases), sparse coding = ``GradientSparseCoder(solver=
+             for SAE and MLP (no biases), sparse coding = ``GradientSparseCoder(fit_algorithm=
              "adam")`` (exp-parametrised codes and dictionary trained jointly by Adam at
              **3e-3**, the regime sweep's rate, protocol §5) with 10,000 Adam steps of test
              inference; 50,000 training steps, 3 runs.

@@ -3,7 +3,7 @@
 Each method is trained on the unknown-dictionary task (N=16, M=8, K=3) at every L1 penalty
 lambda of the grid; the paper's per-entry lambda becomes the library's ``alpha`` through
 ``paper_l1_to_alpha``. Compared: the bias-free SAE and MLP (H=32) encoders and the
-authors' sparse coding (``GradientSparseCoder(solver="adam")``: Adam on exp-codes and the
+authors' sparse coding (``GradientSparseCoder(fit_algorithm="adam")``: Adam on exp-codes and the
 dictionary, test codes from 10k Adam steps at the same lambda), all at Adam 3e-3 as in the
 authors' Pareto script, and the library's default sparse coding (alternating FISTA +
 dictionary sweeps, same ``alpha``). On the test half we record the per-entry MSE, the mean

@@ -102,15 +102,15 @@ def params(label, distribution, settings):
         # scikit-learn's DictionaryLearning defaults, as the authors ran it.
         extra = {"alpha": 1.0, "transform_alpha": LOSS_L1, "max_iter": 1000}
     elif label == "sparse coding":
-        extra = {"positive": False} if signed else {}
+        extra = {"positive_code": False} if signed else {}
         if settings["inference_steps"] is not None:
             extra["transform_max_iter"] = settings["inference_steps"]
     elif label == "SAE":
         extra = {}
     else:  # SAE+ITO
-        ito = {"positive": False} if signed else {}
+        ito = {"positive_code": False} if signed else {}
         if settings["inference_steps"] is not None:
-            ito["ito_max_iter"] = settings["inference_steps"]
+            ito["transform_max_iter"] = settings["inference_steps"]
         extra = {"ito": ito}
     if label.startswith("LARS") and settings["lars_max_iter"] is not None:
         extra["max_iter"] = settings["lars_max_iter"]
@@ -355,7 +355,7 @@ def summary(result):
         f"LARS = LarsDictionaryLearning defaults (alpha 0.2, max_iter {lars_iter}); "
         "LARS (App. H) = scikit-learn defaults as the authors ran them (alpha 1, max_iter 1000, "
         "transform_alpha 0.05), signed data only. Signed data: sparse coding and the ITO of "
-        "SAE+ITO run with positive=False; the SAE is ReLU. Loss = MSE + 0.05·mean|s| (App. H). "
+        "SAE+ITO run with positive_code=False; the SAE is ReLU. Loss = MSE + 0.05·mean|s| (App. H). "
         "Speed ratios compare wall times measured in the same run (parallel jobs share cores)."
     )
     return "\n\n".join(blocks)

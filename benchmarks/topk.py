@@ -2,7 +2,7 @@
 
 Sparse coding is trained at each L1 penalty lambda (paper lambda -> ``alpha`` with
 ``paper_l1_to_alpha``) on the unknown-dictionary task (N=16, M=8, K=3), in the authors'
-flavour (``GradientSparseCoder(solver="adam")``, lr 3e-3) and the library's (alternating
+flavour (``GradientSparseCoder(fit_algorithm="adam")``, lr 3e-3) and the library's (alternating
 FISTA, same ``alpha``). On its learned dictionary the test codes are then inferred by:
 
 - ``original``: the coder's own L1 inference (10k Adam steps on exp-codes / FISTA);
@@ -246,7 +246,7 @@ def sae_job(label, method, flavour, l1_penalty, k, seed, settings):
     else:
         steps = settings["steps"]["library"]
     if method == "topk-sae":
-        params["k"] = k
+        params["n_nonzero_coefs"] = k
         if flavour == "paper":
             params["alpha"] = 0.0  # the top-k alone sets the sparsity
     estimator = build(

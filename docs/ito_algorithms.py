@@ -2,8 +2,8 @@
 
 The paper's known-dictionary task (N=16 atoms, M=8 features, K=3 half-normal codes,
 1024 training and 1024 test samples): one SAE with the true dictionary, its codes refined
-by each ``ito_algorithm``; latent MCC on the test set and the inference FLOPs counted by
-``SAEPlusITO.inference_flops`` (the full ``ito_max_iter`` budget, an upper bound, for the
+by each ``transform_algorithm``; latent MCC on the test set and the inference FLOPs counted by
+``SAEPlusITO.inference_flops`` (the full ``transform_max_iter`` budget, an upper bound, for the
 iterative solvers; K iterations for the greedy ones).
 """
 
@@ -20,26 +20,26 @@ sae = SAEEncoder(dictionary=D, alpha=0.2, max_iter=2000, learning_rate=1e-2,
                  random_state=0, device="cpu")
 
 settings = [
-    ("fista", dict()),  # the defaults: ito_alpha = 0.025 * 0.2, refitted decoder bias
-    ("fista", dict(ito_alpha=0.2, refit_intercept=False)),  # the SAE's own objective
+    ("fista", dict()),  # the defaults: transform_alpha = 0.025 * 0.2, refitted decoder bias
+    ("fista", dict(transform_alpha=0.2, refit_intercept=False)),  # the SAE's own objective
     ("ista", dict()),
     ("omp", dict(n_nonzero_coefs=3)),
     ("mp", dict(n_nonzero_coefs=3)),
     ("gradient_pursuit", dict(n_nonzero_coefs=3)),
     ("topk", dict(n_nonzero_coefs=3)),
     ("adam", dict()),
-    ("adam", dict(ito_max_iter=10_000)),
+    ("adam", dict(transform_max_iter=10_000)),
 ]
 sae = FrozenEstimator(sae.fit(X_train))
 print(f"{'SAE alone':<44} MCC {mean_corr_coef(codes_test, sae.transform(X_test)):.3f}"
       f"   FLOPs {sae.inference_flops(1024):9.3g}")
 for algorithm, params in settings:
     # The SAE is fitted once; fit() refits only the decoder bias of the refinement.
-    fitted = SAEPlusITO(sae, ito_algorithm=algorithm, device="cpu", **params).fit(X_train)
+    fitted = SAEPlusITO(sae, transform_algorithm=algorithm, device="cpu", **params).fit(X_train)
     start = time.perf_counter()
     refined = fitted.transform(X_test)
     seconds = time.perf_counter() - start
-    # Greedy solvers run K iterations whatever ito_max_iter says.
+    # Greedy solvers run K iterations whatever transform_max_iter says.
     n_iter = 3 if algorithm in ("omp", "mp", "gradient_pursuit", "topk") else None
     label = f"{algorithm} {params}"
     print(f"{label:<44} MCC {mean_corr_coef(codes_test, refined):.3f}"

@@ -21,7 +21,7 @@ from ._sae import MLPEncoder, SAEEncoder
 from ._solvers import sparse_encode
 from ._sparse_coding import GradientSparseCoder
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "GradientSparseCoder",

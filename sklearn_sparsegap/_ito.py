@@ -8,10 +8,10 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseSparseEstimator, per_sample_objective
 from ._compat import HasMethods, Interval, StrOptions, _fit_context
-from ._solvers import _GREEDY, ALGORITHMS, default_n_nonzero_coefs, lasso_intercept, sparse_encode
+from ._solvers import GREEDY_ALGORITHMS, ALGORITHMS, default_n_nonzero_coefs, lasso_intercept, sparse_encode
 from .flops import sparse_encode_flops
 
-# ito_alpha=None means this fraction of the encoder's alpha. An encoder needs a strong
+# transform_alpha=None means this fraction of the encoder's alpha. An encoder needs a strong
 # penalty to learn sparse codes; inference on a frozen dictionary recovers them best with
 # a much weaker one (paper's task, known dictionary, 5 seeds: latent MCC 0.936 at the
 # encoder's alpha 0.2, 0.987 at 0.01, 0.989 at 0.005, with the refitted intercept;
@@ -25,9 +25,9 @@ class SAEPlusITO(BaseSparseEstimator):
 
     ``fit`` trains a clone of ``encoder`` (a :class:`SAEEncoder` by default; any library
     encoder, known-dictionary mode included). ``transform`` starts from the encoder's codes
-    (``init="encoder"``) and runs ``ito_algorithm`` on the encoder's dictionary and
+    (``init="encoder"``) and runs ``transform_algorithm`` on the encoder's dictionary and
     decoder bias, minimising the library objective
-    ``0.5 * ||x - s @ D - b||^2 + ito_alpha * ||s||_1``. Per sample, the refined codes are
+    ``0.5 * ||x - s @ D - b||^2 + transform_alpha * ||s||_1``. Per sample, the refined codes are
     kept only when they lower that objective below the encoder's own (its codes on its
     own dictionary and bias), so ITO is never worse than the encoder it starts from;
     :meth:`amortisation_gap` reports how much it gained. With
@@ -44,13 +44,13 @@ class SAEPlusITO(BaseSparseEstimator):
         An unfitted library encoder; None means ``SAEEncoder()``. To refine the codes
         of an encoder that is already fitted, pass
         ``sklearn.frozen.FrozenEstimator(fitted_encoder)``: ``fit`` then keeps it as is.
-    ito_algorithm : {"fista", "ista", "omp", "mp", "gradient_pursuit", "topk", "adam"}, \
+    transform_algorithm : {"fista", "ista", "omp", "mp", "gradient_pursuit", "topk", "adam"}, \
             default="fista"
         The refinement solver (:func:`sparse_encode`). Greedy solvers (``"omp"``,
         ``"mp"``, ``"gradient_pursuit"``, ``"topk"``) ignore ``init``.
-    ito_max_iter : int, default=500
+    transform_max_iter : int, default=500
         Iteration budget of the refinement.
-    ito_alpha : float, default=None
+    transform_alpha : float, default=None
         L1 penalty of the refinement and of the objective the gap is measured on. None
         means ``0.025 * encoder.alpha``: an encoder needs a strong penalty to learn sparse
         codes, but inference on a frozen dictionary recovers them best with a weak one
@@ -58,23 +58,23 @@ class SAEPlusITO(BaseSparseEstimator):
         0.2, 0.989 at 0.005; scikit-learn's lasso at alpha 0.01 on the true
         dictionary: 0.987). The price is density where the dictionary is imperfect:
         with an SAE's learned dictionary on that task the refined codes have 7.3 active
-        latents per sample at the default, 4.9 at ``ito_alpha=0.05`` and 2.8 at the
+        latents per sample at the default, 4.9 at ``transform_alpha=0.05`` and 2.8 at the
         encoder's alpha (true: 3), for latent MCC 0.871, 0.864 and 0.824; raise
-        ``ito_alpha`` when sparsity matters more than recovery. Pass the encoder's
+        ``transform_alpha`` when sparsity matters more than recovery. Pass the encoder's
         ``alpha`` to measure the gap on the encoder's own training objective.
     refit_intercept : bool, default=True
         Re-estimate the decoder bias for the refined codes: ``fit`` solves, on the
-        training data, the lasso at ``ito_alpha`` with one shared unpenalised intercept
+        training data, the lasso at ``transform_alpha`` with one shared unpenalised intercept
         (FISTA, warm-started from the encoder's codes). The encoder's own bias
         compensates the shrinkage of its codes and is wrong for refined ones (known
-        dictionary, ``ito_alpha=0.01``: MCC 0.963 with it, 0.987 refitted). No effect
+        dictionary, ``transform_alpha=0.01``: MCC 0.963 with it, 0.987 refitted). No effect
         when the encoder has no bias. Samples whose encoder codes are kept are then
         decoded with the refitted bias by ``inverse_transform``.
     init : {"encoder", "zeros"}, default="encoder"
         Start from the encoder's codes or from zero.
-    positive : bool, default=True
+    positive_code : bool, default=True
         Constrain the refined codes to be non-negative.
-    n_nonzero_coefs : int, default=None
+    transform_n_nonzero_coefs : int, default=None
         Atoms per sample for greedy solvers; None uses ``max(1, n_features // 10)``.
     tol : float, default=1e-4
         Relative-change tolerance of the refinement.
@@ -90,6 +90,8 @@ class SAEPlusITO(BaseSparseEstimator):
     intercept_ : ndarray of shape (n_features,)
         The decoder bias of the refinement: the encoder's, or refitted for the refined
         codes (``refit_intercept``).
+    transform_alpha_ : float
+        The L1 penalty of the refinement (``transform_alpha`` resolved).
     training_flops_ : int
         The encoder's training FLOPs (ITO adds none at training time).
     n_features_in_ : int
@@ -118,13 +120,13 @@ class SAEPlusITO(BaseSparseEstimator):
 
     _parameter_constraints = {
         "encoder": [HasMethods(["fit", "transform"]), None],
-        "ito_algorithm": [StrOptions(set(ALGORITHMS))],
-        "ito_max_iter": [Interval(Integral, 1, None, closed="left")],
-        "ito_alpha": [Interval(Real, 0, None, closed="left"), None],
+        "transform_algorithm": [StrOptions(set(ALGORITHMS))],
+        "transform_max_iter": [Interval(Integral, 1, None, closed="left")],
+        "transform_alpha": [Interval(Real, 0, None, closed="left"), None],
         "refit_intercept": ["boolean"],
         "init": [StrOptions({"encoder", "zeros"})],
-        "positive": ["boolean"],
-        "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
+        "positive_code": ["boolean"],
+        "transform_n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
         "tol": [Interval(Real, 0, None, closed="left")],
         "device": [str],
     }
@@ -133,24 +135,24 @@ class SAEPlusITO(BaseSparseEstimator):
         self,
         encoder=None,
         *,
-        ito_algorithm="fista",
-        ito_max_iter=500,
-        ito_alpha=None,
+        transform_algorithm="fista",
+        transform_max_iter=500,
+        transform_alpha=None,
         refit_intercept=True,
         init="encoder",
-        positive=True,
-        n_nonzero_coefs=None,
+        positive_code=True,
+        transform_n_nonzero_coefs=None,
         tol=1e-4,
         device="auto",
     ):
         self.encoder = encoder
-        self.ito_algorithm = ito_algorithm
-        self.ito_max_iter = ito_max_iter
-        self.ito_alpha = ito_alpha
+        self.transform_algorithm = transform_algorithm
+        self.transform_max_iter = transform_max_iter
+        self.transform_alpha = transform_alpha
         self.refit_intercept = refit_intercept
         self.init = init
-        self.positive = positive
-        self.n_nonzero_coefs = n_nonzero_coefs
+        self.positive_code = positive_code
+        self.transform_n_nonzero_coefs = transform_n_nonzero_coefs
         self.tol = tol
         self.device = device
 
@@ -185,6 +187,7 @@ class SAEPlusITO(BaseSparseEstimator):
                 "does not."
             )
         self.components_ = np.asarray(self.encoder_.components_)
+        self.transform_alpha_ = self._resolved_transform_alpha()
         self.intercept_ = self._encoder_intercept()
         if self.refit_intercept and np.any(self.intercept_ != 0):
             self.intercept_ = self._refitted_intercept(X)
@@ -208,23 +211,26 @@ class SAEPlusITO(BaseSparseEstimator):
             X,
             self.components_.astype(X.dtype, copy=False),
             alpha=self._alpha(),
-            positive=self.positive,
-            max_iter=self.ito_max_iter,
+            positive=self.positive_code,
+            max_iter=self.transform_max_iter,
             tol=self.tol,
             init=start,
             device=self.device,
         )
 
+    def _resolved_transform_alpha(self):
+        if self.transform_alpha is not None:
+            return float(self.transform_alpha)
+        return _ITO_ALPHA_FRACTION * float(getattr(self.encoder_, "alpha", 0.0))
+
     def _alpha(self):
-        if self.ito_alpha is not None:
-            return self.ito_alpha
-        return _ITO_ALPHA_FRACTION * getattr(self.encoder_, "alpha", 0.0)
+        return self.transform_alpha_
 
     _score_alpha = _alpha
 
     def _n_nonzero(self):
-        if self.n_nonzero_coefs is not None:
-            return self.n_nonzero_coefs
+        if self.transform_n_nonzero_coefs is not None:
+            return self.transform_n_nonzero_coefs
         return default_n_nonzero_coefs(*self.components_.shape[::-1])
 
     def _encoder_and_refined_codes(self, X):
@@ -237,15 +243,15 @@ class SAEPlusITO(BaseSparseEstimator):
         intercept = self.intercept_.astype(X.dtype, copy=False)
         alpha = self._alpha()
         # init="zeros" leaves the solver its own cold start (zeros; exp(-10) for "adam").
-        init = start if self.init == "encoder" and self.ito_algorithm not in _GREEDY else None
+        init = start if self.init == "encoder" and self.transform_algorithm not in GREEDY_ALGORITHMS else None
         refined = sparse_encode(
             X - intercept,
             components,
-            algorithm=self.ito_algorithm,
+            algorithm=self.transform_algorithm,
             alpha=alpha,
-            n_nonzero_coefs=self._n_nonzero() if self.ito_algorithm in _GREEDY else None,
-            positive=self.positive,
-            max_iter=self.ito_max_iter,
+            n_nonzero_coefs=self._n_nonzero() if self.transform_algorithm in GREEDY_ALGORITHMS else None,
+            positive=self.positive_code,
+            max_iter=self.transform_max_iter,
             tol=self.tol,
             init=init,
             device=self.device,
@@ -261,7 +267,7 @@ class SAEPlusITO(BaseSparseEstimator):
         return X, start, refined, after, before
 
     def transform(self, X):
-        """Encoder codes refined by ``ito_algorithm`` on the frozen dictionary.
+        """Encoder codes refined by ``transform_algorithm`` on the frozen dictionary.
 
         Parameters
         ----------
@@ -305,9 +311,9 @@ class SAEPlusITO(BaseSparseEstimator):
         n_samples : int
             Number of samples.
         n_iter : int, default=None
-            Refinement iterations; None counts the full ``ito_max_iter`` budget for the
+            Refinement iterations; None counts the full ``transform_max_iter`` budget for the
             iterative solvers (an upper bound: ``tol`` may stop earlier) and the
-            ``n_nonzero_coefs`` steps of the greedy ones.
+            ``transform_n_nonzero_coefs`` steps of the greedy ones.
 
         Returns
         -------
@@ -317,9 +323,9 @@ class SAEPlusITO(BaseSparseEstimator):
         check_is_fitted(self)
         n_components, n_features = self.components_.shape
         refinement = sparse_encode_flops(
-            self.ito_algorithm, n_features, n_components, n_samples,
-            n_iter=n_iter if n_iter is not None or self.ito_algorithm in _GREEDY
-            else self.ito_max_iter,
+            self.transform_algorithm, n_features, n_components, n_samples,
+            n_iter=n_iter if n_iter is not None or self.transform_algorithm in GREEDY_ALGORITHMS
+            else self.transform_max_iter,
             n_nonzero_coefs=self._n_nonzero(),
         )  # fmt: skip
         return self.encoder_.inference_flops(n_samples) + refinement

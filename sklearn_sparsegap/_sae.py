@@ -125,7 +125,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "alpha": [Interval(Real, 0, None, closed="left")],
         "activation": [StrOptions({"relu", "topk", "jumprelu"})],
-        "k": [Interval(Integral, 1, None, closed="left"), None],
+        "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
         "dictionary": ["array-like", None],
         "target": [StrOptions({"reconstruction", "codes"})],
         "codes_loss": [StrOptions({"sample", "latent"})],
@@ -226,7 +226,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
         module = SparseAutoencoderModule(
             (n_features, *self._hidden_layer_sizes(), n_components),
             activation=self.activation,
-            k=self.k,
+            k=self.n_nonzero_coefs,
             fit_intercept=self.fit_intercept,
         ).to(device=device, dtype=dtype)
         X_tensor = to_tensor(X, device=device, dtype=dtype)
@@ -365,11 +365,15 @@ class _BaseAutoencoder(BaseSparseEstimator):
         else:
             n_components = n_features if self.n_components is None else self.n_components
         if self.activation == "topk":
-            if self.k is None:
-                raise ValueError("activation='topk' needs k, the number of active latents.")
-            if self.k > n_components:
+            if self.n_nonzero_coefs is None:
                 raise ValueError(
-                    f"k={self.k} must be at most n_components={n_components}."
+                    "activation='topk' needs n_nonzero_coefs, the number of active "
+                    "latents (k of a TopK SAE)."
+                )
+            if self.n_nonzero_coefs > n_components:
+                raise ValueError(
+                    f"n_nonzero_coefs={self.n_nonzero_coefs} must be at most "
+                    f"n_components={n_components}."
                 )
         return n_components
 
@@ -549,7 +553,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
         module = SparseAutoencoderModule(
             (self.components_.shape[1], *self._hidden_layer_sizes(), self.components_.shape[0]),
             activation=self.activation,
-            k=self.k,
+            k=self.n_nonzero_coefs,
             fit_intercept=self.fit_intercept,
         ).to(device=device, dtype=dtype)
         self._load_module(module)
@@ -641,14 +645,14 @@ _COMMON_PARAMETERS = """
         chosen on the paper's N=16, M=8, K=3 benchmark (unit-scale codes): large enough
         to make the codes sparse, small enough to keep shrinkage low.
     activation : {{"relu", "topk", "jumprelu"}}, default="relu"
-        Output nonlinearity. ``"topk"`` keeps the ``k`` largest pre-activations and
+        Output nonlinearity. ``"topk"`` keeps the ``n_nonzero_coefs`` largest pre-activations and
         zeroes the rest, then applies a ReLU (Makhzani & Frey 2013, Gao et al. 2024), so
-        at most ``k`` latents are active; with ``alpha > 0`` the L1 term pushes some of
+        at most ``n_nonzero_coefs`` latents are active; with ``alpha > 0`` the L1 term pushes some of
         them to zero (set ``alpha=0`` for the pure TopK objective). ``"jumprelu"`` learns one
         threshold per latent through a straight-through estimator with an L0 penalty
         (Rajamanoharan et al. 2024).
-    k : int, default=None
-        Number of active latents for ``activation="topk"``.
+    n_nonzero_coefs : int, default=None
+        The k of a TopK SAE: the number of active latents for ``activation="topk"``.
     dictionary : array-like of shape (n_components, n_features), default=None
         A known dictionary. When given it is used as the decoder and held fixed
         (``components_`` equals it); only the encoder is trained. With
@@ -800,7 +804,7 @@ class SAEEncoder(_BaseAutoencoder):
         *,
         alpha=0.25,
         activation="relu",
-        k=None,
+        n_nonzero_coefs=None,
         dictionary=None,
         target="reconstruction",
         codes_loss="sample",
@@ -819,7 +823,7 @@ class SAEEncoder(_BaseAutoencoder):
         self.n_components = n_components
         self.alpha = alpha
         self.activation = activation
-        self.k = k
+        self.n_nonzero_coefs = n_nonzero_coefs
         self.dictionary = dictionary
         self.target = target
         self.codes_loss = codes_loss
@@ -890,7 +894,7 @@ class MLPEncoder(_BaseAutoencoder):
         hidden_layer_sizes=(256,),
         alpha=0.2,
         activation="relu",
-        k=None,
+        n_nonzero_coefs=None,
         dictionary=None,
         target="reconstruction",
         codes_loss="sample",
@@ -910,7 +914,7 @@ class MLPEncoder(_BaseAutoencoder):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.alpha = alpha
         self.activation = activation
-        self.k = k
+        self.n_nonzero_coefs = n_nonzero_coefs
         self.dictionary = dictionary
         self.target = target
         self.codes_loss = codes_loss

@@ -100,7 +100,7 @@ class GradientSparseCoder(BaseSparseEstimator):
     Two measures keep the alternation out of the local optima where one true atom is
     missed and make it converge in fewer iterations (see the Notes).
 
-    ``solver="adam"`` instead reproduces the paper's sparse coding: one exp-parametrised
+    ``fit_algorithm="adam"`` instead reproduces the paper's sparse coding: one exp-parametrised
     code matrix and the dictionary trained jointly with Adam (the library's training
     loop), and Adam inference at ``transform``.
 
@@ -116,7 +116,7 @@ class GradientSparseCoder(BaseSparseEstimator):
     transform_alpha : float, default=None
         L1 penalty of the inference in ``transform``. None means ``alpha / 10`` when
         the dictionary is learned by the alternating solvers, and ``alpha`` itself
-        with a given ``dictionary`` or ``solver="adam"`` (the paper's procedure).
+        with a given ``dictionary`` or ``fit_algorithm="adam"`` (the paper's procedure).
         Fitting needs a penalty large enough to shape the dictionary, but on a
         learned dictionary inference is more accurate with less shrinkage: on the
         paper's task (50 seeds, dictionaries learned at ``alpha=0.03``) the test
@@ -129,18 +129,23 @@ class GradientSparseCoder(BaseSparseEstimator):
     dictionary : array-like of shape (n_components, n_features), default=None
         A known dictionary: ``fit`` only stores it (``components_`` equals it) and
         ``transform`` is pure sparse inference.
-    solver : {"fista", "ista", "omp", "mp", "gradient_pursuit", "topk", "adam"}, \
+    fit_algorithm : {"fista", "ista", "omp", "mp", "gradient_pursuit", "topk", "adam"}, \
             default="fista"
-        Inference algorithm (see :func:`sparse_encode`); greedy solvers keep
-        ``n_nonzero_coefs`` atoms per sample. ``"adam"`` is the paper's procedure.
-    positive : bool, default=True
-        Constrain the codes to be non-negative (the paper's codes are).
-    n_nonzero_coefs : int, default=None
-        Atoms per sample for the greedy solvers; None uses
+        Algorithm of the codes during fitting (see :func:`sparse_encode`); greedy
+        algorithms keep ``transform_n_nonzero_coefs`` atoms per sample. ``"adam"`` is the
+        paper's procedure: codes and dictionary trained jointly by Adam.
+    transform_algorithm : {"fista", "ista", "omp", "mp", "gradient_pursuit", "topk", \
+            "adam"} or None, default=None
+        Algorithm of :meth:`transform` (any :func:`sparse_encode` algorithm). None means
+        ``fit_algorithm``; the value used is ``transform_algorithm_``.
+    transform_n_nonzero_coefs : int, default=None
+        Atoms per sample for the greedy algorithms; None uses
         ``max(1, n_features // 10)`` capped by ``n_components``.
+    positive_code : bool, default=True
+        Constrain the codes to be non-negative (the paper's codes are).
     max_iter : int, default=300
         Outer iterations (inference + dictionary update); Adam steps for
-        ``solver="adam"``. ``tol`` usually stops the alternation well before (after
+        ``fit_algorithm="adam"``. ``tol`` usually stops the alternation well before (after
         87 outer iterations on average, at most 131, on the paper's task).
     transform_max_iter : int, default=1000
         Iteration budget of the inference in ``transform`` (10,000 is the paper's for
@@ -149,7 +154,7 @@ class GradientSparseCoder(BaseSparseEstimator):
         Stop when the objective improved by less than ``tol`` (relative) in one outer
         iteration.
     learning_rate : float, default=3e-3
-        Adam step size, used only by ``solver="adam"``.
+        Adam step size, used only by ``fit_algorithm="adam"``.
     random_state : int, RandomState instance or None, default=None
         Seeds the dictionary initialisation and atom resampling.
     device : str, default="auto"
@@ -217,9 +222,10 @@ class GradientSparseCoder(BaseSparseEstimator):
         "alpha": [Interval(Real, 0, None, closed="left")],
         "transform_alpha": [Interval(Real, 0, None, closed="left"), None],
         "dictionary": ["array-like", None],
-        "solver": [StrOptions(set(ALGORITHMS))],
-        "positive": ["boolean"],
-        "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
+        "fit_algorithm": [StrOptions(set(ALGORITHMS))],
+        "transform_algorithm": [StrOptions(set(ALGORITHMS)), None],
+        "transform_n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
+        "positive_code": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
         "transform_max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
@@ -236,9 +242,10 @@ class GradientSparseCoder(BaseSparseEstimator):
         alpha=0.03,
         transform_alpha=None,
         dictionary=None,
-        solver="fista",
-        positive=True,
-        n_nonzero_coefs=None,
+        fit_algorithm="fista",
+        transform_algorithm=None,
+        transform_n_nonzero_coefs=None,
+        positive_code=True,
         max_iter=300,
         transform_max_iter=1000,
         tol=1e-6,
@@ -251,9 +258,10 @@ class GradientSparseCoder(BaseSparseEstimator):
         self.alpha = alpha
         self.transform_alpha = transform_alpha
         self.dictionary = dictionary
-        self.solver = solver
-        self.positive = positive
-        self.n_nonzero_coefs = n_nonzero_coefs
+        self.fit_algorithm = fit_algorithm
+        self.transform_algorithm = transform_algorithm
+        self.transform_n_nonzero_coefs = transform_n_nonzero_coefs
+        self.positive_code = positive_code
         self.max_iter = max_iter
         self.transform_max_iter = transform_max_iter
         self.tol = tol
@@ -295,6 +303,7 @@ class GradientSparseCoder(BaseSparseEstimator):
                 )
             self.components_ = dictionary.astype(X.dtype, copy=True)
             self.transform_alpha_ = self._resolved_transform_alpha()
+            self.transform_algorithm_ = self._resolved_transform_algorithm()
             self.history_ = history_arrays(self.history_)
             self.inference_n_iter_ = self.transform_max_iter
             return self
@@ -304,7 +313,8 @@ class GradientSparseCoder(BaseSparseEstimator):
         generator = make_generator(self.random_state)
         X_tensor = to_tensor(X, device=device, dtype=dtype)
         self.transform_alpha_ = self._resolved_transform_alpha()
-        if self.solver == "adam":
+        self.transform_algorithm_ = self._resolved_transform_algorithm()
+        if self.fit_algorithm == "adam":
             components = self._initial_dictionary(X_tensor, n_components, generator)
             components, codes = self._fit_adam(X_tensor, components, generator)
         else:
@@ -321,13 +331,18 @@ class GradientSparseCoder(BaseSparseEstimator):
     def _resolved_transform_alpha(self):
         if self.transform_alpha is not None:
             return float(self.transform_alpha)
-        if self.dictionary is not None or self.solver == "adam":
+        if self.dictionary is not None or self.fit_algorithm == "adam":
             return float(self.alpha)
         return self.alpha / _TRANSFORM_ALPHA_DIVISOR
 
+    def _resolved_transform_algorithm(self):
+        if self.transform_algorithm is None:
+            return self.fit_algorithm
+        return self.transform_algorithm
+
     def _n_nonzero(self, n_features, n_components):
-        if self.n_nonzero_coefs is not None:
-            return self.n_nonzero_coefs
+        if self.transform_n_nonzero_coefs is not None:
+            return self.transform_n_nonzero_coefs
         return default_n_nonzero_coefs(n_features, n_components)
 
     @staticmethod
@@ -350,15 +365,16 @@ class GradientSparseCoder(BaseSparseEstimator):
 
     def _infer(self, X, components, init):
         """Codes of ``X`` on ``components`` with this estimator's solver (tensors)."""
-        if self.solver in ("fista", "ista"):
-            solver = fista if self.solver == "fista" else ista
+        if self.fit_algorithm in ("fista", "ista"):
+            solver = fista if self.fit_algorithm == "fista" else ista
             return solver(
-                X, components, self.alpha, positive=self.positive,
+                X, components, self.alpha, positive=self.positive_code,
                 max_iter=_INNER_MAX_ITER, tol=_INNER_TOL, init=init,
             )  # fmt: skip
         return self._transform_tensor(
-            X, components, max_iter=_INNER_MAX_ITER, alpha=self.alpha
-        )
+            X, components, max_iter=_INNER_MAX_ITER, alpha=self.alpha,
+            algorithm=self.fit_algorithm,
+        )  # fmt: skip
 
     @staticmethod
     def _n_atoms_after(step, n_start, n_components, max_iter):
@@ -396,7 +412,7 @@ class GradientSparseCoder(BaseSparseEstimator):
                 n_atoms = components.shape[0]
                 codes, n_iter = self._infer(X, components, codes)
                 flops += sparse_encode_flops(
-                    self.solver, n_features, n_atoms, n_samples, n_iter=max(n_iter, 1),
+                    self.fit_algorithm, n_features, n_atoms, n_samples, n_iter=max(n_iter, 1),
                     n_nonzero_coefs=self._n_nonzero(n_features, n_atoms),
                 )  # fmt: skip
                 _update_dictionary(X, codes, components, generator)
@@ -491,17 +507,17 @@ class GradientSparseCoder(BaseSparseEstimator):
         self.inference_n_iter_ = self.transform_max_iter
         return atoms.detach(), log_codes.detach().exp()
 
-    def _transform_tensor(self, X, components, max_iter=None, alpha=None):
+    def _transform_tensor(self, X, components, max_iter=None, alpha=None, algorithm=None):
         """Codes of ``X`` (tensor) with :func:`sparse_encode` and the iterations run;
         ``max_iter`` defaults to ``transform_max_iter``, ``alpha`` to
         ``transform_alpha_``."""
         codes, n_iter = sparse_encode(
             to_numpy(X),
             to_numpy(components),
-            algorithm=self.solver,
+            algorithm=self.transform_algorithm_ if algorithm is None else algorithm,
             alpha=self.transform_alpha_ if alpha is None else alpha,
             n_nonzero_coefs=self._n_nonzero(X.shape[1], components.shape[0]),
-            positive=self.positive,
+            positive=self.positive_code,
             max_iter=self.transform_max_iter if max_iter is None else max_iter,
             device=str(X.device),
             return_n_iter=True,
@@ -531,7 +547,7 @@ class GradientSparseCoder(BaseSparseEstimator):
         check_is_fitted(self)
         n_components, n_features = self.components_.shape
         return sparse_encode_flops(
-            self.solver, n_features, n_components, n_samples,
+            self.transform_algorithm_, n_features, n_components, n_samples,
             n_iter=self.inference_n_iter_ if n_iter is None else n_iter,
             n_nonzero_coefs=self._n_nonzero(n_features, n_components),
         )  # fmt: skip

@@ -10,6 +10,8 @@ gives the corrected count and each docstring says what differs.
 
 from numbers import Integral
 
+from ._solvers import ALGORITHMS, MAX_GRAM_COMPONENTS, gram_form
+
 __all__ = [
     "encoder_inference_flops",
     "encoder_training_flops",
@@ -256,22 +258,8 @@ def sparse_coding_training_flops(
 
 
 # ---------------------------------------------------------------------- sparse_encode
-# The solvers in ``_solvers.py`` take their code path from these two rules, so the counts
-# below follow the computation actually run.
-
-# Greedy solvers keep an (n_components, n_components) Gram matrix up to this size; above
-# it they recompute correlations from the residual instead.
-_MAX_GRAM_COMPONENTS = 4096
-
-_SPARSE_ENCODE_ALGORITHMS = ("ista", "fista", "omp", "mp", "gradient_pursuit", "topk", "adam")
-
-
-def _gram_form(n_features, n_components):
-    """Whether a gradient iteration is cheaper as ``s @ G`` than as two dictionary products.
-
-    ``s @ (D D^T)`` costs ``2N^2`` per sample, ``(s @ D - x) @ D^T`` costs ``4NM``.
-    """
-    return n_components <= 2 * n_features
+# The solvers take their code path from ``gram_form`` and ``MAX_GRAM_COMPONENTS``, so the
+# counts below follow the computation actually run.
 
 
 def _eigvalsh_flops(size):
@@ -355,9 +343,9 @@ def sparse_encode_flops(
     >>> sparse_encode_flops("adam", 8, 16, 1, n_iter=1)
     848
     """
-    if algorithm not in _SPARSE_ENCODE_ALGORITHMS:
+    if algorithm not in ALGORITHMS:
         raise ValueError(
-            f"algorithm must be one of {_SPARSE_ENCODE_ALGORITHMS}, got {algorithm!r}."
+            f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}."
         )
     _check_count(n_features, "n_features", 1)
     _check_count(n_components, "n_components", 1)
@@ -375,7 +363,7 @@ def sparse_encode_flops(
     if algorithm == "adam":
         return ito_adam_flops(M, N, n, T)
     if algorithm in ("ista", "fista"):
-        if _gram_form(M, N):
+        if gram_form(M, N):
             setup = 2 * N * N * M + _eigvalsh_flops(N) + 2 * n * N * M
             per_iter = 2 * N * N + N + 2 * N
         else:
@@ -392,7 +380,7 @@ def sparse_encode_flops(
         refit = T * T
         return setup + n * (loop + refit)
     if algorithm == "mp":
-        if N <= _MAX_GRAM_COMPONENTS:
+        if N <= MAX_GRAM_COMPONENTS:
             return setup + 2 * N * N * M + 2 * n * N * M + n * T * 4 * N
         return setup + n * T * (2 * N * M + 2 * N + 2 * M)
     # gradient_pursuit

@@ -28,7 +28,7 @@ ESTIMATORS = [
     MLPEncoder(hidden_layer_sizes=(8,), max_iter=20, random_state=0, device="cpu"),
     GradientSparseCoder(max_iter=5, transform_max_iter=50, random_state=0, device="cpu"),
     SAEPlusITO(
-        SAEEncoder(max_iter=20, random_state=0, device="cpu"), ito_max_iter=20, device="cpu"
+        SAEEncoder(max_iter=20, random_state=0, device="cpu"), transform_max_iter=20, device="cpu"
     ),
     LarsDictionaryLearning(max_iter=5),
 ]

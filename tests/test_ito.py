@@ -21,7 +21,7 @@ def data():
 def known(data):
     X, dictionary, _ = data
     encoder = SAEEncoder(dictionary=dictionary, max_iter=300, random_state=0, device="cpu")
-    return SAEPlusITO(encoder, ito_alpha=0.01, device="cpu").fit(X)
+    return SAEPlusITO(encoder, transform_alpha=0.01, device="cpu").fit(X)
 
 
 def test_ito_beats_its_encoder_with_a_known_dictionary(data, known):
@@ -51,9 +51,9 @@ def test_amortisation_gap_is_nonnegative_and_matches_objectives(data, known):
 
 def test_init_from_encoder_differs_from_zeros_under_a_small_budget(data, known):
     X, _, _ = data
-    warm = known.set_params(ito_max_iter=3, init="encoder").transform(X)
+    warm = known.set_params(transform_max_iter=3, init="encoder").transform(X)
     cold = known.set_params(init="zeros").transform(X)
-    known.set_params(ito_max_iter=500, init="encoder")
+    known.set_params(transform_max_iter=500, init="encoder")
     assert not np.allclose(warm, cold)
 
 
@@ -61,7 +61,7 @@ def test_zeros_init_returns_the_cold_start_solver_codes_unchanged(data, known):
     from sklearn_sparsegap import sparse_encode
 
     X, _, _ = data
-    known.set_params(init="zeros", ito_max_iter=3)
+    known.set_params(init="zeros", transform_max_iter=3)
     try:
         cold = known.transform(X[:200])
         expected = sparse_encode(
@@ -70,17 +70,17 @@ def test_zeros_init_returns_the_cold_start_solver_codes_unchanged(data, known):
         )  # fmt: skip
         np.testing.assert_allclose(cold, expected, rtol=1e-6, atol=1e-8)
     finally:
-        known.set_params(init="encoder", ito_max_iter=500)
+        known.set_params(init="encoder", transform_max_iter=500)
 
 
 @pytest.mark.parametrize("algorithm", ["fista", "ista", "omp", "mp", "gradient_pursuit", "topk", "adam"])
 def test_every_algorithm_is_never_worse_than_the_encoder(data, known, algorithm):
     X, _, _ = data
-    known.set_params(ito_algorithm=algorithm, ito_max_iter=50, n_nonzero_coefs=3)
+    known.set_params(transform_algorithm=algorithm, transform_max_iter=50, transform_n_nonzero_coefs=3)
     try:
         assert np.all(known.amortisation_gap(X[:200], per_sample=True) >= 0)
     finally:
-        known.set_params(ito_algorithm="fista", ito_max_iter=500, n_nonzero_coefs=None)
+        known.set_params(transform_algorithm="fista", transform_max_iter=500, transform_n_nonzero_coefs=None)
 
 
 def test_unknown_dictionary_ito_is_not_worse_than_its_sae(data):
@@ -118,8 +118,8 @@ def test_works_with_mlp_and_known_codes_encoders(data):
 
 def test_bad_parameters(data):
     X, _, _ = data
-    with pytest.raises(ValueError, match="ito_algorithm"):
-        SAEPlusITO(ito_algorithm="lars").fit(X)
+    with pytest.raises(ValueError, match="transform_algorithm"):
+        SAEPlusITO(transform_algorithm="lars").fit(X)
     with pytest.raises(ValueError, match="encoder"):
         SAEPlusITO(encoder="sae").fit(X)
     with pytest.raises(ValueError, match="init"):
@@ -127,7 +127,7 @@ def test_bad_parameters(data):
 
 
 def test_default_refinement_recovers_known_dictionary_codes(data):
-    # Defaults: ito_alpha a fraction of the encoder's alpha and a refitted intercept.
+    # Defaults: transform_alpha a fraction of the encoder's alpha and a refitted intercept.
     X, dictionary, codes = data
     encoder = SAEEncoder(dictionary=dictionary, max_iter=300, random_state=0, device="cpu")
     ito = SAEPlusITO(encoder, device="cpu").fit(X)
@@ -139,8 +139,8 @@ def test_refit_intercept_replaces_the_encoders_shrinkage_compensating_bias(data)
     # from zero. The refitted one is close to zero and recovers the codes better.
     X, dictionary, codes = data
     encoder = SAEEncoder(dictionary=dictionary, max_iter=300, random_state=0, device="cpu")
-    kept = SAEPlusITO(encoder, ito_alpha=0.01, refit_intercept=False, device="cpu").fit(X)
-    refit = SAEPlusITO(encoder, ito_alpha=0.01, device="cpu").fit(X)
+    kept = SAEPlusITO(encoder, transform_alpha=0.01, refit_intercept=False, device="cpu").fit(X)
+    refit = SAEPlusITO(encoder, transform_alpha=0.01, device="cpu").fit(X)
     np.testing.assert_array_equal(kept.intercept_, kept.encoder_.intercept_)
     assert np.linalg.norm(refit.intercept_) < 0.5 * np.linalg.norm(kept.intercept_)
     assert mean_corr_coef(codes, refit.transform(X)) > mean_corr_coef(codes, kept.transform(X))
@@ -150,7 +150,7 @@ def test_refit_intercept_finds_a_shift_of_the_data(data):
     X, dictionary, codes = data
     shift = np.linspace(-1.0, 1.0, X.shape[1])
     encoder = SAEEncoder(dictionary=dictionary, max_iter=300, random_state=0, device="cpu")
-    ito = SAEPlusITO(encoder, ito_alpha=0.001, ito_max_iter=2000, device="cpu").fit(X + shift)
+    ito = SAEPlusITO(encoder, transform_alpha=0.001, transform_max_iter=2000, device="cpu").fit(X + shift)
     np.testing.assert_allclose(ito.intercept_, shift, atol=0.05)
     assert mean_corr_coef(codes, ito.transform(X + shift)) > 0.98
 
@@ -163,5 +163,5 @@ def test_intercept_refit_on_evenly_spaced_rows_of_large_data(data, monkeypatch):
     shift = np.linspace(-1.0, 1.0, X.shape[1])
     encoder = SAEEncoder(dictionary=dictionary, max_iter=300, random_state=0, device="cpu")
     monkeypatch.setattr(ito_module, "_MAX_INTERCEPT_ROWS", 256)
-    ito = SAEPlusITO(encoder, ito_alpha=0.001, ito_max_iter=2000, device="cpu").fit(X + shift)
+    ito = SAEPlusITO(encoder, transform_alpha=0.001, transform_max_iter=2000, device="cpu").fit(X + shift)
     np.testing.assert_allclose(ito.intercept_, shift, atol=0.05)

@@ -426,7 +426,7 @@ def test_verbose_shows_a_progress_bar(data, capsys):
 # -------------------------------------------------------------- activations
 def test_topk_keeps_exactly_k(data):
     X, _, _ = data
-    est = SAEEncoder(n_components=16, activation="topk", k=3, alpha=0.0, max_iter=200,
+    est = SAEEncoder(n_components=16, activation="topk", n_nonzero_coefs=3, alpha=0.0, max_iter=200,
                      random_state=0, device="cpu").fit(X)
     counts = (est.transform(X) != 0).sum(axis=1)
     assert counts.max() <= 3 and counts.mean() > 2.5
@@ -537,8 +537,8 @@ def test_resampler_points_dead_latents_at_poorly_reconstructed_samples(data):
     "params, match",
     [
         ({"n_components": 0}, "n_components"),
-        ({"activation": "topk", "k": 20}, "k"),
-        ({"activation": "topk"}, "k"),
+        ({"activation": "topk", "n_nonzero_coefs": 20}, "n_nonzero_coefs"),
+        ({"activation": "topk"}, "n_nonzero_coefs"),
         ({"dictionary": np.ones((16, 3))}, "dictionary"),
         ({"dictionary": np.vstack([np.ones((15, 8)), np.zeros((1, 8))])}, "dictionary"),
         ({"dictionary": np.full((16, 8), np.nan)}, "dictionary"),

@@ -8,7 +8,10 @@ from hypothesis import strategies as st
 from sklearn.decomposition import sparse_encode as sklearn_sparse_encode
 from torch.utils.flop_counter import FlopCounterMode
 
-import sklearn_sparsegap._solvers as solvers
+import sklearn_sparsegap._solvers._adam as adam_module
+import sklearn_sparsegap._solvers._greedy as greedy_module
+import sklearn_sparsegap._solvers._proximal as proximal_module
+import sklearn_sparsegap._solvers._sparse_encode as front_end
 from sklearn_sparsegap import make_sparse_dictionary_data, paper_l1_to_alpha, sparse_encode
 from sklearn_sparsegap._solvers import (
     adam_codes,
@@ -86,7 +89,8 @@ def test_fista_objective_at_most_sklearn_overcomplete(positive):
 def test_gram_and_residual_forms_agree(monkeypatch):
     X, D, _ = _data(30, n_components=12, n_features=16, seed=3)
     gram_codes, _ = fista(*_tensors(X, D), 0.02, positive=True, max_iter=3000, tol=1e-12)
-    monkeypatch.setattr(solvers, "_gram_form", lambda n_features, n_components: False)
+    monkeypatch.setattr(proximal_module, "gram_form", lambda n_features, n_components: False)
+    monkeypatch.setattr(adam_module, "gram_form", lambda n_features, n_components: False)
     residual_codes, _ = fista(*_tensors(X, D), 0.02, positive=True, max_iter=3000, tol=1e-12)
     adam_residual, _ = adam_codes(*_tensors(X, D), 0.02, max_iter=50)
     monkeypatch.undo()
@@ -140,13 +144,13 @@ def test_small_blocks_run_serially_and_restore_the_thread_count(monkeypatch):
     X, D, _ = _data(20, seed=32)
     threads = torch.get_num_threads()
     seen = []
-    original = solvers._forward_backward_operator
+    original = proximal_module._forward_backward_operator
 
     def spy(*args):
         seen.append(torch.get_num_threads())
         return original(*args)
 
-    monkeypatch.setattr(solvers, "_forward_backward_operator", spy)
+    monkeypatch.setattr(proximal_module, "_forward_backward_operator", spy)
     fista(*_tensors(X, D), 0.01)
     assert seen == [1]
     assert torch.get_num_threads() == threads
@@ -232,7 +236,7 @@ def test_pursuits_decrease_residual_monotonically(solver, positive):
 def test_matching_pursuit_gram_and_residual_paths_agree(monkeypatch):
     X, D, _ = _data(40, n_components=20, n_features=10, distribution="normal", seed=14)
     gram_codes, _ = matching_pursuit(*_tensors(X, D), 5)
-    monkeypatch.setattr(solvers, "_MAX_GRAM_COMPONENTS", 0)
+    monkeypatch.setattr(greedy_module, "MAX_GRAM_COMPONENTS", 0)
     residual_codes, _ = matching_pursuit(*_tensors(X, D), 5)
     torch.testing.assert_close(gram_codes, residual_codes, atol=1e-12, rtol=0)
 
@@ -374,8 +378,8 @@ def test_blocks_give_the_same_codes(monkeypatch, algorithm):
     X, D, _ = _data(50, seed=23)
     single, _ = sparse_encode(X, D, algorithm=algorithm, n_nonzero_coefs=3, tol=1e-10,
                               device="cpu", return_n_iter=True)  # fmt: skip
-    monkeypatch.setattr(solvers, "_MAX_BLOCK_ELEMENTS", 1)
-    monkeypatch.setattr(solvers, "_MIN_BLOCK_ROWS", 7)
+    monkeypatch.setattr(front_end, "_MAX_BLOCK_ELEMENTS", 1)
+    monkeypatch.setattr(front_end, "_MIN_BLOCK_ROWS", 7)
     blocked, _ = sparse_encode(X, D, algorithm=algorithm, n_nonzero_coefs=3, tol=1e-10,
                                device="cpu", return_n_iter=True)  # fmt: skip
     np.testing.assert_allclose(blocked, single, atol=1e-8)
@@ -514,7 +518,7 @@ def test_fista_with_intercept_solves_the_joint_problem(positive):
     X, D, _ = _data(n_samples=200)
     X = X + np.linspace(-0.5, 0.5, X.shape[1])
     X_t, D_t = _tensors(X, D)
-    codes, intercept, n_iter = solvers.fista_with_intercept(
+    codes, intercept, n_iter = proximal_module.fista_with_intercept(
         X_t, D_t, 0.01, positive=positive, max_iter=5000, tol=1e-10
     )
     assert n_iter < 5000

@@ -135,7 +135,7 @@ def test_fixed_dictionary_only_stores_it_and_transform_is_inference(data):
 def test_paper_adam_solver_runs_and_reports_history(data):
     X, dictionary, _ = data
     coder = GradientSparseCoder(
-        n_components=16, solver="adam", max_iter=200, transform_max_iter=200,
+        n_components=16, fit_algorithm="adam", max_iter=200, transform_max_iter=200,
         learning_rate=1e-2, random_state=0, device="cpu",
     ).fit(X)
     assert coder.n_iter_ == 200
@@ -148,7 +148,7 @@ def test_paper_adam_solver_runs_and_reports_history(data):
 def test_greedy_solvers_keep_k_atoms(data, solver):
     X, _, _ = data
     coder = GradientSparseCoder(
-        n_components=16, solver=solver, n_nonzero_coefs=3, max_iter=10, random_state=0,
+        n_components=16, fit_algorithm=solver, transform_n_nonzero_coefs=3, max_iter=10, random_state=0,
         device="cpu",
     ).fit(X)
     assert (coder.transform(X) != 0).sum(axis=1).max() <= 3
@@ -171,8 +171,9 @@ def test_same_seed_same_dictionary_and_dtype(data):
         ({"dictionary": np.vstack([np.ones((15, 8)), np.zeros((1, 8))])}, "dictionary"),
         ({"dictionary": np.full((16, 8), np.inf)}, "dictionary"),
         ({"dictionary": np.ones((16, 8)), "n_components": 3}, "dictionary"),
-        ({"solver": "lars"}, "solver"),
-        ({"solver": "omp", "n_nonzero_coefs": 20}, "n_nonzero_coefs"),
+        ({"fit_algorithm": "lars"}, "fit_algorithm"),
+        ({"transform_algorithm": "lars"}, "transform_algorithm"),
+        ({"fit_algorithm": "omp", "transform_n_nonzero_coefs": 20}, "n_nonzero_coefs"),
         ({"alpha": -1.0}, "alpha"),
         ({"transform_alpha": -0.1}, "transform_alpha"),
     ],

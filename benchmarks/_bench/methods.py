@@ -85,7 +85,7 @@ def build(
     n_components : int or None
         Model size when it differs from the true one (over/under-complete runs).
     ito : dict or None
-        SAEPlusITO parameters for ``"sae+ito"`` (``ito_algorithm``, ``init``, ...).
+        SAEPlusITO parameters for ``"sae+ito"`` (``transform_algorithm``, ``init``, ...).
     **params
         Further estimator parameters (``hidden_layer_sizes``, ``alpha``, ``k``,
         ``learning_rate``, ``fit_intercept`` ...), applied last.
@@ -107,7 +107,7 @@ def build(
             l1_penalty=l1_penalty, n_components=n_components, **params,
         )  # fmt: skip
         ito_params = (
-            {"ito_algorithm": "adam", "ito_max_iter": PAPER_ITO_ITER, "ito_alpha": alpha}
+            {"transform_algorithm": "adam", "transform_max_iter": PAPER_ITO_ITER, "transform_alpha": alpha}
             if paper
             else {}
         )
@@ -116,7 +116,7 @@ def build(
     if method in ("sae", "topk-sae", "jumprelu-sae", "mlp"):
         estimator_params = {**common, **_scenario_params(task, scenario, n_components)}
         if method == "topk-sae":
-            estimator_params.update(activation="topk", k=task.n_nonzero_coefs)
+            estimator_params.update(activation="topk", n_nonzero_coefs=task.n_nonzero_coefs)
         elif method == "jumprelu-sae":
             estimator_params["activation"] = "jumprelu"
         if paper:
@@ -141,7 +141,7 @@ def build(
             estimator_params["n_components"] = n_components
         if paper:
             estimator_params.update(
-                solver="adam",
+                fit_algorithm="adam",
                 alpha=alpha,
                 learning_rate=PAPER_LEARNING_RATE,
                 transform_max_iter=PAPER_ITO_ITER,

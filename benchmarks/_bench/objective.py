@@ -79,7 +79,7 @@ def measure_refined(sae, task, ito_params):
     start = np.asarray(sae.transform(task.X_test), dtype=np.float64)
     record["total_flops"] = record["training_flops"] + record["inference_flops"]
     record["ito_kept_fraction"] = float(np.mean(np.any(codes != start, axis=1)))
-    record.update(ito_algorithm=ito.ito_algorithm, ito_init=ito.init, ito_max_iter=ito.ito_max_iter)
+    record.update(transform_algorithm=ito.transform_algorithm, ito_init=ito.init, transform_max_iter=ito.transform_max_iter)
     return record
 
 

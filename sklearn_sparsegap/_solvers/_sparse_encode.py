@@ -1,0 +1,275 @@
+"""The :func:`sparse_encode` front end: validation, blocks of rows, dispatch to a solver."""
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+
+from .._compat import Interval, StrOptions, validate_params
+from .._torch_utils import numpy_dtype, resolve_device, serial_if_small, to_numpy, to_tensor
+from .._torch_utils import torch_dtype
+from .._validation import check_dictionary, check_matrix
+from ._adam import adam_codes
+from ._common import lipschitz_constant
+from ._greedy import gradient_pursuit, matching_pursuit, omp, topk_encode
+from ._proximal import fista, fista_with_intercept, ista
+
+ALGORITHMS = ("ista", "fista", "omp", "mp", "gradient_pursuit", "topk", "adam")
+GREEDY_ALGORITHMS = ("omp", "mp", "gradient_pursuit", "topk")
+# Greedy pursuits that fit a support by least squares or gradient steps: a support larger
+# than n_features is linearly dependent there.
+_SUPPORT_FITTING = ("omp", "gradient_pursuit")
+
+# Defaults of sparse_encode when max_iter is None: enough for FISTA to converge on the
+# paper's problems; the paper's test-time Adam runs 10,000 iterations.
+DEFAULT_MAX_ITER = {"ista": 1000, "fista": 1000, "adam": 10_000}
+
+# Rows per block: one (rows, width) working array holds at most this many elements.
+_MAX_BLOCK_ELEMENTS = 2**24
+_MIN_BLOCK_ROWS = 1024
+_MAX_BLOCK_ROWS = 65536
+
+
+def default_n_nonzero_coefs(n_features, n_components):
+    """Return scikit-learn's default K, ``min(max(n_features // 10, 1), n_components)``.
+
+    Parameters
+    ----------
+    n_features : int
+        M.
+    n_components : int
+        N.
+
+    Returns
+    -------
+    n_nonzero_coefs : int
+        The default K of the greedy algorithms.
+
+    Examples
+    --------
+    >>> from sklearn_sparsegap._solvers import default_n_nonzero_coefs
+    >>> default_n_nonzero_coefs(200, 1000)
+    20
+    """
+    return min(max(n_features // 10, 1), n_components)
+
+def _check_n_nonzero_coefs(n_nonzero_coefs, n_features, n_components, algorithm):
+    if n_nonzero_coefs is None:
+        return default_n_nonzero_coefs(n_features, n_components)
+    if n_nonzero_coefs > n_components:
+        raise ValueError(
+            f"n_nonzero_coefs={n_nonzero_coefs} exceeds n_components={n_components} "
+            f"(the number of dictionary atoms); algorithm={algorithm!r} needs "
+            f"n_nonzero_coefs <= {n_components}."
+        )
+    if algorithm in _SUPPORT_FITTING and n_nonzero_coefs > n_features:
+        raise ValueError(
+            f"n_nonzero_coefs={n_nonzero_coefs} exceeds n_features={n_features}: "
+            f"algorithm={algorithm!r} fits the codes on the selected atoms, and more than "
+            f"n_features atoms are linearly dependent; use n_nonzero_coefs <= {n_features}."
+        )
+    return int(n_nonzero_coefs)
+
+
+def _block_rows(width):
+    return int(np.clip(_MAX_BLOCK_ELEMENTS // max(width, 1), _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS))
+
+
+@validate_params(
+    {
+        "X": ["array-like"],
+        "dictionary": ["array-like"],
+        "algorithm": [StrOptions(set(ALGORITHMS))],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
+        "positive": ["boolean"],
+        "max_iter": [Interval(Integral, 1, None, closed="left"), None],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "init": ["array-like", None],
+        "device": [str, torch.device],
+        "return_n_iter": ["boolean"],
+    },
+    prefer_skip_nested_validation=True,
+)
+def sparse_encode(
+    X,
+    dictionary,
+    *,
+    algorithm="fista",
+    alpha=0.01,
+    n_nonzero_coefs=None,
+    positive=False,
+    max_iter=None,
+    tol=1e-4,
+    init=None,
+    device="auto",
+    return_n_iter=False,
+):
+    """Sparse codes of ``X`` on a fixed dictionary, with batched torch solvers.
+
+    Solves, per sample, ``min_s 0.5 * ||x - s @ dictionary||^2 + alpha * ||s||_1``
+    (scikit-learn's convention: ``alpha`` means what it means in
+    :func:`sklearn.decomposition.sparse_encode`), or a greedy K-sparse approximation of
+    it. All samples are encoded at once, in blocks of rows that bound the memory.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        Signals. Not modified.
+    dictionary : array-like of shape (n_components, n_features)
+        Atoms as rows; any non-zero norms (the greedy algorithms rank atoms by
+        correlation divided by the atom norm).
+    algorithm : {"fista", "ista", "omp", "mp", "gradient_pursuit", "topk", "adam"}, \
+            default="fista"
+        - ``"fista"``: accelerated proximal gradient with adaptive restart (the lasso);
+        - ``"ista"``: proximal gradient (the lasso);
+        - ``"omp"``: orthogonal matching pursuit, K atoms with a least-squares fit;
+        - ``"mp"``: matching pursuit, K greedy steps without re-fit;
+        - ``"gradient_pursuit"``: greedy selection with exact gradient steps on the
+          support (Blumensath & Davies 2008);
+        - ``"topk"``: one correlation step keeping the K largest;
+        - ``"adam"``: the paper's exp-parametrised Adam (always non-negative codes; see
+          ``max_iter``).
+    alpha : float, default=0.01
+        L1 penalty of ``"fista"``, ``"ista"`` and ``"adam"`` (the paper's ``lambda`` is
+        ``paper_l1_to_alpha(lambda, n_features, n_components)``). 0.01 is where the
+        positive lasso recovers the paper's N=16, M=8, K=3 codes best.
+    n_nonzero_coefs : int or None, default=None
+        K of the greedy algorithms; None means ``min(max(n_features // 10, 1),
+        n_components)`` as in scikit-learn. It must not exceed ``n_components`` and, for
+        ``"omp"`` and ``"gradient_pursuit"``, ``n_features``.
+    positive : bool, default=False
+        Non-negative codes (``"adam"`` codes always are).
+    max_iter : int or None, default=None
+        Maximum iterations of ``"fista"``, ``"ista"`` (None: 1000) and ``"adam"`` (None:
+        10000, the paper's test-time count; Adam's step of at most ``3e-3`` in
+        log-space needs thousands of iterations to grow codes from ``exp(-10)``).
+    tol : float, default=1e-4
+        ``"fista"`` and ``"ista"`` stop a sample once its codes change by
+        ``||s_new - s|| <= tol * max(||s||, eps)`` in one iteration; ``"adam"`` stops
+        when every sample's codes do (0 runs ``max_iter`` iterations).
+    init : array-like of shape (n_samples, n_components), default=None
+        Warm start of ``"fista"``, ``"ista"`` and ``"adam"`` (e.g. an SAE's codes);
+        ignored by the greedy algorithms.
+    device : str or torch.device, default="auto"
+        ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
+    return_n_iter : bool, default=False
+        Also return the number of iterations run (the maximum over blocks), e.g. for
+        :func:`sklearn_sparsegap.flops.sparse_encode_flops`.
+
+    Returns
+    -------
+    codes : ndarray of shape (n_samples, n_components)
+        The codes; float64 if ``X`` is float64, else float32.
+    n_iter : int
+        Iterations run; returned when ``return_n_iter`` is True.
+
+    See Also
+    --------
+    sklearn.decomposition.sparse_encode : The scikit-learn equivalent (same objective).
+    sklearn_sparsegap.flops.sparse_encode_flops : FLOPs of a call.
+
+    Examples
+    --------
+    >>> from sklearn_sparsegap import make_sparse_dictionary_data, mean_corr_coef
+    >>> from sklearn_sparsegap import sparse_encode
+    >>> X, D, S = make_sparse_dictionary_data(256, n_components=32, n_features=24,
+    ...                                       n_nonzero_coefs=3, random_state=0)
+    >>> codes = sparse_encode(X, D, algorithm="omp", n_nonzero_coefs=3, device="cpu")
+    >>> round(mean_corr_coef(S, codes), 3)
+    1.0
+    >>> codes, n_iter = sparse_encode(X, D, alpha=0.001, positive=True, device="cpu",
+    ...                               return_n_iter=True)
+    >>> codes.dtype, mean_corr_coef(S, codes) > 0.99
+    (dtype('float64'), True)
+    """
+    X = check_matrix(X, "X")
+    dictionary = check_dictionary(dictionary, n_features=X.shape[1])
+    n_samples, n_features = X.shape
+    n_components = dictionary.shape[0]
+    if init is not None:
+        init = check_matrix(init, "init")
+        if init.shape != (n_samples, n_components):
+            raise ValueError(
+                f"init must have shape (n_samples, n_components) = "
+                f"({n_samples}, {n_components}), got {init.shape}."
+            )
+    n_nonzero = None
+    if algorithm in GREEDY_ALGORITHMS:
+        n_nonzero = _check_n_nonzero_coefs(n_nonzero_coefs, n_features, n_components, algorithm)
+    if max_iter is None:
+        max_iter = DEFAULT_MAX_ITER.get(algorithm, 1)
+
+    device = resolve_device(device)
+    dtype = torch_dtype(X.dtype)
+    D = to_tensor(dictionary, device=device, dtype=dtype)
+    width = n_components
+    if algorithm in _SUPPORT_FITTING:
+        width = max(n_components, n_nonzero * n_features)
+    rows = _block_rows(width)
+
+    with torch.no_grad():
+        lipschitz = None
+        if algorithm in ("ista", "fista") and n_samples > rows:
+            lipschitz = lipschitz_constant(D)
+
+        def solve(X_block, init_block):
+            if algorithm in ("ista", "fista"):
+                function = fista if algorithm == "fista" else ista
+                return function(
+                    X_block, D, alpha, positive=positive, max_iter=max_iter, tol=tol,
+                    init=init_block, lipschitz=lipschitz,
+                )  # fmt: skip
+            if algorithm == "adam":
+                return adam_codes(X_block, D, alpha, max_iter=max_iter, tol=tol, init=init_block)
+            function = {
+                "omp": omp,
+                "mp": matching_pursuit,
+                "gradient_pursuit": gradient_pursuit,
+                "topk": topk_encode,
+            }[algorithm]
+            return function(X_block, D, n_nonzero, positive=positive)
+
+        codes = np.empty((n_samples, n_components), dtype=numpy_dtype(X.dtype))
+        n_iter = 0
+        for start in range(0, n_samples, rows):
+            stop = min(start + rows, n_samples)
+            X_block = to_tensor(X[start:stop], device=device, dtype=dtype)
+            init_block = None
+            if init is not None and algorithm not in GREEDY_ALGORITHMS:
+                init_block = to_tensor(init[start:stop], device=device, dtype=dtype)
+            block_codes, block_iter = solve(X_block, init_block)
+            codes[start:stop] = to_numpy(block_codes)
+            n_iter = max(n_iter, block_iter)
+    if return_n_iter:
+        return codes, n_iter
+    return codes
+
+
+def lasso_intercept(X, dictionary, *, alpha, positive=False, max_iter=1000, tol=1e-4, init=None,
+                    device="auto"):  # fmt: skip
+    """The intercept ``b`` that, jointly with lasso codes, minimises the objective.
+
+    NumPy front end of :func:`fista_with_intercept` (inputs validated by the caller):
+    ``min_{S, b} sum_n 0.5 * ||x_n - s_n D - b||^2 + alpha * ||s_n||_1``.
+
+    Returns
+    -------
+    intercept : ndarray of shape (n_features,)
+        In the dtype of ``X``.
+    """
+    device = resolve_device(device)
+    dtype = torch_dtype(X.dtype)
+    with torch.no_grad(), serial_if_small(
+        device, 4 * X.shape[0] * dictionary.shape[0] * X.shape[1]
+    ):
+        _, intercept, _ = fista_with_intercept(
+            to_tensor(X, device=device, dtype=dtype),
+            to_tensor(dictionary, device=device, dtype=dtype),
+            alpha,
+            positive=positive,
+            max_iter=max_iter,
+            tol=tol,
+            init=None if init is None else to_tensor(init, device=device, dtype=dtype),
+        )
+    return to_numpy(intercept)
