@@ -19,6 +19,7 @@ not require gradients. One module per family: ``_proximal`` (ISTA, FISTA), ``_gr
 
 from ._adam import adam_codes
 from ._common import MAX_GRAM_COMPONENTS, gram_form, lipschitz_constant
+from ._lca import adaptive_projected_gradient, lca
 from ._greedy import gradient_pursuit, matching_pursuit, omp, topk_encode
 from ._proximal import fista, fista_with_intercept, ista
 from ._sparse_encode import (
@@ -36,6 +37,7 @@ __all__ = [
     "GREEDY_ALGORITHMS",
     "MAX_GRAM_COMPONENTS",
     "adam_codes",
+    "adaptive_projected_gradient",
     "default_n_nonzero_coefs",
     "fista",
     "fista_with_intercept",
@@ -43,6 +45,7 @@ __all__ = [
     "gram_form",
     "ista",
     "lasso_intercept",
+    "lca",
     "lipschitz_constant",
     "matching_pursuit",
     "omp",
