@@ -73,10 +73,17 @@ def omp(X, D, n_nonzero_coefs, *, positive=False, gram=None):
     (``|r . d| / ||d||``, or the largest positive correlation when ``positive``), then
     projects the residual off the selected atoms (batched Gram-Schmidt, so no system is
     solved inside the loop). The coefficients, the least-squares fit on the selected
-    atoms, come from one batched back substitution with the Gram-Schmidt triangle. A
-    sample stops once its residual norm is below ``100 * eps * ||x||`` (an atom within
-    ``sqrt(eps)`` of the span of the selected ones is skipped); the loop stops when every
-    sample has. On unit-norm atoms this is scikit-learn's ``algorithm="omp"``.
+    atoms, come from one batched back substitution with the Gram-Schmidt triangle. On
+    unit-norm atoms this is scikit-learn's ``algorithm="omp"``.
+
+    When the Gram matrix ``G = D D^T`` pays for itself (``n_components <= 4096`` and
+    enough samples, see ``greedy_gram_form``) the correlations are updated through ``G``
+    from ``D x`` (Batch-OMP, Rubinstein, Zibulevsky & Elad 2008) and no residual is
+    formed; otherwise the residual is kept in signal space. Both give the same codes up
+    to rounding. A sample stops once its residual has vanished (every correlation below
+    ``100 * eps * ||x||`` in the Gram form, residual norm below that in the other; an
+    atom too close to the span of the selected ones is skipped); the loop stops when
+    every sample has.
 
     With ``positive=True`` the atoms are selected on the unconstrained residual (largest
     positive correlation; none is added once no correlation is positive), and the final
@@ -94,6 +101,9 @@ def omp(X, D, n_nonzero_coefs, *, positive=False, gram=None):
         K, at most ``min(n_features, n_components)``.
     positive : bool, default=False
         Non-negative codes.
+    gram : bool or None, default=None
+        Update correlations through the Gram matrix (True) or the residual (False);
+        None chooses by ``greedy_gram_form``.
 
     Returns
     -------
@@ -355,7 +365,9 @@ def gradient_pursuit(X, D, n_nonzero_coefs, *, positive=False, gram=None):
     ``||g||^2 / ||g D_S||^2``. With ``positive``, coordinates at zero with a negative
     gradient are frozen and the step is capped so no coefficient becomes negative. The
     residual norm never increases; the codes have at most K non-zeros. Atoms are
-    normalised internally (the pursuit runs on unit atoms).
+    normalised internally (the pursuit runs on unit atoms). As in :func:`omp`, the
+    correlations are updated through the Gram matrix when it pays for itself, else
+    recomputed from the residual.
 
     Parameters
     ----------
@@ -367,6 +379,9 @@ def gradient_pursuit(X, D, n_nonzero_coefs, *, positive=False, gram=None):
         K, the number of iterations.
     positive : bool, default=False
         Non-negative codes.
+    gram : bool or None, default=None
+        Update correlations through the Gram matrix (True) or the residual (False);
+        None chooses by ``greedy_gram_form``.
 
     Returns
     -------
