@@ -194,15 +194,20 @@ def _omp_residual(X, atoms, norms, n_nonzero_coefs, positive):
     return _omp_codes(X, atoms, norms, lower, projections, support, used, n_iter, positive)
 
 
-def _in_row_chunks(solver, X, *args):
-    """Run a Gram-form solver on chunks of rows; the iteration count is the maximum."""
-    n_nonzero_coefs, n_components = args[-2], args[0].shape[0]
+def _in_row_chunks(solver, X, atoms, *args):
+    """Run a Gram-form solver on chunks of rows; the iteration count is the maximum.
+
+    The correlations ``X D^T``, one large product, are formed before with every thread;
+    the chunks, whose operations are too small for a thread team, run on one.
+    """
+    n_nonzero_coefs, n_components = args[-2], atoms.shape[0]
     rows = gram_chunk_rows(n_nonzero_coefs, n_components)
+    correlations = X @ atoms.T
     codes, n_iter = [], 0
-    # The operations inside a chunk are small: a thread team costs more than it saves.
     with serial_if_small(X.device, 2 * min(rows, X.shape[0]) * n_nonzero_coefs * n_components):
         for start in range(0, X.shape[0], rows):
-            chunk_codes, chunk_iter = solver(X[start : start + rows], *args)
+            chunk = slice(start, start + rows)
+            chunk_codes, chunk_iter = solver(X[chunk], correlations[chunk], atoms, *args)
             codes.append(chunk_codes)
             n_iter = max(n_iter, chunk_iter)
     return torch.cat(codes), n_iter
@@ -217,7 +222,7 @@ def _vanished(X):
     return 100 * torch.finfo(X.dtype).eps * torch.linalg.vector_norm(X, dim=1)
 
 
-def _omp_gram(X, atoms, norms, G, n_nonzero_coefs, positive):
+def _omp_gram(X, correlations, atoms, norms, G, n_nonzero_coefs, positive):
     """Batch-OMP (Rubinstein, Zibulevsky & Elad 2008): correlations updated through G.
 
     The same Gram-Schmidt as :func:`_omp_residual`, carried out on ``u_j = D q_j``
@@ -229,7 +234,6 @@ def _omp_gram(X, atoms, norms, G, n_nonzero_coefs, positive):
     n_samples = X.shape[0]
     n_components = atoms.shape[0]
     K = n_nonzero_coefs
-    correlations = X @ atoms.T
     vanished = _vanished(X)
     eps = torch.finfo(X.dtype).eps
     # An atom whose squared distance to the span of the selected ones is below this is
@@ -463,7 +467,7 @@ def _gradient_pursuit_residual(X, atoms, norms, n_nonzero_coefs, positive):
     return codes, n_iter
 
 
-def _gradient_pursuit_gram(X, atoms, norms, G, n_nonzero_coefs, positive):
+def _gradient_pursuit_gram(X, correlations, atoms, norms, G, n_nonzero_coefs, positive):
     """Gradient pursuit with correlations updated through the Gram matrix.
 
     The gradient on the support is the correlations there; the step direction's
@@ -473,7 +477,6 @@ def _gradient_pursuit_gram(X, atoms, norms, G, n_nonzero_coefs, positive):
     n_samples = X.shape[0]
     n_components = atoms.shape[0]
     K = n_nonzero_coefs
-    correlations = X @ atoms.T
     vanished = _vanished(X)
     support = torch.zeros((n_samples, K), dtype=torch.long, device=X.device)
     slots = X.new_zeros((n_samples, K))  # 1 where a slot holds a new atom
