@@ -56,7 +56,7 @@ def test_estimators_report_the_formulas():
 
 
 def test_paper_reference_values():
-    # reference/protocol.md §9: 1360 / 1744 per sample-step, 528 per inference sample,
+    # The paper's Appendix I: 1360 / 1744 per sample-step, 528 per inference sample,
     # ITO 144 + 704 per iteration and sample at N=16, M=8; MLP H=32 5360 / 5744.
     assert encoder_training_flops(8, 16, 1, learn_dictionary=False) == 1360
     assert encoder_training_flops(8, 16, 1) == 1744

@@ -12,6 +12,7 @@ import sklearn_sparsegap._solvers._adam as adam_module
 import sklearn_sparsegap._solvers._greedy as greedy_module
 import sklearn_sparsegap._solvers._proximal as proximal_module
 import sklearn_sparsegap._solvers._sparse_encode as front_end
+import sklearn_sparsegap.flops as flops_module
 from sklearn_sparsegap import make_sparse_dictionary_data, paper_l1_to_alpha, sparse_encode
 from sklearn_sparsegap._solvers import (
     adam_codes,
@@ -167,12 +168,54 @@ def test_lipschitz_constant_is_squared_spectral_norm():
 
 
 # ---------------------------------------------------------------------- greedy
-def test_omp_matches_sklearn():
+@pytest.mark.parametrize("gram", [True, False])
+def test_omp_matches_sklearn(gram):
     X, D, _ = _data(80, n_components=32, n_features=24, k=3, distribution="normal", seed=8)
     expected = sklearn_sparse_encode(X, D, algorithm="omp", n_nonzero_coefs=3)
-    codes, n_iter = omp(*_tensors(X, D), 3)
+    codes, n_iter = omp(*_tensors(X, D), 3, gram=gram)
     assert n_iter == 3
     np.testing.assert_allclose(codes.numpy(), expected, atol=1e-10)
+    # K up to n_features, where late atoms are nearly dependent on the selected ones.
+    expected = sklearn_sparse_encode(X, D, algorithm="omp", n_nonzero_coefs=20)
+    codes, _ = omp(*_tensors(X, D), 20, gram=gram)
+    np.testing.assert_allclose(codes.numpy(), expected, atol=1e-8)
+
+
+def test_batch_omp_matches_sklearn_on_the_large_task_shape():
+    # The benchmark's shape scaled down (N=5M, K=M/10): many chunks of rows.
+    X, D, _ = make_sparse_dictionary_data(
+        300, n_components=250, n_features=50, n_nonzero_coefs=5, random_state=0
+    )
+    expected = sklearn_sparse_encode(X, D, algorithm="omp", n_nonzero_coefs=5)
+    assert greedy_module.greedy_gram_form(300, 50, 250, 5)
+    codes = sparse_encode(X, D, algorithm="omp", n_nonzero_coefs=5, device="cpu")
+    np.testing.assert_allclose(codes, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("solver", [omp, gradient_pursuit])
+@pytest.mark.parametrize("positive", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gram_and_residual_greedy_forms_agree(monkeypatch, solver, positive, dtype):
+    X, D, _ = _data(90, n_components=40, n_features=20, k=4, distribution="normal", seed=30)
+    D = D * np.linspace(0.5, 2.0, D.shape[0])[:, None]  # unnormalised atoms
+    Xt = torch.tensor(X, dtype=dtype)
+    Dt = torch.tensor(D, dtype=dtype)
+    residual_codes, residual_iter = solver(Xt, Dt, 6, positive=positive, gram=False)
+    gram_codes, gram_iter = solver(Xt, Dt, 6, positive=positive, gram=True)
+    # Rows processed in chunks of 7 give the same codes.
+    monkeypatch.setattr(greedy_module, "gram_chunk_rows", lambda *args: 7)
+    chunked_codes, _ = solver(Xt, Dt, 6, positive=positive, gram=True)
+    atol = 1e-10 if dtype == torch.float64 else 1e-4
+    assert gram_iter == residual_iter == 6
+    torch.testing.assert_close(gram_codes, residual_codes, atol=atol, rtol=0)
+    torch.testing.assert_close(chunked_codes, gram_codes, atol=atol, rtol=0)
+
+
+def test_greedy_gram_form_rule():
+    # N=1000, M=200, K=20: the Gram matrix pays for itself from 56 samples.
+    assert not greedy_module.greedy_gram_form(55, 200, 1000, 20)
+    assert greedy_module.greedy_gram_form(56, 200, 1000, 20)
+    assert not greedy_module.greedy_gram_form(10**6, 200, 5000, 20)  # N > 4096
 
 
 @pytest.mark.parametrize(
@@ -195,11 +238,14 @@ def test_omp_positive_codes_are_non_negative():
     assert (_residual_norms(X, codes, D) <= np.linalg.norm(X, axis=1) + 1e-12).all()
 
 
-def test_omp_stops_when_residuals_vanish():
+@pytest.mark.parametrize("gram", [True, False])
+@pytest.mark.parametrize("positive", [False, True])
+def test_omp_stops_when_residuals_vanish(gram, positive):
     X, D, S = _data(20, n_components=24, n_features=32, k=2, seed=11)
-    codes, n_iter = omp(*_tensors(X, D), 6)
+    codes, n_iter = omp(*_tensors(X, D), 6, gram=gram, positive=positive)
     assert n_iter == 2
     np.testing.assert_allclose(codes.numpy(), S, atol=1e-9)
+    assert ((codes != 0).sum(dim=1) <= 2).all()
 
 
 def test_topk_keeps_exactly_k():
@@ -500,14 +546,33 @@ def test_fista_matmul_flops_match_flop_counter(n_components, n_features):
     assert counted == expected
 
 
-def test_omp_matmul_flops_match_flop_counter():
+@pytest.mark.parametrize("solver", ["omp", "gradient_pursuit"])
+@pytest.mark.parametrize("n_samples", [3, 12])
+@pytest.mark.parametrize("K", [4, 6])
+def test_greedy_matmul_flops_match_flop_counter(solver, n_samples, K):
+    # 3 samples: residual form; 12: Gram form (the rule that picks it is shared).
     rng = np.random.default_rng(28)
-    X, D = rng.standard_normal((12, 10)), rng.standard_normal((20, 10))
-    counted, (_, T) = _counted_matmul_flops(lambda: omp(*_tensors(X, D), 4))
-    n, M, N = 12, 10, 20
-    # Correlations and the two Gram-Schmidt products of each iteration.
-    expected = n * (T * 2 * N * M + 2 * M * T * (T - 1))
-    assert T == 4 and counted == expected
+    X, D = rng.standard_normal((n_samples, 10)), rng.standard_normal((20, 10))
+    function = {"omp": omp, "gradient_pursuit": gradient_pursuit}[solver]
+    counted, (_, T) = _counted_matmul_flops(lambda: function(*_tensors(X, D), K))
+    assert greedy_module.greedy_gram_form(n_samples, 10, 20, K) == (n_samples == 12)
+    matmul, _ = flops_module._sparse_encode_flop_terms(
+        solver, 10, 20, n_samples, n_iter=T, n_nonzero_coefs=K
+    )
+    assert T == K and counted == matmul
+
+
+@pytest.mark.parametrize("algorithm", ["fista", "ista", "mp", "topk"])
+def test_other_matmul_flops_match_flop_counter(algorithm):
+    X, D, _ = _data(12, n_components=20, n_features=10, distribution="normal", seed=31)
+    counted, (_, n_iter) = _counted_matmul_flops(
+        lambda: sparse_encode(X, D, algorithm=algorithm, n_nonzero_coefs=3, max_iter=7,
+                              tol=0.0, device="cpu", return_n_iter=True)
+    )  # fmt: skip
+    matmul, _ = flops_module._sparse_encode_flop_terms(
+        algorithm, 10, 20, 12, n_iter=n_iter, n_nonzero_coefs=3
+    )
+    assert counted == matmul
 
 
 @pytest.mark.parametrize("positive", [True, False])

@@ -17,6 +17,11 @@ _CHECK_EVERY = 10
 # it they recompute correlations from the residual instead.
 MAX_GRAM_COMPONENTS = 4096
 
+# The Gram forms of OMP and gradient pursuit keep, per sample, up to K rows of the Gram
+# matrix (K * N values); rows are processed in chunks whose working array holds at most
+# this many elements (bounding memory; see :doc:`defaults` for the measurement).
+GRAM_CHUNK_ELEMENTS = 2**23
+
 
 def gram_form(n_features, n_components):
     """Whether a gradient iteration is cheaper as ``s @ G`` than as two dictionary products.
@@ -24,6 +29,27 @@ def gram_form(n_features, n_components):
     ``s @ (D D^T)`` costs ``2N^2`` per sample, ``(s @ D - x) @ D^T`` costs ``4NM``.
     """
     return n_components <= 2 * n_features
+
+
+def greedy_gram_form(n_samples, n_features, n_components, n_nonzero_coefs):
+    """Whether OMP and gradient pursuit update correlations through the Gram matrix.
+
+    The Gram form ("Batch-OMP", Rubinstein, Zibulevsky & Elad 2008) pays ``2N^2M`` once
+    for ``G = D D^T`` and then, per sample, ``2NM`` for ``D x`` and about ``N K^2`` for the
+    correlation updates; the residual form pays ``2NM`` per sample and iteration. The
+    Gram form is chosen when ``N <= MAX_GRAM_COMPONENTS`` and it saves FLOPs on
+    ``n_samples`` samples: ``n (2NMK - 2NM - NK^2) > 2N^2M``.
+    """
+    if n_components > MAX_GRAM_COMPONENTS:
+        return False
+    N, M, K = n_components, n_features, n_nonzero_coefs
+    saved_per_sample = 2 * N * M * K - 2 * N * M - N * K * K
+    return n_samples * saved_per_sample > 2 * N * N * M
+
+
+def gram_chunk_rows(n_nonzero_coefs, n_components):
+    """Rows per chunk of the Gram forms (see ``GRAM_CHUNK_ELEMENTS``)."""
+    return max(1, GRAM_CHUNK_ELEMENTS // max(n_nonzero_coefs * n_components, 1))
 
 
 def _matmul_flops(X, D):

@@ -4,8 +4,9 @@ import math
 
 import torch
 
+from .._torch_utils import serial_if_small
 from ._common import MAX_GRAM_COMPONENTS, _normalized_atoms, _residual_threshold
-from ._common import serial_when_small
+from ._common import gram_chunk_rows, greedy_gram_form, serial_when_small
 
 
 def _select_signed(scores, positive, magnitudes=None):
@@ -65,17 +66,24 @@ def _support_least_squares(X, atoms, support, used, positive):
 
 
 @serial_when_small
-def omp(X, D, n_nonzero_coefs, *, positive=False):
+def omp(X, D, n_nonzero_coefs, *, positive=False, gram=None):
     """Orthogonal matching pursuit (Pati et al. 1993), batched over samples.
 
     Each iteration selects, for every sample, the atom most correlated with its residual
     (``|r . d| / ||d||``, or the largest positive correlation when ``positive``), then
     projects the residual off the selected atoms (batched Gram-Schmidt, so no system is
     solved inside the loop). The coefficients, the least-squares fit on the selected
-    atoms, come from one batched back substitution with the Gram-Schmidt triangle. A
-    sample stops once its residual norm is below ``100 * eps * ||x||`` (an atom within
-    ``sqrt(eps)`` of the span of the selected ones is skipped); the loop stops when every
-    sample has. On unit-norm atoms this is scikit-learn's ``algorithm="omp"``.
+    atoms, come from one batched back substitution with the Gram-Schmidt triangle. On
+    unit-norm atoms this is scikit-learn's ``algorithm="omp"``.
+
+    When the Gram matrix ``G = D D^T`` pays for itself (``n_components <= 4096`` and
+    enough samples, see ``greedy_gram_form``) the correlations are updated through ``G``
+    from ``D x`` (Batch-OMP, Rubinstein, Zibulevsky & Elad 2008) and no residual is
+    formed; otherwise the residual is kept in signal space. Both give the same codes up
+    to rounding. A sample stops once its residual has vanished (every correlation below
+    ``100 * eps * ||x||`` in the Gram form, residual norm below that in the other; an
+    atom too close to the span of the selected ones is skipped); the loop stops when
+    every sample has.
 
     With ``positive=True`` the atoms are selected on the unconstrained residual (largest
     positive correlation; none is added once no correlation is positive), and the final
@@ -93,6 +101,9 @@ def omp(X, D, n_nonzero_coefs, *, positive=False):
         K, at most ``min(n_features, n_components)``.
     positive : bool, default=False
         Non-negative codes.
+    gram : bool or None, default=None
+        Update correlations through the Gram matrix (True) or the residual (False);
+        None chooses by ``greedy_gram_form``.
 
     Returns
     -------
@@ -113,8 +124,18 @@ def omp(X, D, n_nonzero_coefs, *, positive=False):
     >>> bool(torch.allclose(codes, torch.tensor(S, dtype=torch.float64), atol=1e-8))
     True
     """
-    n_samples, n_features = X.shape
     atoms, norms = _normalized_atoms(D)
+    if gram is None:
+        gram = greedy_gram_form(X.shape[0], X.shape[1], D.shape[0], n_nonzero_coefs)
+    if not gram:
+        return _omp_residual(X, atoms, norms, n_nonzero_coefs, positive)
+    G = atoms @ atoms.T
+    return _in_row_chunks(_omp_gram, X, atoms, norms, G, n_nonzero_coefs, positive)
+
+
+def _omp_residual(X, atoms, norms, n_nonzero_coefs, positive):
+    """OMP with the residual kept in signal space (batched Gram-Schmidt on the atoms)."""
+    n_samples, n_features = X.shape
     residual = X.clone()
     energy = torch.linalg.vecdot(X, X)  # squared residual norms
     threshold = _residual_threshold(X)
@@ -132,7 +153,7 @@ def omp(X, D, n_nonzero_coefs, *, positive=False):
     # can only win when every correlation is at rounding level (the residual has
     # vanished); no masking pass over the scores is needed.
     dependent = math.sqrt(torch.finfo(X.dtype).eps)
-    magnitudes = None if positive else X.new_empty((n_samples, D.shape[0]))
+    magnitudes = None if positive else X.new_empty((n_samples, atoms.shape[0]))
     n_iter = 0
     # Each pass over a (n_samples, n_features) or larger array costs a thread-team
     # wake-up on a busy CPU whatever its size, so the loop keeps them few.
@@ -170,10 +191,99 @@ def omp(X, D, n_nonzero_coefs, *, positive=False):
         projections[:, k] = projection
         support[:, k] = index
         used[:, k] = keep
-    codes = X.new_zeros((n_samples, D.shape[0]))
+    return _omp_codes(X, atoms, norms, lower, projections, support, used, n_iter, positive)
+
+
+def _in_row_chunks(solver, X, atoms, *args):
+    """Run a Gram-form solver on chunks of rows; the iteration count is the maximum.
+
+    The correlations ``X D^T``, one large product, are formed before with every thread;
+    the chunks, whose operations are too small for a thread team, run on one.
+    """
+    n_nonzero_coefs, n_components = args[-2], atoms.shape[0]
+    rows = gram_chunk_rows(n_nonzero_coefs, n_components)
+    correlations = X @ atoms.T
+    codes, n_iter = [], 0
+    with serial_if_small(X.device, 2 * min(rows, X.shape[0]) * n_nonzero_coefs * n_components):
+        for start in range(0, X.shape[0], rows):
+            chunk = slice(start, start + rows)
+            chunk_codes, chunk_iter = solver(X[chunk], correlations[chunk], atoms, *args)
+            codes.append(chunk_codes)
+            n_iter = max(n_iter, chunk_iter)
+    return torch.cat(codes), n_iter
+
+
+def _vanished(X):
+    """Correlation size below which a sample's residual has vanished (unit atoms).
+
+    ``|r . d| <= ||r||`` for a unit atom, so once every correlation is below
+    ``100 * eps * ||x||`` no atom can reduce the residual by more than rounding.
+    """
+    return 100 * torch.finfo(X.dtype).eps * torch.linalg.vector_norm(X, dim=1)
+
+
+def _omp_gram(X, correlations, atoms, norms, G, n_nonzero_coefs, positive):
+    """Batch-OMP (Rubinstein, Zibulevsky & Elad 2008): correlations updated through G.
+
+    The same Gram-Schmidt as :func:`_omp_residual`, carried out on ``u_j = D q_j``
+    (the correlations of the orthonormal basis vectors ``q_j`` with every atom) instead
+    of on ``q_j``: the overlap of a new atom with ``q_j`` is ``u_j`` at that atom, and
+    ``u_k`` is the atom's Gram row minus the overlaps times the earlier ``u_j``, so no
+    signal-space vector is formed after ``D x``.
+    """
+    n_samples = X.shape[0]
+    n_components = atoms.shape[0]
+    K = n_nonzero_coefs
+    vanished = _vanished(X)
+    eps = torch.finfo(X.dtype).eps
+    # An atom whose squared distance to the span of the selected ones is below this is
+    # skipped (it also catches re-selection once the residual is at rounding level).
+    # The squared length comes from 1 - ||overlap||^2, exact only to ~K eps.
+    dependent = 1000 * eps
+    basis_correlations = X.new_zeros((n_samples, K, n_components))
+    lower = X.new_zeros((n_samples, K, K))
+    projections = X.new_zeros((n_samples, K))
+    support = torch.zeros((n_samples, K), dtype=torch.long, device=X.device)
+    used = torch.zeros((n_samples, K), dtype=torch.bool, device=X.device)
+    magnitudes = None if positive else X.new_empty((n_samples, n_components))
+    diagonal = torch.diagonal(G)
+    n_iter = 0
+    for k in range(K):
+        correlation, index = _select_signed(correlations, positive, magnitudes)
+        active = (correlation if positive else correlation.abs()) > vanished
+        if not bool(active.any()):
+            break
+        n_iter = k + 1
+        row = basis_correlations[:, k]
+        torch.index_select(G, 0, index, out=row)
+        length_sq = diagonal[index]
+        if k:
+            earlier = basis_correlations[:, :k]
+            overlap = earlier.gather(2, index[:, None, None].expand(n_samples, k, 1))[:, :, 0]
+            lower[:, k, :k] = overlap
+            row.sub_(torch.bmm(overlap[:, None, :], earlier)[:, 0])
+            length_sq = length_sq - torch.linalg.vecdot(overlap, overlap)
+        keep = (length_sq > dependent) & active
+        length = length_sq.clamp_min(dependent).sqrt_()
+        scale = keep / length
+        row.mul_(scale[:, None])
+        # The residual is orthogonal to the earlier basis vectors: its projection on the
+        # new one is the atom's correlation over the length.
+        projection = correlation * scale
+        correlations.addcmul_(row, projection[:, None], value=-1.0)
+        lower[:, k, k] = torch.where(keep, length, 1.0)
+        projections[:, k] = projection
+        support[:, k] = index
+        used[:, k] = keep
+    return _omp_codes(X, atoms, norms, lower, projections, support, used, n_iter, positive)
+
+
+def _omp_codes(X, atoms, norms, lower, projections, support, used, n_iter, positive):
+    """Least squares on the selected atoms from the Gram-Schmidt triangle (then NNLS)."""
+    codes = X.new_zeros((X.shape[0], atoms.shape[0]))
     if n_iter:
         support, used = support[:, :n_iter], used[:, :n_iter]
-        # Least squares on the selected atoms: lower^T @ coef = basis @ x.
+        # lower^T @ coef = basis @ x, one batched back substitution.
         coef = torch.linalg.solve_triangular(
             lower[:, :n_iter, :n_iter].mT, projections[:, :n_iter, None], upper=True
         )[:, :, 0]
@@ -250,7 +360,7 @@ def matching_pursuit(X, D, n_nonzero_coefs, *, positive=False):
 
 
 @serial_when_small
-def gradient_pursuit(X, D, n_nonzero_coefs, *, positive=False):
+def gradient_pursuit(X, D, n_nonzero_coefs, *, positive=False, gram=None):
     """Gradient pursuit (Blumensath & Davies 2008), batched over samples.
 
     Each of the K iterations adds the atom most correlated with the residual to the
@@ -259,7 +369,9 @@ def gradient_pursuit(X, D, n_nonzero_coefs, *, positive=False):
     ``||g||^2 / ||g D_S||^2``. With ``positive``, coordinates at zero with a negative
     gradient are frozen and the step is capped so no coefficient becomes negative. The
     residual norm never increases; the codes have at most K non-zeros. Atoms are
-    normalised internally (the pursuit runs on unit atoms).
+    normalised internally (the pursuit runs on unit atoms). As in :func:`omp`, the
+    correlations are updated through the Gram matrix when it pays for itself, else
+    recomputed from the residual.
 
     Parameters
     ----------
@@ -271,6 +383,9 @@ def gradient_pursuit(X, D, n_nonzero_coefs, *, positive=False):
         K, the number of iterations.
     positive : bool, default=False
         Non-negative codes.
+    gram : bool or None, default=None
+        Update correlations through the Gram matrix (True) or the residual (False);
+        None chooses by ``greedy_gram_form``.
 
     Returns
     -------
@@ -287,8 +402,18 @@ def gradient_pursuit(X, D, n_nonzero_coefs, *, positive=False):
     >>> gradient_pursuit(torch.tensor([[0.5, -2.0, 1.0]], dtype=torch.float64), D, 2)[0]
     tensor([[ 0., -2.,  1.]], dtype=torch.float64)
     """
-    n_samples, n_features = X.shape
     atoms, norms = _normalized_atoms(D)
+    if gram is None:
+        gram = greedy_gram_form(X.shape[0], X.shape[1], D.shape[0], n_nonzero_coefs)
+    if not gram:
+        return _gradient_pursuit_residual(X, atoms, norms, n_nonzero_coefs, positive)
+    G = atoms @ atoms.T
+    return _in_row_chunks(_gradient_pursuit_gram, X, atoms, norms, G, n_nonzero_coefs, positive)
+
+
+def _gradient_pursuit_residual(X, atoms, norms, n_nonzero_coefs, positive):
+    """Gradient pursuit with the residual kept in signal space."""
+    n_samples, n_features = X.shape
     residual = X.clone()
     threshold = _residual_threshold(X)
     support = torch.zeros((n_samples, n_nonzero_coefs), dtype=torch.long, device=X.device)
@@ -335,7 +460,64 @@ def gradient_pursuit(X, D, n_nonzero_coefs, *, positive=False):
             energy = torch.linalg.vector_norm(residual, dim=1).square_()
         if k + 1 < n_nonzero_coefs:
             correlations = residual @ atoms.T
-    codes = X.new_zeros((n_samples, D.shape[0]))
+    codes = X.new_zeros((n_samples, atoms.shape[0]))
+    if n_iter:
+        support = support[:, :n_iter]
+        codes.scatter_add_(1, support, coef[:, :n_iter] * slots[:, :n_iter] / norms[support])
+    return codes, n_iter
+
+
+def _gradient_pursuit_gram(X, correlations, atoms, norms, G, n_nonzero_coefs, positive):
+    """Gradient pursuit with correlations updated through the Gram matrix.
+
+    The gradient on the support is the correlations there; the step direction's
+    correlations with every atom are the gradient times the support's Gram rows, and
+    its squared norm is ``g^T G_SS g``: no signal-space vector is formed after ``D x``.
+    """
+    n_samples = X.shape[0]
+    n_components = atoms.shape[0]
+    K = n_nonzero_coefs
+    vanished = _vanished(X)
+    support = torch.zeros((n_samples, K), dtype=torch.long, device=X.device)
+    slots = X.new_zeros((n_samples, K))  # 1 where a slot holds a new atom
+    rows = X.new_zeros((n_samples, K, n_components))  # Gram rows of the support
+    support_gram = X.new_zeros((n_samples, K, K))
+    coef = X.new_zeros((n_samples, K))
+    tiny = torch.finfo(X.dtype).tiny
+    magnitudes = None if positive else X.new_empty((n_samples, n_components))
+    n_iter = 0
+    for k in range(K):
+        best, index = _select_signed(correlations, positive, magnitudes)
+        active = (best if positive else best.abs()) > vanished
+        if not bool(active.any()):
+            break
+        n_iter = k + 1
+        # A re-selected atom does not take a new slot (the support is a set).
+        taken = ((support[:, :k] == index[:, None]) & (slots[:, :k] > 0)).any(dim=1)
+        new = ~taken & active
+        support[:, k] = index
+        slots[:, k] = new
+        torch.index_select(G, 0, index, out=rows[:, k])
+        cross = rows[:, k].gather(1, support[:, : k + 1])
+        support_gram[:, k, : k + 1] = cross
+        support_gram[:, :k, k] = cross[:, :k]
+        gradient = correlations.gather(1, support[:, : k + 1]) * slots[:, : k + 1]
+        if positive:
+            gradient = gradient.masked_fill_((coef[:, : k + 1] <= 0) & (gradient < 0), 0.0)
+        # r . (g D_S) = ||g||^2, so the exact line search is ||g||^2 / (g^T G_SS g).
+        descent = torch.linalg.vecdot(gradient, gradient)
+        curved = torch.bmm(support_gram[:, : k + 1, : k + 1], gradient[:, :, None])[:, :, 0]
+        curvature = torch.linalg.vecdot(gradient, curved).clamp_min_(tiny)
+        step = descent / curvature
+        if positive:
+            limit = torch.where(gradient < 0, -coef[:, : k + 1] / gradient, math.inf)
+            step = torch.minimum(step, limit.amin(dim=1))
+        step = step * active
+        coef[:, : k + 1].addcmul_(gradient, step[:, None])
+        if k + 1 < K:
+            weights = (gradient * step[:, None])[:, None, :]
+            correlations.sub_(torch.bmm(weights, rows[:, : k + 1])[:, 0])
+    codes = X.new_zeros((n_samples, n_components))
     if n_iter:
         support = support[:, :n_iter]
         codes.scatter_add_(1, support, coef[:, :n_iter] * slots[:, :n_iter] / norms[support])
