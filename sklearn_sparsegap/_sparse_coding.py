@@ -388,6 +388,8 @@ class GradientSparseCoder(BaseSparseEstimator):
     ----------
     components_ : ndarray of shape (n_components, n_features)
         The dictionary, unit-norm rows (or the given ``dictionary``).
+    n_components_ : int
+        Number of atoms (``n_components`` resolved).
     n_iter_ : int
         Outer iterations (or Adam steps) run.
     history_ : dict of ndarray
@@ -525,6 +527,7 @@ class GradientSparseCoder(BaseSparseEstimator):
                 )
             self._check_n_nonzero_coefs(n_features, dictionary.shape[0])
             self.components_ = dictionary.astype(X.dtype, copy=True)
+            self.n_components_ = self.components_.shape[0]
             self.history_ = history_arrays(self.history_)
             self.inference_n_iter_ = self.transform_max_iter
             return self
@@ -558,6 +561,7 @@ class GradientSparseCoder(BaseSparseEstimator):
             # default.
             _, self.inference_n_iter_ = self._codes(X_tensor, components)
         self.components_ = to_numpy(components)
+        self.n_components_ = n_components
         self.history_ = history_arrays(self.history_)
         return self
 

@@ -127,7 +127,7 @@ def test_fixed_dictionary_only_stores_it_and_transform_is_inference(data):
     X, dictionary, codes = data
     coder = GradientSparseCoder(dictionary=dictionary, alpha=0.01, device="cpu").fit(X)
     np.testing.assert_array_equal(coder.components_, dictionary)
-    assert coder.n_iter_ == 0 and coder.training_flops_ == 0
+    assert coder.n_iter_ == 0 and coder.training_flops_ == 0 and coder.n_components_ == 16
     # With a given dictionary alpha is only an inference penalty: transform uses it.
     assert coder.transform_alpha_ == 0.01
     expected = sparse_encode(X, dictionary, alpha=0.01, positive=True, max_iter=1000)
@@ -306,7 +306,7 @@ def test_transform_algorithm_differs_from_fit_algorithm(data):
         n_components=16, transform_algorithm="omp", transform_n_nonzero_coefs=3,
         max_iter=60, random_state=0, device="cpu",
     ).fit(X)  # fmt: skip
-    assert coder.transform_algorithm_ == "omp"
+    assert coder.transform_algorithm_ == "omp" and coder.n_components_ == 16
     expected = sparse_encode(X, coder.components_, algorithm="omp", n_nonzero_coefs=3,
                              positive=True, device="cpu")  # fmt: skip
     np.testing.assert_allclose(coder.transform(X), expected, atol=1e-12)
