@@ -208,7 +208,8 @@ def test_transform_alpha_is_resolved_and_positive_code_is_honoured(data):
 @pytest.mark.parametrize(
     "params, match",
     [
-        ({"transform_algorithm": "omp", "transform_n_nonzero_coefs": 9}, "transform_n_nonzero_coefs"),
+        ({"transform_algorithm": "omp", "transform_n_nonzero_coefs": 9},
+         "transform_n_nonzero_coefs"),
         ({"transform_algorithm": "topk", "transform_n_nonzero_coefs": 17},
          "transform_n_nonzero_coefs"),
         ({"transform_alpha": -1.0}, "transform_alpha"),

@@ -4,7 +4,7 @@ unpenalised intercept."""
 import torch
 import torch.nn.functional as F
 
-from ._common import _converged, _finished, _iteration_checked, gram_form, lipschitz_constant
+from ._common import _finished, _iteration_checked, gram_form, lipschitz_constant
 from ._common import serial_when_small
 
 
