@@ -3,22 +3,89 @@
 from numbers import Integral, Real
 
 import numpy as np
+import torch
 from sklearn.base import clone
+from sklearn.frozen import FrozenEstimator
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import BaseSparseEstimator, per_sample_objective
+from ._base import BaseSparseEstimator
 from ._compat import HasMethods, Interval, StrOptions, _fit_context
-from ._solvers import GREEDY_ALGORITHMS, ALGORITHMS, default_n_nonzero_coefs, lasso_intercept, sparse_encode
+from ._solvers import ALGORITHMS, GREEDY_ALGORITHMS, default_n_nonzero_coefs, fista_with_intercept
+from ._solvers._sparse_encode import check_n_nonzero_coefs, encode_tensor
+from ._torch_utils import serial_if_small, to_numpy, to_tensor
+from ._training import objective
 from .flops import sparse_encode_flops
 
-# transform_alpha=None means this fraction of the encoder's alpha. An encoder needs a strong
-# penalty to learn sparse codes; inference on a frozen dictionary recovers them best with
-# a much weaker one (paper's task, known dictionary, 5 seeds: latent MCC 0.936 at the
-# encoder's alpha 0.2, 0.987 at 0.01, 0.989 at 0.005, with the refitted intercept;
-# 0.988 at 0.00625, the default with the SAE's alpha 0.25).
+# transform_alpha=None means this fraction of the encoder's alpha: an encoder needs a
+# strong penalty to learn sparse codes, inference on a frozen dictionary recovers them
+# best with a much weaker one (see :doc:`defaults`).
 _ITO_ALPHA_FRACTION = 0.025
 # The intercept is refitted on at most this many training rows (evenly spaced).
 _MAX_INTERCEPT_ROWS = 2**14
+
+
+@torch.no_grad()
+def _refine_codes(
+    X,
+    start,
+    dictionary,
+    intercept,
+    start_intercept,
+    alpha,
+    *,
+    algorithm="fista",
+    n_nonzero_coefs=None,
+    positive=True,
+    max_iter=500,
+    tol=1e-4,
+    warm_start=True,
+):
+    """Refine amortised codes on a frozen dictionary; keep, per sample, the better.
+
+    Runs ``algorithm`` on ``X - intercept`` (from ``start`` when ``warm_start``, else the
+    solver's cold start) and scores both sets of codes on the objective
+    ``0.5 * ||x - s @ D - b||^2 + alpha * ||s||_1``: ``start`` with ``start_intercept``
+    (the encoder's own decoder bias), the refined codes with ``intercept``. With
+    ``warm_start`` each sample keeps the codes of lower objective, so the refinement is
+    never worse than its start; without it the solver's codes are returned as they are.
+
+    Parameters
+    ----------
+    X : Tensor of shape (n_samples, n_features)
+        Signals.
+    start : Tensor of shape (n_samples, n_components)
+        The encoder's codes.
+    dictionary : Tensor of shape (n_components, n_features)
+        The frozen atoms.
+    intercept, start_intercept : Tensor of shape (n_features,)
+        Decoder bias of the refined codes and of ``start``.
+    alpha : float
+        L1 penalty of the refinement and of the objective.
+    algorithm, n_nonzero_coefs, positive, max_iter, tol
+        As in :func:`sparse_encode`.
+    warm_start : bool, default=True
+        Start from ``start`` and keep the better codes per sample.
+
+    Returns
+    -------
+    codes : Tensor of shape (n_samples, n_components)
+        The refined codes.
+    start_objective, objective : Tensor of shape (n_samples,)
+        Per-sample objective at ``start`` and at ``codes``.
+    """
+    codes, _ = encode_tensor(
+        X - intercept, dictionary, algorithm=algorithm, alpha=alpha,
+        n_nonzero_coefs=n_nonzero_coefs, positive=positive, max_iter=max_iter, tol=tol,
+        init=start if warm_start else None,
+    )  # fmt: skip
+    before = objective(X, start, dictionary, start_intercept, alpha, per_sample=True)
+    after = objective(X, codes, dictionary, intercept, alpha, per_sample=True)
+    if warm_start:
+        worse = after > before
+        codes = torch.where(worse[:, None], start, codes)
+        after = torch.minimum(before, after)
+    return codes, before, after
+
 
 class SAEPlusITO(BaseSparseEstimator):
     """An amortised encoder whose codes are refined on its frozen dictionary (SAE + ITO).
@@ -49,25 +116,23 @@ class SAEPlusITO(BaseSparseEstimator):
         The refinement solver (:func:`sparse_encode`). Greedy solvers (``"omp"``,
         ``"mp"``, ``"gradient_pursuit"``, ``"topk"``) ignore ``init``.
     transform_max_iter : int, default=500
-        Iteration budget of the refinement.
+        Iteration budget of the refinement (and of the intercept refit) for ``"fista"``,
+        ``"ista"`` and ``"adam"``; the greedy solvers take
+        ``transform_n_nonzero_coefs`` steps.
     transform_alpha : float, default=None
         L1 penalty of the refinement and of the objective the gap is measured on. None
         means ``0.025 * encoder.alpha``: an encoder needs a strong penalty to learn sparse
-        codes, but inference on a frozen dictionary recovers them best with a weak one
-        (known dictionary, paper's task, 5 seeds: latent MCC 0.936 at the encoder's
-        0.2, 0.989 at 0.005; scikit-learn's lasso at alpha 0.01 on the true
-        dictionary: 0.987). The price is density where the dictionary is imperfect:
-        with an SAE's learned dictionary on that task the refined codes have 7.3 active
-        latents per sample at the default, 4.9 at ``transform_alpha=0.05`` and 2.8 at the
-        encoder's alpha (true: 3), for latent MCC 0.871, 0.864 and 0.824; raise
-        ``transform_alpha`` when sparsity matters more than recovery. Pass the encoder's
-        ``alpha`` to measure the gap on the encoder's own training objective.
+        codes, but inference on a frozen dictionary recovers them best with a weak one.
+        The price is density where the dictionary is imperfect: raise
+        ``transform_alpha`` when sparsity matters more than recovery, or pass the
+        encoder's ``alpha`` to measure the gap on the encoder's own training objective.
+        The value used is ``transform_alpha_``; the default is chosen on the paper's
+        task (see :doc:`defaults`).
     refit_intercept : bool, default=True
         Re-estimate the decoder bias for the refined codes: ``fit`` solves, on the
-        training data, the lasso at ``transform_alpha`` with one shared unpenalised intercept
-        (FISTA, warm-started from the encoder's codes). The encoder's own bias
-        compensates the shrinkage of its codes and is wrong for refined ones (known
-        dictionary, ``transform_alpha=0.01``: MCC 0.963 with it, 0.987 refitted). No effect
+        training data, the lasso at ``transform_alpha`` with one shared unpenalised
+        intercept (FISTA, warm-started from the encoder's codes). The encoder's own bias
+        compensates the shrinkage of its codes and is wrong for refined ones. No effect
         when the encoder has no bias. Samples whose encoder codes are kept are then
         decoded with the refitted bias by ``inverse_transform``.
     init : {"encoder", "zeros"}, default="encoder"
@@ -75,9 +140,14 @@ class SAEPlusITO(BaseSparseEstimator):
     positive_code : bool, default=True
         Constrain the refined codes to be non-negative.
     transform_n_nonzero_coefs : int, default=None
-        Atoms per sample for greedy solvers; None uses ``max(1, n_features // 10)``.
+        Atoms per sample (K) of the greedy solvers; None uses ``max(1, n_features //
+        10)`` capped by ``n_components``. It must not exceed ``n_components``, nor
+        ``n_features`` for ``"omp"`` and ``"gradient_pursuit"``.
     tol : float, default=1e-4
-        Relative-change tolerance of the refinement.
+        Stopping tolerance of the refinement, as in :func:`sparse_encode`: ``"fista"``
+        and ``"ista"`` stop a sample once its codes change by at most ``tol`` times their
+        norm in one iteration, ``"adam"`` once every sample's do; the greedy solvers
+        ignore it. The intercept refit stops when the whole code matrix does.
     device : str, default="auto"
         ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
 
@@ -187,6 +257,11 @@ class SAEPlusITO(BaseSparseEstimator):
                 "does not."
             )
         self.components_ = np.asarray(self.encoder_.components_)
+        if self.transform_algorithm in GREEDY_ALGORITHMS:
+            check_n_nonzero_coefs(
+                self.transform_n_nonzero_coefs, *self.components_.shape[::-1],
+                self.transform_algorithm, name="transform_n_nonzero_coefs",
+            )  # fmt: skip
         self.transform_alpha_ = self._resolved_transform_alpha()
         self.intercept_ = self._encoder_intercept()
         if self.refit_intercept and np.any(self.intercept_ != 0):
@@ -204,19 +279,34 @@ class SAEPlusITO(BaseSparseEstimator):
         """The intercept minimising the refinement objective jointly with the codes."""
         if len(X) > _MAX_INTERCEPT_ROWS:
             X = X[np.linspace(0, len(X) - 1, _MAX_INTERCEPT_ROWS).astype(np.intp)]
-        start = None
-        if self.init == "encoder":
-            start = np.asarray(self.encoder_.transform(X), dtype=X.dtype)
-        return lasso_intercept(
-            X,
-            self.components_.astype(X.dtype, copy=False),
-            alpha=self._alpha(),
-            positive=self.positive_code,
-            max_iter=self.transform_max_iter,
-            tol=self.tol,
-            init=start,
-            device=self.device,
-        )
+        device = self._resolved_device()
+        with torch.no_grad():
+            X = to_tensor(X, device=device)
+            dictionary = to_tensor(self.components_, device=device, dtype=X.dtype)
+            start = self._encoder_codes(X) if self.init == "encoder" else None
+            with serial_if_small(device, 4 * X.shape[0] * dictionary.shape[0] * X.shape[1]):
+                _, intercept, _ = fista_with_intercept(
+                    X, dictionary, self._alpha(), positive=self.positive_code,
+                    max_iter=self.transform_max_iter, tol=self.tol, init=start,
+                )  # fmt: skip
+        return to_numpy(intercept)
+
+    def _encoder_codes(self, X):
+        """The encoder's codes of the tensor ``X``, as a tensor.
+
+        Library encoders encode tensors directly; others go through their ``transform``
+        (``np.asarray``: it may be configured to output DataFrames).
+        """
+        encoder = self.encoder_
+        if isinstance(encoder, FrozenEstimator):
+            encoder = encoder.estimator
+        if (
+            isinstance(encoder, BaseSparseEstimator)
+            and type(encoder).transform is BaseSparseEstimator.transform
+        ):
+            return encoder._encode(X)
+        codes = np.asarray(encoder.transform(to_numpy(X)))
+        return to_tensor(codes, device=X.device, dtype=X.dtype)
 
     def _resolved_transform_alpha(self):
         if self.transform_alpha is not None:
@@ -233,38 +323,34 @@ class SAEPlusITO(BaseSparseEstimator):
             return self.transform_n_nonzero_coefs
         return default_n_nonzero_coefs(*self.components_.shape[::-1])
 
-    def _encoder_and_refined_codes(self, X):
-        """Validated X, the encoder's codes and the (never worse) refined codes."""
-        check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
-        # np.asarray: the encoder may be configured to output DataFrames.
-        start = np.asarray(self.encoder_.transform(X), dtype=X.dtype)
-        components = self.components_.astype(X.dtype, copy=False)
-        intercept = self.intercept_.astype(X.dtype, copy=False)
-        alpha = self._alpha()
-        # init="zeros" leaves the solver its own cold start (zeros; exp(-10) for "adam").
-        init = start if self.init == "encoder" and self.transform_algorithm not in GREEDY_ALGORITHMS else None
-        refined = sparse_encode(
-            X - intercept,
-            components,
+    def _refine(self, X):
+        """Encoder codes of the tensor ``X``, refined codes, and both objectives."""
+        start = self._encoder_codes(X)
+
+        def tensor(array):
+            return to_tensor(array, device=X.device, dtype=X.dtype)
+
+        greedy = self.transform_algorithm in GREEDY_ALGORITHMS
+        codes, before, after = _refine_codes(
+            X,
+            start,
+            tensor(self.components_),
+            tensor(self.intercept_),
+            tensor(self._encoder_intercept()),
+            self._alpha(),
             algorithm=self.transform_algorithm,
-            alpha=alpha,
-            n_nonzero_coefs=self._n_nonzero() if self.transform_algorithm in GREEDY_ALGORITHMS else None,
+            n_nonzero_coefs=self._n_nonzero() if greedy else None,
             positive=self.positive_code,
             max_iter=self.transform_max_iter,
             tol=self.tol,
-            init=init,
-            device=self.device,
+            # "zeros" leaves the solver its own cold start (zeros; exp(-10) for "adam")
+            # and returns its codes as they are.
+            warm_start=self.init == "encoder",
         )
-        encoder_intercept = self._encoder_intercept().astype(X.dtype, copy=False)
-        before = per_sample_objective(X, start, components, encoder_intercept, alpha)
-        after = per_sample_objective(X, refined, components, intercept, alpha)
-        if self.init == "encoder":
-            # Never worse than the start; the "zeros" ablation stays a pure cold start.
-            worse = after > before
-            refined[worse] = start[worse]
-            after = np.minimum(before, after)
-        return X, start, refined, after, before
+        return codes, before, after
+
+    def _encode(self, X):
+        return self._refine(X)[0]
 
     def transform(self, X):
         """Encoder codes refined by ``transform_algorithm`` on the frozen dictionary.
@@ -279,13 +365,14 @@ class SAEPlusITO(BaseSparseEstimator):
         codes : ndarray of shape (n_samples, n_components)
             The refined codes, in the dtype of ``X``.
         """
-        return self._encoder_and_refined_codes(X)[2]
+        return super().transform(X)
 
     def amortisation_gap(self, X, per_sample=False):
         """Objective at the encoder's codes minus objective at the refined codes.
 
         The amortisation gap the paper names: how much lower the library objective gets
-        when each sample's codes are optimised instead of predicted. Always >= 0 with ``init="encoder"``.
+        when each sample's codes are optimised instead of predicted. Always >= 0 with
+        ``init="encoder"``.
 
         Parameters
         ----------
@@ -299,8 +386,11 @@ class SAEPlusITO(BaseSparseEstimator):
         gap : float or ndarray of shape (n_samples,)
             The mean gap, or the per-sample gaps.
         """
-        _, _, _, refined_value, encoder_value = self._encoder_and_refined_codes(X)
-        gap = encoder_value - refined_value
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        with torch.no_grad():
+            _, before, after = self._refine(to_tensor(X, device=self._resolved_device()))
+            gap = to_numpy(before - after)
         return gap if per_sample else float(gap.mean())
 
     def inference_flops(self, n_samples, n_iter=None):

@@ -1,4 +1,8 @@
-"""Iterative sparse coding: dictionary learning by alternating minimisation."""
+"""Iterative sparse coding: dictionary learning by alternating minimisation.
+
+The numeric work is :func:`_alternating_dictionary_learning` (tensors in, tensors out);
+:class:`GradientSparseCoder` validates, converts once and stores the results.
+"""
 
 import contextlib
 from numbers import Integral, Real
@@ -10,45 +14,37 @@ from tqdm.auto import tqdm
 
 from ._base import BaseSparseEstimator
 from ._compat import Interval, StrOptions, _fit_context
-from ._solvers import ALGORITHMS, default_n_nonzero_coefs, fista, ista, sparse_encode
+from ._solvers import ALGORITHMS, GREEDY_ALGORITHMS, default_n_nonzero_coefs, fista, ista
+from ._solvers._sparse_encode import check_n_nonzero_coefs, encode_tensor
 from ._torch_utils import make_generator, serial_if_small, to_numpy, to_tensor, torch_dtype
 from ._training import (
     HISTORY_KEYS,
     batch_statistics,
     history_arrays,
     make_adam,
-    objective,
     renormalize_atoms,
     train,
 )
 from ._validation import check_dictionary
 from .flops import sparse_coding_training_flops, sparse_encode_flops
 
-# Inner FISTA iterations per outer iteration: warm-started from the previous codes, a
-# couple of dozen suffice since the dictionary moves between them anyway (measured on the
-# paper's task: 20 inner iterations reach the same optimum with the fewest total).
+# Inner solver iterations per outer iteration: the codes are warm-started and the
+# dictionary moves between outer iterations anyway, so solving them exactly is wasted.
 _INNER_MAX_ITER = 20
 _INNER_TOL = 1e-4
 # An atom whose codes have squared norm below this is unused and gets resampled.
 _UNUSED_ATOM_TOL = 1e-10
 # The paper's exp-parametrised codes start at exp(-10).
 _ADAM_LOG_INIT = -10.0
-# The alternation starts with this many times ``n_components`` atoms and drops the least
-# used ones, in equal steps, from outer iteration _PRUNE_START until _PRUNE_END. Measured
-# on the paper's task (N=16, M=8, K=3, 1024 training samples, seeds 0-49): starting with
-# exactly N atoms, 12 of the 50 fits stalled with one true atom missed (dictionary MCC
-# about 0.97); with 2N atoms pruned over iterations 20-52, 1 did (0 with the dictionary
-# extrapolation as well). Pruning all the spare atoms at once (by usage) kept
-# near-duplicates instead.
+# The alternation starts with _OVERCOMPLETE times ``n_components`` atoms and drops the
+# least used ones, in equal steps, from outer iteration _PRUNE_START until _PRUNE_END, so
+# spare atoms cover every direction before the fit must choose between them (see
+# :doc:`defaults`).
 _OVERCOMPLETE = 2
 _PRUNE_START = 20
 _PRUNE_END = 52
 # ``transform_alpha=None`` with a learned dictionary: alpha / _TRANSFORM_ALPHA_DIVISOR.
 _TRANSFORM_ALPHA_DIVISOR = 10
-
-
-def _objective_value(X, codes, components, alpha):
-    return float(objective(X, codes, components, None, alpha))
 
 
 @torch.no_grad()
@@ -57,33 +53,250 @@ def _update_dictionary(X, codes, components, generator):
     ``_update_dict``).
 
     With the codes fixed, the unit-norm atom minimising the objective is the normalised
-    direction ``R_k^T s_k`` of the residual ``R_k`` that excludes atom ``k``, so every
-    sweep lowers the objective. Unused atoms are pointed at the residual of a sample drawn
-    with probability proportional to its squared reconstruction error.
+    direction ``R_k^T s_k`` of the residual ``R_k = X - S D + s_k d_k`` that excludes
+    atom ``k``, so every sweep lowers the objective. The sweep works on the Gram
+    matrices ``S^T S`` and ``S^T X``: ``R_k^T s_k = (S^T X)_k - (S^T S)_k D +
+    (S^T S)_{kk} d_k``, a few operations on ``(n_components, n_features)`` arrays per
+    atom however many samples there are. Unused atoms are pointed at the residual of a
+    sample drawn with probability proportional to its squared reconstruction error.
 
     Returns
     -------
     n_unused : int
         Number of atoms resampled.
     """
-    residual = X - codes @ components
-    n_unused = 0
+    gram = codes.T @ codes
+    correlations = codes.T @ X
+    usage = gram.diagonal()
+    unused = set(torch.nonzero(usage < _UNUSED_ATOM_TOL)[:, 0].tolist())
     for atom in range(components.shape[0]):
-        weights = codes[:, atom]
-        if float(weights.square().sum()) < _UNUSED_ATOM_TOL:
-            errors = residual.square().sum(dim=1)
+        if atom in unused:
+            errors = (X - codes @ components).square().sum(dim=1)
             sample = int(torch.multinomial(errors.cpu() + 1e-30, 1, generator=generator))
-            direction = residual[sample]
+            direction = X[sample] - codes[sample] @ components
             components[atom] = direction / direction.norm().clamp_min(1e-12)
-            n_unused += 1
             continue
-        residual.addr_(weights, components[atom])
-        direction = weights @ residual
+        direction = torch.addmv(correlations[atom], components.T, gram[atom], alpha=-1.0)
+        direction.add_(components[atom] * usage[atom])
         norm = direction.norm()
-        if float(norm) > 1e-12:
-            components[atom] = direction / norm
-        residual.addr_(weights, components[atom], alpha=-1.0)
-    return n_unused
+        # A zero direction (the other atoms explain the residual) keeps the atom.
+        components[atom] = torch.where(
+            norm > 1e-12, direction / norm.clamp_min(1e-12), components[atom]
+        )
+    return len(unused)
+
+
+def _sweep_flops(n_samples, n_features, n_components):
+    """FLOPs of :func:`_update_dictionary`: the two Gram products, then per atom one
+    ``(n_components, n_features)`` product."""
+    return 2 * n_samples * n_components * (n_components + n_features) + (
+        2 * n_components * n_components * n_features
+    )
+
+
+def _initial_dictionary(X, n_components, generator):
+    """Unit-norm atoms from randomly chosen samples (Gaussian where a chosen sample is
+    zero, or when there are fewer samples than atoms).
+
+    Data-initialised atoms start inside the signal cone, where the alternation reaches
+    the true dictionary in fewer outer iterations than from Gaussian atoms.
+    """
+    atoms = torch.randn(n_components, X.shape[1], generator=generator, dtype=X.dtype)
+    atoms = atoms.to(X.device)
+    n_drawn = min(n_components, X.shape[0])
+    rows = torch.randperm(X.shape[0], generator=generator)[:n_drawn].to(X.device)
+    drawn = X[rows]
+    nonzero = drawn.norm(dim=1) > 0
+    atoms[:n_drawn][nonzero] = drawn[nonzero]
+    renormalize_atoms(atoms)
+    return atoms
+
+
+def _n_atoms_after(step, n_start, n_components, max_iter):
+    """Atoms kept after outer iteration ``step`` of the pruning schedule: all of them
+    until ``_PRUNE_START``, ``n_components`` from ``_PRUNE_END`` on (both pulled in when
+    ``max_iter`` is smaller), linear in between."""
+    end = min(_PRUNE_END, max_iter)
+    start = min(_PRUNE_START, end - 1)
+    if step <= start:
+        return n_start
+    if step >= end:
+        return n_components
+    extra = n_start - n_components
+    return n_components + int(np.ceil(extra * (end - step) / (end - start)))
+
+
+def _infer_codes(X, components, alpha, *, algorithm, n_nonzero_coefs, positive, init):
+    """The inference step of one outer iteration: codes and iterations run."""
+    if algorithm in ("fista", "ista"):
+        solver = fista if algorithm == "fista" else ista
+        return solver(
+            X, components, alpha, positive=positive, max_iter=_INNER_MAX_ITER,
+            tol=_INNER_TOL, init=init,
+        )  # fmt: skip
+    n_nonzero = None
+    if algorithm in GREEDY_ALGORITHMS:
+        n_nonzero = min(n_nonzero_coefs, components.shape[0])
+    return encode_tensor(
+        X, components, algorithm=algorithm, alpha=alpha, n_nonzero_coefs=n_nonzero,
+        positive=positive, max_iter=_INNER_MAX_ITER, tol=_INNER_TOL,
+    )  # fmt: skip
+
+
+def _log_iteration(history, step, X, codes, components, alpha, flops):
+    """Append one outer iteration to ``history`` (keys ``HISTORY_KEYS``); return the
+    objective. One host synchronisation per call."""
+    residual = X - codes @ components
+    loss = 0.5 * residual.square().sum(dim=1).mean() + alpha * codes.abs().sum(dim=1).mean()
+    dead = 1.0 - (codes != 0).any(dim=0).to(X.dtype).mean()
+    values = torch.cat([batch_statistics(loss, residual, codes), dead[None]]).tolist()
+    for key, entry in zip(HISTORY_KEYS, (step, *values, flops)):
+        history[key].append(entry)
+    return values[0]
+
+
+@torch.no_grad()
+def _alternating_dictionary_learning(
+    X,
+    init_dictionary,
+    alpha,
+    *,
+    n_components,
+    algorithm="fista",
+    n_nonzero_coefs=None,
+    positive=True,
+    max_iter=300,
+    tol=1e-6,
+    generator=None,
+    verbose=0,
+    description="dictionary learning",
+):
+    """Learn a dictionary by alternating code inference and dictionary sweeps.
+
+    Minimises ``0.5 * ||x - s @ D||^2 + alpha * ||s||_1`` (averaged over samples) over the
+    codes and a dictionary with unit-norm atoms. Each outer iteration infers the codes of
+    every sample with ``algorithm`` (warm-started ``"fista"``/``"ista"``, at most
+    ``_INNER_MAX_ITER`` iterations; or one greedy encode) and updates the dictionary by
+    one block-coordinate sweep (:func:`_update_dictionary`). ``init_dictionary`` may have
+    more rows than ``n_components``: the least used atoms are then dropped in equal steps
+    between outer iterations ``_PRUNE_START`` and ``_PRUNE_END``. After every sweep the
+    dictionary is extrapolated, ``D + beta_t (D - D_prev)`` renormalised, with Nesterov's
+    ``beta_t``, restarted whenever the objective went up (so the logged loss is not
+    monotone).
+
+    Parameters
+    ----------
+    X : Tensor of shape (n_samples, n_features)
+        Training data. Not modified.
+    init_dictionary : Tensor of shape (n_start, n_features)
+        Unit-norm initial atoms, ``n_start >= n_components``. Not modified.
+    alpha : float
+        L1 penalty.
+    n_components : int
+        Atoms left at the end.
+    algorithm : str, default="fista"
+        Inference algorithm (any of ``ALGORITHMS`` but ``"adam"``).
+    n_nonzero_coefs : int or None, default=None
+        K of the greedy algorithms (capped by the current number of atoms); None means
+        :func:`default_n_nonzero_coefs` of the final shape.
+    positive : bool, default=True
+        Non-negative codes.
+    max_iter : int, default=300
+        Maximum outer iterations.
+    tol : float, default=1e-6
+        Stop when, with ``n_components`` atoms left, one outer iteration lowered the
+        objective by less than ``tol`` times its previous value.
+    generator : torch.Generator or None, default=None
+        Draws the samples that replace unused atoms.
+    verbose : int, default=0
+        Show a tqdm progress bar with the objective.
+    description : str, default="dictionary learning"
+        Progress-bar label and subject of the divergence error.
+
+    Returns
+    -------
+    dictionary : Tensor of shape (n_components, n_features)
+        The learned atoms.
+    codes : Tensor of shape (n_samples, n_components)
+        The codes of the last inference step.
+    n_iter : int
+        Outer iterations run.
+    history : dict of lists
+        One entry per outer iteration under each of ``HISTORY_KEYS`` (``flops``
+        cumulative).
+    flops : int
+        FLOPs of the inference iterations actually run and of the sweeps.
+
+    Raises
+    ------
+    ValueError
+        If the objective becomes non-finite.
+    """
+    n_samples, n_features = X.shape
+    components = init_dictionary.clone()
+    n_start = components.shape[0]
+    if n_nonzero_coefs is None:
+        n_nonzero_coefs = default_n_nonzero_coefs(n_features, n_components)
+    history = {key: [] for key in HISTORY_KEYS}
+    codes = None
+    previous = np.inf
+    flops = 0
+    step = 0
+    # Nesterov's momentum sequence for the dictionary extrapolation.
+    momentum_t = 1.0
+    components_before = components.clone()
+    progress = tqdm(total=max_iter, desc=description, disable=not verbose, leave=False)
+    # An inference iteration is a product of the codes with an (n_start, n_start) or
+    # (n_start, n_features) matrix; below the threshold one thread is faster.
+    iteration_flops = 2 * n_samples * n_start * min(n_start, n_features)
+    with serial_if_small(X.device, iteration_flops), contextlib.closing(progress):
+        for _ in range(max_iter):
+            n_atoms = components.shape[0]
+            codes, n_iter = _infer_codes(
+                X, components, alpha, algorithm=algorithm, n_nonzero_coefs=n_nonzero_coefs,
+                positive=positive, init=codes,
+            )  # fmt: skip
+            flops += sparse_encode_flops(
+                algorithm, n_features, n_atoms, n_samples, n_iter=max(n_iter, 1),
+                n_nonzero_coefs=min(n_nonzero_coefs, n_atoms),
+            )  # fmt: skip
+            _update_dictionary(X, codes, components, generator)
+            flops += _sweep_flops(n_samples, n_features, n_atoms)
+            step += 1
+            value = _log_iteration(history, step, X, codes, components, alpha, flops)
+            if not np.isfinite(value):
+                raise ValueError(
+                    f"{description} diverged at iteration {step} (objective {value}); "
+                    "check that X is finite and well scaled."
+                )
+            progress.update(1)
+            progress.set_postfix(objective=f"{value:.4g}", refresh=False)
+
+            n_keep = _n_atoms_after(step, n_start, n_components, max_iter)
+            if n_keep < n_atoms:
+                # Drop the least used atoms; tol is judged on the final atom count.
+                usage = codes.square().sum(dim=0)
+                keep = torch.argsort(usage, descending=True)[:n_keep].sort().values
+                components, codes = components[keep].contiguous(), codes[:, keep]
+                components_before = components.clone()
+                previous = np.inf
+                continue
+            converged = 0 <= previous - value < tol * abs(previous)
+            if n_atoms == n_components and converged:
+                break
+            # Extrapolate the dictionary; restart the momentum when the objective went up.
+            if value > previous:
+                momentum_t, beta = 1.0, 0.0
+            else:
+                next_t = (1.0 + np.sqrt(1.0 + 4.0 * momentum_t**2)) / 2.0
+                momentum_t, beta = next_t, (momentum_t - 1.0) / next_t
+            current = components.clone()
+            if beta:
+                components.add_(components - components_before, alpha=beta)
+                renormalize_atoms(components)
+            components_before = current
+            previous = value
+    return components, codes, step, history, flops
 
 
 class GradientSparseCoder(BaseSparseEstimator):
@@ -91,41 +304,34 @@ class GradientSparseCoder(BaseSparseEstimator):
 
     Minimises the library objective ``0.5 * ||x - s @ D||^2 + alpha * ||s||_1`` (per
     sample, averaged) over both the codes and a dictionary with unit-norm atoms. Each
-    outer iteration infers the codes with warm-started FISTA (batched over all samples on
-    the torch device) and updates the dictionary by one block-coordinate sweep over the
-    atoms; atoms that fall unused are resampled from the worst-reconstructed samples.
-    ``transform`` infers codes for new data with :func:`sparse_encode` (at
-    ``transform_alpha``), so there is no amortisation gap, only the cost of iterations.
+    outer iteration infers the codes of all training samples with ``fit_algorithm``
+    (warm-started, batched on the torch device) and updates the dictionary by one
+    block-coordinate sweep over the atoms; atoms that fall unused are resampled from the
+    worst-reconstructed samples. ``transform`` infers codes for new data with
+    ``transform_algorithm`` (at ``transform_alpha``), so there is no amortisation gap,
+    only the cost of iterations.
 
     Two measures keep the alternation out of the local optima where one true atom is
     missed and make it converge in fewer iterations (see the Notes).
 
-    ``fit_algorithm="adam"`` instead reproduces the paper's sparse coding: one exp-parametrised
-    code matrix and the dictionary trained jointly with Adam (the library's training
-    loop), and Adam inference at ``transform``.
+    ``fit_algorithm="adam"`` instead reproduces the paper's sparse coding: one
+    exp-parametrised code matrix and the dictionary trained jointly with Adam (the
+    library's training loop), and Adam inference at ``transform``.
 
     Parameters
     ----------
     n_components : int, default=None
         Number of atoms; None means ``n_features`` (or the rows of ``dictionary``).
     alpha : float, default=0.03
-        L1 penalty of the objective. Chosen on the paper's N=16, M=8, K=3 task
-        (unit-scale codes): 0.03 recovers the dictionary (MCC > 0.999) with less
-        shrinkage of the codes than 0.05; at 0.01-0.02 the alternation stalls in
-        worse local optima.
+        L1 penalty of the objective minimised by ``fit``. The default is chosen on the
+        paper's task; see :doc:`defaults`.
     transform_alpha : float, default=None
-        L1 penalty of the inference in ``transform``. None means ``alpha / 10`` when
-        the dictionary is learned by the alternating solvers, and ``alpha`` itself
-        with a given ``dictionary`` or ``fit_algorithm="adam"`` (the paper's procedure).
-        Fitting needs a penalty large enough to shape the dictionary, but on a
-        learned dictionary inference is more accurate with less shrinkage: on the
-        paper's task (50 seeds, dictionaries learned at ``alpha=0.03``) the test
-        latent MCC is 0.982 at ``alpha``, 0.985 at ``alpha / 2``, 0.987 at
-        ``alpha / 3`` and 0.988 from ``alpha / 7.5`` to ``alpha / 15``. The price is
-        density: 6.0 active latents per sample at ``alpha / 10`` against 4.2 at
-        ``alpha`` (true: 3; 5 seeds, MCC 0.987 against 0.978); set it to ``alpha`` or
-        above when sparsity matters more than recovery. The value used is
-        ``transform_alpha_``.
+        L1 penalty of the inference in ``transform``. None means ``alpha / 10`` when the
+        dictionary is learned by the alternating algorithms (less shrinkage recovers the
+        codes better on a learned dictionary, at the price of more active latents), and
+        ``alpha`` itself with a given ``dictionary`` or ``fit_algorithm="adam"`` (the
+        paper's procedure). Set it to ``alpha`` or above when sparsity matters more than
+        recovery. The value used is ``transform_alpha_``.
     dictionary : array-like of shape (n_components, n_features), default=None
         A known dictionary: ``fit`` only stores it (``components_`` equals it) and
         ``transform`` is pure sparse inference.
@@ -139,20 +345,36 @@ class GradientSparseCoder(BaseSparseEstimator):
         Algorithm of :meth:`transform` (any :func:`sparse_encode` algorithm). None means
         ``fit_algorithm``; the value used is ``transform_algorithm_``.
     transform_n_nonzero_coefs : int, default=None
-        Atoms per sample for the greedy algorithms; None uses
-        ``max(1, n_features // 10)`` capped by ``n_components``.
+        Atoms per sample (K) of the greedy algorithms, in ``fit`` and ``transform``; None
+        uses ``max(1, n_features // 10)`` capped by ``n_components``. It must not exceed
+        ``n_components``, nor ``n_features`` for ``"omp"`` and ``"gradient_pursuit"``.
     positive_code : bool, default=True
         Constrain the codes to be non-negative (the paper's codes are).
     max_iter : int, default=300
-        Outer iterations (inference + dictionary update); Adam steps for
-        ``fit_algorithm="adam"``. ``tol`` usually stops the alternation well before (after
-        87 outer iterations on average, at most 131, on the paper's task).
+        What one iteration is depends on ``fit_algorithm``:
+
+        - ``"fista"``, ``"ista"`` and the greedy algorithms: the maximum number of outer
+          iterations, each one inference of the codes of every training sample (at most
+          20 warm-started solver iterations, or one greedy encode) followed by one sweep
+          of dictionary updates; ``n_iter_`` outer iterations are run;
+        - ``"adam"``: the number of full-batch Adam steps, each a step on every code and
+          on the dictionary.
+
+        Unused with a given ``dictionary``.
     transform_max_iter : int, default=1000
-        Iteration budget of the inference in ``transform`` (10,000 is the paper's for
-        ``"adam"``).
+        Iteration budget of the inference in ``transform`` for ``"fista"``, ``"ista"``
+        and ``"adam"`` (iterations over all samples, each sample stopping at
+        ``tol=1e-4`` of :func:`sparse_encode`); the greedy algorithms ignore it and take
+        ``transform_n_nonzero_coefs`` steps.
     tol : float, default=1e-6
-        Stop when the objective improved by less than ``tol`` (relative) in one outer
-        iteration.
+        Stopping rule of ``fit``, relative to the objective:
+
+        - ``"fista"``, ``"ista"`` and the greedy algorithms: stop when, once the pruning
+          has left ``n_components`` atoms, one outer iteration lowered the objective by
+          less than ``tol`` times its previous value;
+        - ``"adam"``: stop when the lowest objective logged (every 10 steps) improved by
+          less than ``tol`` times its value over the last 100 steps; 0 runs all
+          ``max_iter`` steps.
     learning_rate : float, default=3e-3
         Adam step size, used only by ``fit_algorithm="adam"``.
     random_state : int, RandomState instance or None, default=None
@@ -166,6 +388,8 @@ class GradientSparseCoder(BaseSparseEstimator):
     ----------
     components_ : ndarray of shape (n_components, n_features)
         The dictionary, unit-norm rows (or the given ``dictionary``).
+    n_components_ : int
+        Number of atoms (``n_components`` resolved).
     n_iter_ : int
         Outer iterations (or Adam steps) run.
     history_ : dict of ndarray
@@ -178,6 +402,8 @@ class GradientSparseCoder(BaseSparseEstimator):
         iteration count of :meth:`inference_flops`.
     transform_alpha_ : float
         The L1 penalty ``transform`` uses (``transform_alpha`` resolved).
+    transform_algorithm_ : str
+        The algorithm ``transform`` uses (``transform_algorithm`` resolved).
     device_ : str
         The device used.
     n_features_in_ : int
@@ -195,15 +421,11 @@ class GradientSparseCoder(BaseSparseEstimator):
     The fit starts with ``2 * n_components`` atoms and drops the least used atom (the
     smallest squared code norm) in equal steps over outer iterations 20-52, so the spare
     atoms can cover every direction in the data before the fit has to choose between
-    them; ``tol`` is only checked once ``n_components`` atoms are left. The dictionary
-    is also extrapolated after every sweep, ``D + beta_t (D - D_prev)`` renormalised,
-    with Nesterov's ``beta_t`` sequence, restarted whenever the objective went up, so
-    ``history_["loss"]`` is not monotone. On the paper's task (N=16, M=8, K=3, 1024
-    training samples, seeds 0-49) a plain alternation from N data atoms missed a true
-    atom in 12 of the 50 fits (dictionary MCC about 0.97) and ran 204 outer iterations
-    on average; the over-complete start alone missed one in 1 fit (110 iterations), the
-    extrapolation alone in 10 fits (82 iterations), both together in none (87
-    iterations, test latent MCC 0.988 with the default ``transform_alpha``).
+    them; ``tol`` is only checked once ``n_components`` atoms are left. The dictionary is
+    also extrapolated after every sweep, ``D + beta_t (D - D_prev)`` renormalised, with
+    Nesterov's ``beta_t`` sequence, restarted whenever the objective went up, so
+    ``history_["loss"]`` is not monotone. Together they avoid the fits that miss one
+    true atom and shorten the fit; the measurements are in :doc:`defaults`.
 
     Examples
     --------
@@ -291,6 +513,8 @@ class GradientSparseCoder(BaseSparseEstimator):
         n_samples, n_features = X.shape
         device = self._resolved_device()
         self.device_ = str(device)
+        self.transform_alpha_ = self._resolved_transform_alpha()
+        self.transform_algorithm_ = self._resolved_transform_algorithm()
         self.history_ = {key: [] for key in HISTORY_KEYS}
         self.training_flops_ = 0
         self.n_iter_ = 0
@@ -301,30 +525,43 @@ class GradientSparseCoder(BaseSparseEstimator):
                     f"dictionary has {dictionary.shape[0]} rows (atoms) but "
                     f"n_components={self.n_components}."
                 )
+            self._check_n_nonzero_coefs(n_features, dictionary.shape[0])
             self.components_ = dictionary.astype(X.dtype, copy=True)
-            self.transform_alpha_ = self._resolved_transform_alpha()
-            self.transform_algorithm_ = self._resolved_transform_algorithm()
+            self.n_components_ = self.components_.shape[0]
             self.history_ = history_arrays(self.history_)
             self.inference_n_iter_ = self.transform_max_iter
             return self
 
         n_components = n_features if self.n_components is None else self.n_components
-        dtype = torch_dtype(X.dtype)
+        self._check_n_nonzero_coefs(n_features, n_components)
         generator = make_generator(self.random_state)
-        X_tensor = to_tensor(X, device=device, dtype=dtype)
-        self.transform_alpha_ = self._resolved_transform_alpha()
-        self.transform_algorithm_ = self._resolved_transform_algorithm()
+        X_tensor = to_tensor(X, device=device, dtype=torch_dtype(X.dtype))
         if self.fit_algorithm == "adam":
-            components = self._initial_dictionary(X_tensor, n_components, generator)
-            components, codes = self._fit_adam(X_tensor, components, generator)
+            components = _initial_dictionary(X_tensor, n_components, generator)
+            components, _ = self._fit_adam(X_tensor, components, generator)
         else:
-            components = self._initial_dictionary(
-                X_tensor, _OVERCOMPLETE * n_components, generator
+            components, _, self.n_iter_, history, self.training_flops_ = (
+                _alternating_dictionary_learning(
+                    X_tensor,
+                    _initial_dictionary(X_tensor, _OVERCOMPLETE * n_components, generator),
+                    self.alpha,
+                    n_components=n_components,
+                    algorithm=self.fit_algorithm,
+                    n_nonzero_coefs=self._n_nonzero(n_features, n_components),
+                    positive=self.positive_code,
+                    max_iter=self.max_iter,
+                    tol=self.tol,
+                    generator=generator,
+                    verbose=self.verbose,
+                    description=type(self).__name__,
+                )
             )
-            components, codes = self._fit_alternating(
-                X_tensor, components, n_components, generator
-            )
+            self.history_ = history
+            # The iterations inference on the final dictionary takes: inference_flops'
+            # default.
+            _, self.inference_n_iter_ = self._codes(X_tensor, components)
         self.components_ = to_numpy(components)
+        self.n_components_ = n_components
         self.history_ = history_arrays(self.history_)
         return self
 
@@ -340,130 +577,20 @@ class GradientSparseCoder(BaseSparseEstimator):
             return self.fit_algorithm
         return self.transform_algorithm
 
+    def _check_n_nonzero_coefs(self, n_features, n_components):
+        """Reject a ``transform_n_nonzero_coefs`` that a greedy algorithm cannot use."""
+        fitting = self.dictionary is None and self.fit_algorithm != "adam"
+        algorithms = {self.transform_algorithm_} | ({self.fit_algorithm} if fitting else set())
+        for algorithm in sorted(algorithms & set(GREEDY_ALGORITHMS)):
+            check_n_nonzero_coefs(
+                self.transform_n_nonzero_coefs, n_features, n_components, algorithm,
+                name="transform_n_nonzero_coefs",
+            )  # fmt: skip
+
     def _n_nonzero(self, n_features, n_components):
         if self.transform_n_nonzero_coefs is not None:
             return self.transform_n_nonzero_coefs
         return default_n_nonzero_coefs(n_features, n_components)
-
-    @staticmethod
-    def _initial_dictionary(X, n_components, generator):
-        """Unit-norm atoms from randomly chosen samples (Gaussian where a chosen sample
-        is zero, or when there are fewer samples than atoms).
-
-        Data-initialised atoms start inside the signal cone; on the paper's task they
-        reach the true dictionary in about half the outer iterations of Gaussian atoms.
-        """
-        atoms = torch.randn(n_components, X.shape[1], generator=generator, dtype=X.dtype)
-        atoms = atoms.to(X.device)
-        n_drawn = min(n_components, X.shape[0])
-        rows = torch.randperm(X.shape[0], generator=generator)[:n_drawn].to(X.device)
-        drawn = X[rows]
-        nonzero = drawn.norm(dim=1) > 0
-        atoms[:n_drawn][nonzero] = drawn[nonzero]
-        renormalize_atoms(atoms)
-        return atoms
-
-    def _infer(self, X, components, init):
-        """Codes of ``X`` on ``components`` with this estimator's solver (tensors)."""
-        if self.fit_algorithm in ("fista", "ista"):
-            solver = fista if self.fit_algorithm == "fista" else ista
-            return solver(
-                X, components, self.alpha, positive=self.positive_code,
-                max_iter=_INNER_MAX_ITER, tol=_INNER_TOL, init=init,
-            )  # fmt: skip
-        return self._transform_tensor(
-            X, components, max_iter=_INNER_MAX_ITER, alpha=self.alpha,
-            algorithm=self.fit_algorithm,
-        )  # fmt: skip
-
-    @staticmethod
-    def _n_atoms_after(step, n_start, n_components, max_iter):
-        """Atoms kept after outer iteration ``step`` of the pruning schedule: all of
-        them until ``_PRUNE_START``, ``n_components`` from ``_PRUNE_END`` on (both
-        pulled in when ``max_iter`` is smaller), linear in between."""
-        end = min(_PRUNE_END, max_iter)
-        start = min(_PRUNE_START, end - 1)
-        if step <= start:
-            return n_start
-        if step >= end:
-            return n_components
-        extra = n_start - n_components
-        return n_components + int(np.ceil(extra * (end - step) / (end - start)))
-
-    @torch.no_grad()
-    def _fit_alternating(self, X, components, n_components, generator):
-        n_samples, n_features = X.shape
-        n_start = components.shape[0]
-        codes = None
-        previous = np.inf
-        flops = 0
-        step = 0
-        # Nesterov's momentum sequence for the dictionary extrapolation.
-        momentum_t = 1.0
-        components_before = components.clone()
-        progress = tqdm(
-            total=self.max_iter, desc=type(self).__name__, disable=not self.verbose,
-            leave=False,
-        )  # fmt: skip
-        # One dictionary sweep is about as much work as one inference iteration.
-        sweep_flops = 2 * n_samples * n_features * n_start
-        with serial_if_small(X.device, sweep_flops), contextlib.closing(progress):
-            for _ in range(self.max_iter):
-                n_atoms = components.shape[0]
-                codes, n_iter = self._infer(X, components, codes)
-                flops += sparse_encode_flops(
-                    self.fit_algorithm, n_features, n_atoms, n_samples, n_iter=max(n_iter, 1),
-                    n_nonzero_coefs=self._n_nonzero(n_features, n_atoms),
-                )  # fmt: skip
-                _update_dictionary(X, codes, components, generator)
-                # The sweep: the residual (2nNM), then per atom two rank-one updates of it
-                # and one product with it (6nM).
-                flops += 8 * n_samples * n_features * n_atoms
-                step += 1
-                value = _objective_value(X, codes, components, self.alpha)
-                if not np.isfinite(value):
-                    raise ValueError(
-                        f"{type(self).__name__} diverged at iteration {step} "
-                        f"(objective {value}); check that X is finite and well scaled."
-                    )
-                residual = X - codes @ components
-                stats = batch_statistics(torch.tensor(value), residual, codes).tolist()
-                active = (codes != 0).any(dim=0).to(torch.float64).mean().item()
-                for key, entry in zip(HISTORY_KEYS, (step, *stats, 1.0 - active, flops)):
-                    self.history_[key].append(entry)
-                progress.update(1)
-                progress.set_postfix(objective=f"{value:.4g}", refresh=False)
-
-                n_keep = self._n_atoms_after(step, n_start, n_components, self.max_iter)
-                if n_keep < n_atoms:
-                    # Drop the least used atoms; tol is judged on the final atom count.
-                    usage = codes.square().sum(dim=0)
-                    keep = torch.argsort(usage, descending=True)[:n_keep].sort().values
-                    components, codes = components[keep].contiguous(), codes[:, keep]
-                    components_before = components.clone()
-                    previous = np.inf
-                    continue
-                converged = 0 <= previous - value < self.tol * abs(previous)
-                if n_atoms == n_components and converged:
-                    break
-                # Extrapolate the dictionary; restart the momentum when the objective
-                # went up.
-                if value > previous:
-                    momentum_t, beta = 1.0, 0.0
-                else:
-                    next_t = (1.0 + np.sqrt(1.0 + 4.0 * momentum_t**2)) / 2.0
-                    momentum_t, beta = next_t, (momentum_t - 1.0) / next_t
-                current = components.clone()
-                if beta:
-                    components.add_(components - components_before, alpha=beta)
-                    renormalize_atoms(components)
-                components_before = current
-                previous = value
-        # Codes consistent with the final dictionary, and the iterations they take.
-        _, self.inference_n_iter_ = self._transform_tensor(X, components)
-        self.n_iter_ = step
-        self.training_flops_ = flops
-        return components, codes
 
     def _fit_adam(self, X, components, generator):
         """The paper's sparse coding: Adam on exp-parametrised codes and the dictionary."""
@@ -507,26 +634,22 @@ class GradientSparseCoder(BaseSparseEstimator):
         self.inference_n_iter_ = self.transform_max_iter
         return atoms.detach(), log_codes.detach().exp()
 
-    def _transform_tensor(self, X, components, max_iter=None, alpha=None, algorithm=None):
-        """Codes of ``X`` (tensor) with :func:`sparse_encode` and the iterations run;
-        ``max_iter`` defaults to ``transform_max_iter``, ``alpha`` to
-        ``transform_alpha_``."""
-        codes, n_iter = sparse_encode(
-            to_numpy(X),
-            to_numpy(components),
-            algorithm=self.transform_algorithm_ if algorithm is None else algorithm,
-            alpha=self.transform_alpha_ if alpha is None else alpha,
+    def _codes(self, X, components):
+        """Codes of ``X`` on ``components`` with the transform settings, and the
+        iterations run (tensors in, tensors out)."""
+        return encode_tensor(
+            X,
+            components,
+            algorithm=self.transform_algorithm_,
+            alpha=self.transform_alpha_,
             n_nonzero_coefs=self._n_nonzero(X.shape[1], components.shape[0]),
             positive=self.positive_code,
-            max_iter=self.transform_max_iter if max_iter is None else max_iter,
-            device=str(X.device),
-            return_n_iter=True,
+            max_iter=self.transform_max_iter,
         )
-        return to_tensor(codes, device=X.device, dtype=X.dtype), n_iter
 
     def _encode(self, X):
         components = to_tensor(self.components_, device=X.device, dtype=X.dtype)
-        return self._transform_tensor(X, components)[0]
+        return self._codes(X, components)[0]
 
     def inference_flops(self, n_samples, n_iter=None):
         """FLOPs of inferring codes for ``n_samples`` with this estimator's solver.

@@ -105,15 +105,123 @@ def test_a_frozen_fitted_encoder_is_reused_without_refitting(data):
     assert model.score(X) >= sae.score(X) - 1e-9
 
 
+def _assert_refined_codes_are_the_solver_codes_where_kept(model, X):
+    """Where ITO keeps its refinement (gap > 0) the codes are sparse_encode's on the
+    frozen dictionary, warm-started from the encoder; elsewhere the encoder's codes."""
+    from sklearn_sparsegap import sparse_encode
+
+    start = np.asarray(model.encoder_.transform(X), dtype=X.dtype)
+    expected = sparse_encode(
+        X - model.intercept_, model.components_, algorithm=model.transform_algorithm,
+        alpha=model.transform_alpha_, positive=model.positive_code,
+        max_iter=model.transform_max_iter, tol=model.tol, init=start, device="cpu",
+    )  # fmt: skip
+    codes = model.transform(X)
+    gaps = model.amortisation_gap(X, per_sample=True)
+    assert np.all(gaps >= 0)
+    kept = gaps > 0
+    assert kept.mean() > 0.5
+    np.testing.assert_allclose(codes[kept], expected[kept], rtol=1e-7, atol=1e-10)
+    np.testing.assert_allclose(codes[~kept], start[~kept], rtol=1e-7, atol=1e-10)
+
+
+def test_refined_codes_are_sparse_encode_on_the_frozen_dictionary(data, known):
+    X, _, _ = data
+    _assert_refined_codes_are_the_solver_codes_where_kept(known, X)
+
+
 def test_works_with_mlp_and_known_codes_encoders(data):
     X, _, codes = data
     mlp = SAEPlusITO(MLPEncoder(n_components=16, hidden_layer_sizes=(16,), max_iter=20,
                                 device="cpu"), device="cpu").fit(X)
-    assert mlp.transform(X).shape == codes.shape
+    _assert_refined_codes_are_the_solver_codes_where_kept(mlp, X[:300])
     supervised = SAEPlusITO(
         SAEEncoder(target="codes", max_iter=20, device="cpu"), device="cpu"
     ).fit(X, codes)
-    assert supervised.transform(X).shape == codes.shape
+    _assert_refined_codes_are_the_solver_codes_where_kept(supervised, X[:300])
+
+
+def test_a_foreign_encoder_goes_through_its_transform(data):
+    # scikit-learn's DictionaryLearning has no tensor-level _encode: ITO uses transform.
+    from sklearn.decomposition import DictionaryLearning
+
+    X, _, codes = data
+    encoder = DictionaryLearning(n_components=16, alpha=0.5, max_iter=5, fit_algorithm="cd",
+                                 transform_algorithm="lasso_cd", transform_alpha=0.5,
+                                 positive_code=True, random_state=0)  # fmt: skip
+    model = SAEPlusITO(encoder, device="cpu").fit(X[:256])
+    assert model.transform_alpha_ == pytest.approx(0.025 * 0.5)
+    np.testing.assert_array_equal(model.intercept_, np.zeros(8))
+    _assert_refined_codes_are_the_solver_codes_where_kept(model, X[:256])
+
+
+def test_library_encoders_are_encoded_on_tensors_like_their_transform(data, known):
+    import torch
+
+    X, _, _ = data
+    with torch.no_grad():
+        codes = known._encoder_codes(torch.tensor(X))
+    np.testing.assert_array_equal(codes.numpy(), known.encoder_.transform(X))
+
+
+def test_objective_never_worse_than_the_encoder_and_transform_matches_the_gap(data, known):
+    import torch
+    from sklearn_sparsegap._training import objective
+
+    X, _, _ = data
+    codes = known.transform(X)
+    start = known.encoder_.transform(X)
+    refined = objective(torch.tensor(X), torch.tensor(codes), torch.tensor(known.components_),
+                        torch.tensor(known.intercept_), known.transform_alpha_,
+                        per_sample=True).numpy()  # fmt: skip
+    encoder = objective(torch.tensor(X), torch.tensor(start), torch.tensor(known.components_),
+                        torch.tensor(known.encoder_.intercept_), known.transform_alpha_,
+                        per_sample=True).numpy()  # fmt: skip
+    # Where the encoder's codes are kept they are scored on the encoder's own bias.
+    kept_encoder = np.all(codes == start, axis=1)
+    refined[kept_encoder] = encoder[kept_encoder]
+    assert np.all(refined <= encoder + 1e-12)
+    np.testing.assert_allclose(encoder - refined, known.amortisation_gap(X, per_sample=True),
+                               atol=1e-12)  # fmt: skip
+
+
+def test_true_dictionary_refinement_recovers_the_codes(data, known):
+    X, _, codes = data
+    assert mean_corr_coef(codes, known.transform(X)) > 0.98
+
+
+def test_transform_alpha_is_resolved_and_positive_code_is_honoured(data):
+    X, dictionary, _ = data
+    encoder = SAEEncoder(dictionary=dictionary, alpha=0.2, max_iter=50, random_state=0,
+                         device="cpu")  # fmt: skip
+    model = SAEPlusITO(encoder, device="cpu").fit(X)
+    assert model.transform_alpha_ == pytest.approx(0.025 * 0.2)
+    assert np.all(model.transform(X) >= 0)
+    explicit = SAEPlusITO(encoder, transform_alpha=0.07, device="cpu").fit(X)
+    assert explicit.transform_alpha_ == 0.07
+    # Without the constraint the lasso's codes go negative on some samples.
+    free = SAEPlusITO(encoder, positive_code=False, refit_intercept=False, device="cpu").fit(X)
+    assert np.any(free.transform(X) < 0)
+    _assert_refined_codes_are_the_solver_codes_where_kept(free, X[:300])
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        ({"transform_algorithm": "omp", "transform_n_nonzero_coefs": 9},
+         "transform_n_nonzero_coefs"),
+        ({"transform_algorithm": "topk", "transform_n_nonzero_coefs": 17},
+         "transform_n_nonzero_coefs"),
+        ({"transform_alpha": -1.0}, "transform_alpha"),
+        ({"transform_max_iter": 0}, "transform_max_iter"),
+        ({"positive_code": "yes"}, "positive_code"),
+    ],
+)
+def test_bad_transform_parameters(data, params, match):
+    X, dictionary, _ = data
+    encoder = SAEEncoder(dictionary=dictionary, max_iter=5, device="cpu")
+    with pytest.raises(ValueError, match=match):
+        SAEPlusITO(encoder, device="cpu", **params).fit(X[:100])
 
 
 def test_bad_parameters(data):

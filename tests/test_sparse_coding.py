@@ -11,8 +11,15 @@ from sklearn_sparsegap import (
     mean_corr_coef,
     sparse_encode,
 )
-from sklearn_sparsegap._sparse_coding import _PRUNE_END, _update_dictionary
-from sklearn_sparsegap._training import objective
+from sklearn_sparsegap._sparse_coding import (
+    _PRUNE_END,
+    _PRUNE_START,
+    _alternating_dictionary_learning,
+    _initial_dictionary,
+    _n_atoms_after,
+    _update_dictionary,
+)
+from sklearn_sparsegap._training import HISTORY_KEYS, objective
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +127,7 @@ def test_fixed_dictionary_only_stores_it_and_transform_is_inference(data):
     X, dictionary, codes = data
     coder = GradientSparseCoder(dictionary=dictionary, alpha=0.01, device="cpu").fit(X)
     np.testing.assert_array_equal(coder.components_, dictionary)
-    assert coder.n_iter_ == 0 and coder.training_flops_ == 0
+    assert coder.n_iter_ == 0 and coder.training_flops_ == 0 and coder.n_components_ == 16
     # With a given dictionary alpha is only an inference penalty: transform uses it.
     assert coder.transform_alpha_ == 0.01
     expected = sparse_encode(X, dictionary, alpha=0.01, positive=True, max_iter=1000)
@@ -195,3 +202,141 @@ def test_inputs_not_modified_and_nan_rejected(data):
     bad[3, 2] = np.nan
     with pytest.raises(ValueError, match="NaN"):
         GradientSparseCoder(device="cpu").fit(bad)
+
+
+def _residual_form_sweep(X, codes, components):
+    """Reference block-coordinate sweep on the explicit residual (numpy)."""
+    components = components.copy()
+    residual = X - codes @ components
+    for atom in range(components.shape[0]):
+        residual += np.outer(codes[:, atom], components[atom])
+        direction = codes[:, atom] @ residual
+        components[atom] = direction / np.linalg.norm(direction)
+        residual -= np.outer(codes[:, atom], components[atom])
+    return components
+
+
+def test_gram_form_sweep_equals_the_residual_form(data):
+    import torch
+
+    X, _, codes = data
+    rng = np.random.default_rng(1)
+    start = rng.standard_normal((16, 8))
+    start /= np.linalg.norm(start, axis=1, keepdims=True)
+    atoms = torch.tensor(start)
+    _update_dictionary(torch.tensor(X), torch.tensor(codes), atoms, torch.Generator())
+    np.testing.assert_allclose(atoms.numpy(), _residual_form_sweep(X, codes, start), atol=1e-10)
+
+
+def _learn(X, n_start, n_components, seed=0, **kwargs):
+    import torch
+
+    X_t = torch.tensor(X)
+    generator = torch.Generator().manual_seed(seed)
+    init = _initial_dictionary(X_t, n_start, generator)
+    init_copy = init.clone()
+    result = _alternating_dictionary_learning(
+        X_t, init, 0.03, n_components=n_components, generator=generator, **kwargs
+    )
+    torch.testing.assert_close(init, init_copy)  # the initial dictionary is not modified
+    return result
+
+
+def test_alternating_dictionary_learning_recovers_a_known_dictionary(data):
+    X, dictionary, codes = data
+    atoms, learned_codes, n_iter, history, flops = _learn(X, 32, 16, max_iter=300, tol=1e-6)
+    assert atoms.shape == (16, 8) and learned_codes.shape == (1024, 16)
+    assert dictionary_mcc(dictionary, atoms.numpy()) > 0.99
+    assert mean_corr_coef(codes, learned_codes.numpy()) > 0.95
+    # It terminates by tol, well before the budget, and logs every outer iteration.
+    assert _PRUNE_END < n_iter < 300
+    assert set(history) == set(HISTORY_KEYS)
+    assert all(len(values) == n_iter for values in history.values())
+    assert history["step"] == list(range(1, n_iter + 1))
+    assert history["flops"][-1] == flops and np.all(np.diff(history["flops"]) > 0)
+    # With the final atoms, the fit ends at the lowest objective it reached.
+    final = np.array(history["loss"][_PRUNE_END - 1:])
+    assert final[-1] <= final.min() * (1 + 1e-6)
+
+
+def test_alternating_dictionary_learning_stays_at_the_true_dictionary(data):
+    import torch
+
+    X, dictionary, _ = data
+    atoms, codes, n_iter, history, _ = _alternating_dictionary_learning(
+        torch.tensor(X), torch.tensor(dictionary), 0.03, n_components=16, max_iter=300,
+        tol=1e-6, generator=torch.Generator().manual_seed(0),
+    )  # fmt: skip
+    # Started at the truth (no atoms to prune), it stays there and stops quickly.
+    assert dictionary_mcc(dictionary, atoms.numpy()) > 0.999
+    assert n_iter < 100
+    loss = np.array(history["loss"])
+    assert loss[-1] <= loss[0]
+
+
+def test_alternating_dictionary_learning_raises_on_divergence(data):
+    import torch
+
+    X, _, _ = data
+    X_bad = torch.tensor(X)
+    X_bad[0, 0] = float("inf")
+    with pytest.raises(ValueError, match="diverged"):
+        _alternating_dictionary_learning(
+            X_bad, torch.eye(8, dtype=torch.float64), 0.03, n_components=8, max_iter=5,
+            generator=torch.Generator(),
+        )  # fmt: skip
+
+
+@pytest.mark.parametrize("max_iter", [1, 2, 10, 30, 300])
+def test_pruning_schedule(max_iter):
+    kept = [_n_atoms_after(step, 32, 16, max_iter) for step in range(1, max_iter + 1)]
+    # Never more atoms later, all n_components by the end (at the latest at _PRUNE_END).
+    assert all(later <= earlier for earlier, later in zip(kept, kept[1:]))
+    assert kept[-1] == 16 and 16 <= min(kept) and max(kept) <= 32
+    if max_iter >= _PRUNE_END:
+        assert kept[:_PRUNE_START] == [32] * _PRUNE_START
+        assert kept[_PRUNE_END - 1:] == [16] * (max_iter - _PRUNE_END + 1)
+        # Equal steps: no single iteration drops more than two atoms here.
+        assert max(a - b for a, b in zip(kept, kept[1:])) <= 2
+
+
+def test_transform_algorithm_differs_from_fit_algorithm(data):
+    X, _, _ = data
+    coder = GradientSparseCoder(
+        n_components=16, transform_algorithm="omp", transform_n_nonzero_coefs=3,
+        max_iter=60, random_state=0, device="cpu",
+    ).fit(X)  # fmt: skip
+    assert coder.transform_algorithm_ == "omp" and coder.n_components_ == 16
+    expected = sparse_encode(X, coder.components_, algorithm="omp", n_nonzero_coefs=3,
+                             positive=True, device="cpu")  # fmt: skip
+    np.testing.assert_allclose(coder.transform(X), expected, atol=1e-12)
+    # Same dictionary as fitting and transforming with fista: only inference changed.
+    fista = GradientSparseCoder(n_components=16, max_iter=60, random_state=0, device="cpu")
+    fista.fit(X)
+    assert fista.transform_algorithm_ == "fista"
+    np.testing.assert_array_equal(fista.components_, coder.components_)
+    assert coder.inference_flops(10) != fista.inference_flops(10)
+
+
+def test_transform_algorithm_with_a_given_dictionary(data):
+    X, dictionary, _ = data
+    coder = GradientSparseCoder(dictionary=dictionary, transform_algorithm="gradient_pursuit",
+                                transform_n_nonzero_coefs=3, device="cpu").fit(X)  # fmt: skip
+    expected = sparse_encode(X, dictionary, algorithm="gradient_pursuit", n_nonzero_coefs=3,
+                             positive=True, device="cpu")  # fmt: skip
+    np.testing.assert_allclose(coder.transform(X), expected, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"transform_algorithm": "omp", "transform_n_nonzero_coefs": 9},
+        {"transform_algorithm": "topk", "transform_n_nonzero_coefs": 17},
+        {"dictionary": np.eye(8), "transform_algorithm": "omp", "transform_n_nonzero_coefs": 9},
+    ],
+)
+def test_transform_n_nonzero_coefs_is_checked_against_the_transform_algorithm(data, params):
+    X, _, _ = data
+    with pytest.raises(ValueError, match="transform_n_nonzero_coefs"):
+        GradientSparseCoder(**{"n_components": None if "dictionary" in params else 16,
+                               "max_iter": 2, "device": "cpu", **params}).fit(X)

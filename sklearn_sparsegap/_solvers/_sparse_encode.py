@@ -6,8 +6,7 @@ import numpy as np
 import torch
 
 from .._compat import Interval, StrOptions, validate_params
-from .._torch_utils import numpy_dtype, resolve_device, serial_if_small, to_numpy, to_tensor
-from .._torch_utils import torch_dtype
+from .._torch_utils import resolve_device, serial_if_small, to_numpy, to_tensor, torch_dtype
 from .._validation import check_dictionary, check_matrix
 from ._adam import adam_codes
 from ._common import lipschitz_constant
@@ -53,26 +52,158 @@ def default_n_nonzero_coefs(n_features, n_components):
     """
     return min(max(n_features // 10, 1), n_components)
 
-def _check_n_nonzero_coefs(n_nonzero_coefs, n_features, n_components, algorithm):
+
+def check_n_nonzero_coefs(
+    n_nonzero_coefs, n_features, n_components, algorithm, name="n_nonzero_coefs"
+):
+    """Resolve and check K of a greedy algorithm; ``name`` is the parameter in errors.
+
+    Parameters
+    ----------
+    n_nonzero_coefs : int or None
+        K; None means :func:`default_n_nonzero_coefs`.
+    n_features, n_components : int
+        Shape of the dictionary.
+    algorithm : str
+        The greedy algorithm (``"omp"`` and ``"gradient_pursuit"`` also need
+        ``K <= n_features``).
+    name : str, default="n_nonzero_coefs"
+        Parameter name used in the error message.
+
+    Returns
+    -------
+    n_nonzero_coefs : int
+        The checked K.
+
+    Raises
+    ------
+    ValueError
+        If K exceeds ``n_components``, or ``n_features`` for a support-fitting pursuit.
+    """
     if n_nonzero_coefs is None:
         return default_n_nonzero_coefs(n_features, n_components)
     if n_nonzero_coefs > n_components:
         raise ValueError(
-            f"n_nonzero_coefs={n_nonzero_coefs} exceeds n_components={n_components} "
+            f"{name}={n_nonzero_coefs} exceeds n_components={n_components} "
             f"(the number of dictionary atoms); algorithm={algorithm!r} needs "
-            f"n_nonzero_coefs <= {n_components}."
+            f"{name} <= {n_components}."
         )
     if algorithm in _SUPPORT_FITTING and n_nonzero_coefs > n_features:
         raise ValueError(
-            f"n_nonzero_coefs={n_nonzero_coefs} exceeds n_features={n_features}: "
+            f"{name}={n_nonzero_coefs} exceeds n_features={n_features}: "
             f"algorithm={algorithm!r} fits the codes on the selected atoms, and more than "
-            f"n_features atoms are linearly dependent; use n_nonzero_coefs <= {n_features}."
+            f"n_features atoms are linearly dependent; use {name} <= {n_features}."
         )
     return int(n_nonzero_coefs)
 
 
 def _block_rows(width):
     return int(np.clip(_MAX_BLOCK_ELEMENTS // max(width, 1), _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS))
+
+
+_GREEDY_SOLVERS = {
+    "omp": omp,
+    "mp": matching_pursuit,
+    "gradient_pursuit": gradient_pursuit,
+    "topk": topk_encode,
+}
+
+
+@torch.no_grad()
+def encode_tensor(
+    X,
+    D,
+    *,
+    algorithm="fista",
+    alpha=0.01,
+    n_nonzero_coefs=None,
+    positive=False,
+    max_iter=None,
+    tol=1e-4,
+    init=None,
+):
+    """:func:`sparse_encode` on tensors: blocks of rows and dispatch, no validation.
+
+    The estimators call this below their one numpy -> torch conversion; the arguments
+    mean what they mean in :func:`sparse_encode` and are assumed valid (a greedy K is
+    not checked against the dictionary's shape: see :func:`check_n_nonzero_coefs`).
+
+    Parameters
+    ----------
+    X : Tensor of shape (n_samples, n_features)
+        Signals. Not modified.
+    D : Tensor of shape (n_components, n_features)
+        Dictionary (rows are atoms), same device and dtype as ``X``.
+    algorithm : str, default="fista"
+        One of ``ALGORITHMS``.
+    alpha : float, default=0.01
+        L1 penalty of ``"fista"``, ``"ista"`` and ``"adam"``.
+    n_nonzero_coefs : int or None, default=None
+        K of the greedy algorithms; None means :func:`default_n_nonzero_coefs`.
+    positive : bool, default=False
+        Non-negative codes.
+    max_iter : int or None, default=None
+        Iteration budget; None means ``DEFAULT_MAX_ITER`` of the algorithm.
+    tol : float, default=1e-4
+        Stopping tolerance of the iterative algorithms.
+    init : Tensor of shape (n_samples, n_components) or None, default=None
+        Warm start of the iterative algorithms (ignored by the greedy ones).
+
+    Returns
+    -------
+    codes : Tensor of shape (n_samples, n_components)
+        A new tensor on the device and in the dtype of ``X``.
+    n_iter : int
+        Iterations run (the maximum over blocks).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_sparsegap._solvers._sparse_encode import encode_tensor
+    >>> D = torch.eye(2, dtype=torch.float64)
+    >>> codes, n_iter = encode_tensor(torch.tensor([[3.0, -0.5]], dtype=torch.float64), D,
+    ...                               algorithm="omp", n_nonzero_coefs=1)
+    >>> codes
+    tensor([[3., 0.]], dtype=torch.float64)
+    """
+    n_samples = X.shape[0]
+    n_components, n_features = D.shape
+    if max_iter is None:
+        max_iter = DEFAULT_MAX_ITER.get(algorithm, 1)
+    if algorithm in GREEDY_ALGORITHMS:
+        if n_nonzero_coefs is None:
+            n_nonzero_coefs = default_n_nonzero_coefs(n_features, n_components)
+        init = None
+    width = n_components
+    if algorithm in _SUPPORT_FITTING:
+        width = max(n_components, n_nonzero_coefs * n_features)
+    rows = _block_rows(width)
+    lipschitz = None
+    if algorithm in ("ista", "fista") and n_samples > rows:
+        # Shared by the blocks instead of one eigenvalue problem each.
+        lipschitz = lipschitz_constant(D)
+
+    def solve(X_block, init_block):
+        if algorithm in ("ista", "fista"):
+            function = fista if algorithm == "fista" else ista
+            return function(
+                X_block, D, alpha, positive=positive, max_iter=max_iter, tol=tol,
+                init=init_block, lipschitz=lipschitz,
+            )  # fmt: skip
+        if algorithm == "adam":
+            return adam_codes(X_block, D, alpha, max_iter=max_iter, tol=tol, init=init_block)
+        return _GREEDY_SOLVERS[algorithm](X_block, D, n_nonzero_coefs, positive=positive)
+
+    if n_samples <= rows:
+        return solve(X, init)
+    codes = X.new_empty((n_samples, n_components))
+    n_iter = 0
+    for start in range(0, n_samples, rows):
+        block = slice(start, min(start + rows, n_samples))
+        block_codes, block_iter = solve(X[block], None if init is None else init[block])
+        codes[block] = block_codes
+        n_iter = max(n_iter, block_iter)
+    return codes, n_iter
 
 
 @validate_params(
@@ -132,8 +263,8 @@ def sparse_encode(
           ``max_iter``).
     alpha : float, default=0.01
         L1 penalty of ``"fista"``, ``"ista"`` and ``"adam"`` (the paper's ``lambda`` is
-        ``paper_l1_to_alpha(lambda, n_features, n_components)``). 0.01 is where the
-        positive lasso recovers the paper's N=16, M=8, K=3 codes best.
+        ``paper_l1_to_alpha(lambda, n_features, n_components)``). The default is
+        chosen on the paper's task; see :doc:`defaults`.
     n_nonzero_coefs : int or None, default=None
         K of the greedy algorithms; None means ``min(max(n_features // 10, 1),
         n_components)`` as in scikit-learn. It must not exceed ``n_components`` and, for
@@ -196,51 +327,22 @@ def sparse_encode(
             )
     n_nonzero = None
     if algorithm in GREEDY_ALGORITHMS:
-        n_nonzero = _check_n_nonzero_coefs(n_nonzero_coefs, n_features, n_components, algorithm)
+        n_nonzero = check_n_nonzero_coefs(n_nonzero_coefs, n_features, n_components, algorithm)
     if max_iter is None:
         max_iter = DEFAULT_MAX_ITER.get(algorithm, 1)
 
     device = resolve_device(device)
     dtype = torch_dtype(X.dtype)
-    D = to_tensor(dictionary, device=device, dtype=dtype)
-    width = n_components
-    if algorithm in _SUPPORT_FITTING:
-        width = max(n_components, n_nonzero * n_features)
-    rows = _block_rows(width)
-
+    # The one conversion in and the one out; everything between is tensors.
     with torch.no_grad():
-        lipschitz = None
-        if algorithm in ("ista", "fista") and n_samples > rows:
-            lipschitz = lipschitz_constant(D)
-
-        def solve(X_block, init_block):
-            if algorithm in ("ista", "fista"):
-                function = fista if algorithm == "fista" else ista
-                return function(
-                    X_block, D, alpha, positive=positive, max_iter=max_iter, tol=tol,
-                    init=init_block, lipschitz=lipschitz,
-                )  # fmt: skip
-            if algorithm == "adam":
-                return adam_codes(X_block, D, alpha, max_iter=max_iter, tol=tol, init=init_block)
-            function = {
-                "omp": omp,
-                "mp": matching_pursuit,
-                "gradient_pursuit": gradient_pursuit,
-                "topk": topk_encode,
-            }[algorithm]
-            return function(X_block, D, n_nonzero, positive=positive)
-
-        codes = np.empty((n_samples, n_components), dtype=numpy_dtype(X.dtype))
-        n_iter = 0
-        for start in range(0, n_samples, rows):
-            stop = min(start + rows, n_samples)
-            X_block = to_tensor(X[start:stop], device=device, dtype=dtype)
-            init_block = None
-            if init is not None and algorithm not in GREEDY_ALGORITHMS:
-                init_block = to_tensor(init[start:stop], device=device, dtype=dtype)
-            block_codes, block_iter = solve(X_block, init_block)
-            codes[start:stop] = to_numpy(block_codes)
-            n_iter = max(n_iter, block_iter)
+        codes, n_iter = encode_tensor(
+            to_tensor(X, device=device, dtype=dtype),
+            to_tensor(dictionary, device=device, dtype=dtype),
+            algorithm=algorithm, alpha=alpha, n_nonzero_coefs=n_nonzero, positive=positive,
+            max_iter=max_iter, tol=tol,
+            init=None if init is None else to_tensor(init, device=device, dtype=dtype),
+        )  # fmt: skip
+    codes = to_numpy(codes)
     if return_n_iter:
         return codes, n_iter
     return codes
