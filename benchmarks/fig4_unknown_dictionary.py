@@ -37,7 +37,7 @@ FISTA FLOPs count the whole iteration budget of the ITO (an upper bound).
 
 import numpy as np
 
-from _bench import plots, runner
+from _bench import plots, references, runner
 from _bench.datasets import SEED_UNKNOWN, make_task
 from _bench.methods import build
 from _bench.objective import measure, measure_refined
@@ -60,24 +60,14 @@ PROFILES = {
 # The library GradientSparseCoder's default outer-iteration budget (its tolerance usually
 # stops it first): its learning curve ends there.
 FISTA_CODER_MAX_ITER = 300
-# reference/protocol.md §4, HEAD JSON, 40,000 steps (last logged 39,500): latent MCC mean,
-# std; dictionary MCC (greedy) mean, std; training FLOPs; test-inference FLOPs. None: not
-# reported (the authors' SAE+ITO shares the SAE's dictionary).
-PAPER = {
-    "SAE": (0.566, 0.011, 0.745, 0.015, 7.05e10, 5.41e5),
-    "SAE+ITO adam, zero init (authors')": (0.583, 0.020, 0.745, None, 7.05e10, 7.21e9),
-    "MLP H=32": (0.623, 0.070, 0.791, 0.045, 2.32e11, 1.88e6),
-    "MLP H=256": (0.643, 0.073, 0.851, 0.038, 1.58e12, 1.31e7),
-    "Sparse coding (paper: Adam)": (0.691, 0.051, 0.838, 0.038, 2.07e12, 7.21e9),
-}
-# reference/protocol.md §11, Zipf codes (alim d68dd2a); same layout, no FLOPs.
-PAPER_ZIPF = {
-    "SAE": (0.520, 0.023, 0.722, None, None, None),
-    "SAE+ITO adam, zero init (authors')": (0.510, None, 0.722, None, None, None),
-    "MLP H=32": (0.548, None, 0.767, None, None, None),
-    "MLP H=256": (0.547, None, 0.793, None, None, None),
-    "Sparse coding (paper: Adam)": (0.590, 0.033, 0.832, None, None, None),
-}
+# The authors' (latent MCC, std, dictionary MCC, std, training FLOPs, test-inference FLOPs),
+# halfnormal and Zipf codes (App. D); None: not reported.
+_PAPER_VALUES = (
+    "latent_mcc", "latent_mcc_std", "dictionary_mcc", "dictionary_mcc_std",
+    "training_flops", "inference_flops",
+)  # fmt: skip
+PAPER = references.lookup("fig4_unknown_dictionary", "halfnormal", "method", _PAPER_VALUES)
+PAPER_ZIPF = references.lookup("fig4_unknown_dictionary", "zipf", "method", _PAPER_VALUES)
 
 SAE_LABEL = "SAE"
 

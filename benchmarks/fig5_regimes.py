@@ -47,7 +47,7 @@ not a reproduction of the paper's. ``paper``: both flavours over the full grid, 
 
 import numpy as np
 
-from _bench import plots, runner
+from _bench import plots, references, runner
 from _bench.datasets import SEED_REGIMES, make_task
 from _bench.methods import build
 from _bench.objective import fit_and_measure
@@ -88,24 +88,15 @@ PROFILES = {
     },
 }
 
-# reference/protocol.md §5: final test latent MCC (mean of 3 runs, 50k steps), by (K, M),
-# one value per N in GRID["N"].
-PAPER = {
-    (3, 8): {"SAE": (.64, .39, .26, .21), "MLP": (.59, .45, .28, .25), "SC": (.73, .51, .42, .33)},
-    (3, 16): {"SAE": (.96, .58, .37, .29), "MLP": (.87, .53, .39, .27), "SC": (.97, .93, .66, .47)},
-    (3, 32): {"SAE": (1.00, 1.00, .55, .42), "MLP": (.92, .91, .41, .32), "SC": (.94, .95, .92, .87)},
-    (9, 8): {"SAE": (.49, .29, .22, .17), "MLP": (.49, .32, .22, .18), "SC": (.49, .38, .30, .25)},
-    (9, 16): {"SAE": (.89, .49, .28, .22), "MLP": (.65, .46, .29, .20), "SC": (.88, .47, .34, .28)},
-    (9, 32): {"SAE": (.93, .98, .45, .29), "MLP": (.74, .84, .43, .26), "SC": (.89, .90, .58, .37)},
-}  # fmt: skip
-
+# The authors' final test latent MCC (mean of 3 runs, 50k steps): (K, M) -> method -> N.
+PAPER = references.lookup(
+    "fig5_regimes", "latent_mcc",
+    [("n_nonzero_coefs", "n_features"), "method", "n_components"], "latent_mcc",
+)  # fmt: skip
 
 def paper_mcc(method, n_components, n_features, n_nonzero_coefs):
     """The paper's final latent MCC of one cell, or None outside its grid."""
-    row = PAPER.get((n_nonzero_coefs, n_features))
-    if row is None or n_components not in GRID["N"]:
-        return None
-    return row[method][GRID["N"].index(n_components)]
+    return PAPER.get((n_nonzero_coefs, n_features), {}).get(method, {}).get(n_components)
 
 
 def boundary(n_components, n_nonzero_coefs):

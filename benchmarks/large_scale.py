@@ -53,7 +53,7 @@ epoch; far longer on a loaded machine), and 25 times more per checkpoint on 500k
 
 import numpy as np
 
-from _bench import plots, runner
+from _bench import plots, references, runner
 from _bench.datasets import SEED_KNOWN, make_task
 from _bench.methods import build
 from _bench.objective import matched_corr, measure
@@ -76,12 +76,11 @@ PROFILES = {
         "widths": [256, 512, 1024], "points": 12,
     },
 }  # fmt: skip
-# reference/protocol.md §10: the crossover read off the paper's Fig. 8b, and the
-# per-epoch FLOPs of the authors' code on 500k samples.
-PAPER_CROSSOVER = 3e14
-PAPER_SAMPLES = 500_000
-PAPER_EPOCH_FLOPS = {"SAE": 1.0e12, "MLP H=1024": 4.1e12}
-
+# The crossover read off the paper's Fig. 8b, and the per-epoch FLOPs of the authors'
+# code on their 500k samples.
+_CROSSOVER = references.records("large_scale", "crossover")[0]
+PAPER_CROSSOVER, PAPER_SAMPLES = _CROSSOVER["total_flops"], _CROSSOVER["n_train"]
+PAPER_EPOCH_FLOPS = references.lookup("large_scale", "epoch_flops", "method", "epoch_flops")
 
 def _methods(widths):
     methods = {"SAE": ("sae", "paper", {}), "SAE (library)": ("sae", "library", {})}

@@ -38,7 +38,7 @@ import time
 import numpy as np
 import torch
 
-from _bench import objective, runner
+from _bench import objective, references, runner
 from _bench.datasets import SEED_UNKNOWN, make_task
 from _bench.methods import build, paper_alpha
 from _bench.objective import fit_and_measure, l0_key
@@ -64,49 +64,13 @@ PROFILES = {
     },
 }  # fmt: skip
 
-# The authors' sparse_coding_autoencoder_comparison.json (reference/protocol.md §7), mean
-# over 2 runs: lambda -> variant -> (MSE, L0>0, latent MCC) [per k for the top-k ones].
-PAPER_SC = {
-    0.005: {
-        "original": (0.000241, 1.0, 0.7362),
-        "inference_topk": {1: (0.1595, 0.0625, 0.6302), 3: (0.03268, 0.1875, 0.7303),
-                           5: (0.006081, 0.3125, 0.7356), 10: (0.0002409, 0.625, 0.7362)},
-        "optimize_topk": {1: (0.295, 0.0625, 0.1242), 3: (0.1613, 0.1875, 0.3366),
-                          5: (0.07291, 0.3125, 0.4689), 10: (0.0003619, 0.625, 0.699)},
-    },
-    0.05: {
-        "original": (0.0006506, 1.0, 0.7926),
-        "inference_topk": {1: (0.155, 0.0625, 0.6834), 3: (0.03146, 0.1875, 0.7899),
-                           5: (0.005965, 0.3125, 0.7909), 10: (0.0006503, 0.625, 0.7926)},
-        "optimize_topk": {1: (0.2932, 0.0625, 0.1138), 3: (0.1685, 0.1875, 0.3314),
-                          5: (0.06889, 0.3125, 0.5185), 10: (0.0004502, 0.625, 0.7564)},
-    },
-    0.5: {
-        "original": (0.01236, 1.0, 0.8044),
-        "inference_topk": {1: (0.1394, 0.0625, 0.6896), 3: (0.03103, 0.1875, 0.7955),
-                           5: (0.01393, 0.3125, 0.8042), 10: (0.01236, 0.625, 0.8044)},
-        "optimize_topk": {1: (0.2896, 0.0625, 0.1247), 3: (0.1574, 0.1875, 0.357),
-                          5: (0.07234, 0.3125, 0.4593), 10: (0.002425, 0.625, 0.6897)},
-    },
-    5.0: {
-        "original": (0.2725, 1.0, 0.4806),
-        "inference_topk": {1: (0.2879, 0.0625, 0.4507), 3: (0.2728, 0.1875, 0.4798),
-                           5: (0.2725, 0.3125, 0.4806), 10: (0.2725, 0.625, 0.4806)},
-        "optimize_topk": {1: (0.3022, 0.0625, 0.1186), 3: (0.1877, 0.1875, 0.3228),
-                          5: (0.1173, 0.3125, 0.4722), 10: (0.03479, 0.625, 0.4901)},
-    },
-}  # fmt: skip
-PAPER_SAE_L1 = {
-    0.005: (2.72e-06, 0.5405, 0.6405), 0.05: (0.0002091, 0.4857, 0.6074),
-    0.5: (0.01736, 0.3727, 0.5843), 5.0: (0.3514, 0.02429, 0.2315),
-}  # fmt: skip
-# l1_vs_topk_experiment.json (3 runs, its generator code is not in the repository): k ->
-# (MSE, L0>0, MCC) of the authors' TopK SAE; the best is k=3.
-PAPER_TOPK_SAE = {
-    1: (0.1271, 0.0625, 0.3257), 2: (0.0511, 0.125, 0.5611), 3: (0.02794, 0.1875, 0.6367),
-    4: (0.01278, 0.25, 0.6101), 5: (0.005278, 0.3125, 0.6106), 8: (3.846e-07, 0.4987, 0.5068),
-    10: (5.731e-07, 0.6152, 0.4687), 15: (6.06e-07, 0.7948, 0.4466),
-}  # fmt: skip
+# The authors' numbers (references/topk.json): lambda -> variant -> k (None for the
+# "original" L1 codes) -> (MSE, L0>0, latent MCC) of their Adam sparse coder; lambda -> the
+# same of their L1 SAE; k -> the same of their TopK SAE (best at k=3).
+_PAPER_VALUES = ("mse", "l0_above_0", "latent_mcc")
+PAPER_SC = references.lookup("topk", "sparse_coding", ["l1_penalty", "variant", "k"], _PAPER_VALUES)
+PAPER_SAE_L1 = references.lookup("topk", "sae_l1", "l1_penalty", _PAPER_VALUES)
+PAPER_TOPK_SAE = references.lookup("topk", "topk_sae", "k", _PAPER_VALUES)
 
 SC_BASES = {"SC (paper, Adam)": "paper", "SC (ours, FISTA)": "library"}
 AUTHORS_VARIANT = "optimize_topk (authors' Adam)"
@@ -298,7 +262,7 @@ def _paper_sc(label, lam, variant, k):
         return None
     table = PAPER_SC[lam]
     if variant == "original":
-        return table["original"]
+        return table["original"][None]
     key = "inference_topk" if variant == "inference_topk" else "optimize_topk"
     return table[key].get(k)
 
