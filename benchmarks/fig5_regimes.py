@@ -264,8 +264,8 @@ def figures(result):
             "dictionary MCC",
         )  # fmt: skip
     paper_cells = {
-        (K, M, N): {m: PAPER[(K, M)][m][j] for m in METHODS}
-        for (K, M) in PAPER for j, N in enumerate(GRID["N"])
+        (K, M, N): {m: PAPER[(K, M)][m][N] for m in METHODS}
+        for (K, M) in PAPER for N in GRID["N"]
     }  # fmt: skip
     out["latent_mcc_protocol_reference"] = difference_figure(
         paper_cells, GRID["N"], GRID["M"], GRID["K"],
@@ -344,9 +344,9 @@ def summary(result):
             f"dictionary MCC (greedy) SC >= SAE in {n_dict_sc_ge}/{len(rows)}."
         )
     paper_below = [
-        f"K={K} M={M} N={N} ({PAPER[(K, M)]['SC'][j] - PAPER[(K, M)]['SAE'][j]:+.2f})"
-        for (K, M) in PAPER for j, N in enumerate(GRID["N"])
-        if PAPER[(K, M)]["SC"][j] < PAPER[(K, M)]["SAE"][j]
+        f"K={K} M={M} N={N} ({PAPER[(K, M)]['SC'][N] - PAPER[(K, M)]['SAE'][N]:+.2f})"
+        for (K, M) in PAPER for N in GRID["N"]
+        if PAPER[(K, M)]["SC"][N] < PAPER[(K, M)]["SAE"][N]
     ]  # fmt: skip
     totals.append(
         f"Paper's own table (protocol §5): sparse coding < SAE in {len(paper_below)}/24 "

@@ -9,13 +9,12 @@ per-experiment wall times recorded in each experiment's ``result.json`` (its lat
     python benchmarks/report.py
 """
 
-import importlib
 import json
 import re
 from pathlib import Path
 
 from _bench import runner
-from run_all import EXPERIMENTS
+from run_all import EXPERIMENTS, experiment
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -23,10 +22,11 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 def _summary(name, results):
     path = results / name / "result.json"
     if not path.exists():
-        return f"(no results yet: run `python benchmarks/{name}.py --profile quick --out docs/results/{name}`)"
+        return (f"(no results yet: run `python benchmarks/run_all.py --profile quick --only {name} "
+                "--out docs/results`)")
     result = json.loads(path.read_text())
     header = f"{result['profile']} profile, {result['seconds']:.0f} s, torch {result['environment']['torch']}"
-    return f"```text\n{importlib.import_module(name).summary(result)}\n```\n_{header}._"
+    return f"```text\n{experiment(name).summary(result)}\n```\n_{header}._"
 
 
 def _times(results):

@@ -1,6 +1,8 @@
 """Profiles, the command line, joblib sweeps, learning curves, and the results folder."""
 
 import argparse
+import importlib
+import inspect
 import json
 import os
 import platform
@@ -13,6 +15,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from .datasets import DISTRIBUTIONS
 from .objective import fit_and_measure, measure
 
 PROFILES = ("smoke", "quick", "paper")
@@ -93,6 +96,76 @@ def last_checkpoints(records):
 def run_method(method_builder, task, *, known_codes=False):
     """Fit the estimator ``method_builder()`` returns and measure it (a sweep job)."""
     return fit_and_measure(method_builder(), task, known_codes=known_codes)
+
+
+# ------------------------------------------------------------------------ dataset variants
+def accepts_distribution(module):
+    """Whether the experiment's ``run`` takes the code ``distribution`` (a dataset
+    parameter)."""
+    return "distribution" in inspect.signature(module.run).parameters
+
+
+class DatasetVariant:
+    """Experiments rerun on another dataset: each part is an experiment script whose
+    ``run`` takes ``distribution``; methods, settings and metrics stay those of the
+    script, only the data change.
+
+    Behaves like an experiment module (``PROFILES``, ``run``, ``figures``, ``summary``):
+    the records carry a ``"part"`` key, the figures are prefixed with ``name``.
+    ``quick_seeds`` caps the quick profile's seeds (one seed per part keeps it short).
+    """
+
+    def __init__(self, name, parts, *, distribution, title, quick_seeds=None):
+        if distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}.")
+        self.name = name
+        self.distribution = distribution
+        self.title = title
+        self.__doc__ = title
+        self.parts = {part: importlib.import_module(module) for part, module in parts.items()}
+        for module in self.parts.values():
+            if not accepts_distribution(module):
+                raise ValueError(f"{module.__name__}.run takes no distribution.")
+
+        def quick(settings):
+            if quick_seeds is None or "seeds" not in settings:
+                return settings
+            return {**settings, "seeds": min(settings["seeds"], quick_seeds)}
+
+        self.PROFILES = {
+            profile: {
+                part: quick(module.PROFILES[profile]) if profile == "quick" else module.PROFILES[profile]
+                for part, module in self.parts.items()
+            }
+            for profile in PROFILES
+        }
+
+    def run(self, settings, n_jobs=1, progress=True):
+        records = []
+        for part, module in self.parts.items():
+            part_records = module.run(
+                settings[part], n_jobs=n_jobs, progress=progress, distribution=self.distribution
+            )
+            records += [{"part": part, **record} for record in part_records]
+        return records
+
+    def _part(self, result, part):
+        records = [{k: v for k, v in r.items() if k != "part"} for r in result["records"]
+                   if r["part"] == part]  # fmt: skip
+        return {**result, "settings": result["settings"][part], "records": records}
+
+    def figures(self, result):
+        figures = {}
+        for part, module in self.parts.items():
+            for name, figure in module.figures(self._part(result, part)).items():
+                figure.suptitle(f"{self.title}: {figure.get_suptitle() or name}")
+                figures[f"{self.name}_{name}"] = figure
+        return figures
+
+    def summary(self, result):
+        return "\n\n".join(
+            module.summary(self._part(result, part)) for part, module in self.parts.items()
+        )
 
 
 # ------------------------------------------------------------------------ output
@@ -198,6 +271,11 @@ def parse_args(description, argv=None):
     )  # fmt: skip
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures.")
     parser.add_argument("--quiet", action="store_true", help="no progress bars.")
+    parser.add_argument(
+        "--distribution", choices=DISTRIBUTIONS, default=None,
+        help="code distribution of the generator (default: the experiment's own; only "
+        "for experiments whose data take one).",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -211,12 +289,18 @@ def main(name, module, argv=None):
     out_dir = args.out or DEFAULT_RESULTS / name
     warnings.filterwarnings("ignore", module="sklearn")  # ConvergenceWarnings of LARS/lasso
     start = time.perf_counter()
-    records = module.run(settings, n_jobs=args.n_jobs, progress=not args.quiet)
+    run_params = {}
+    if args.distribution is not None:
+        if not accepts_distribution(module):
+            raise SystemExit(f"{name}: --distribution is not a parameter of this experiment.")
+        run_params["distribution"] = args.distribution
+    records = module.run(settings, n_jobs=args.n_jobs, progress=not args.quiet, **run_params)
     seconds = time.perf_counter() - start
     result = {
         "experiment": name,
         "profile": args.profile,
         "settings": settings,
+        **run_params,
         "seconds": seconds,
         "environment": environment(),
         "records": records,
