@@ -7,7 +7,7 @@ rescaled per sample) are shown beside them for the SAE and the widest MLP. The t
 index-matched Pearson correlation (``matched_corr``); the Hungarian MCC is recorded too.
 The dashed line is the FLOP count at which the MLPs first beat the SAE's final score
 (averaged over the paper-setting widths, as in the authors' notebook; the library MLP is
-left out). Protocol: reference/protocol.md §2.
+left out). Paper §4.1; the authors' numbers are in ``references/fig2_known_codes.json``.
 
     python benchmarks/fig2_known_codes.py --profile quick
 """

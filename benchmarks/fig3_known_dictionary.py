@@ -18,7 +18,8 @@ Panels: test latent MCC (Hungarian) against training steps (the ITO variants dra
 the SAE's training, refining each checkpoint's SAE with the full ITO budget); against total
 FLOPs, training + inference on the 1024 test samples, where SAE+ITO = SAE FLOPs + ITO FLOPs
 at each ITO iteration count on the final SAE, as the authors plot it; and against ITO
-iterations on the final SAE. Protocol: reference/protocol.md §3 (FLOPs §9, Zipf §11).
+iterations on the final SAE. Paper §4.2 (FLOPs App. I, Zipf codes App. D); the authors' numbers are in
+``references/fig3_known_dictionary.json``.
 
 Paper-versus-code discrepancies followed: the codes are |N(0,1)| (the authors' code, not
 the paper's N(0,1)); FLOPs are counted as in the authors' notebook (training + one test
@@ -242,7 +243,7 @@ def summary(result):
     note = (
         f"ITO budgets: adam {settings['ito_iter']} iterations (lr 3e-3; authors: 20,000 at "
         f"1e-3), fista {settings['fista_iter']} (upper bound), omp K atoms. Paper SAE peak "
-        "0.71 at ~1.5k steps (protocol §3). ITO kept: fraction of test samples whose "
+        "0.71 at ~1.5k steps (the authors' runs). ITO kept: fraction of test samples whose "
         "refined codes beat the SAE codes' objective (the others keep the SAE codes)."
     )
     return f"{table}\n{note}"

@@ -18,7 +18,8 @@ are tracked against training steps and training FLOPs, over several data seeds
   block-coordinate dictionary sweeps; its "steps" are outer iterations, capped by its
   default ``max_iter=300`` and usually stopped earlier by its tolerance).
 
-Protocol: reference/protocol.md §4 (FLOPs §9, Zipf §11). Paper-versus-code discrepancies
+Paper §4.3 (FLOPs App. I, Zipf codes App. D); the authors' numbers are in
+``references/fig4_unknown_dictionary.json``. Paper-versus-code discrepancies
 followed: the authors' code, not the paper text — |N(0,1)| codes, 40,000 steps (the HEAD
 JSON; the paper says 100,000), greedy dictionary MCC, SAE+ITO from the constant init, ITO
 and sparse-coding test inference 10,000 Adam steps at lr 3e-3. Differences that remain:
@@ -27,7 +28,7 @@ the decoder with its own projection, and ``GradientSparseCoder`` starts its dict
 randomly drawn training signals (the authors' from a Gaussian matrix), so its dictionary
 MCC starts higher; FLOPs are the library's counts (``flops``): the
 authors' sparse-coding training count double-counts the batch (about 29x an SAE step,
-protocol §9), ours does not, so our Adam sparse coding costs ~50x fewer training FLOPs for
+paper App. I), ours does not, so our Adam sparse coding costs ~50x fewer training FLOPs for
 the same steps; ``SAEPlusITO`` keeps, per sample, whichever of the SAE codes and the
 refined codes has the lower objective (the "ITO kept" column says how often ITO won);
 FISTA FLOPs count the whole iteration budget of the ITO (an upper bound).

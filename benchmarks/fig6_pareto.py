@@ -10,12 +10,12 @@ dictionary sweeps, same ``alpha``). On the test half we record the per-entry MSE
 |s| (L1), the fraction of active entries at each activity threshold of ``L0_THRESHOLDS``
 (1e-3, 1e-4, 1e-5 and 0: the Adam codes are exp(log s), never exactly 0) and the
 Hungarian latent MCC; the figure draws L0 and L1 against MSE and MCC, the red line
-marking the true L0 (K/N). Protocol: reference/protocol.md §6; the paper's numbers are
+marking the true L0 (K/N). Paper §4.4 (Fig. 6); the paper's numbers are
 the authors' l1_penalty_experiment.json (mean over 3 runs, 100k steps).
 
 Discrepancies followed: the code's lr 3e-3 for every model (the paper does not say) and
 100k steps; the "paper" profile uses the whole lambda grid of the code. Kept from the
-shared methods (reference/protocol.md §1 vs ``_bench.methods``): our SAE encoder starts as
+shared methods (the authors' code vs ``sklearn_sparsegap._methods``): our SAE encoder starts as
 the decoder's transpose (theirs is random). The quick profile trains for far fewer steps (the exp-codes need
 about 10/lr = 3.3k Adam steps just to grow from exp(-10), so sparse coding gets 10k).
 

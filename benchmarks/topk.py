@@ -21,8 +21,8 @@ FISTA, same ``alpha``). On its learned dictionary the test codes are then inferr
 Beside them: the L1 SAE over the same lambdas, TopK SAEs (``activation="topk"``, no L1)
 over k in the authors' flavour and with the library's defaults, and JumpReLU SAEs over
 lambda (its penalty is an L0 count weighted by the converted ``alpha``). Metrics on the
-test half: per-entry MSE, L0 fraction (|s| > 0), Hungarian latent MCC. Protocol:
-reference/protocol.md §7; the paper's numbers are the authors'
+test half: per-entry MSE, L0 fraction (|s| > 0), Hungarian latent MCC. Paper App. H.2;
+the paper's numbers (``references/topk.json``) are the authors'
 sparse_coding_autoencoder_comparison.json (2 runs, 100k steps) and, for TopK SAEs,
 l1_vs_topk_experiment.json.
 
@@ -32,17 +32,16 @@ steps (the paper says 20k + 1k), 2 runs, optimize-top-k at lr 0.9 for 1,000 step
     python benchmarks/topk.py --profile quick
 """
 
-import contextlib
 import time
 
 import numpy as np
-import torch
 
-from _bench import objective, references, runner
+from _bench import references, runner
 from _bench.datasets import SEED_UNKNOWN, make_task
-from _bench.methods import build, paper_alpha
+from _bench.methods import authors_optimize_topk, build, keep_topk, paper_alpha
+from _bench.objective import dictionary_code_metrics as code_metrics
 from _bench.objective import fit_and_measure, l0_key
-from sklearn_sparsegap import dictionary_mcc, mean_corr_coef, sparse_encode
+from sklearn_sparsegap import sparse_encode
 
 PROFILES = {
     "smoke": {
@@ -88,61 +87,6 @@ SAES = {
 
 
 # ------------------------------------------------------------------------ helpers
-def keep_topk(codes, k):
-    """``codes`` with all but the ``k`` largest |s| of each row set to 0 (no re-fit)."""
-    index = np.argpartition(-np.abs(codes), k - 1, axis=1)[:, :k]
-    out = np.zeros_like(codes)
-    np.put_along_axis(out, index, np.take_along_axis(codes, index, axis=1), axis=1)
-    return out
-
-
-@contextlib.contextmanager
-def _torch_threads(n):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def authors_optimize_topk(X, components, k, *, n_iter=1000, learning_rate=0.9):
-    """The authors' ``optimize_codes_topk``: raw codes from 0, Adam (torch's defaults) on the
-    per-entry MSE of ``topk(S) @ D``, the top-k by |s| applied in the forward pass; returns
-    ``topk(S)``. Gradients written out (the top-k is a mask, so the gradient is the MSE's
-    on the kept entries and 0 elsewhere) and run on one thread: the problem is tiny."""
-    with torch.no_grad(), _torch_threads(1):
-        X = torch.as_tensor(X, dtype=torch.float32)
-        D = torch.as_tensor(components, dtype=torch.float32)
-        n_samples, n_features = X.shape
-        codes = X.new_zeros((n_samples, D.shape[0]))
-        first, second = torch.zeros_like(codes), torch.zeros_like(codes)
-        signal_correlation, gram = X @ D.T, D @ D.T
-        scale = 2.0 / (n_samples * n_features)
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
-        for step in range(1, n_iter + 1):
-            index = codes.abs().topk(k, dim=1).indices
-            mask = torch.zeros_like(codes).scatter_(1, index, 1.0)
-            grad = ((codes * mask) @ gram).sub_(signal_correlation).mul_(mask).mul_(scale)
-            first.lerp_(grad, 1.0 - beta1)
-            second.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-            denominator = (second / (1.0 - beta2**step)).sqrt_().add_(eps)
-            codes.addcdiv_(first, denominator, value=-learning_rate / (1.0 - beta1**step))
-        index = codes.abs().topk(k, dim=1).indices
-        kept = torch.zeros_like(codes).scatter_(1, index, codes.gather(1, index))
-    return kept.numpy()
-
-
-def code_metrics(task, codes, components):
-    """The test metrics of ``codes`` on the dictionary ``components`` (no intercept)."""
-    codes = np.asarray(codes, dtype=np.float64)
-    return {
-        **objective.code_metrics(task, codes, codes @ np.asarray(components, dtype=np.float64)),
-        "latent_mcc": mean_corr_coef(task.codes_test, codes),
-        "dictionary_mcc": dictionary_mcc(task.dictionary, components),
-    }
-
-
 def _task(seed, settings):
     return make_task(
         n_train=settings["n_train"], n_test=settings["n_train"], seed=SEED_UNKNOWN + seed
@@ -249,8 +193,7 @@ def run(settings, n_jobs=1, progress=True):
 
 # ------------------------------------------------------------------------ tables
 def _group_means(records, by, keys):
-    """``runner.group_means`` keyed by the tuple of ``by`` values."""
-    return {tuple(row[b] for b in by): row for row in runner.group_means(records, by, keys)}
+    return runner.group_means(records, by, keys, keyed=True)
 
 
 KEYS = ("mse", "l1", "latent_mcc", "dictionary_mcc", l0_key(1e-5), l0_key(0.0))

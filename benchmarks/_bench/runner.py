@@ -234,10 +234,11 @@ def format_table(rows, columns, *, title=None):
     return "\n".join(lines)
 
 
-def group_means(records, by, keys):
+def group_means(records, by, keys, *, keyed=False):
     """Group ``records`` by the values of the keys ``by``; per group, the mean and std of
     each of ``keys``, as rows ``{by..., key: mean, key_std: std, ..., "n": count}`` in
-    first-seen order."""
+    first-seen order (with ``keyed``, a dict of those rows keyed by the tuple of ``by``
+    values)."""
     groups = {}
     for record in records:
         groups.setdefault(tuple(record[b] for b in by), []).append(record)
@@ -248,6 +249,8 @@ def group_means(records, by, keys):
             values = np.asarray([r[key] for r in members], dtype=float)
             row[key], row[f"{key}_std"] = float(values.mean()), float(values.std())
         rows.append({**row, "n": len(members)})
+    if keyed:
+        return {tuple(row[b] for b in by): row for row in rows}
     return rows
 
 
