@@ -121,7 +121,7 @@ def build_method(
     paper = flavour == "paper"
     alpha = paper_alpha(n_features, n_components, l1_penalty)
     common = {"random_state": random_state}
-    if max_iter is not None and method not in ("lars", "sae+ito"):
+    if max_iter is not None and method != "sae+ito":  # SAE+ITO: its encoder's budget
         common["max_iter"] = max_iter
 
     if method == "sae+ito":
@@ -179,4 +179,4 @@ def build_method(
         return GradientSparseCoder(**{**estimator_params, **params})
 
     # method == "lars": scikit-learn's DictionaryLearning runs on the CPU only.
-    return LarsDictionaryLearning(n_components=n_components, random_state=random_state, **params)
+    return LarsDictionaryLearning(n_components=n_components, **{**common, **params})

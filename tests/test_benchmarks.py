@@ -202,6 +202,13 @@ def test_benchmark_methods_are_the_package_definitions(bench):
     topk = methods.build("topk-sae", task, n_nonzero_coefs=5)
     assert (topk.activation, topk.n_nonzero_coefs) == ("topk", 5)
     assert methods.build("topk-sae", task).n_nonzero_coefs == task.n_nonzero_coefs
+    # ``steps`` is the budget of step-trained methods; LARS keeps its own unless given.
+    from sklearn_sparsegap import LarsDictionaryLearning
+
+    assert methods.build("sae", task, steps=7).max_iter == 7
+    assert methods.build("sae+ito", task, steps=7).encoder.max_iter == 7
+    assert methods.build("lars", task, steps=7).max_iter == LarsDictionaryLearning().max_iter
+    assert methods.build("lars", task, steps=7, max_iter=2).max_iter == 2
 
 
 def test_keep_topk_keeps_exactly_the_k_largest_magnitudes(bench):

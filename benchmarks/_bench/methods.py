@@ -56,6 +56,10 @@ def build(
     n_nonzero_coefs = task.n_nonzero_coefs
     if method == "topk-sae":
         n_nonzero_coefs = params.pop("n_nonzero_coefs", n_nonzero_coefs)
+    # ``steps`` is the training budget of the methods that train by steps; an explicit
+    # ``max_iter`` in ``params`` wins (e.g. LARS's outer iterations, which ``steps`` leaves
+    # alone).
+    max_iter = params.pop("max_iter", None if method == "lars" else steps)
     return build_method(
         method,
         n_components=n_components,
@@ -65,7 +69,7 @@ def build(
         scenario=scenario,
         flavour=flavour,
         random_state=seed,
-        max_iter=steps,
+        max_iter=max_iter,
         l1_penalty=l1_penalty,
         ito=ito,
         **params,

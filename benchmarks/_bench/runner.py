@@ -133,11 +133,11 @@ class DatasetVariant:
             return {**settings, "seeds": min(settings["seeds"], quick_seeds)}
 
         self.PROFILES = {
-            profile: {
-                part: quick(module.PROFILES[profile]) if profile == "quick" else module.PROFILES[profile]
-                for part, module in self.parts.items()
-            }
+            profile: {part: module.PROFILES[profile] for part, module in self.parts.items()}
             for profile in PROFILES
+        }
+        self.PROFILES["quick"] = {
+            part: quick(settings) for part, settings in self.PROFILES["quick"].items()
         }
 
     def run(self, settings, n_jobs=1, progress=True):
