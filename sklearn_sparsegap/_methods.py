@@ -2,7 +2,7 @@
 
 A method is a name (``"sae"``, ``"mlp"``, ``"sparse-coding"``, ...), a scenario (what is
 known: nothing, the dictionary, or the codes) and a flavour: ``"library"`` (the estimators'
-own defaults) or ``"paper"`` (the settings of the authors' code, paper §4 and App. B:
+own defaults) or ``"paper"`` (the settings of the authors' code for the paper's §4:
 per-entry L1 penalty 0.01, Adam at 1e-3, no biases, exp-parametrised Adam sparse coding and
 ITO). :func:`build_method` returns the unfitted estimator; the command line and every
 benchmark call it, so a method means the same thing everywhere.
@@ -22,8 +22,8 @@ METHODS = ("sae", "topk-sae", "jumprelu-sae", "mlp", "sparse-coding", "sae+ito",
 # The methods of ``sparsegap compare``, in the order of its table.
 COMPARE_METHODS = ("sae", "mlp", "sparse-coding", "sae+ito", "lars")
 
-# The authors' settings (paper App. B): per-entry L1 penalty, Adam's learning rate, and the
-# Adam steps of test-time inference for sparse coding and SAE+ITO.
+# The authors' settings (their code for the paper's §4): per-entry L1 penalty, Adam's
+# learning rate, and the Adam steps of test-time inference for sparse coding and SAE+ITO.
 PAPER_L1 = 0.01
 PAPER_LEARNING_RATE = 1e-3
 PAPER_ITO_ITER = 10_000

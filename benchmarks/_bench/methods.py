@@ -2,8 +2,8 @@
 
 Every method is defined once, in ``sklearn_sparsegap._methods`` (which ``sparsegap
 compare`` uses too); :func:`build` only reads the task's sizes and dictionary. Two
-flavours: ``"paper"`` (the authors' code settings, paper App. B) and ``"library"`` (the
-estimators' own defaults).
+flavours: ``"paper"`` (the authors' code settings for the paper's §4) and ``"library"``
+(the estimators' own defaults).
 """
 
 import numpy as np
