@@ -179,8 +179,8 @@ def run_comparison(
                 code_distribution=code_distribution,
                 random_state=seed,
             )
-            # float32, like model activations and the authors' torch code (float64 input
-            # would be computed in float64, several times slower for the MLP).
+            # float32, like model activations and the authors' torch code (why: the
+            # benchmarks' defaults page, docs/_defaults_benchmarks.rst).
             X = X.astype(np.float32)
             split = (X[:n_samples], X[n_samples:], codes[:n_samples], codes[n_samples:])
             for name in methods:
