@@ -2,7 +2,7 @@
 
 SAE, MLP encoder (H=256) and sparse coding learn a dictionary on the paper's N=16, M=8,
 K=3 data (unknown codes and dictionary, 1024 training samples, no test set, as the
-authors' notebook superposition_and_other_animals.ipynb; protocol §8 "Decoder DᵀD") with
+authors' notebook superposition_and_other_animals.ipynb; paper App. E) with
 a model size of N (exactly complete), more (over-complete) or fewer (under-complete)
 atoms. Each figure shows, beside the true dictionary's, the learned Gram matrix (our
 orientation: ``components_ @ components_.T``, atoms as rows) and its row-wise softmax as
@@ -59,7 +59,7 @@ PROFILES = {
         "width": 256, "l1_penalty": 0.1,
     },
 }  # fmt: skip
-# reference/protocol.md §8: the authors' learning rates for this experiment.
+# The authors' learning rates for this experiment (their notebook, paper App. E).
 LEARNING_RATES = {"sae": 1e-2, "mlp": 1e-4, "sparse-coding": 1e-2}
 REGIMES = ("complete", "over", "under")
 TRUE = "true D"

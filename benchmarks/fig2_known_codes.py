@@ -7,14 +7,14 @@ rescaled per sample) are shown beside them for the SAE and the widest MLP. The t
 index-matched Pearson correlation (``matched_corr``); the Hungarian MCC is recorded too.
 The dashed line is the FLOP count at which the MLPs first beat the SAE's final score
 (averaged over the paper-setting widths, as in the authors' notebook; the library MLP is
-left out). Protocol: reference/protocol.md §2.
+left out). Paper §4.1; the authors' numbers are in ``references/fig2_known_codes.json``.
 
     python benchmarks/fig2_known_codes.py --profile quick
 """
 
 import numpy as np
 
-from _bench import plots, runner
+from _bench import plots, references, runner
 from _bench.datasets import SEED_KNOWN, make_task
 from _bench.methods import build
 
@@ -23,20 +23,10 @@ PROFILES = {
     "quick": {"seeds": 2, "steps": 2000, "widths": [32, 256, 1024], "n_train": 1024, "points": 10},
     "paper": {"seeds": 5, "steps": 20000, "widths": [32, 256, 1024], "n_train": 1024, "points": 25},
 }
-# reference/protocol.md §2, final step of 20,000.
-PAPER = {
-    "SAE": (0.862, 0.025, 1.74e10),
-    "MLP H=32": (0.901, 0.047, 9.92e10),
-    "MLP H=256": (0.900, 0.028, 7.82e11),
-    "MLP H=1024": (0.950, 0.001, 3.13e12),
-}
-# Zipf codes (protocol §11, commit 03fffa5; FLOPs as above).
-PAPER_ZIPF = {
-    "SAE": (0.591, 0.090, 1.74e10),
-    "MLP H=32": (0.561, 0.064, 9.92e10),
-    "MLP H=256": (0.646, 0.038, 7.82e11),
-    "MLP H=1024": (0.826, 0.068, 3.13e12),
-}
+# The authors' final (latent MCC, std, total FLOPs), halfnormal and Zipf codes (App. D).
+_PAPER_VALUES = ("latent_mcc", "latent_mcc_std", "total_flops")
+PAPER = references.lookup("fig2_known_codes", "halfnormal", "method", _PAPER_VALUES)
+PAPER_ZIPF = references.lookup("fig2_known_codes", "zipf", "method", _PAPER_VALUES)
 
 
 def _methods(widths):

@@ -18,7 +18,8 @@ Panels: test latent MCC (Hungarian) against training steps (the ITO variants dra
 the SAE's training, refining each checkpoint's SAE with the full ITO budget); against total
 FLOPs, training + inference on the 1024 test samples, where SAE+ITO = SAE FLOPs + ITO FLOPs
 at each ITO iteration count on the final SAE, as the authors plot it; and against ITO
-iterations on the final SAE. Protocol: reference/protocol.md §3 (FLOPs §9, Zipf §11).
+iterations on the final SAE. Paper §4.2 (FLOPs App. I, Zipf codes App. D); the authors' numbers are in
+``references/fig3_known_dictionary.json``.
 
 Paper-versus-code discrepancies followed: the codes are |N(0,1)| (the authors' code, not
 the paper's N(0,1)); FLOPs are counted as in the authors' notebook (training + one test
@@ -39,7 +40,7 @@ it earlier).
 
 import numpy as np
 
-from _bench import plots, runner
+from _bench import plots, references, runner
 from _bench.datasets import SEED_KNOWN, make_task
 from _bench.methods import build
 from _bench.objective import measure, measure_refined
@@ -59,28 +60,12 @@ PROFILES = {
         "ito_iter": 20000, "fista_iter": 500, "ito_points": 15,
     },
 }  # fmt: skip
-# reference/protocol.md §3, final logged step 19,900: MCC mean, std, total FLOPs
-# (training + test inference). SAE+ITO: the SAE's 2.77e10 plus the ITO's 1.43e10 (20k Adam
-# steps at lr 1e-3), as the authors' plot adds them. Their two SAE+ITO curves were
-# identical (the init bug).
-PAPER_SAE_FLOPS, PAPER_ITO_FLOPS = 2.77e10, 1.43e10
-PAPER = {
-    "SAE": (0.609, 0.038, PAPER_SAE_FLOPS),
-    "MLP H=32": (0.780, 0.063, 1.09e11),
-    "MLP H=256": (0.818, 0.113, 7.89e11),
-    "SAE+ITO adam, zero init (authors')": (0.967, 0.0, PAPER_SAE_FLOPS + PAPER_ITO_FLOPS),
-    "SAE+ITO adam, SAE init": (0.967, 0.0, PAPER_SAE_FLOPS + PAPER_ITO_FLOPS),
-}
-# reference/protocol.md §11, Zipf codes (alim de56674): MCC mean, std (None: one run or
-# not reported), no FLOPs.
-PAPER_ZIPF = {
-    "SAE": (0.733, 0.003, None),
-    "MLP H=32": (0.763, 0.111, None),
-    "MLP H=256": (0.843, 0.103, None),
-    "SAE+ITO adam, zero init (authors')": (0.875, None, None),
-    "SAE+ITO adam, SAE init": (0.875, None, None),
-}
-PAPER_NOTE = {"SAE+ITO adam, SAE init": " (bug: = zero init)"}
+# The authors' (latent MCC, std, total FLOPs), halfnormal and Zipf codes (App. D); see
+# references/fig3_known_dictionary.json for what they are.
+_PAPER_VALUES = ("latent_mcc", "latent_mcc_std", "total_flops")
+PAPER = references.lookup("fig3_known_dictionary", "halfnormal", "method", _PAPER_VALUES)
+PAPER_ZIPF = references.lookup("fig3_known_dictionary", "zipf", "method", _PAPER_VALUES)
+PAPER_NOTE = references.load("fig3_known_dictionary")["notes"]
 
 SAE_LABEL = "SAE"
 SAE_LIBRARY_LABEL = "SAE (library)"
@@ -258,7 +243,7 @@ def summary(result):
     note = (
         f"ITO budgets: adam {settings['ito_iter']} iterations (lr 3e-3; authors: 20,000 at "
         f"1e-3), fista {settings['fista_iter']} (upper bound), omp K atoms. Paper SAE peak "
-        "0.71 at ~1.5k steps (protocol §3). ITO kept: fraction of test samples whose "
+        "0.71 at ~1.5k steps (the authors' runs). ITO kept: fraction of test samples whose "
         "refined codes beat the SAE codes' objective (the others keep the SAE codes)."
     )
     return f"{table}\n{note}"

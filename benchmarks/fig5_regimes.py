@@ -7,47 +7,48 @@ Three methods: the SAE, an MLP encoder with one hidden layer of H=32, and sparse
 (dictionary learning with iterative inference of the test codes). The figures are the
 heatmaps of the paper's Fig. 5 — the difference in final test latent MCC, sparse coding −
 SAE and MLP − SAE, per K — with the compressed-sensing recovery boundary M = K·ln(N/K)
-(natural log: the authors' plotting code is unreadable, protocol §5; with ln, K=3 gives
+(natural log: the authors' plotting code does not say; with ln, K=3 gives
 M* ≈ 5.0, 7.1, 9.2, 11.3 for N = 16…128), and the same differences of dictionary MCC.
-Protocol: reference/protocol.md §5 (and §1 for the models and metrics).
+Paper §4.4 (and §3.3-3.4 for the models and metrics); the authors' numbers are in
+``references/fig5_regimes.json``.
 
 Two flavours, as in ``_bench.methods``:
 
 ``paper``    the authors' settings: per-entry L1 penalty λ=0.01, full-batch Adam at 1e-3
              for SAE and MLP (no biases), sparse coding = ``GradientSparseCoder(fit_algorithm=
              "adam")`` (exp-parametrised codes and dictionary trained jointly by Adam at
-             **3e-3**, the regime sweep's rate, protocol §5) with 10,000 Adam steps of test
+             **3e-3**, the rate of the authors' regime sweep) with 10,000 Adam steps of test
              inference; 50,000 training steps, 3 runs.
 ``library``  the estimators' defaults: ``SAEEncoder(n_components=N)``,
              ``MLPEncoder(n_components=N, hidden_layer_sizes=(32,))`` and
              ``GradientSparseCoder(n_components=N)`` (FISTA alternation, non-negative codes).
 
-Discrepancies followed (protocol §5, §13): H=32 (not the paper's unstated width), SC
+Discrepancies followed (docs/results.md §4): H=32 (not the paper's unstated width), SC
 learning rate 3e-3, **final** (not best) MCC, 3 runs, codes |N(0,1)|. Latent MCC is the
 Hungarian MCC (the authors' ``mcc`` at equal sizes); dictionary MCC is recorded with both
 the library's Hungarian matching and the authors' greedy matching (``dictionary_mcc_greedy``,
 what Fig. 5's dictionary numbers use), and the figures and table use the greedy one. What
 stays different from the authors' code: our encoders start as the decoder's transpose.
 
-The summary prints, per cell, the paper's SAE / MLP / SC latent MCC (protocol §5 table)
+The summary prints, per cell, the paper's SAE / MLP / SC latent MCC (the authors' runs)
 beside ours and counts the cells where sparse coding scores below the SAE — the paper's
 "sparse coding outperforms SAE in essentially all regimes" does not hold in every cell of
 its own table.
 
-Profiles: ``smoke`` one cell, 5 steps. ``quick`` (9 CPU-minutes, so about 5 minutes on 2
-idle cores with ``--n-jobs 2``; measured 20 minutes wall while the 2 cores were shared with
-three other benchmark runs): the library flavour over the full 24-cell grid with **one** seed, and the paper flavour only on the M=16 row (N = 16…128,
+Profiles: ``smoke`` one cell, 5 steps. ``quick`` (its measured wall time is in
+``docs/_defaults_benchmarks.rst``): the library flavour over the full 24-cell grid with
+**one** seed, and the paper flavour only on the M=16 row (N = 16…128,
 K = 3 and 9), one seed, 5,000 training steps (a tenth of the paper's) and the paper's
 10,000 inference steps — so the paper flavour's numbers there are of under-trained models,
 not a reproduction of the paper's. ``paper``: both flavours over the full grid, 3 seeds,
-50,000 steps for the paper flavour (1–3 CPU-minutes per fit: several CPU-hours in all).
+50,000 steps for the paper flavour (several CPU-hours in all).
 
     python benchmarks/fig5_regimes.py --profile quick --n-jobs 2
 """
 
 import numpy as np
 
-from _bench import plots, runner
+from _bench import plots, references, runner
 from _bench.datasets import SEED_REGIMES, make_task
 from _bench.methods import build
 from _bench.objective import fit_and_measure
@@ -60,7 +61,7 @@ METHODS = {
     "MLP": ("mlp", {"hidden_layer_sizes": (32,)}),
     "SC": ("sparse-coding", {}),
 }
-# The regime sweep's sparse-coding learning rate (protocol §5); SAE and MLP keep 1e-3.
+# The sparse-coding learning rate of the authors' regime sweep; SAE and MLP keep 1e-3.
 PAPER_SC_LEARNING_RATE = 3e-3
 
 PROFILES = {
@@ -88,24 +89,15 @@ PROFILES = {
     },
 }
 
-# reference/protocol.md §5: final test latent MCC (mean of 3 runs, 50k steps), by (K, M),
-# one value per N in GRID["N"].
-PAPER = {
-    (3, 8): {"SAE": (.64, .39, .26, .21), "MLP": (.59, .45, .28, .25), "SC": (.73, .51, .42, .33)},
-    (3, 16): {"SAE": (.96, .58, .37, .29), "MLP": (.87, .53, .39, .27), "SC": (.97, .93, .66, .47)},
-    (3, 32): {"SAE": (1.00, 1.00, .55, .42), "MLP": (.92, .91, .41, .32), "SC": (.94, .95, .92, .87)},
-    (9, 8): {"SAE": (.49, .29, .22, .17), "MLP": (.49, .32, .22, .18), "SC": (.49, .38, .30, .25)},
-    (9, 16): {"SAE": (.89, .49, .28, .22), "MLP": (.65, .46, .29, .20), "SC": (.88, .47, .34, .28)},
-    (9, 32): {"SAE": (.93, .98, .45, .29), "MLP": (.74, .84, .43, .26), "SC": (.89, .90, .58, .37)},
-}  # fmt: skip
-
+# The authors' final test latent MCC (mean of 3 runs, 50k steps): (K, M) -> method -> N.
+PAPER = references.lookup(
+    "fig5_regimes", "latent_mcc",
+    [("n_nonzero_coefs", "n_features"), "method", "n_components"], "latent_mcc",
+)  # fmt: skip
 
 def paper_mcc(method, n_components, n_features, n_nonzero_coefs):
     """The paper's final latent MCC of one cell, or None outside its grid."""
-    row = PAPER.get((n_nonzero_coefs, n_features))
-    if row is None or n_components not in GRID["N"]:
-        return None
-    return row[method][GRID["N"].index(n_components)]
+    return PAPER.get((n_nonzero_coefs, n_features), {}).get(method, {}).get(n_components)
 
 
 def boundary(n_components, n_nonzero_coefs):
@@ -273,12 +265,12 @@ def figures(result):
             "dictionary MCC",
         )  # fmt: skip
     paper_cells = {
-        (K, M, N): {m: PAPER[(K, M)][m][j] for m in METHODS}
-        for (K, M) in PAPER for j, N in enumerate(GRID["N"])
+        (K, M, N): {m: PAPER[(K, M)][m][N] for m in METHODS}
+        for (K, M) in PAPER for N in GRID["N"]
     }  # fmt: skip
-    out["latent_mcc_protocol_reference"] = difference_figure(
+    out["latent_mcc_authors_reference"] = difference_figure(
         paper_cells, GRID["N"], GRID["M"], GRID["K"],
-        "The authors' numbers (protocol §5 table, 3 runs, 50k steps), for comparison;\n"
+        "The authors' numbers (their runs, 3 per cell, 50k steps), for comparison;\n"
         "dashed: M = K·ln(N/K), natural log",
         "latent MCC",
     )  # fmt: skip
@@ -353,12 +345,12 @@ def summary(result):
             f"dictionary MCC (greedy) SC >= SAE in {n_dict_sc_ge}/{len(rows)}."
         )
     paper_below = [
-        f"K={K} M={M} N={N} ({PAPER[(K, M)]['SC'][j] - PAPER[(K, M)]['SAE'][j]:+.2f})"
-        for (K, M) in PAPER for j, N in enumerate(GRID["N"])
-        if PAPER[(K, M)]["SC"][j] < PAPER[(K, M)]["SAE"][j]
+        f"K={K} M={M} N={N} ({PAPER[(K, M)]['SC'][N] - PAPER[(K, M)]['SAE'][N]:+.2f})"
+        for (K, M) in PAPER for N in GRID["N"]
+        if PAPER[(K, M)]["SC"][N] < PAPER[(K, M)]["SAE"][N]
     ]  # fmt: skip
     totals.append(
-        f"Paper's own table (protocol §5): sparse coding < SAE in {len(paper_below)}/24 "
+        f"The authors' own numbers: sparse coding < SAE in {len(paper_below)}/24 "
         f"cells: {', '.join(paper_below)} — not 'essentially all regimes'."
     )
     totals.append("Boundary K·ln(N/K) uses the natural log (the paper's base is unknown).")

@@ -10,19 +10,19 @@ dictionary sweeps, same ``alpha``). On the test half we record the per-entry MSE
 |s| (L1), the fraction of active entries at each activity threshold of ``L0_THRESHOLDS``
 (1e-3, 1e-4, 1e-5 and 0: the Adam codes are exp(log s), never exactly 0) and the
 Hungarian latent MCC; the figure draws L0 and L1 against MSE and MCC, the red line
-marking the true L0 (K/N). Protocol: reference/protocol.md §6; the paper's numbers are
+marking the true L0 (K/N). Paper §4.4 (Fig. 6); the paper's numbers are
 the authors' l1_penalty_experiment.json (mean over 3 runs, 100k steps).
 
 Discrepancies followed: the code's lr 3e-3 for every model (the paper does not say) and
 100k steps; the "paper" profile uses the whole lambda grid of the code. Kept from the
-shared methods (reference/protocol.md §1 vs ``_bench.methods``): our SAE encoder starts as
+shared methods (the authors' code vs ``sklearn_sparsegap._methods``): our SAE encoder starts as
 the decoder's transpose (theirs is random). The quick profile trains for far fewer steps (the exp-codes need
 about 10/lr = 3.3k Adam steps just to grow from exp(-10), so sparse coding gets 10k).
 
     python benchmarks/fig6_pareto.py --profile quick
 """
 
-from _bench import runner
+from _bench import references, runner
 from _bench.datasets import SEED_UNKNOWN, make_task
 from _bench.methods import build, paper_alpha
 from _bench.objective import L0_THRESHOLDS, fit_and_measure, l0_key
@@ -47,44 +47,10 @@ PROFILES = {
     },
 }  # fmt: skip
 
-# The authors' l1_penalty_experiment.json (reference/protocol.md §6), mean over 3 runs:
-# lambda -> (MSE, mean|s|, L0>1e-3, L0>1e-4, L0>1e-5, L0>0, latent MCC).
+# The authors' l1_penalty_experiment.json, mean over 3 runs: method -> lambda -> (MSE,
+# mean|s|, L0>1e-3, L0>1e-4, L0>1e-5, L0>0, latent MCC).
 PAPER_KEYS = ("mse", "l1", *(l0_key(t) for t in L0_THRESHOLDS), "latent_mcc")
-PAPER = {
-    "SAE": {
-        0.001: (0.0001025, 0.3394, 0.8346, 0.8366, 0.8369, 0.8369, 0.5381),
-        0.005: (5.027e-06, 0.1997, 0.5335, 0.5371, 0.5375, 0.5376, 0.6187),
-        0.01: (1.408e-05, 0.2021, 0.5072, 0.5092, 0.5094, 0.5094, 0.5947),
-        0.05: (0.000251, 0.1994, 0.4798, 0.481, 0.4812, 0.4812, 0.5974),
-        0.1: (0.001007, 0.1909, 0.4587, 0.4602, 0.4603, 0.4603, 0.6174),
-        0.5: (0.01735, 0.1392, 0.3249, 0.3255, 0.3256, 0.3256, 0.5926),
-        1.0: (0.04833, 0.1047, 0.2293, 0.2297, 0.2297, 0.2297, 0.5585),
-        2.0: (0.125, 0.06062, 0.1176, 0.1177, 0.1177, 0.1177, 0.4137),
-        5.0: (0.3111, 0.00967, 0.02344, 0.0235, 0.02352, 0.02352, 0.2076),
-    },
-    "MLP H=32": {
-        0.001: (4.554e-05, 0.2086, 0.5103, 0.5141, 0.5149, 0.515, 0.5505),
-        0.005: (7.074e-05, 0.2004, 0.4933, 0.4958, 0.4962, 0.4963, 0.5994),
-        0.01: (0.0001253, 0.1962, 0.4883, 0.4903, 0.4904, 0.4905, 0.6071),
-        0.05: (0.0005401, 0.1853, 0.4527, 0.454, 0.4542, 0.4542, 0.6056),
-        0.1: (0.001407, 0.179, 0.4433, 0.4448, 0.4448, 0.4448, 0.6151),
-        0.5: (0.01459, 0.1289, 0.2859, 0.2867, 0.2869, 0.2869, 0.7009),
-        1.0: (0.0396, 0.0985, 0.2019, 0.2023, 0.2023, 0.2023, 0.6799),
-        2.0: (0.1104, 0.06269, 0.126, 0.1263, 0.1263, 0.1263, 0.4908),
-        5.0: (0.3446, 0.004535, 0.009867, 0.009867, 0.009867, 0.009867, 0.06508),
-    },
-    "SC (paper, Adam)": {
-        0.001: (0.0002479, 0.1795, 0.4568, 0.5226, 0.9699, 1.0, 0.7388),
-        0.005: (0.0002542, 0.1773, 0.4532, 0.5208, 0.9662, 1.0, 0.7356),
-        0.01: (0.0003213, 0.18, 0.4585, 0.5247, 0.9602, 1.0, 0.7295),
-        0.05: (0.0006586, 0.176, 0.4409, 0.5, 0.9168, 1.0, 0.751),
-        0.1: (0.001276, 0.1715, 0.4214, 0.4738, 0.8548, 1.0, 0.7283),
-        0.5: (0.01194, 0.1264, 0.2901, 0.3426, 0.5768, 1.0, 0.8357),
-        1.0: (0.0378, 0.102, 0.2349, 0.2752, 0.4295, 1.0, 0.7215),
-        2.0: (0.09781, 0.06557, 0.1479, 0.1728, 0.2652, 1.0, 0.651),
-        5.0: (0.2727, 0.01505, 0.03721, 0.04232, 0.0659, 1.0, 0.4457),
-    },
-}
+PAPER = references.lookup("fig6_pareto", "pareto", ["method", "l1_penalty"], PAPER_KEYS)
 # label -> (method, flavour, steps key, extra estimator parameters)
 METHODS = {
     "SAE": ("sae", "paper", "sae", {}),

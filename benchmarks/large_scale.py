@@ -1,6 +1,6 @@
 """App. C — known codes at large scale (N=1000, M=200, K=20): SAE vs MLP encoders, MCC against FLOPs.
 
-The small-scale experiment of ``fig2_known_codes.py`` scaled up (protocol §10, the
+The small-scale experiment of ``fig2_known_codes.py`` scaled up (paper App. C, the
 authors' branch ``alim`` known_Z.py): each encoder is trained on the true codes
 (``target="codes"``, per-sample cosine loss) on shuffled minibatches of 1024 with Adam at
 1e-3 and encoder biases (the authors' settings); the library's default SAE (learning rate
@@ -11,12 +11,12 @@ training loop is one epoch (``_training.train``: "Full-batch steps when batch_si
 The test metric is the authors' index-matched Pearson correlation (``matched_corr``,
 computed once on the whole test set; theirs is averaged over minibatches); the Hungarian
 MCC is recorded too. Training FLOPs are the library's decoder-inclusive counts with a
-fixed decoder (protocol §9), so one SAE epoch on 500k samples is 1.0e12 FLOPs and one
-MLP H=1024 epoch 4.1e12, as in protocol §10. The dashed line is the FLOP count at which
+fixed decoder (paper App. I), so one SAE epoch on 500k samples is 1.0e12 FLOPs and one
+MLP H=1024 epoch 4.1e12, as in the authors' code. The dashed line is the FLOP count at which
 the MLPs first beat the SAE's final score, averaged over widths (the authors' rule,
 ``fig2_known_codes.crossover_flops``).
 
-Paper text against the authors' code (protocol §10), and what this script follows:
+Paper text against the authors' code (paper App. C), and what this script follows:
   * training length: the paper says 20,000 steps, the final code runs 100 epochs of
     500k samples (about 48.9k steps): the paper profile runs 100 epochs;
   * widths: the paper says H in {256, 512, 1024}, the final code uses [32, 256]
@@ -53,7 +53,7 @@ epoch; far longer on a loaded machine), and 25 times more per checkpoint on 500k
 
 import numpy as np
 
-from _bench import plots, runner
+from _bench import plots, references, runner
 from _bench.datasets import SEED_KNOWN, make_task
 from _bench.methods import build
 from _bench.objective import matched_corr, measure
@@ -76,12 +76,11 @@ PROFILES = {
         "widths": [256, 512, 1024], "points": 12,
     },
 }  # fmt: skip
-# reference/protocol.md §10: the crossover read off the paper's Fig. 8b, and the
-# per-epoch FLOPs of the authors' code on 500k samples.
-PAPER_CROSSOVER = 3e14
-PAPER_SAMPLES = 500_000
-PAPER_EPOCH_FLOPS = {"SAE": 1.0e12, "MLP H=1024": 4.1e12}
-
+# The crossover read off the paper's Fig. 8b, and the per-epoch FLOPs of the authors'
+# code on their 500k samples.
+_CROSSOVER = references.records("large_scale", "crossover")[0]
+PAPER_CROSSOVER, PAPER_SAMPLES = _CROSSOVER["total_flops"], _CROSSOVER["n_train"]
+PAPER_EPOCH_FLOPS = references.lookup("large_scale", "epoch_flops", "method", "epoch_flops")
 
 def _methods(widths):
     methods = {"SAE": ("sae", "paper", {}), "SAE (library)": ("sae", "library", {})}

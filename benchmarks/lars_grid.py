@@ -10,13 +10,14 @@ samples: latent MCC (Hungarian), dictionary MCC (Hungarian, as the authors'
 ``sklearn_comparison.py``), the App. H loss ``MSE + 0.05·mean|s|``, and wall time (fit +
 transform seconds) with the speed ratio against the default LARS measured in the same run
 (``LARS seconds / method seconds``: > 1 means faster than LARS). Protocol:
-reference/protocol.md §8 "sklearn LARS" (and §1 for the metrics).
+Paper App. H (and §3.4 for the metrics); the authors' LARS numbers are in
+``references/lars_grid.json``.
 
-Data (decided here): the protocol's LARS experiment used different data
+Data (decided here): the authors' LARS experiment used different data
 (``make_sparse_coded_signal``: **signed** Gaussian codes on exactly k unit atoms, seed 42,
 one run), so its numbers cannot be matched sample for sample. The main distribution here is
 our generator with ``distribution="normal"`` (signed N(0,1) codes on exactly K atoms, the
-closest to the protocol's data) and, for it, ``positive=False`` for the sparse coder and for
+closest to the authors' data) and, for it, ``positive=False`` for the sparse coder and for
 the ITO of SAE+ITO (their defaults constrain codes to be non-negative). The SAE keeps its
 ReLU, so it cannot output negative codes: on signed data its latent MCC is capped (about half
 the non-zeros are negative), which is the SAE's limitation, not a tuning choice. The paper's
@@ -24,21 +25,18 @@ own half-normal codes (``distribution="halfnormal"``, the data of every other fi
 as the second distribution, with every method at its defaults (LARS stays signed there).
 Data seed 20240927 + run, as in Fig. 5.
 
-The protocol's reference numbers (N16 M8 k3: MCC .932, dict .986; N32 M16 k3: .986/.989;
+The authors' reference numbers (N16 M8 k3: MCC .932, dict .986; N32 M16 k3: .986/.989;
 N64 M8 k3: .488/.907; N256 M32 k9: .293/.666) come from scikit-learn's own defaults (fit
 ``alpha=1``, ``max_iter=1000``) with ``transform_alpha=0.05``; the row "LARS (App. H)" runs
 exactly those settings through the adapter, on the signed data only, and the summary prints
 the references beside it and beside the default LARS.
 
-Profiles: ``smoke`` one cell, 128 samples, LARS ``max_iter=2``, 5 steps. ``quick`` (6.5
-CPU-minutes, a few minutes on 2 idle cores with ``--n-jobs 2``; measured 10.5 minutes wall
-on cores shared with three other benchmark runs): N ∈ {16, 32, 64}, M ∈ {8, 16}, K = 3, one
-seed, both distributions, every method at its defaults — LARS at its default ``max_iter=15``
-(20–90 s per fit on the shared cores; scikit-learn's ``max_iter=1000`` with ``alpha=0.05``
-takes minutes) — and "LARS (App. H)" only on the three reference cells inside that grid (it
-stops by ``tol`` after 40–300 iterations: about 25 s at N16 M8, nearly 5 minutes at N64 M8,
-the longest job of the profile). ``paper``: the protocol's 45-cell grid N ∈ {16, 32, 64,
-128, 256}, M ∈ {8, 16, 32}, K ∈ {3, 6, 9}, one run (as the protocol), both distributions,
+Profiles: ``smoke`` one cell, 128 samples, LARS ``max_iter=2``, 5 steps. ``quick``:
+N ∈ {16, 32, 64}, M ∈ {8, 16}, K = 3, one seed, both distributions, every method at its
+defaults — LARS at its default ``max_iter=15`` — and "LARS (App. H)" only on the three
+reference cells inside that grid (its measured wall times, which set this profile, are in
+``docs/_defaults_benchmarks.rst``). ``paper``: the authors' 45-cell grid N ∈ {16, 32, 64,
+128, 256}, M ∈ {8, 16, 32}, K ∈ {3, 6, 9}, one run (as the authors), both distributions,
 "LARS (App. H)" on every signed cell (hours: its fits take minutes from N=64 on).
 
     python benchmarks/lars_grid.py --profile quick --n-jobs 2
@@ -46,12 +44,12 @@ the longest job of the profile). ``paper``: the protocol's 45-cell grid N ∈ {1
 
 import numpy as np
 
-from _bench import plots, runner
+from _bench import plots, references, runner
 from _bench.datasets import SEED_REGIMES, make_task
 from _bench.methods import build
 from _bench.objective import fit_and_measure
 
-# The protocol's App. H loss: MSE + 0.05 * mean|s| (its transform_alpha).
+# The authors' App. H loss: MSE + 0.05 * mean|s| (its transform_alpha).
 LOSS_L1 = 0.05
 BASELINE = "LARS"
 # label -> method of _bench.methods.build; the parameters depend on the data (see params()).
@@ -62,15 +60,11 @@ METHODS = {
     "SAE": "sae",
     "SAE+ITO": "sae+ito",
 }
-# reference/protocol.md §8: (N, M, k) -> (latent MCC, dictionary MCC), sklearn defaults with
-# transform_alpha=0.05 on make_sparse_coded_signal data (signed codes), one run.
-REFERENCE = {
-    (16, 8, 3): (0.932, 0.986),
-    (32, 16, 3): (0.986, 0.989),
-    (64, 8, 3): (0.488, 0.907),
-    (256, 32, 9): (0.293, 0.666),
-}
-REFERENCE_LOSS = {(16, 8, 3): 0.0090}
+# The authors' LARS runs (App. H; other data, see references/lars_grid.json):
+# (N, M, k) -> (latent MCC, dictionary MCC), and the loss where they report it.
+_CELL = ("n_components", "n_features", "n_nonzero_coefs")
+REFERENCE = references.lookup("lars_grid", "reference", _CELL, ("latent_mcc", "dictionary_mcc"))
+REFERENCE_LOSS = references.lookup("lars_grid", "reference", _CELL, "loss")
 
 PROFILES = {
     "smoke": {
@@ -119,7 +113,7 @@ def params(label, distribution, settings):
 
 def runs_on(label, distribution, cell, settings):
     """The App. H settings only on the signed data its reference numbers come from, and,
-    when ``settings["app_h_cells"] == "reference"``, only on the protocol's reference
+    when ``settings["app_h_cells"] == "reference"``, only on the authors' reference
     cells (its fits take minutes at N=64)."""
     if label != "LARS (App. H)":
         return True
@@ -241,7 +235,7 @@ def bars_figure(rows, distribution, profile):
             ys = [_reference(cells[j])[index] for j in xs]
             if xs:
                 ax.scatter(np.asarray(xs) + offset, ys, marker="D", color="k", zorder=5, s=25,
-                           label="protocol App. H reference (other data)")  # fmt: skip
+                           label="authors' App. H reference (other data)")  # fmt: skip
         _plain_log_ticks(ax.yaxis)
     handles, labels = axes[0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="upper center", ncol=3, fontsize=8,
@@ -322,7 +316,7 @@ def summary(result):
              ("dictionary_mcc", "dict MCC"), ("loss", "loss"), ("fit_seconds", "fit s"),
              ("transform_seconds", "transform s"), ("wall_seconds", "wall s"),
              ("speed_vs_lars", "× faster than LARS"),
-             ("reference", "protocol MCC / dict (other data)")],
+             ("reference", "authors' MCC / dict (other data)")],
             title=(f"App. H grid, {distribution} codes ({settings['seeds']} seed(s), "
                    f"{settings['n_train']} train / test samples)"),
         )  # fmt: skip

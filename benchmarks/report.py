@@ -7,15 +7,19 @@ per-experiment wall times recorded in each experiment's ``result.json`` (its lat
 
     python benchmarks/run_all.py --profile quick --out docs/results
     python benchmarks/report.py
+
+With ``--figures`` it also redraws every experiment's PNG figures from its stored
+``result.json`` (no re-run: the figures are functions of the recorded numbers).
 """
 
-import importlib
+import argparse
+
 import json
 import re
 from pathlib import Path
 
 from _bench import runner
-from run_all import EXPERIMENTS
+from run_all import EXPERIMENTS, experiment
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
@@ -23,10 +27,11 @@ DOCS = Path(__file__).resolve().parents[1] / "docs"
 def _summary(name, results):
     path = results / name / "result.json"
     if not path.exists():
-        return f"(no results yet: run `python benchmarks/{name}.py --profile quick --out docs/results/{name}`)"
+        return (f"(no results yet: run `python benchmarks/run_all.py --profile quick --only {name} "
+                "--out docs/results`)")
     result = json.loads(path.read_text())
     header = f"{result['profile']} profile, {result['seconds']:.0f} s, torch {result['environment']['torch']}"
-    return f"```text\n{importlib.import_module(name).summary(result)}\n```\n_{header}._"
+    return f"```text\n{experiment(name).summary(result)}\n```\n_{header}._"
 
 
 def _times(results):
@@ -52,5 +57,30 @@ def build(template=DOCS / "results_template.md", results=DOCS / "results", out=D
     return out
 
 
+def redraw(results=DOCS / "results"):
+    """Redraw each experiment's figures from its ``result.json``; return the PNG paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name in EXPERIMENTS:
+        file = results / name / "result.json"
+        if not file.exists():
+            continue
+        figures = experiment(name).figures(json.loads(file.read_text()))
+        for figure_name, figure in figures.items():
+            path = results / name / f"{figure_name}.png"
+            figure.savefig(path, dpi=110, bbox_inches="tight")
+            paths.append(path)
+        plt.close("all")
+    return paths
+
+
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--figures", action="store_true", help="also redraw the figures.")
+    if parser.parse_args().figures:
+        print(f"redrew {len(redraw())} figures")
     print(f"wrote {build()}")

@@ -2,6 +2,11 @@
 folder under ``--out`` and ``run_all.json`` with the per-experiment and total wall times.
 
     python benchmarks/run_all.py --profile quick --out docs/results
+    python benchmarks/run_all.py --profile quick --only zipf --out docs/results
+
+Each experiment is a script (``benchmarks/<name>.py``, also runnable alone) or a dataset
+variant: experiments rerun on another code distribution of the generator (``zipf``:
+Figs. 2-4 on the paper's App. D Zipf codes, one seed per part in the quick profile).
 """
 
 import argparse
@@ -12,7 +17,19 @@ from pathlib import Path
 
 from _bench import runner
 
-# In the order of the paper (issue 6's list).
+# Dataset variants: name -> (parts: record key -> experiment script, distribution, title).
+VARIANTS = {
+    "zipf": (
+        {
+            "known_codes": "fig2_known_codes",
+            "known_dictionary": "fig3_known_dictionary",
+            "unknown_dictionary": "fig4_unknown_dictionary",
+        },
+        "zipf",
+        "Zipf codes",
+    ),
+}
+# In the order of the paper.
 EXPERIMENTS = (
     "fig2_known_codes",
     "fig3_known_dictionary",
@@ -28,24 +45,32 @@ EXPERIMENTS = (
 )
 
 
+def experiment(name):
+    """The experiment ``name``: its script's module, or a :class:`runner.DatasetVariant`."""
+    if name in VARIANTS:
+        parts, distribution, title = VARIANTS[name]
+        return runner.DatasetVariant(
+            name, parts, distribution=distribution, title=title, quick_seeds=1
+        )
+    return importlib.import_module(name)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=runner.PROFILES, default="quick")
     parser.add_argument("--out", type=Path, default=runner.DEFAULT_RESULTS)
     parser.add_argument("--n-jobs", type=int, default=1)
     parser.add_argument("--only", nargs="+", choices=EXPERIMENTS, default=EXPERIMENTS)
+    parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures.")
     args = parser.parse_args(argv)
     seconds = {}
     start = time.perf_counter()
     for name in args.only:
         print(f"\n=== {name} ===", flush=True)
-        module = importlib.import_module(name)
         began = time.perf_counter()
-        runner.main(
-            name, module,
-            ["--profile", args.profile, "--out", str(args.out / name),
-             "--n-jobs", str(args.n_jobs), "--quiet"],
-        )  # fmt: skip
+        options = ["--profile", args.profile, "--out", str(args.out / name),
+                   "--n-jobs", str(args.n_jobs), "--quiet"]  # fmt: skip
+        runner.main(name, experiment(name), options + (["--no-plots"] if args.no_plots else []))
         seconds[name] = time.perf_counter() - began
     total = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)

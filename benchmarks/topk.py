@@ -21,8 +21,8 @@ FISTA, same ``alpha``). On its learned dictionary the test codes are then inferr
 Beside them: the L1 SAE over the same lambdas, TopK SAEs (``activation="topk"``, no L1)
 over k in the authors' flavour and with the library's defaults, and JumpReLU SAEs over
 lambda (its penalty is an L0 count weighted by the converted ``alpha``). Metrics on the
-test half: per-entry MSE, L0 fraction (|s| > 0), Hungarian latent MCC. Protocol:
-reference/protocol.md §7; the paper's numbers are the authors'
+test half: per-entry MSE, L0 fraction (|s| > 0), Hungarian latent MCC. Paper App. H.2;
+the paper's numbers (``references/topk.json``) are the authors'
 sparse_coding_autoencoder_comparison.json (2 runs, 100k steps) and, for TopK SAEs,
 l1_vs_topk_experiment.json.
 
@@ -32,17 +32,16 @@ steps (the paper says 20k + 1k), 2 runs, optimize-top-k at lr 0.9 for 1,000 step
     python benchmarks/topk.py --profile quick
 """
 
-import contextlib
 import time
 
 import numpy as np
-import torch
 
-from _bench import objective, runner
+from _bench import references, runner
 from _bench.datasets import SEED_UNKNOWN, make_task
-from _bench.methods import build, paper_alpha
+from _bench.methods import authors_optimize_topk, build, keep_topk, paper_alpha
+from _bench.objective import dictionary_code_metrics as code_metrics
 from _bench.objective import fit_and_measure, l0_key
-from sklearn_sparsegap import dictionary_mcc, mean_corr_coef, sparse_encode
+from sklearn_sparsegap import sparse_encode
 
 PROFILES = {
     "smoke": {
@@ -64,49 +63,13 @@ PROFILES = {
     },
 }  # fmt: skip
 
-# The authors' sparse_coding_autoencoder_comparison.json (reference/protocol.md §7), mean
-# over 2 runs: lambda -> variant -> (MSE, L0>0, latent MCC) [per k for the top-k ones].
-PAPER_SC = {
-    0.005: {
-        "original": (0.000241, 1.0, 0.7362),
-        "inference_topk": {1: (0.1595, 0.0625, 0.6302), 3: (0.03268, 0.1875, 0.7303),
-                           5: (0.006081, 0.3125, 0.7356), 10: (0.0002409, 0.625, 0.7362)},
-        "optimize_topk": {1: (0.295, 0.0625, 0.1242), 3: (0.1613, 0.1875, 0.3366),
-                          5: (0.07291, 0.3125, 0.4689), 10: (0.0003619, 0.625, 0.699)},
-    },
-    0.05: {
-        "original": (0.0006506, 1.0, 0.7926),
-        "inference_topk": {1: (0.155, 0.0625, 0.6834), 3: (0.03146, 0.1875, 0.7899),
-                           5: (0.005965, 0.3125, 0.7909), 10: (0.0006503, 0.625, 0.7926)},
-        "optimize_topk": {1: (0.2932, 0.0625, 0.1138), 3: (0.1685, 0.1875, 0.3314),
-                          5: (0.06889, 0.3125, 0.5185), 10: (0.0004502, 0.625, 0.7564)},
-    },
-    0.5: {
-        "original": (0.01236, 1.0, 0.8044),
-        "inference_topk": {1: (0.1394, 0.0625, 0.6896), 3: (0.03103, 0.1875, 0.7955),
-                           5: (0.01393, 0.3125, 0.8042), 10: (0.01236, 0.625, 0.8044)},
-        "optimize_topk": {1: (0.2896, 0.0625, 0.1247), 3: (0.1574, 0.1875, 0.357),
-                          5: (0.07234, 0.3125, 0.4593), 10: (0.002425, 0.625, 0.6897)},
-    },
-    5.0: {
-        "original": (0.2725, 1.0, 0.4806),
-        "inference_topk": {1: (0.2879, 0.0625, 0.4507), 3: (0.2728, 0.1875, 0.4798),
-                           5: (0.2725, 0.3125, 0.4806), 10: (0.2725, 0.625, 0.4806)},
-        "optimize_topk": {1: (0.3022, 0.0625, 0.1186), 3: (0.1877, 0.1875, 0.3228),
-                          5: (0.1173, 0.3125, 0.4722), 10: (0.03479, 0.625, 0.4901)},
-    },
-}  # fmt: skip
-PAPER_SAE_L1 = {
-    0.005: (2.72e-06, 0.5405, 0.6405), 0.05: (0.0002091, 0.4857, 0.6074),
-    0.5: (0.01736, 0.3727, 0.5843), 5.0: (0.3514, 0.02429, 0.2315),
-}  # fmt: skip
-# l1_vs_topk_experiment.json (3 runs, its generator code is not in the repository): k ->
-# (MSE, L0>0, MCC) of the authors' TopK SAE; the best is k=3.
-PAPER_TOPK_SAE = {
-    1: (0.1271, 0.0625, 0.3257), 2: (0.0511, 0.125, 0.5611), 3: (0.02794, 0.1875, 0.6367),
-    4: (0.01278, 0.25, 0.6101), 5: (0.005278, 0.3125, 0.6106), 8: (3.846e-07, 0.4987, 0.5068),
-    10: (5.731e-07, 0.6152, 0.4687), 15: (6.06e-07, 0.7948, 0.4466),
-}  # fmt: skip
+# The authors' numbers (references/topk.json): lambda -> variant -> k (None for the
+# "original" L1 codes) -> (MSE, L0>0, latent MCC) of their Adam sparse coder; lambda -> the
+# same of their L1 SAE; k -> the same of their TopK SAE (best at k=3).
+_PAPER_VALUES = ("mse", "l0_above_0", "latent_mcc")
+PAPER_SC = references.lookup("topk", "sparse_coding", ["l1_penalty", "variant", "k"], _PAPER_VALUES)
+PAPER_SAE_L1 = references.lookup("topk", "sae_l1", "l1_penalty", _PAPER_VALUES)
+PAPER_TOPK_SAE = references.lookup("topk", "topk_sae", "k", _PAPER_VALUES)
 
 SC_BASES = {"SC (paper, Adam)": "paper", "SC (ours, FISTA)": "library"}
 AUTHORS_VARIANT = "optimize_topk (authors' Adam)"
@@ -124,61 +87,6 @@ SAES = {
 
 
 # ------------------------------------------------------------------------ helpers
-def keep_topk(codes, k):
-    """``codes`` with all but the ``k`` largest |s| of each row set to 0 (no re-fit)."""
-    index = np.argpartition(-np.abs(codes), k - 1, axis=1)[:, :k]
-    out = np.zeros_like(codes)
-    np.put_along_axis(out, index, np.take_along_axis(codes, index, axis=1), axis=1)
-    return out
-
-
-@contextlib.contextmanager
-def _torch_threads(n):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def authors_optimize_topk(X, components, k, *, n_iter=1000, learning_rate=0.9):
-    """The authors' ``optimize_codes_topk``: raw codes from 0, Adam (torch's defaults) on the
-    per-entry MSE of ``topk(S) @ D``, the top-k by |s| applied in the forward pass; returns
-    ``topk(S)``. Gradients written out (the top-k is a mask, so the gradient is the MSE's
-    on the kept entries and 0 elsewhere) and run on one thread: the problem is tiny."""
-    with torch.no_grad(), _torch_threads(1):
-        X = torch.as_tensor(X, dtype=torch.float32)
-        D = torch.as_tensor(components, dtype=torch.float32)
-        n_samples, n_features = X.shape
-        codes = X.new_zeros((n_samples, D.shape[0]))
-        first, second = torch.zeros_like(codes), torch.zeros_like(codes)
-        signal_correlation, gram = X @ D.T, D @ D.T
-        scale = 2.0 / (n_samples * n_features)
-        beta1, beta2, eps = 0.9, 0.999, 1e-8
-        for step in range(1, n_iter + 1):
-            index = codes.abs().topk(k, dim=1).indices
-            mask = torch.zeros_like(codes).scatter_(1, index, 1.0)
-            grad = ((codes * mask) @ gram).sub_(signal_correlation).mul_(mask).mul_(scale)
-            first.lerp_(grad, 1.0 - beta1)
-            second.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
-            denominator = (second / (1.0 - beta2**step)).sqrt_().add_(eps)
-            codes.addcdiv_(first, denominator, value=-learning_rate / (1.0 - beta1**step))
-        index = codes.abs().topk(k, dim=1).indices
-        kept = torch.zeros_like(codes).scatter_(1, index, codes.gather(1, index))
-    return kept.numpy()
-
-
-def code_metrics(task, codes, components):
-    """The test metrics of ``codes`` on the dictionary ``components`` (no intercept)."""
-    codes = np.asarray(codes, dtype=np.float64)
-    return {
-        **objective.code_metrics(task, codes, codes @ np.asarray(components, dtype=np.float64)),
-        "latent_mcc": mean_corr_coef(task.codes_test, codes),
-        "dictionary_mcc": dictionary_mcc(task.dictionary, components),
-    }
-
-
 def _task(seed, settings):
     return make_task(
         n_train=settings["n_train"], n_test=settings["n_train"], seed=SEED_UNKNOWN + seed
@@ -285,8 +193,7 @@ def run(settings, n_jobs=1, progress=True):
 
 # ------------------------------------------------------------------------ tables
 def _group_means(records, by, keys):
-    """``runner.group_means`` keyed by the tuple of ``by`` values."""
-    return {tuple(row[b] for b in by): row for row in runner.group_means(records, by, keys)}
+    return runner.group_means(records, by, keys, keyed=True)
 
 
 KEYS = ("mse", "l1", "latent_mcc", "dictionary_mcc", l0_key(1e-5), l0_key(0.0))
@@ -298,7 +205,7 @@ def _paper_sc(label, lam, variant, k):
         return None
     table = PAPER_SC[lam]
     if variant == "original":
-        return table["original"]
+        return table["original"][None]
     key = "inference_topk" if variant == "inference_topk" else "optimize_topk"
     return table[key].get(k)
 

@@ -7,9 +7,10 @@ from tqdm.auto import tqdm
 
 from ._datasets import make_sparse_dictionary_data
 from ._metrics import dead_fraction, dictionary_mcc, mean_corr_coef, mean_l0, normalized_mse
+from ._methods import COMPARE_METHODS, SCENARIOS, build_method, supports
 
-SCENARIOS = ("unknown", "known-dictionary", "known-codes")
-METHODS = ("sae", "mlp", "sparse-coding", "sae+ito", "lars")
+METHODS = COMPARE_METHODS
+CODE_DISTRIBUTIONS = ("halfnormal", "normal", "zipf")
 METRICS = (
     "latent_mcc",
     "dictionary_mcc",
@@ -21,43 +22,88 @@ METRICS = (
     "fit_seconds",
     "transform_seconds",
 )
-# Methods that cannot run a scenario (sparse coding and LARS learn no encoder to train on
-# known codes; the LARS adapter has no fixed-dictionary mode).
-_UNSUPPORTED = {
-    "known-codes": {"sparse-coding", "lars"},
-    "known-dictionary": {"lars"},
-}
+# Seeds go to numpy's legacy RandomState, which takes 32-bit unsigned integers.
+_MAX_SEED = 2**32 - 1
 
 
-def make_method(name, *, scenario, n_components, dictionary, random_state, device):
-    """A library estimator for ``name`` configured for ``scenario`` (defaults otherwise)."""
-    from . import (
-        GradientSparseCoder,
-        LarsDictionaryLearning,
-        MLPEncoder,
-        SAEEncoder,
-        SAEPlusITO,
-    )
+def _argument(name):
+    return name
 
-    common = {"random_state": random_state, "device": device}
-    encoder_params = dict(common, n_components=n_components)
-    if scenario == "known-dictionary":
-        encoder_params = dict(common, dictionary=dictionary)
-    elif scenario == "known-codes":
-        encoder_params["target"] = "codes"
-    if name == "sae":
-        return SAEEncoder(**encoder_params)
-    if name == "mlp":
-        return MLPEncoder(**encoder_params)
-    if name == "sae+ito":
-        return SAEPlusITO(SAEEncoder(**encoder_params), device=device)
-    if name == "sparse-coding":
-        if scenario == "known-dictionary":
-            return GradientSparseCoder(dictionary=dictionary, device=device)
-        return GradientSparseCoder(n_components=n_components, **common)
-    if name == "lars":
-        return LarsDictionaryLearning(n_components=n_components, random_state=random_state)
-    raise ValueError(f"unknown method {name!r}; choose from {', '.join(METHODS)}.")
+
+def check_settings(
+    *,
+    n_components,
+    n_features,
+    n_nonzero_coefs,
+    n_samples,
+    code_distribution,
+    scenario,
+    seeds,
+    methods,
+    device,
+    name=_argument,
+):
+    """Validate the settings of :func:`run_comparison` before any work starts.
+
+    Raises ``ValueError`` naming the setting, through ``name(setting)`` (the command line
+    passes its option names). Returns the methods that run ``scenario``, in order.
+    """
+    for setting, value in (
+        ("n_components", n_components),
+        ("n_features", n_features),
+        ("n_nonzero_coefs", n_nonzero_coefs),
+        ("n_samples", n_samples),
+    ):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name(setting)} must be a positive integer, got {value!r}")
+    if n_nonzero_coefs > n_components:
+        raise ValueError(
+            f"{name('n_nonzero_coefs')} ({n_nonzero_coefs}) must be at most "
+            f"{name('n_components')} ({n_components})"
+        )
+    if code_distribution not in CODE_DISTRIBUTIONS:
+        raise ValueError(
+            f"{name('code_distribution')} must be one of {', '.join(CODE_DISTRIBUTIONS)}, "
+            f"got {code_distribution!r}"
+        )
+    if scenario not in SCENARIOS:
+        raise ValueError(
+            f"{name('scenario')} must be one of {', '.join(SCENARIOS)}, got {scenario!r}"
+        )
+    seeds = list(seeds)
+    if not seeds:
+        raise ValueError(f"{name('seeds')} needs at least one seed")
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= _MAX_SEED:
+            raise ValueError(
+                f"{name('seeds')} must be integers from 0 to {_MAX_SEED}, got {seed!r}"
+            )
+    repeated = sorted({seed for seed in seeds if seeds.count(seed) > 1})
+    if repeated:
+        raise ValueError(
+            f"{name('seeds')} repeats {', '.join(map(str, repeated))}: the same seed gives "
+            "the same run"
+        )
+    methods = list(methods)
+    unknown = [method for method in methods if method not in METHODS]
+    if unknown or not methods:
+        raise ValueError(
+            f"{name('methods')}: unknown method(s) {', '.join(unknown) or repr(methods)}; "
+            f"choose from {','.join(METHODS)}"
+        )
+    runnable = [method for method in methods if supports(method, scenario)]
+    if not runnable:
+        raise ValueError(
+            f"none of {name('methods')} {','.join(methods)} supports "
+            f"{name('scenario')} {scenario}"
+        )
+    from ._torch_utils import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise ValueError(f"{name('device')}: {exc}") from None
+    return runnable
 
 
 def measure(estimator, X_test, codes_test, dictionary, *, return_codes=False):
@@ -108,9 +154,20 @@ def run_comparison(
     The signals are float32; codes and dictionary stay float64 for the metrics.
 
     Returns one dict per (seed, method): the settings and every metric of ``METRICS``.
-    Methods that do not support ``scenario`` are skipped.
+    Methods that do not support ``scenario`` are skipped. Every setting is checked (by
+    :func:`check_settings`) before any work starts.
     """
-    methods = [m for m in methods if m not in _UNSUPPORTED.get(scenario, set())]
+    methods = check_settings(
+        n_components=n_components,
+        n_features=n_features,
+        n_nonzero_coefs=n_nonzero_coefs,
+        n_samples=n_samples,
+        code_distribution=code_distribution,
+        scenario=scenario,
+        seeds=seeds,
+        methods=methods,
+        device=device,
+    )
     rows = []
     with tqdm(total=len(seeds) * len(methods), disable=not progress, desc="compare") as bar:
         for seed in seeds:
@@ -122,17 +179,19 @@ def run_comparison(
                 code_distribution=code_distribution,
                 random_state=seed,
             )
-            # float32, like model activations and the authors' torch code (float64 input
-            # would be computed in float64, several times slower for the MLP).
+            # float32, like model activations and the authors' torch code (why: the
+            # benchmarks' defaults page, docs/_defaults_benchmarks.rst).
             X = X.astype(np.float32)
             split = (X[:n_samples], X[n_samples:], codes[:n_samples], codes[n_samples:])
             for name in methods:
                 bar.set_postfix(method=name, seed=seed)
-                estimator = make_method(
+                estimator = build_method(
                     name,
-                    scenario=scenario,
                     n_components=n_components,
+                    n_features=n_features,
+                    n_nonzero_coefs=n_nonzero_coefs,
                     dictionary=dictionary,
+                    scenario=scenario,
                     random_state=seed,
                     device=device,
                 )

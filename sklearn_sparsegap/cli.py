@@ -4,9 +4,19 @@ import argparse
 import csv
 import json
 import os
+import platform
 import sys
+import time
 
-from ._compare import METHODS, METRICS, SCENARIOS, run_comparison, summarise
+from ._compare import (
+    CODE_DISTRIBUTIONS,
+    METHODS,
+    METRICS,
+    SCENARIOS,
+    check_settings,
+    run_comparison,
+    summarise,
+)
 
 _HEADERS = {
     "latent_mcc": "latent MCC",
@@ -48,6 +58,17 @@ def _method_list(text):
     return names
 
 
+def _version():
+    from . import __version__
+
+    return __version__
+
+
+def _option(setting):
+    """The command-line option of a :func:`run_comparison` setting."""
+    return "--" + setting.replace("_", "-")
+
+
 def build_parser():
     parser = _Parser(
         prog="sparsegap",
@@ -56,6 +77,7 @@ def build_parser():
             "(scikit-learn estimators on PyTorch)."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"sparsegap {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     compare = commands.add_parser(
         "compare",
@@ -75,7 +97,7 @@ def build_parser():
         help="training samples; as many test samples (1024)",
     )  # fmt: skip
     compare.add_argument(
-        "--code-distribution", choices=("halfnormal", "normal", "zipf"), default="halfnormal"
+        "--code-distribution", choices=CODE_DISTRIBUTIONS, default="halfnormal"
     )
     compare.add_argument("--scenario", choices=SCENARIOS, default="unknown")
     compare.add_argument(
@@ -86,7 +108,10 @@ def build_parser():
         help=f"comma-separated subset of {','.join(METHODS)}",
     )  # fmt: skip
     compare.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    compare.add_argument("--output", help="write every run to FILE.json or FILE.csv")
+    compare.add_argument(
+        "--output",
+        help="write every run to FILE.json (with the settings, versions and wall time) or FILE.csv",
+    )
     compare.add_argument(
         "--plot", help="save latent MCC against total FLOPs (log scale) to FILE.png"
     )
@@ -104,12 +129,23 @@ def _check_writable(path, option, suffixes):
         raise ValueError(f"{option}: cannot write {path!r}")
 
 
+def _settings(args):
+    return {
+        "n_components": args.n_components,
+        "n_features": args.n_features,
+        "n_nonzero_coefs": args.n_nonzero_coefs,
+        "n_samples": args.n_samples,
+        "code_distribution": args.code_distribution,
+        "scenario": args.scenario,
+        "seeds": list(args.seeds),
+        "methods": list(args.methods),
+        "device": args.device,
+    }
+
+
 def _check_arguments(args):
-    if args.n_nonzero_coefs > args.n_components:
-        raise ValueError(
-            f"--n-nonzero-coefs ({args.n_nonzero_coefs}) must be at most "
-            f"--n-components ({args.n_components})"
-        )
+    """Every check that can fail, before any work starts (errors name the option)."""
+    check_settings(**_settings(args), name=_option)
     if args.output:
         _check_writable(args.output, "--output", (".json", ".csv"))
     if args.plot:
@@ -120,9 +156,6 @@ def _check_arguments(args):
             raise ValueError(
                 "--plot needs matplotlib: pip install 'sklearn-sparsegap[plot]'"
             ) from None
-    from ._torch_utils import resolve_device
-
-    resolve_device(args.device)
 
 
 def _format(metric, mean, std, n_seeds):
@@ -154,15 +187,51 @@ def format_table(rows):
     return "\n".join([render(header), render(["-" * w for w in widths])] + [render(l) for l in lines])
 
 
-def _write_output(path, rows, settings):
+def _environment():
+    import torch
+
+    return {
+        "sklearn_sparsegap": _version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+    }
+
+
+def _write_output(path, rows, settings, seconds):
     if path.lower().endswith(".json"):
+        record = {
+            "settings": settings,
+            "seconds": seconds,
+            "environment": _environment(),
+            "runs": rows,
+        }
         with open(path, "w") as handle:
-            json.dump({"settings": settings, "runs": rows}, handle, indent=2)
+            json.dump(record, handle, indent=2)
+            handle.write("\n")
     else:
         with open(path, "w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(rows)
+
+
+def load_runs(path):
+    """The settings and runs of a ``sparsegap compare --output FILE.json`` record."""
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def describe(settings):
+    """The first line ``sparsegap compare`` prints: the task of ``settings``."""
+    return (
+        f"{settings['scenario']} scenario: N={settings['n_components']} atoms, "
+        f"M={settings['n_features']} features, K={settings['n_nonzero_coefs']}, "
+        f"{settings['code_distribution']} codes, {settings['n_samples']} train / "
+        f"{settings['n_samples']} test samples, seeds {settings['seeds']}"
+    )
 
 
 def plot_compute_tradeoff(rows, path):
@@ -208,34 +277,17 @@ def main(argv=None):
     except ValueError as exc:
         print(f"sparsegap: error: {exc}", file=sys.stderr)
         return 2
-    settings = {
-        "n_components": args.n_components,
-        "n_features": args.n_features,
-        "n_nonzero_coefs": args.n_nonzero_coefs,
-        "n_samples": args.n_samples,
-        "code_distribution": args.code_distribution,
-        "scenario": args.scenario,
-        "seeds": list(args.seeds),
-        "methods": list(args.methods),
-        "device": args.device,
-    }
+    settings = _settings(args)
+    start = time.perf_counter()
     try:
         rows = run_comparison(**settings, progress=not args.quiet)
     except ValueError as exc:
         print(f"sparsegap: error: {exc}", file=sys.stderr)
         return 2
-    if not rows:
-        print(f"sparsegap: error: none of the methods supports --scenario {args.scenario}",
-              file=sys.stderr)
-        return 2
-    print(
-        f"{args.scenario} scenario: N={args.n_components} atoms, M={args.n_features} "
-        f"features, K={args.n_nonzero_coefs}, {args.code_distribution} codes, "
-        f"{args.n_samples} train / {args.n_samples} test samples, seeds {args.seeds}"
-    )
+    print(describe(settings))
     print(format_table(rows))
     if args.output:
-        _write_output(args.output, rows, settings)
+        _write_output(args.output, rows, settings, time.perf_counter() - start)
         print(f"wrote {args.output}")
     if args.plot:
         plot_compute_tradeoff(rows, args.plot)

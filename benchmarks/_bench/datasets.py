@@ -6,9 +6,12 @@ import numpy as np
 
 from sklearn_sparsegap import make_sparse_dictionary_data
 
-# The authors' base seeds (reference/protocol.md): known codes and known dictionary use
-# 20240625, the unknown-dictionary, Pareto, top-k and ablation runs 20240926, the regime
-# sweep 20240927. Run i uses base + i for the data and for the model.
+# The code distributions of the generator (the dataset's parameter): |N(0,1)| as in the
+# authors' code, signed N(0,1), and the paper's App. D Zipf generator.
+DISTRIBUTIONS = ("halfnormal", "normal", "zipf")
+# The authors' base seeds: known codes and known dictionary use 20240625, the
+# unknown-dictionary, Pareto, top-k and ablation runs 20240926, the regime sweep 20240927.
+# Run i uses base + i for the data and for the model.
 SEED_KNOWN = 20240625
 SEED_UNKNOWN = 20240926
 SEED_REGIMES = 20240927
@@ -66,7 +69,9 @@ def make_task(
     seed=SEED_UNKNOWN,
 ):
     """Generate ``n_train + n_test`` samples and split them as the authors do (first half
-    train, second half test)."""
+    train, second half test); ``distribution`` is one of ``DISTRIBUTIONS``."""
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}.")
     X, dictionary, codes = make_sparse_dictionary_data(
         n_train + n_test,
         n_components=n_components,

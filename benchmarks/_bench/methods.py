@@ -1,53 +1,34 @@
-"""The methods, configured in one of two flavours.
+"""The methods, on a benchmark :class:`~_bench.datasets.Task`.
 
-``"paper"``  the authors' code settings (reference/protocol.md §1): per-entry L1 penalty
-             0.01 (``alpha = paper_l1_to_alpha(0.01, M, N)``), Adam at 1e-3, no biases,
-             exp-parametrised Adam sparse coding and ITO. What differs from their code
-             (and stays different): our encoders start as the decoder's transpose instead
-             of a random matrix (on known codes, the output layer starts at the
-             regression onto the codes: least squares for a linear encoder, ridge for
-             an MLP), known-codes training uses the per-sample cosine loss the paper
-             writes (their code uses a column-wise cosine) and returns the encoder's
-             output unscaled (``rescale_codes=False``), and Adam on our per-sample
-             objective equals theirs up to Adam's epsilon.
-``"library"`` the estimators' own defaults (chosen in issues 3 and 4 by measured quality).
-
-``build(method, task, ...)`` returns an unfitted estimator; ``steps`` sets the training
-budget (``max_iter``) where the method trains by steps.
+Every method is defined once, in ``sklearn_sparsegap._methods`` (which ``sparsegap
+compare`` uses too); :func:`build` only reads the task's sizes and dictionary. Two
+flavours: ``"paper"`` (the authors' code settings for the paper's §4) and ``"library"``
+(the estimators' own defaults).
 """
 
-from sklearn_sparsegap import (
-    GradientSparseCoder,
-    LarsDictionaryLearning,
-    MLPEncoder,
-    SAEEncoder,
-    SAEPlusITO,
-    paper_l1_to_alpha,
-)
+import numpy as np
 
-PAPER_L1 = 0.01
-PAPER_LEARNING_RATE = 1e-3
-# Test-code inference of the authors' sparse coding and SAE+ITO (10k Adam steps at 3e-3).
-PAPER_ITO_ITER = 10_000
-SCENARIOS = ("unknown", "known-dictionary", "known-codes")
-FLAVOURS = ("paper", "library")
-METHODS = ("sae", "topk-sae", "jumprelu-sae", "mlp", "sparse-coding", "sae+ito", "lars")
+from sklearn_sparsegap._methods import (
+    FLAVOURS,
+    METHODS,
+    PAPER_ITO_ITER,
+    PAPER_L1,
+    PAPER_LEARNING_RATE,
+    SCENARIOS,
+    build_method,
+)
+from sklearn_sparsegap._methods import paper_alpha as _paper_alpha
+
+__all__ = [
+    "FLAVOURS", "METHODS", "PAPER_ITO_ITER", "PAPER_L1", "PAPER_LEARNING_RATE", "SCENARIOS",
+    "authors_optimize_topk", "build", "keep_topk", "paper_alpha",
+]  # fmt: skip
 
 
 def paper_alpha(task, l1_penalty=PAPER_L1, n_components=None):
-    """The library ``alpha`` equivalent to the paper's per-entry L1 penalty."""
+    """The library ``alpha`` equivalent to the paper's per-entry L1 penalty on ``task``."""
     n_components = task.n_components if n_components is None else n_components
-    return paper_l1_to_alpha(l1_penalty, task.n_features, n_components)
-
-
-def _scenario_params(task, scenario, n_components):
-    if scenario not in SCENARIOS:
-        raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}.")
-    if scenario == "known-dictionary":
-        return {"dictionary": task.dictionary}
-    if scenario == "known-codes":
-        return {"n_components": task.n_components, "target": "codes"}
-    return {"n_components": n_components}
+    return _paper_alpha(task.n_features, n_components, l1_penalty)
 
 
 def build(
@@ -63,91 +44,83 @@ def build(
     ito=None,
     **params,
 ):
-    """An unfitted estimator for ``method`` on ``task``.
+    """An unfitted estimator for ``method`` on ``task``: ``build_method`` with the task's
+    sizes and dictionary, ``random_state=seed`` and ``max_iter=steps``.
 
-    Parameters
-    ----------
-    method : str
-        One of ``METHODS``. ``"sae+ito"`` wraps the SAE of the same flavour.
-    task : Task
-        The data (its dictionary is used in the known-dictionary scenario).
-    scenario : str
-        ``"unknown"``, ``"known-dictionary"`` or ``"known-codes"``.
-    flavour : {"paper", "library"}
-        The authors' settings or the library defaults.
-    seed : int
-        ``random_state``.
-    steps : int or None
-        ``max_iter`` (training steps / outer iterations); None keeps the flavour's.
-    l1_penalty : float
-        The paper's per-entry penalty; sets ``alpha`` in the paper flavour (the library
-        flavour keeps its default ``alpha`` unless ``params`` gives one).
-    n_components : int or None
-        Model size when it differs from the true one (over/under-complete runs).
-    ito : dict or None
-        SAEPlusITO parameters for ``"sae+ito"`` (``transform_algorithm``, ``init``, ...).
-    **params
-        Further estimator parameters (``hidden_layer_sizes``, ``alpha``, ``k``,
-        ``learning_rate``, ``fit_intercept`` ...), applied last.
+    ``n_components`` overrides the model size (over/under-complete runs; the known-codes
+    scenario always uses the true one); ``params`` are further estimator parameters.
     """
-    if flavour not in FLAVOURS:
-        raise ValueError(f"flavour must be one of {FLAVOURS}, got {flavour!r}.")
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}.")
-    n_components = task.n_components if n_components is None else n_components
-    paper = flavour == "paper"
-    alpha = paper_alpha(task, l1_penalty, n_components)
-    common = {"random_state": seed}
-    if steps is not None and method not in ("lars", "sae+ito"):
-        common["max_iter"] = steps
+    if n_components is None or scenario == "known-codes":
+        n_components = task.n_components
+    # A TopK SAE keeps the true K unless ``params`` gives its k.
+    n_nonzero_coefs = task.n_nonzero_coefs
+    if method == "topk-sae":
+        n_nonzero_coefs = params.pop("n_nonzero_coefs", n_nonzero_coefs)
+    # ``steps`` is the training budget of the methods that train by steps; an explicit
+    # ``max_iter`` in ``params`` wins (e.g. LARS's outer iterations, which ``steps`` leaves
+    # alone).
+    max_iter = params.pop("max_iter", None if method == "lars" else steps)
+    return build_method(
+        method,
+        n_components=n_components,
+        n_features=task.n_features,
+        n_nonzero_coefs=n_nonzero_coefs,
+        dictionary=task.dictionary,
+        scenario=scenario,
+        flavour=flavour,
+        random_state=seed,
+        max_iter=max_iter,
+        l1_penalty=l1_penalty,
+        ito=ito,
+        **params,
+    )
 
-    if method == "sae+ito":
-        encoder = build(
-            "sae", task, scenario=scenario, flavour=flavour, seed=seed, steps=steps,
-            l1_penalty=l1_penalty, n_components=n_components, **params,
-        )  # fmt: skip
-        ito_params = (
-            {"transform_algorithm": "adam", "transform_max_iter": PAPER_ITO_ITER, "transform_alpha": alpha}
-            if paper
-            else {}
-        )
-        return SAEPlusITO(encoder, **{**ito_params, **(ito or {})})
 
-    if method in ("sae", "topk-sae", "jumprelu-sae", "mlp"):
-        estimator_params = {**common, **_scenario_params(task, scenario, n_components)}
-        if method == "topk-sae":
-            estimator_params.update(activation="topk", n_nonzero_coefs=task.n_nonzero_coefs)
-        elif method == "jumprelu-sae":
-            estimator_params["activation"] = "jumprelu"
-        if paper:
-            estimator_params.update(
-                alpha=alpha,
-                learning_rate=PAPER_LEARNING_RATE,
-                # The authors' known-codes encoder is nn.Linear with its default bias.
-                fit_intercept=scenario == "known-codes",
-            )
-            if scenario == "known-codes":
-                estimator_params["rescale_codes"] = False
-        cls = MLPEncoder if method == "mlp" else SAEEncoder
-        return cls(**{**estimator_params, **params})
+# ------------------------------------------------------------------------ top-k inference
+# The authors' two top-k inference variants on a learned dictionary (App. H.2); the
+# library's own k-sparse solvers are ``sparse_encode(algorithm="omp" | "gradient_pursuit" |
+# "topk")``.
+def keep_topk(codes, k):
+    """``codes`` with all but the ``k`` largest |s| of each row set to 0 (no re-fit): the
+    authors' ``apply_topk``."""
+    codes = np.asarray(codes)
+    index = np.argpartition(-np.abs(codes), k - 1, axis=1)[:, :k]
+    out = np.zeros_like(codes)
+    np.put_along_axis(out, index, np.take_along_axis(codes, index, axis=1), axis=1)
+    return out
 
-    if method == "sparse-coding":
-        if scenario == "known-codes":
-            raise ValueError("sparse coding learns no encoder: it has no known-codes mode.")
-        estimator_params = dict(common)
-        if scenario == "known-dictionary":
-            estimator_params["dictionary"] = task.dictionary
-        else:
-            estimator_params["n_components"] = n_components
-        if paper:
-            estimator_params.update(
-                fit_algorithm="adam",
-                alpha=alpha,
-                learning_rate=PAPER_LEARNING_RATE,
-                transform_max_iter=PAPER_ITO_ITER,
-                tol=0.0,
-            )
-        return GradientSparseCoder(**{**estimator_params, **params})
 
-    # method == "lars"
-    return LarsDictionaryLearning(n_components=n_components, random_state=seed, **params)
+def authors_optimize_topk(X, components, k, *, n_iter=1000, learning_rate=0.9):
+    """The authors' ``optimize_codes_topk``: raw codes from 0, Adam (torch's defaults) on the
+    per-entry MSE of ``topk(S) @ D``, the top-k by |s| applied in the forward pass; returns
+    ``topk(S)``.
+
+    The gradients are written out (the top-k is a mask, so the gradient is the MSE's on the
+    kept entries and 0 elsewhere). At 0 every |s| ties, so the first step's tie-break picks
+    the support and the unselected codes never get a gradient again.
+    """
+    import torch
+
+    from sklearn_sparsegap._torch_utils import serial_if_small
+
+    X = torch.as_tensor(X, dtype=torch.float32)
+    D = torch.as_tensor(components, dtype=torch.float32)
+    n_samples, n_features = X.shape
+    # One step costs a (n_samples, N) x (N, N) product: tiny problems run on one thread.
+    with torch.no_grad(), serial_if_small("cpu", 2 * n_samples * D.shape[0] ** 2):
+        codes = X.new_zeros((n_samples, D.shape[0]))
+        first, second = torch.zeros_like(codes), torch.zeros_like(codes)
+        signal_correlation, gram = X @ D.T, D @ D.T
+        scale = 2.0 / (n_samples * n_features)
+        beta1, beta2, eps = 0.9, 0.999, 1e-8
+        for step in range(1, n_iter + 1):
+            index = codes.abs().topk(k, dim=1).indices
+            mask = torch.zeros_like(codes).scatter_(1, index, 1.0)
+            grad = ((codes * mask) @ gram).sub_(signal_correlation).mul_(mask).mul_(scale)
+            first.lerp_(grad, 1.0 - beta1)
+            second.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
+            denominator = (second / (1.0 - beta2**step)).sqrt_().add_(eps)
+            codes.addcdiv_(first, denominator, value=-learning_rate / (1.0 - beta1**step))
+        index = codes.abs().topk(k, dim=1).indices
+        kept = torch.zeros_like(codes).scatter_(1, index, codes.gather(1, index))
+    return kept.numpy()

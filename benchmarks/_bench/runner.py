@@ -1,6 +1,8 @@
 """Profiles, the command line, joblib sweeps, learning curves, and the results folder."""
 
 import argparse
+import importlib
+import inspect
 import json
 import os
 import platform
@@ -13,6 +15,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from .datasets import DISTRIBUTIONS
 from .objective import fit_and_measure, measure
 
 PROFILES = ("smoke", "quick", "paper")
@@ -95,6 +98,76 @@ def run_method(method_builder, task, *, known_codes=False):
     return fit_and_measure(method_builder(), task, known_codes=known_codes)
 
 
+# ------------------------------------------------------------------------ dataset variants
+def accepts_distribution(module):
+    """Whether the experiment's ``run`` takes the code ``distribution`` (a dataset
+    parameter)."""
+    return "distribution" in inspect.signature(module.run).parameters
+
+
+class DatasetVariant:
+    """Experiments rerun on another dataset: each part is an experiment script whose
+    ``run`` takes ``distribution``; methods, settings and metrics stay those of the
+    script, only the data change.
+
+    Behaves like an experiment module (``PROFILES``, ``run``, ``figures``, ``summary``):
+    the records carry a ``"part"`` key, the figures are prefixed with ``name``.
+    ``quick_seeds`` caps the quick profile's seeds (one seed per part keeps it short).
+    """
+
+    def __init__(self, name, parts, *, distribution, title, quick_seeds=None):
+        if distribution not in DISTRIBUTIONS:
+            raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}.")
+        self.name = name
+        self.distribution = distribution
+        self.title = title
+        self.__doc__ = title
+        self.parts = {part: importlib.import_module(module) for part, module in parts.items()}
+        for module in self.parts.values():
+            if not accepts_distribution(module):
+                raise ValueError(f"{module.__name__}.run takes no distribution.")
+
+        def quick(settings):
+            if quick_seeds is None or "seeds" not in settings:
+                return settings
+            return {**settings, "seeds": min(settings["seeds"], quick_seeds)}
+
+        self.PROFILES = {
+            profile: {part: module.PROFILES[profile] for part, module in self.parts.items()}
+            for profile in PROFILES
+        }
+        self.PROFILES["quick"] = {
+            part: quick(settings) for part, settings in self.PROFILES["quick"].items()
+        }
+
+    def run(self, settings, n_jobs=1, progress=True):
+        records = []
+        for part, module in self.parts.items():
+            part_records = module.run(
+                settings[part], n_jobs=n_jobs, progress=progress, distribution=self.distribution
+            )
+            records += [{"part": part, **record} for record in part_records]
+        return records
+
+    def _part(self, result, part):
+        records = [{k: v for k, v in r.items() if k != "part"} for r in result["records"]
+                   if r["part"] == part]  # fmt: skip
+        return {**result, "settings": result["settings"][part], "records": records}
+
+    def figures(self, result):
+        figures = {}
+        for part, module in self.parts.items():
+            for name, figure in module.figures(self._part(result, part)).items():
+                figure.suptitle(f"{self.title}: {figure.get_suptitle() or name}")
+                figures[f"{self.name}_{name}"] = figure
+        return figures
+
+    def summary(self, result):
+        return "\n\n".join(
+            module.summary(self._part(result, part)) for part, module in self.parts.items()
+        )
+
+
 # ------------------------------------------------------------------------ output
 def _jsonable(value):
     if isinstance(value, dict):
@@ -161,10 +234,11 @@ def format_table(rows, columns, *, title=None):
     return "\n".join(lines)
 
 
-def group_means(records, by, keys):
+def group_means(records, by, keys, *, keyed=False):
     """Group ``records`` by the values of the keys ``by``; per group, the mean and std of
     each of ``keys``, as rows ``{by..., key: mean, key_std: std, ..., "n": count}`` in
-    first-seen order."""
+    first-seen order (with ``keyed``, a dict of those rows keyed by the tuple of ``by``
+    values)."""
     groups = {}
     for record in records:
         groups.setdefault(tuple(record[b] for b in by), []).append(record)
@@ -175,6 +249,8 @@ def group_means(records, by, keys):
             values = np.asarray([r[key] for r in members], dtype=float)
             row[key], row[f"{key}_std"] = float(values.mean()), float(values.std())
         rows.append({**row, "n": len(members)})
+    if keyed:
+        return {tuple(row[b] for b in by): row for row in rows}
     return rows
 
 
@@ -198,6 +274,11 @@ def parse_args(description, argv=None):
     )  # fmt: skip
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG figures.")
     parser.add_argument("--quiet", action="store_true", help="no progress bars.")
+    parser.add_argument(
+        "--distribution", choices=DISTRIBUTIONS, default=None,
+        help="code distribution of the generator (default: the experiment's own; only "
+        "for experiments whose data take one).",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -211,12 +292,18 @@ def main(name, module, argv=None):
     out_dir = args.out or DEFAULT_RESULTS / name
     warnings.filterwarnings("ignore", module="sklearn")  # ConvergenceWarnings of LARS/lasso
     start = time.perf_counter()
-    records = module.run(settings, n_jobs=args.n_jobs, progress=not args.quiet)
+    run_params = {}
+    if args.distribution is not None:
+        if not accepts_distribution(module):
+            raise SystemExit(f"{name}: --distribution is not a parameter of this experiment.")
+        run_params["distribution"] = args.distribution
+    records = module.run(settings, n_jobs=args.n_jobs, progress=not args.quiet, **run_params)
     seconds = time.perf_counter() - start
     result = {
         "experiment": name,
         "profile": args.profile,
         "settings": settings,
+        **run_params,
         "seconds": seconds,
         "environment": environment(),
         "records": records,

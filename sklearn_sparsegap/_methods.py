@@ -1,0 +1,182 @@
+"""The methods compared by ``sparsegap compare`` and by ``benchmarks/``: one definition each.
+
+A method is a name (``"sae"``, ``"mlp"``, ``"sparse-coding"``, ...), a scenario (what is
+known: nothing, the dictionary, or the codes) and a flavour: ``"library"`` (the estimators'
+own defaults) or ``"paper"`` (the settings of the authors' code for the paper's §4:
+per-entry L1 penalty 0.01, Adam at 1e-3, no biases, exp-parametrised Adam sparse coding and
+ITO). :func:`build_method` returns the unfitted estimator; the command line and every
+benchmark call it, so a method means the same thing everywhere.
+
+What the ``"paper"`` flavour keeps different from the authors' code: encoders start as the
+decoder's transpose instead of a random matrix (on known codes the output layer starts at
+the regression onto the codes), known-codes training uses the per-sample cosine loss the
+paper writes, and Adam on the per-sample objective equals theirs up to Adam's epsilon
+(docs/results.md discusses each).
+"""
+
+from ._metrics import paper_l1_to_alpha
+
+SCENARIOS = ("unknown", "known-dictionary", "known-codes")
+FLAVOURS = ("library", "paper")
+METHODS = ("sae", "topk-sae", "jumprelu-sae", "mlp", "sparse-coding", "sae+ito", "lars")
+# The methods of ``sparsegap compare``, in the order of its table.
+COMPARE_METHODS = ("sae", "mlp", "sparse-coding", "sae+ito", "lars")
+
+# The authors' settings (their code for the paper's §4): per-entry L1 penalty, Adam's
+# learning rate, and the Adam steps of test-time inference for sparse coding and SAE+ITO.
+PAPER_L1 = 0.01
+PAPER_LEARNING_RATE = 1e-3
+PAPER_ITO_ITER = 10_000
+
+# Scenarios a method cannot run: sparse coding and LARS learn no encoder to train on known
+# codes; the LARS adapter has no fixed-dictionary mode.
+UNSUPPORTED = {
+    "known-codes": frozenset({"sparse-coding", "lars"}),
+    "known-dictionary": frozenset({"lars"}),
+}
+_ENCODERS = ("sae", "topk-sae", "jumprelu-sae", "mlp")
+
+
+def supports(method, scenario):
+    """Whether ``method`` can run ``scenario``."""
+    return method not in UNSUPPORTED.get(scenario, ())
+
+
+def paper_alpha(n_features, n_components, l1_penalty=PAPER_L1):
+    """The library ``alpha`` equivalent to the paper's per-entry L1 penalty."""
+    return paper_l1_to_alpha(l1_penalty, n_features, n_components)
+
+
+def build_method(
+    method,
+    *,
+    n_components,
+    n_features,
+    n_nonzero_coefs,
+    dictionary=None,
+    scenario="unknown",
+    flavour="library",
+    random_state=0,
+    max_iter=None,
+    l1_penalty=PAPER_L1,
+    ito=None,
+    device="auto",
+    **params,
+):
+    """An unfitted estimator for ``method`` in ``scenario``.
+
+    Parameters
+    ----------
+    method : str
+        One of ``METHODS``. ``"sae+ito"`` wraps the SAE of the same flavour in
+        :class:`SAEPlusITO`; ``"topk-sae"`` is a TopK SAE keeping ``n_nonzero_coefs``.
+    n_components : int
+        Number of atoms the model learns (the true number in the known-codes scenario).
+    n_features : int
+        Signal dimension (sets the paper flavour's ``alpha``).
+    n_nonzero_coefs : int
+        True number of non-zeros per code (the TopK SAE's k).
+    dictionary : ndarray of shape (n_components, n_features) or None
+        The true dictionary; required and held fixed in the known-dictionary scenario.
+    scenario : {"unknown", "known-dictionary", "known-codes"}
+        What is known besides the signals.
+    flavour : {"library", "paper"}
+        The estimators' defaults, or the authors' settings.
+    random_state : int
+        Seed of the estimator.
+    max_iter : int or None
+        Training budget (steps or outer iterations); None keeps the flavour's.
+    l1_penalty : float
+        The paper's per-entry L1 penalty; sets ``alpha`` in the paper flavour.
+    ito : dict or None
+        :class:`SAEPlusITO` parameters for ``"sae+ito"``, applied last.
+    device : str
+        ``"auto"``, ``"cpu"`` or ``"cuda[:N]"`` (not used by LARS).
+    **params
+        Further parameters of the estimator (of the encoder for ``"sae+ito"``), applied last.
+
+    Returns
+    -------
+    estimator : estimator object
+        Unfitted.
+    """
+    from . import (
+        GradientSparseCoder,
+        LarsDictionaryLearning,
+        MLPEncoder,
+        SAEEncoder,
+        SAEPlusITO,
+    )
+
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
+    if scenario not in SCENARIOS:
+        raise ValueError(f"scenario must be one of {', '.join(SCENARIOS)}; got {scenario!r}.")
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour must be one of {', '.join(FLAVOURS)}; got {flavour!r}.")
+    if not supports(method, scenario):
+        raise ValueError(f"method {method!r} cannot run the {scenario} scenario.")
+    if scenario == "known-dictionary" and dictionary is None:
+        raise ValueError("the known-dictionary scenario needs the dictionary.")
+    paper = flavour == "paper"
+    alpha = paper_alpha(n_features, n_components, l1_penalty)
+    common = {"random_state": random_state}
+    if max_iter is not None and method != "sae+ito":  # SAE+ITO: its encoder's budget
+        common["max_iter"] = max_iter
+
+    if method == "sae+ito":
+        encoder = build_method(
+            "sae", n_components=n_components, n_features=n_features,
+            n_nonzero_coefs=n_nonzero_coefs, dictionary=dictionary, scenario=scenario,
+            flavour=flavour, random_state=random_state, max_iter=max_iter,
+            l1_penalty=l1_penalty, device=device, **params,
+        )  # fmt: skip
+        ito_params = {"device": device}
+        if paper:
+            ito_params.update(
+                transform_algorithm="adam", transform_max_iter=PAPER_ITO_ITER, transform_alpha=alpha
+            )
+        return SAEPlusITO(encoder, **{**ito_params, **(ito or {})})
+
+    if method in _ENCODERS:
+        estimator_params = {**common, "device": device}
+        if scenario == "known-dictionary":
+            estimator_params["dictionary"] = dictionary
+        else:
+            estimator_params["n_components"] = n_components
+        if scenario == "known-codes":
+            estimator_params["target"] = "codes"
+        if method == "topk-sae":
+            estimator_params.update(activation="topk", n_nonzero_coefs=n_nonzero_coefs)
+        elif method == "jumprelu-sae":
+            estimator_params["activation"] = "jumprelu"
+        if paper:
+            estimator_params.update(
+                alpha=alpha,
+                learning_rate=PAPER_LEARNING_RATE,
+                # The authors' known-codes encoder is nn.Linear with its default bias.
+                fit_intercept=scenario == "known-codes",
+            )
+            if scenario == "known-codes":
+                estimator_params["rescale_codes"] = False
+        cls = MLPEncoder if method == "mlp" else SAEEncoder
+        return cls(**{**estimator_params, **params})
+
+    if method == "sparse-coding":
+        estimator_params = {**common, "device": device}
+        if scenario == "known-dictionary":
+            estimator_params["dictionary"] = dictionary
+        else:
+            estimator_params["n_components"] = n_components
+        if paper:
+            estimator_params.update(
+                fit_algorithm="adam",
+                alpha=alpha,
+                learning_rate=PAPER_LEARNING_RATE,
+                transform_max_iter=PAPER_ITO_ITER,
+                tol=0.0,
+            )
+        return GradientSparseCoder(**{**estimator_params, **params})
+
+    # method == "lars": scikit-learn's DictionaryLearning runs on the CPU only.
+    return LarsDictionaryLearning(n_components=n_components, **{**common, **params})
