@@ -324,10 +324,19 @@ def sparse_encode_flops(
         Set-up ``3NM``; per sample ``2NM + 2N + K`` (correlations, selection, scaling).
     ``"adam"``
         :func:`ito_adam_flops`.
+    ``"lca"``
+        As ``"ista"`` (same set-up and products), with ``5N`` per sample and iteration
+        for the potentials' update and the threshold.
+    ``"paper_lca"``
+        Per sample ``2NM`` for the starting loss, then per iteration ``8NM`` (the
+        gradient's two products and one reconstruction per candidate step) plus
+        ``M + N`` (gradient), ``2(2N + 3M + 2N)`` (the candidates, their residuals and
+        losses) and ``3N`` (the per-sample choice).
 
     Parameters
     ----------
-    algorithm : {"ista", "fista", "omp", "mp", "gradient_pursuit", "topk", "adam"}
+    algorithm : {"ista", "fista", "lca", "omp", "mp", "gradient_pursuit", "topk", "adam", \
+            "paper_lca"}
         The ``sparse_encode`` algorithm.
     n_features : int
         M.
@@ -391,6 +400,19 @@ def _sparse_encode_flop_terms(
 
     if algorithm == "adam":
         return 0, ito_adam_flops(M, N, n, T)
+    if algorithm == "lca":
+        if gram_form(M, N):
+            setup = (2 * N * N * M + 2 * n * N * M, _eigvalsh_flops(N))
+            per_iter = (2 * N * N, 5 * N)
+        else:
+            setup = (2 * M * M * N, _eigvalsh_flops(M))
+            per_iter = (4 * N * M, M + 5 * N)
+        return setup[0] + n * T * per_iter[0], setup[1] + n * T * per_iter[1]
+    if algorithm == "paper_lca":
+        # Per iteration: the gradient (two products), then the two candidates' losses
+        # (one product each); the first loss is one more product.
+        matmul = n * (2 * N * M + T * 8 * N * M)
+        return matmul, n * T * (M + N + 2 * (2 * N + 3 * M + 2 * N) + 3 * N)
     if algorithm in ("ista", "fista"):
         if gram_form(M, N):
             setup = (2 * N * N * M + 2 * n * N * M, _eigvalsh_flops(N))

@@ -115,3 +115,54 @@ def test_adaptive_projected_gradient_lowers_the_objective_to_near_the_lasso():
     # A heuristic step rule whose step choice weighs the penalty differently from its
     # gradient: near, not at, the lasso optimum.
     assert value <= _objective(X, reference, D, alpha) * 1.05
+
+
+@pytest.mark.parametrize("shape", [(16, 8), (40, 12)])
+@pytest.mark.parametrize("algorithm", ["lca", "paper_lca"])
+def test_flop_counts_match_the_products_run(algorithm, shape):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from sklearn_sparsegap._solvers._sparse_encode import encode_tensor
+    from sklearn_sparsegap.flops import _sparse_encode_flop_terms
+
+    X, D = _tensors(30, n_components=shape[0], n_features=shape[1], seed=7)
+    with FlopCounterMode(display=False) as counter:
+        _, n_iter = encode_tensor(X, D, algorithm=algorithm, alpha=0.05, max_iter=25, tol=0.0)
+    matmul, _ = _sparse_encode_flop_terms(algorithm, shape[1], shape[0], 30, n_iter=n_iter)
+    assert counter.get_total_flops() == matmul
+
+
+def test_sparse_encode_lca_matches_fista():
+    from sklearn_sparsegap import sparse_encode
+
+    X, D, S = make_sparse_dictionary_data(200, random_state=8)
+    lasso = sparse_encode(X, D, alpha=0.01, positive=True, max_iter=20_000, tol=1e-12,
+                          device="cpu")  # fmt: skip
+    codes = sparse_encode(X, D, algorithm="lca", alpha=0.01, positive=True, max_iter=20_000,
+                          tol=1e-12, device="cpu")  # fmt: skip
+    np.testing.assert_allclose(codes, lasso, atol=1e-5)
+
+
+def test_lca_serves_as_the_estimators_algorithm():
+    from sklearn_sparsegap import (GradientSparseCoder, SAEEncoder, SAEPlusITO,
+                                   dictionary_mcc, mean_corr_coef)
+
+    X, D, S = make_sparse_dictionary_data(1024, random_state=9)
+    coder = GradientSparseCoder(n_components=16, transform_algorithm="lca", random_state=0)
+    codes = coder.fit(X).transform(X)
+    assert dictionary_mcc(D, coder.components_) > 0.99
+    from sklearn_sparsegap import sparse_encode
+
+    expected = sparse_encode(X, coder.components_, algorithm="lca", positive=True,
+                             alpha=coder.transform_alpha_, max_iter=1000, device="cpu")  # fmt: skip
+    np.testing.assert_allclose(codes, expected, atol=1e-10)
+    assert mean_corr_coef(S, codes) > 0.95
+    # As the dictionary's own inference: slower per iteration than FISTA, but it learns.
+    lca_coder = GradientSparseCoder(n_components=16, fit_algorithm="lca", random_state=0)
+    assert dictionary_mcc(D, lca_coder.fit(X).components_) > 0.9
+    ito = SAEPlusITO(SAEEncoder(dictionary=D, max_iter=200, random_state=0),
+                     transform_algorithm="lca").fit(X)  # fmt: skip
+    assert mean_corr_coef(S, ito.transform(X)) > mean_corr_coef(S, ito.encoder_.transform(X))
+    paper = SAEPlusITO(SAEEncoder(dictionary=D, max_iter=200, random_state=0),
+                       transform_algorithm="paper_lca").fit(X)  # fmt: skip
+    assert paper.amortisation_gap(X) > 0

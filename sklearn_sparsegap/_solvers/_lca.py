@@ -104,6 +104,9 @@ def lca(X, D, alpha, *, positive=False, max_iter=1000, tol=1e-4, init=None, lips
         # u = a + (x - a D) D^T is the potential whose fixed point gives back a, so a
         # warm start at the solution stops at once.
         potentials = codes + torch.mm(torch.addmm(X, codes, D, alpha=-1.0), D.T)
+        # The state is u: start from the codes it implies, not from ``init`` itself
+        # (else the first step's drive is zero by construction and the sample stops).
+        codes = _threshold(potentials.clone(), alpha, positive)
     out, rows = None, None
     n_iter = 0
     for n_iter in range(1, max_iter + 1):

@@ -10,10 +10,13 @@ from .._torch_utils import resolve_device, serial_if_small, to_numpy, to_tensor,
 from .._validation import check_dictionary, check_matrix
 from ._adam import adam_codes
 from ._common import lipschitz_constant
+from ._lca import adaptive_projected_gradient, lca
 from ._greedy import gradient_pursuit, matching_pursuit, omp, topk_encode
 from ._proximal import fista, fista_with_intercept, ista
 
-ALGORITHMS = ("ista", "fista", "omp", "mp", "gradient_pursuit", "topk", "adam")
+ALGORITHMS = (
+    "ista", "fista", "lca", "omp", "mp", "gradient_pursuit", "topk", "adam", "paper_lca",
+)  # fmt: skip
 GREEDY_ALGORITHMS = ("omp", "mp", "gradient_pursuit", "topk")
 # Greedy pursuits that fit a support by least squares or gradient steps: a support larger
 # than n_features is linearly dependent there.
@@ -21,7 +24,7 @@ _SUPPORT_FITTING = ("omp", "gradient_pursuit")
 
 # Defaults of sparse_encode when max_iter is None: enough for FISTA to converge on the
 # paper's problems; the paper's test-time Adam runs 10,000 iterations.
-DEFAULT_MAX_ITER = {"ista": 1000, "fista": 1000, "adam": 10_000}
+DEFAULT_MAX_ITER = {"ista": 1000, "fista": 1000, "lca": 1000, "adam": 10_000, "paper_lca": 300}
 
 # Rows per block: one (rows, width) working array holds at most this many elements.
 _MAX_BLOCK_ELEMENTS = 2**24
@@ -179,7 +182,7 @@ def encode_tensor(
         width = max(n_components, n_nonzero_coefs * n_features)
     rows = _block_rows(width)
     lipschitz = None
-    if algorithm in ("ista", "fista") and n_samples > rows:
+    if algorithm in ("ista", "fista", "lca") and n_samples > rows:
         # Shared by the blocks instead of one eigenvalue problem each.
         lipschitz = lipschitz_constant(D)
 
@@ -190,8 +193,17 @@ def encode_tensor(
                 X_block, D, alpha, positive=positive, max_iter=max_iter, tol=tol,
                 init=init_block, lipschitz=lipschitz,
             )  # fmt: skip
+        if algorithm == "lca":
+            return lca(
+                X_block, D, alpha, positive=positive, max_iter=max_iter, tol=tol,
+                init=init_block, lipschitz=lipschitz,
+            )  # fmt: skip
         if algorithm == "adam":
             return adam_codes(X_block, D, alpha, max_iter=max_iter, tol=tol, init=init_block)
+        if algorithm == "paper_lca":
+            return adaptive_projected_gradient(
+                X_block, D, alpha, max_iter=max_iter, tol=tol, init=init_block
+            )
         return _GREEDY_SOLVERS[algorithm](X_block, D, n_nonzero_coefs, positive=positive)
 
     if n_samples <= rows:
@@ -250,19 +262,25 @@ def sparse_encode(
     dictionary : array-like of shape (n_components, n_features)
         Atoms as rows; any non-zero norms (the greedy algorithms rank atoms by
         correlation divided by the atom norm).
-    algorithm : {"fista", "ista", "omp", "mp", "gradient_pursuit", "topk", "adam"}, \
-            default="fista"
+    algorithm : {"fista", "ista", "lca", "omp", "mp", "gradient_pursuit", "topk", \
+            "adam", "paper_lca"}, default="fista"
         - ``"fista"``: accelerated proximal gradient with adaptive restart (the lasso);
         - ``"ista"``: proximal gradient (the lasso);
+        - ``"lca"``: the locally competitive algorithm of Rozell et al. (2008), Euler
+          steps on the potentials (the lasso at its fixed points);
         - ``"omp"``: orthogonal matching pursuit, K atoms with a least-squares fit;
         - ``"mp"``: matching pursuit, K greedy steps without re-fit;
         - ``"gradient_pursuit"``: greedy selection with exact gradient steps on the
           support (Blumensath & Davies 2008);
         - ``"topk"``: one correlation step keeping the K largest;
         - ``"adam"``: the paper's exp-parametrised Adam (always non-negative codes; see
-          ``max_iter``).
+          ``max_iter``);
+        - ``"paper_lca"``: what the paper's §5 code calls LCA, projected gradient on
+          ``ReLU(u)`` with a per-sample step adapted by 0.5 / 2 (non-negative codes;
+          not Rozell's LCA; its ``tol`` is an absolute decrease of the per-entry loss).
     alpha : float, default=0.01
-        L1 penalty of ``"fista"``, ``"ista"`` and ``"adam"`` (the paper's ``lambda`` is
+        L1 penalty of ``"fista"``, ``"ista"``, ``"lca"``, ``"adam"`` and ``"paper_lca"``
+        (the paper's ``lambda`` is
         ``paper_l1_to_alpha(lambda, n_features, n_components)``). The default is
         chosen on the paper's task; see :doc:`defaults`.
     n_nonzero_coefs : int or None, default=None
@@ -272,16 +290,19 @@ def sparse_encode(
     positive : bool, default=False
         Non-negative codes (``"adam"`` codes always are).
     max_iter : int or None, default=None
-        Maximum iterations of ``"fista"``, ``"ista"`` (None: 1000) and ``"adam"`` (None:
+        Maximum iterations of ``"fista"``, ``"ista"``, ``"lca"`` (None: 1000),
+        ``"paper_lca"`` (None: 300, the paper's) and ``"adam"`` (None:
         10000, the paper's test-time count; Adam's step of at most ``3e-3`` in
         log-space needs thousands of iterations to grow codes from ``exp(-10)``).
     tol : float, default=1e-4
         ``"fista"`` and ``"ista"`` stop a sample once its codes change by
-        ``||s_new - s|| <= tol * max(||s||, eps)`` in one iteration; ``"adam"`` stops
-        when every sample's codes do (0 runs ``max_iter`` iterations).
+        ``||s_new - s|| <= tol * max(||s||, eps)`` in one iteration, ``"lca"`` once its
+        potentials do; ``"adam"`` stops when every sample's codes do (0 runs
+        ``max_iter`` iterations); ``"paper_lca"`` stops when no sample's per-entry loss
+        fell by ``tol`` (the paper's code used 1e-6).
     init : array-like of shape (n_samples, n_components), default=None
-        Warm start of ``"fista"``, ``"ista"`` and ``"adam"`` (e.g. an SAE's codes);
-        ignored by the greedy algorithms.
+        Warm start of the iterative algorithms (e.g. an SAE's codes); ignored by the
+        greedy algorithms.
     device : str or torch.device, default="auto"
         ``"auto"`` (CUDA if available), ``"cpu"``, ``"cuda"``, ``"cuda:N"``.
     return_n_iter : bool, default=False
