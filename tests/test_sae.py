@@ -353,11 +353,44 @@ def test_per_latent_codes_loss_is_not_rescaled(data):
     np.testing.assert_array_equal(est.transform(X), raw.transform(X))
 
 
-@pytest.mark.parametrize("target, expected", [("codes", 500), ("reconstruction", 2000)])
-def test_default_iterations_depend_on_the_target(target, expected, data):
+@pytest.mark.parametrize(
+    "cls, target, expected",
+    [(SAEEncoder, "codes", 500), (SAEEncoder, "reconstruction", 2000),
+     (MLPEncoder, "codes", 500), (MLPEncoder, "reconstruction", 1500)],
+)
+def test_default_iterations_depend_on_the_target(cls, target, expected, data):
     X, _, codes = data
-    est = SAEEncoder(target=target, random_state=0, device="cpu").fit(X[:64], codes[:64])
-    assert est.max_iter is None and est.n_iter_ == expected
+    params = {"hidden_layer_sizes": (8,)} if cls is MLPEncoder else {}
+    est = cls(target=target, random_state=0, device="cpu", **params).fit(X[:64], codes[:64])
+    assert est.max_iter is None and est.n_iter_ == est.max_iter_ == expected
+
+
+@pytest.mark.parametrize("cls", ENCODERS)
+def test_resolved_defaults_are_fitted_attributes(cls, data):
+    X, dictionary, codes = data
+    est = _small(cls, max_iter=2).fit(X)
+    # batch_size=None is full batch: one step per epoch.
+    assert (est.n_components_, est.max_iter_, est.batch_size_) == (16, 2, len(X))
+    assert est.history_["step"][-1] == est.n_iter_ == 2
+    # n_components=None takes the dictionary's rows, or the codes' columns, or n_features.
+    est = _small(cls, n_components=None, dictionary=dictionary[:12], max_iter=1).fit(X)
+    assert est.n_components_ == 12
+    est = _small(cls, n_components=None, target="codes", max_iter=1).fit(X, codes[:, :10])
+    assert est.n_components_ == 10
+    est = _small(cls, n_components=None, max_iter=1, batch_size=10**6).fit(X)
+    assert (est.n_components_, est.batch_size_) == (X.shape[1], len(X))
+    # With minibatches max_iter still counts epochs: ceil(n_samples / batch_size) steps each.
+    est = _small(cls, max_iter=2, batch_size=100).fit(X)
+    assert est.batch_size_ == 100 and est.n_iter_ == 2
+    assert est.history_["step"][-1] == 2 * int(np.ceil(len(X) / 100))
+
+
+def test_tol_means_the_same_window_of_steps_with_minibatches(data):
+    # tol looks back 100 optimiser steps: with 4 steps an epoch, 25 epochs.
+    X, _, _ = data
+    est = SAEEncoder(max_iter=10_000, batch_size=len(X) // 4, tol=1e-2, random_state=0,
+                     device="cpu").fit(X)  # fmt: skip
+    assert 25 < est.n_iter_ < 10_000
 
 
 @pytest.mark.parametrize("dictionary", [True, False])
