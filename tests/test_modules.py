@@ -1,7 +1,6 @@
 """The numeric building blocks of the amortised encoders, on tensors: analytic
 gradients against autograd, initialisation, the known-codes decoder and resampling."""
 
-import numpy as np
 import pytest
 import torch
 
