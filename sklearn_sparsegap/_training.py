@@ -122,7 +122,8 @@ class TrainingState:
     counts the batches done. After a step, ``indices`` (None for the full batch),
     ``rows``, ``codes`` and ``stats`` describe it; ``stats`` is only computed when a
     callback set ``want_stats`` in ``on_step_begin``. A callback ends training after the
-    current epoch by setting ``stop``; ``flops`` is kept by :class:`CountFlops`.
+    current epoch by setting ``stop``; ``flops`` is kept by :class:`CountFlops` and
+    ``loss`` (the last logged loss) by :class:`LogHistory`.
     """
 
     def __init__(self, *, optimizer, generator, model, n_samples, batch_size, step, epoch,
@@ -142,6 +143,7 @@ class TrainingState:
         self.want_stats = False
         self.stop = False
         self.flops = 0
+        self.loss = None  # the last logged loss (set by LogHistory)
         self.error = None
         # Where this epoch's minibatch order was drawn from (checkpoints replay it).
         self.epoch_generator_state = None
@@ -337,9 +339,8 @@ class ProgressBar(Callback):
 
     def on_epoch_end(self, state):
         self.bar.update(1)
-        loss = getattr(state, "loss", None)
-        if loss is not None:
-            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        if state.loss is not None:
+            self.bar.set_postfix(loss=f"{state.loss:.4g}", refresh=False)
 
     def on_train_end(self, state):
         if self.bar is not None:
