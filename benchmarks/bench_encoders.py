@@ -10,12 +10,15 @@ are trained on the same data in the unknown-dictionary scenario (see _saelens.py
 
     python benchmarks/bench_encoders.py            # everything (a few minutes on 2 cores)
     python benchmarks/bench_encoders.py --quick    # 2 seeds, smaller throughput run
+    python benchmarks/bench_encoders.py --only "^(SAE|MLP H=(64|256))" --skip-throughput
 """
 
 import argparse
+import re
 import time
 
 import numpy as np
+import threadpoolctl
 import torch
 
 from sklearn_sparsegap import (
@@ -29,12 +32,14 @@ from sklearn_sparsegap.flops import encoder_training_flops
 
 ANCHORS = {
     ("unknown", "SAE"): "authors 0.57/0.75 (28 s); SAELens 0.79/0.96 (4.5 s); plain torch 0.84/0.96 (2 s)",
-    ("unknown", "MLP H=256"): "authors 0.64/0.85",
+    ("unknown", "MLP H=64 (default)"): "authors (H=256) 0.64/0.85",
+    ("unknown", "MLP H=256 (0.2.0 default)"): "authors 0.64/0.85",
     ("unknown", "TopK SAE k=3"): "SAELens TopK 0.63/0.82 (3k steps)",
     ("unknown", "SAELens standard"): "SAELens 0.79±0.02/0.96±0.02 (4.1-4.9 s)",
     ("unknown", "SAELens TopK k=3"): "SAELens TopK 0.63/0.82 (6-7 s)",
     ("known-dictionary", "SAE"): "authors 0.61",
-    ("known-dictionary", "MLP H=256"): "authors 0.82",
+    ("known-dictionary", "MLP H=64 (default)"): "authors (H=256) 0.82",
+    ("known-dictionary", "MLP H=256 (0.2.0 default)"): "authors 0.82",
     ("known-codes", "SAE"): "authors 0.862",
     ("known-codes", "MLP H=1024"): "authors 0.950",
     ("known-codes", "SAE, unscaled"): "authors 0.862 (with their per-latent loss)",
@@ -42,6 +47,10 @@ ANCHORS = {
     ("known-codes", "SAE, per-latent loss"): "authors 0.862 (per-latent loss)",
     ("known-codes", "MLP H=1024, per-latent loss"): "authors 0.950 (per-latent loss)",
 }
+
+
+# The MLP's defaults up to 0.2.0, timed beside today's in the same run.
+OLD_MLP_DEFAULTS = dict(hidden_layer_sizes=(256,), learning_rate=3e-3, max_iter=2000)
 
 
 def _saelens():
@@ -62,7 +71,10 @@ def methods(scenario):
     if scenario == "unknown":
         found = {
             "SAE": lambda s, D: SAEEncoder(n_components=16, random_state=s),
-            "MLP H=256": lambda s, D: MLPEncoder(n_components=16, random_state=s),
+            "MLP H=64 (default)": lambda s, D: MLPEncoder(n_components=16, random_state=s),
+            "MLP H=256 (0.2.0 default)": lambda s, D: MLPEncoder(
+                n_components=16, **OLD_MLP_DEFAULTS, random_state=s
+            ),
             "TopK SAE k=3": lambda s, D: SAEEncoder(
                 n_components=16, activation="topk", n_nonzero_coefs=3, random_state=s
             ),
@@ -76,35 +88,45 @@ def methods(scenario):
     if scenario == "known-dictionary":
         return {
             "SAE": lambda s, D: SAEEncoder(dictionary=D, random_state=s),
-            "MLP H=256": lambda s, D: MLPEncoder(dictionary=D, random_state=s),
+            "MLP H=64 (default)": lambda s, D: MLPEncoder(dictionary=D, random_state=s),
+            "MLP H=256 (0.2.0 default)": lambda s, D: MLPEncoder(
+                dictionary=D, **OLD_MLP_DEFAULTS, random_state=s
+            ),
         }
     return {
         "SAE": lambda s, D: SAEEncoder(target="codes", random_state=s),
-        "MLP H=256": lambda s, D: MLPEncoder(target="codes", random_state=s),
+        "MLP H=64 (default)": lambda s, D: MLPEncoder(target="codes", random_state=s),
+        "MLP H=256 (0.2.0 default)": lambda s, D: MLPEncoder(
+            target="codes", hidden_layer_sizes=(256,), learning_rate=3e-3, random_state=s
+        ),
         "MLP H=1024": lambda s, D: MLPEncoder(
-            target="codes", hidden_layer_sizes=(1024,), random_state=s
+            target="codes", hidden_layer_sizes=(1024,), learning_rate=3e-3, random_state=s
         ),
         # The encoder's own output, without the per-sample rescaling (the paper's setting).
         "SAE, unscaled": lambda s, D: SAEEncoder(
             target="codes", rescale_codes=False, random_state=s
         ),
         "MLP H=1024, unscaled": lambda s, D: MLPEncoder(
-            target="codes", rescale_codes=False, hidden_layer_sizes=(1024,), random_state=s
+            target="codes", rescale_codes=False, hidden_layer_sizes=(1024,), learning_rate=3e-3,
+            random_state=s
         ),
         # The authors' code averaged the cosine per latent (where their numbers come from).
         "SAE, per-latent loss": lambda s, D: SAEEncoder(
             target="codes", codes_loss="latent", random_state=s
         ),
         "MLP H=1024, per-latent loss": lambda s, D: MLPEncoder(
-            target="codes", codes_loss="latent", hidden_layer_sizes=(1024,), random_state=s
+            target="codes", codes_loss="latent", hidden_layer_sizes=(1024,), learning_rate=3e-3,
+            random_state=s
         ),
     }
 
 
-def quality(seeds, dtype=np.float32):
+def quality(seeds, dtype=np.float32, only=None):
     print(f"{'scenario':17s} {'method':27s} {'latent MCC':>14s} {'dict MCC':>14s} {'fit s':>6s}  reference")
     for scenario in ("unknown", "known-dictionary", "known-codes"):
         for name, factory in methods(scenario).items():
+            if only is not None and not re.search(only, name):
+                continue
             latent, dictionary_scores, seconds = [], [], []
             for seed in seeds:
                 X, D, S = make_sparse_dictionary_data(2048, random_state=seed)
@@ -188,12 +210,19 @@ def main():
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--only", metavar="REGEX",
+                        help="run only the methods whose name matches REGEX")
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                         help="dtype of the data given to our estimators (default float32)")
     args = parser.parse_args()
     torch.set_num_threads(2)
+    for pool in threadpoolctl.threadpool_info():
+        print(f"threadpool: {pool['internal_api']} {pool['num_threads']} threads "
+              f"({pool.get('filepath', '')})")
+    print(f"torch {torch.__version__}: {torch.get_num_threads()} threads")
     if not args.skip_quality:
-        quality(range(2) if args.quick else range(5), dtype=np.dtype(args.dtype))
+        quality(range(2) if args.quick else range(5), dtype=np.dtype(args.dtype),
+                only=args.only)
     if not args.skip_throughput:
         throughput(768, 1024 if args.quick else 4096, 4096, 4 if args.quick else 8)
 

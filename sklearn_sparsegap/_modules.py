@@ -187,9 +187,8 @@ def sae_gradients(module, x, alpha, with_stats=False):
     Fills ``.grad`` of every parameter of ``module`` that requires one, for the loss
     ``mean(0.5 * ||x - decode(encode(x))||^2 + alpha * ||codes||_1)``, by writing out
     backpropagation through the ReLU layers: a handful of matrix products per layer
-    instead of an autograd graph (a several-fold speed-up at the paper's problem size,
-    where per-operation overhead dominates). ``tests/test_sae.py`` checks it against
-    autograd.
+    instead of an autograd graph (faster at small problem sizes, where per-operation
+    overhead dominates). ``tests/test_modules.py`` checks it against autograd.
 
     Returns
     -------
@@ -238,8 +237,7 @@ def cosine_gradients(module, x, target, over="sample", eps=1e-8):
     """Analytic gradients of the known-codes loss ``1 - mean cos(codes, target)`` for a
     ReLU or TopK (MLP) encoder; ``over`` is ``"sample"`` (cosine of each row) or
     ``"latent"`` (of each column), as in ``_training.cosine_loss``, whose autograd
-    gradients ``tests/test_sae.py`` checks these against. Half the time of autograd
-    for an MLP at the paper's problem size.
+    gradients ``tests/test_modules.py`` checks these against.
 
     Returns
     -------

@@ -617,20 +617,25 @@ class GradientSparseCoder(BaseSparseEstimator):
                 return codes, None
             return codes, batch_statistics(loss, residual, codes)
 
-        n_iter, _, flops = train(
-            compute_gradients,
-            n_samples,
-            optimizer=optimizer,
-            max_iter=self.max_iter,
-            tol=self.tol,
-            atoms=atoms,
-            step_flops=lambda rows: sparse_coding_training_flops(n_features, n_components, rows),
-            history=self.history_,
-            verbose=self.verbose,
-            description=type(self).__name__,
-        )
-        self.n_iter_ = n_iter
-        self.training_flops_ = flops
+        # Local import: this method alone uses the loop's callbacks.
+        from ._training import CountFlops, LogHistory, ProgressBar
+
+        def step_flops(rows):
+            return sparse_coding_training_flops(n_features, n_components, rows)
+
+        callbacks = [
+            CountFlops(step_flops),
+            LogHistory(self.history_, tol=self.tol, description=type(self).__name__),
+            ProgressBar(type(self).__name__, disable=not self.verbose),
+        ]
+        # A step is about six products of the size of one: that decides the threads.
+        with serial_if_small(X.device, step_flops(n_samples) // 6):
+            state = train(
+                compute_gradients, n_samples, optimizer=optimizer, n_epochs=self.max_iter,
+                atoms=atoms, callbacks=callbacks,
+            )  # fmt: skip
+        self.n_iter_ = state.epoch
+        self.training_flops_ = state.flops
         self.inference_n_iter_ = self.transform_max_iter
         return atoms.detach(), log_codes.detach().exp()
 

@@ -1,16 +1,23 @@
 """The library objective and the one training loop shared by every gradient-trained model."""
 
-import contextlib
 import math
+import os
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ._torch_utils import serial_if_small
-
 __all__ = [
     "HISTORY_KEYS",
+    "Callback",
+    "Checkpoint",
+    "CountFlops",
+    "LogHistory",
+    "ProgressBar",
+    "ResampleDeadLatents",
+    "TrainingState",
+    "batch_statistics",
+    "history_arrays",
     "make_adam",
     "objective",
     "cosine_loss",
@@ -21,11 +28,12 @@ __all__ = [
 
 HISTORY_KEYS = ("step", "loss", "mse", "l1", "l0", "dead_fraction", "flops")
 
-# Full-batch training logs (and checks tol) every this many steps; minibatch training
-# logs once per epoch.
-_FULL_BATCH_LOG_EVERY = 10
-# tol compares the loss now with the loss this many logs ago (100 full-batch steps).
-_FULL_BATCH_TOL_WINDOW = 10
+# Full-batch training logs (and checks tol) every this many epochs (steps): each log
+# synchronises with the device. Minibatch training logs every epoch.
+FULL_BATCH_LOG_EVERY = 10
+# tol compares the loss now with the loss at least this many optimiser steps earlier
+# (100 epochs in full batch, one epoch of 100 or more minibatches).
+TOL_WINDOW_STEPS = 100
 
 
 def objective(X, codes, components, intercept=None, alpha=0.0, *, per_sample=False):
@@ -93,29 +101,6 @@ def active_latents(codes):
     return (codes.amax(dim=0) > 0) | (codes.amin(dim=0) < 0)
 
 
-class _Log:
-    """Accumulates per-step statistics between two log points without syncing."""
-
-    def __init__(self):
-        self.sums = None
-        self.active = None
-        self.n_steps = 0
-
-    def add(self, stats, active):
-        if self.sums is None:
-            self.sums, self.active = stats.clone(), active
-        else:
-            self.sums += stats
-            self.active |= active
-        self.n_steps += 1
-
-    def flush(self):
-        loss, mse, l1, l0 = (self.sums / self.n_steps).tolist()
-        dead = 1.0 - self.active.to(torch.float64).mean().item()
-        self.sums, self.active, self.n_steps = None, None, 0
-        return loss, mse, l1, l0, dead
-
-
 def batch_statistics(loss, residual, codes):
     """The 4-vector ``(loss, mse, l1, l0)`` logged in ``history_`` for one batch."""
     with torch.no_grad():
@@ -129,34 +114,356 @@ def batch_statistics(loss, residual, codes):
         )
 
 
+class TrainingState:
+    """What the loop knows, handed to every callback (as skorch hands its ``net``).
+
+    Counters are global over successive calls (``partial_fit``, ``warm_start``):
+    ``step`` optimiser steps and ``epoch`` completed epochs. Within an epoch, ``batch``
+    counts the batches done. After a step, ``indices`` (None for the full batch),
+    ``rows``, ``codes`` and ``stats`` describe it; ``stats`` is only computed when a
+    callback set ``want_stats`` in ``on_step_begin``. A callback ends training after the
+    current epoch by setting ``stop``; ``flops`` is kept by :class:`CountFlops` and
+    ``loss`` (the last logged loss) by :class:`LogHistory`.
+    """
+
+    def __init__(self, *, optimizer, generator, model, n_samples, batch_size, step, epoch,
+                 end_epoch):
+        self.optimizer = optimizer
+        self.generator = generator
+        self.model = model
+        self.n_samples = n_samples
+        self.batch_size = batch_size
+        self.full_batch = batch_size is None or batch_size >= n_samples
+        self.steps_per_epoch = 1 if self.full_batch else math.ceil(n_samples / batch_size)
+        self.start_step, self.start_epoch = step, epoch
+        self.step, self.epoch, self.end_epoch = step, epoch, end_epoch
+        self.batch = 0
+        self.indices = self.codes = self.stats = None
+        self.rows = 0
+        self.want_stats = False
+        self.stop = False
+        self.flops = 0
+        self.loss = None  # the last logged loss (set by LogHistory)
+        self.error = None
+        # Where this epoch's minibatch order was drawn from (checkpoints replay it).
+        self.epoch_generator_state = None
+
+    @property
+    def last_epoch(self):
+        """Whether the epoch under way is the last one this call runs."""
+        return self.epoch == self.end_epoch - 1
+
+
+class Callback:
+    """Base class of the training-loop callbacks: every hook does nothing.
+
+    Hooks receive the :class:`TrainingState`. A callback whose behaviour depends on
+    what it has seen (a running sum, a random generator) returns it from
+    ``state_dict`` and restores it in ``load_state_dict``, so that :class:`Checkpoint`
+    resumes it exactly.
+    """
+
+    def on_train_begin(self, state):
+        pass
+
+    def on_epoch_begin(self, state):
+        pass
+
+    def on_step_begin(self, state):
+        pass
+
+    def on_step_end(self, state):
+        pass
+
+    def on_epoch_end(self, state):
+        pass
+
+    def on_train_end(self, state):
+        """Called last, also when training raised (``state.error`` is then set)."""
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, state_dict):
+        pass
+
+
+class CountFlops(Callback):
+    """Keeps ``state.flops``, the training FLOPs so far: ``start`` plus
+    ``step_flops(rows)`` for every step."""
+
+    def __init__(self, step_flops, start=0):
+        self.step_flops = step_flops
+        self.total = start
+
+    def on_train_begin(self, state):
+        state.flops = self.total
+
+    def on_step_end(self, state):
+        self.total += self.step_flops(state.rows)
+        state.flops = self.total
+
+    def state_dict(self):
+        return {"total": self.total}
+
+    def load_state_dict(self, state_dict):
+        self.total = state_dict["total"]
+
+
+class LogHistory(Callback):
+    """Logs ``(step, loss, mse, l1, l0, dead_fraction, flops)`` into ``history``,
+    raises when the loss is not finite, and stops on ``tol``.
+
+    Statistics are averaged over the steps since the last log; logs are at the end of
+    every epoch (every ``FULL_BATCH_LOG_EVERY`` epochs in full batch) and of the last
+    epoch of a call;
+    ``dead_fraction`` is the fraction of latents with no non-zero code in those steps.
+    ``tol`` stops training when the running minimum of the logged loss improved by less
+    than ``tol`` (relative) over the last ``TOL_WINDOW_STEPS`` optimiser steps (rounded
+    up to whole logs); 0 disables it. It must come after :class:`CountFlops`.
+    """
+
+    def __init__(self, history=None, *, tol=0.0, description="training"):
+        self.history = {key: [] for key in HISTORY_KEYS} if history is None else history
+        self.tol = tol
+        self.description = description
+        self._reset()
+        self.best = []
+
+    def _reset(self):
+        self.sums, self.active, self.n_logged_steps = None, None, 0
+
+    def on_train_begin(self, state):
+        self.log_every = FULL_BATCH_LOG_EVERY if state.full_batch else 1
+        steps_per_log = self.log_every * state.steps_per_epoch
+        self.window = max(1, math.ceil(TOL_WINDOW_STEPS / steps_per_log))
+
+    def _logs_this_epoch(self, state):
+        return (state.epoch + 1) % self.log_every == 0 or state.last_epoch
+
+    def on_step_begin(self, state):
+        if self._logs_this_epoch(state):
+            state.want_stats = True
+
+    def on_step_end(self, state):
+        if state.stats is None:
+            return
+        active = active_latents(state.codes.detach())
+        if self.sums is None:
+            self.sums, self.active = state.stats.clone(), active
+        else:
+            self.sums += state.stats
+            self.active |= active
+        self.n_logged_steps += 1
+
+    def on_epoch_end(self, state):
+        if self.n_logged_steps == 0 or not self._logs_this_epoch(state):
+            return
+        loss, mse, l1, l0 = (self.sums / self.n_logged_steps).tolist()
+        dead = 1.0 - self.active.to(torch.float64).mean().item()
+        self._reset()
+        if not all(math.isfinite(v) for v in (loss, mse, l1, l0)):
+            learning_rate = state.optimizer.param_groups[0]["lr"]
+            raise ValueError(
+                f"{self.description} diverged at step {state.step}: the loss is {loss}. "
+                f"Lower learning_rate (currently {learning_rate:g}) or scale X."
+            )
+        for key, value in zip(HISTORY_KEYS, (state.step, loss, mse, l1, l0, dead, state.flops)):
+            self.history[key].append(value)
+        state.loss = loss
+        # The running minimum: Adam's loss oscillates, and a noisy uptick must not read
+        # as convergence.
+        self.best.append(min(loss, self.best[-1]) if self.best else loss)
+        if self.tol > 0 and len(self.best) > self.window:
+            previous = self.best[-self.window - 1]
+            if previous - self.best[-1] < self.tol * abs(previous):
+                state.stop = True
+
+    def state_dict(self):
+        return {"history": {k: list(v) for k, v in self.history.items()}, "best": list(self.best),
+                "sums": self.sums, "active": self.active, "n_logged_steps": self.n_logged_steps}
+
+    def load_state_dict(self, state_dict):
+        for key, values in state_dict["history"].items():
+            self.history[key][:] = values
+        self.best = list(state_dict["best"])
+        self.sums, self.active = state_dict["sums"], state_dict["active"]
+        self.n_logged_steps = state_dict["n_logged_steps"]
+
+
+class ResampleDeadLatents(Callback):
+    """Every ``every`` steps (counted over all calls), calls ``resample(dead)`` with the
+    boolean mask of the latents whose codes were zero on every step since the last
+    check, when there are any."""
+
+    def __init__(self, resample, every):
+        self.resample = resample
+        self.every = every
+        self.fired = None
+
+    def on_step_end(self, state):
+        active = active_latents(state.codes.detach())
+        self.fired = active if self.fired is None else self.fired | active
+        if state.step % self.every == 0:
+            if not bool(self.fired.all()):
+                self.resample(~self.fired)
+            self.fired = None
+
+    def state_dict(self):
+        generator = getattr(self.resample, "generator", None)
+        return {"fired": self.fired,
+                "generator": None if generator is None else generator.get_state()}
+
+    def load_state_dict(self, state_dict):
+        self.fired = state_dict["fired"]
+        if state_dict["generator"] is not None:
+            self.resample.generator.set_state(state_dict["generator"])
+
+
+class ProgressBar(Callback):
+    """A tqdm bar over the epochs of the call, showing the last logged loss."""
+
+    def __init__(self, description="training", disable=False):
+        self.description = description
+        self.disable = disable
+        self.bar = None
+
+    def on_train_begin(self, state):
+        self.bar = tqdm(
+            total=state.end_epoch - state.start_epoch,
+            initial=state.epoch - state.start_epoch,
+            desc=self.description,
+            disable=self.disable,
+            leave=False,
+        )
+
+    def on_epoch_end(self, state):
+        self.bar.update(1)
+        if state.loss is not None:
+            self.bar.set_postfix(loss=f"{state.loss:.4g}", refresh=False)
+
+    def on_train_end(self, state):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class Checkpoint(Callback):
+    """Saves everything training depends on to ``path`` every ``every`` steps: the
+    model's and the optimiser's ``state_dict``, the counters, the generator state at
+    the start of the epoch under way and each callback's ``state_dict``.
+
+    ``train(..., resume_from=path)`` with the arguments of the interrupted call then
+    continues from there and ends with the same model as an uninterrupted call. The
+    file is written to a temporary name and renamed, so an interruption while saving
+    leaves the previous checkpoint intact.
+    """
+
+    def __init__(self, path, every):
+        self.path = os.fspath(path)
+        self.every = every
+        self.callbacks = ()
+
+    def on_train_begin(self, state):
+        if state.callbacks[-1] is not self:
+            # It saves at on_step_end: callbacks after it would miss that step.
+            raise ValueError("Checkpoint must be the last of the callbacks.")
+        self.callbacks = state.callbacks
+
+    def on_step_end(self, state):
+        if state.step % self.every == 0:
+            if state.batch == state.steps_per_epoch - 1:
+                # The epoch's last step: save once the epoch-end callbacks (the history
+                # log) have run, so that the resumed fit does not skip them.
+                self.pending = True
+            else:
+                save_checkpoint(self.path, state, self.callbacks)
+
+    def on_epoch_end(self, state):
+        if getattr(self, "pending", False):
+            self.pending = False
+            save_checkpoint(self.path, state, self.callbacks, epoch_done=True)
+
+
+def _callback_key(index, callback):
+    return f"{index}:{type(callback).__name__}"
+
+
+def save_checkpoint(path, state, callbacks, epoch_done=False):
+    """Write the training state after the current step (or, with ``epoch_done``, after
+    the current epoch) to ``path`` (see :class:`Checkpoint`)."""
+    payload = {
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "step": state.step,
+        "epoch": state.epoch,
+        "batch": state.batch + 1,
+        "epoch_done": epoch_done,
+        "epoch_generator_state": state.epoch_generator_state,
+        "generator_state": None if state.generator is None else state.generator.get_state(),
+        "callbacks": {
+            _callback_key(i, callback): callback.state_dict()
+            for i, callback in enumerate(callbacks)
+        },
+    }
+    temporary = f"{path}.tmp"
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def _restore(path, state, callbacks):
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    keys = [_callback_key(i, callback) for i, callback in enumerate(callbacks)]
+    if sorted(keys) != sorted(payload["callbacks"]):
+        raise ValueError(
+            f"resume_from={path!r} was saved with the callbacks {sorted(payload['callbacks'])}, "
+            f"not {sorted(keys)}: resume with the arguments of the interrupted call."
+        )
+    state.model.load_state_dict(payload["model"])
+    state.optimizer.load_state_dict(payload["optimizer"])
+    state.step, state.epoch, state.batch = payload["step"], payload["epoch"], payload["batch"]
+    if payload["epoch_done"]:
+        # Saved after an epoch: the next epoch draws a new order.
+        state.epoch, state.batch = state.epoch + 1, 0
+        generator_state = payload["generator_state"]
+    else:
+        # Mid-epoch: draw this epoch's order again, then skip the batches done.
+        generator_state = payload["epoch_generator_state"]
+    if generator_state is not None:
+        state.generator.set_state(generator_state)
+    for key, callback in zip(keys, callbacks):
+        callback.load_state_dict(payload["callbacks"][key])
+
+
 def train(
     compute_gradients,
     n_samples,
     *,
     optimizer,
-    max_iter,
+    n_epochs,
     batch_size=None,
-    tol=0.0,
     generator=None,
     atoms=None,
-    step_flops=0,
-    history=None,
+    model=None,
+    callbacks=(),
     start_step=0,
-    start_flops=0,
-    resample=None,
-    resample_every=None,
-    verbose=0,
-    description="training",
+    start_epoch=0,
+    resume_from=None,
 ):
-    """Minimise a loss with ``optimizer`` over full or shuffled minibatches.
+    """Minimise a loss with ``optimizer`` for ``n_epochs`` passes over the data.
 
-    This is the only training loop of the library. The model enters through
+    This is the only training loop of the library. An epoch is one full-batch step when
+    ``batch_size`` is None (or at least ``n_samples``), else one pass over the samples
+    in shuffled minibatches. The model enters through
     ``compute_gradients(indices, with_stats) -> (codes, stats)``: it fills the ``.grad``
-    of the optimised parameters for the samples ``indices`` (a LongTensor, or ``None`` for
-    the full batch), by autograd or analytically, and when ``with_stats`` is true also
-    returns the 4-vector ``(loss, mse, l1, l0)`` of :func:`batch_statistics` from the same
-    forward pass (else ``None``). Statistics are only requested at log points on the full
-    batch, so a step stays a handful of tensor operations.
+    of the optimised parameters for the samples ``indices`` (a LongTensor, or ``None``
+    for the full batch), and when ``with_stats`` is true also returns the 4-vector
+    ``(loss, mse, l1, l0)`` of :func:`batch_statistics` from the same forward pass
+    (else ``None``). A step is that call, the optimiser step and the atoms'
+    renormalisation; everything else (logging, FLOPs, resampling, progress,
+    checkpoints) is a :class:`Callback`, notified in order at
+    ``on_train_begin``, ``on_epoch_begin``, ``on_step_begin``, ``on_step_end``,
+    ``on_epoch_end`` and ``on_train_end``.
 
     Parameters
     ----------
@@ -165,107 +472,79 @@ def train(
     n_samples : int
         Number of training samples.
     optimizer : torch.optim.Optimizer
-    max_iter : int
-        Full-batch steps when ``batch_size`` is None (or >= ``n_samples``), else epochs.
+    n_epochs : int
+        Epochs this call runs (fewer if a callback sets ``state.stop``).
     batch_size : int or None
-    tol : float
-        Stop when the lowest logged loss improved by less than ``tol`` (relative) over the
-        last window (100 steps full batch, one epoch with minibatches). 0 disables it.
-    generator : torch.Generator
+    generator : torch.Generator or None
         Draws the minibatch order.
     atoms : Parameter or None
         Decoder atoms kept at unit norm (gradient projected, then renormalised each step).
-    step_flops : callable
-        FLOPs of one step as a function of the batch size.
-    history : dict of lists or None
-        Appended to in place (keys ``HISTORY_KEYS``).
-    start_step, start_flops : int
-        Counters carried over from earlier calls (``partial_fit``).
-    resample : callable or None
-        ``resample(dead_mask)`` reinitialises dead latents; called every
-        ``resample_every`` steps with the latents that never fired since the last call.
-    verbose : int
-        Show a tqdm progress bar with the current loss.
-    description : str
-        Progress bar label and error-message subject.
+    model : object with ``state_dict``/``load_state_dict`` or None
+        What :class:`Checkpoint` saves and ``resume_from`` restores besides the
+        optimiser.
+    callbacks : sequence of Callback
+    start_step, start_epoch : int
+        Counters carried over from earlier calls (``partial_fit``, ``warm_start``).
+    resume_from : str or path-like or None
+        A :class:`Checkpoint` file of an interrupted call with these same arguments:
+        restore it and continue.
 
     Returns
     -------
-    n_iter : int
-        Iterations (steps or epochs) run.
-    n_steps : int
-        Optimiser steps run.
-    flops : int
-        Training FLOPs of this call.
+    state : TrainingState
+        The final state (``step``, ``epoch``, ``flops``...).
     """
-    history = {key: [] for key in HISTORY_KEYS} if history is None else history
-    full_batch = batch_size is None or batch_size >= n_samples
-    log_every = _FULL_BATCH_LOG_EVERY if full_batch else 1
-    window = _FULL_BATCH_TOL_WINDOW if full_batch else 1
-    learning_rate = optimizer.param_groups[0]["lr"]
+    state = TrainingState(
+        optimizer=optimizer, generator=generator, model=model, n_samples=n_samples,
+        batch_size=batch_size, step=start_step, epoch=start_epoch,
+        end_epoch=start_epoch + n_epochs,
+    )  # fmt: skip
+    callbacks = tuple(callbacks)
+    state.callbacks = callbacks
     device = optimizer.param_groups[0]["params"][0].device
     project = atoms is not None and atoms.requires_grad
-    log = _Log()
-
-    step, flops, n_iter = start_step, 0, 0
-    fired = None
-    best = []
-    progress = tqdm(total=max_iter, desc=description, disable=not verbose, leave=False)
-    rows_per_step = n_samples if full_batch else batch_size
-    with contextlib.ExitStack() as stack:
-        # A step's forward and backward passes are about six products of similar size;
-        # the size of one product decides whether a second thread helps.
-        stack.enter_context(serial_if_small(device, step_flops(rows_per_step) // 6))
-        stack.callback(progress.close)
-        for iteration in range(max_iter):
-            last = iteration == max_iter - 1
-            logging = full_batch and ((iteration + 1) % log_every == 0 or last)
-            if full_batch:
+    if resume_from is not None:
+        _restore(resume_from, state, callbacks)
+    try:
+        for callback in callbacks:
+            callback.on_train_begin(state)
+        while state.epoch < state.end_epoch and not state.stop:
+            for callback in callbacks:
+                callback.on_epoch_begin(state)
+            if state.full_batch:
                 batches = [None]
             else:
+                if generator is not None:
+                    state.epoch_generator_state = generator.get_state()
                 order = torch.randperm(n_samples, generator=generator).to(device)
                 batches = order.split(batch_size)
-            for indices in batches:
-                codes, stats = compute_gradients(indices, logging or not full_batch)
+            for indices in batches[state.batch:]:
+                state.want_stats = False
+                for callback in callbacks:
+                    callback.on_step_begin(state)
+                state.codes, state.stats = compute_gradients(indices, state.want_stats)
                 if project:
                     project_atom_gradients(atoms)
                 optimizer.step()
                 if project:
                     renormalize_atoms(atoms)
-                flops += step_flops(n_samples if indices is None else indices.numel())
-                step += 1
-                if stats is not None or resample is not None:
-                    active = active_latents(codes.detach())
-                if stats is not None:
-                    log.add(stats, active)
-                if resample is not None:
-                    fired = active if fired is None else fired | active
-                    if step % resample_every == 0:
-                        if not bool(fired.all()):
-                            resample(~fired)
-                        fired = None
-            n_iter += 1
-            progress.update(1)
-            if log.n_steps == 0 or (full_batch and not logging):
-                continue
-            values = log.flush()
-            if not all(math.isfinite(v) for v in values):
-                raise ValueError(
-                    f"{description} diverged at step {step}: the loss is {values[0]}. "
-                    f"Lower learning_rate (currently {learning_rate:g}) or scale X."
-                )
-            for key, value in zip(HISTORY_KEYS, (step, *values, start_flops + flops)):
-                history[key].append(value)
-            # The running minimum: Adam's loss oscillates, and a noisy uptick must not
-            # read as convergence.
-            best.append(min(values[0], best[-1]) if best else values[0])
-            progress.set_postfix(loss=f"{values[0]:.4g}", refresh=False)
-            if tol > 0 and len(best) > window:
-                previous = best[-window - 1]
-                if previous - best[-1] < tol * abs(previous):
-                    break
-    return n_iter, step - start_step, flops
-
+                state.indices = indices
+                state.rows = n_samples if indices is None else indices.numel()
+                state.step += 1
+                for callback in callbacks:
+                    callback.on_step_end(state)
+                state.batch += 1
+            state.batch = 0
+            for callback in callbacks:
+                callback.on_epoch_end(state)
+            state.epoch += 1
+    except BaseException as error:
+        state.error = error
+        raise
+    finally:
+        for callback in callbacks:
+            callback.on_train_end(state)
+    return state
 
 def history_arrays(history):
     """Convert a history of lists into the public dict of equal-length 1-D arrays."""

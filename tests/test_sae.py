@@ -19,8 +19,6 @@ from sklearn_sparsegap import (
     mcc_scorer,
     mean_corr_coef,
 )
-from sklearn_sparsegap._sae import _DeadLatentResampler
-from sklearn_sparsegap._modules import SparseAutoencoderModule
 
 ENCODERS = [SAEEncoder, MLPEncoder]
 
@@ -257,10 +255,10 @@ def test_float32_and_float64_fits_start_from_the_same_draw(cls, data):
 
 def test_mlp_start_uses_a_bounded_number_of_rows(data, monkeypatch):
     # On large data the output layer's starting regression uses evenly spaced rows.
-    import sklearn_sparsegap._sae as sae_module
+    import sklearn_sparsegap._autoencoder as autoencoder
 
     X, D, _ = data
-    monkeypatch.setattr(sae_module, "_MAX_INIT_ROWS", 100)
+    monkeypatch.setattr(autoencoder, "MAX_INIT_ROWS", 100)
     est = MLPEncoder(dictionary=D, max_iter=1, learning_rate=1e-12, random_state=0,
                      device="cpu").fit(X)  # fmt: skip
     assert (est.transform(X) > 0).any(axis=0).all()
@@ -355,11 +353,44 @@ def test_per_latent_codes_loss_is_not_rescaled(data):
     np.testing.assert_array_equal(est.transform(X), raw.transform(X))
 
 
-@pytest.mark.parametrize("target, expected", [("codes", 500), ("reconstruction", 2000)])
-def test_default_iterations_depend_on_the_target(target, expected, data):
+@pytest.mark.parametrize(
+    "cls, target, expected",
+    [(SAEEncoder, "codes", 500), (SAEEncoder, "reconstruction", 2000),
+     (MLPEncoder, "codes", 500), (MLPEncoder, "reconstruction", 1500)],
+)
+def test_default_iterations_depend_on_the_target(cls, target, expected, data):
     X, _, codes = data
-    est = SAEEncoder(target=target, random_state=0, device="cpu").fit(X[:64], codes[:64])
-    assert est.max_iter is None and est.n_iter_ == expected
+    params = {"hidden_layer_sizes": (8,)} if cls is MLPEncoder else {}
+    est = cls(target=target, random_state=0, device="cpu", **params).fit(X[:64], codes[:64])
+    assert est.max_iter is None and est.n_iter_ == est.max_iter_ == expected
+
+
+@pytest.mark.parametrize("cls", ENCODERS)
+def test_resolved_defaults_are_fitted_attributes(cls, data):
+    X, dictionary, codes = data
+    est = _small(cls, max_iter=2).fit(X)
+    # batch_size=None is full batch: one step per epoch.
+    assert (est.n_components_, est.max_iter_, est.batch_size_) == (16, 2, len(X))
+    assert est.history_["step"][-1] == est.n_iter_ == 2
+    # n_components=None takes the dictionary's rows, or the codes' columns, or n_features.
+    est = _small(cls, n_components=None, dictionary=dictionary[:12], max_iter=1).fit(X)
+    assert est.n_components_ == 12
+    est = _small(cls, n_components=None, target="codes", max_iter=1).fit(X, codes[:, :10])
+    assert est.n_components_ == 10
+    est = _small(cls, n_components=None, max_iter=1, batch_size=10**6).fit(X)
+    assert (est.n_components_, est.batch_size_) == (X.shape[1], len(X))
+    # With minibatches max_iter still counts epochs: ceil(n_samples / batch_size) steps each.
+    est = _small(cls, max_iter=2, batch_size=100).fit(X)
+    assert est.batch_size_ == 100 and est.n_iter_ == 2
+    assert est.history_["step"][-1] == 2 * int(np.ceil(len(X) / 100))
+
+
+def test_tol_means_the_same_window_of_steps_with_minibatches(data):
+    # tol looks back 100 optimiser steps: with 4 steps an epoch, 25 epochs.
+    X, _, _ = data
+    est = SAEEncoder(max_iter=10_000, batch_size=len(X) // 4, tol=1e-2, random_state=0,
+                     device="cpu").fit(X)  # fmt: skip
+    assert 25 < est.n_iter_ < 10_000
 
 
 @pytest.mark.parametrize("dictionary", [True, False])
@@ -440,95 +471,6 @@ def test_jumprelu_learns_thresholds(data):
     assert not np.allclose(est.threshold_, 1e-3)
     codes = est.transform(X)
     assert np.all((codes == 0) | (codes > est.threshold_))
-
-
-def _random_module(sizes, activation, k, fit_intercept, seed):
-    """A float64 module with every parameter drawn from N(0, 1)."""
-    module = SparseAutoencoderModule(
-        sizes, activation=activation, k=k, fit_intercept=fit_intercept
-    ).double()
-    with torch.no_grad():
-        for param in module.parameters():
-            param.normal_(generator=torch.Generator().manual_seed(seed))
-    return module
-
-
-def test_analytic_gradients_match_autograd(data):
-    X, _, _ = data
-    x = torch.tensor(X[:64])
-    from sklearn_sparsegap._modules import sae_gradients
-
-    configurations = [
-        (sizes, activation, k, fit_intercept)
-        for sizes in ((8, 16), (8, 32, 16), (8, 12, 10, 16))
-        for activation, k in (("relu", None), ("topk", 3))
-        for fit_intercept in (True, False)
-    ]
-    for sizes, activation, k, fit_intercept in configurations:
-        module = _random_module(sizes, activation, k, fit_intercept, seed=0)
-        params = [p for p in module.parameters() if p.requires_grad]
-        codes, reconstruction = module(x)
-        loss = 0.5 * (x - reconstruction).square().sum(1).mean() + 0.3 * codes.abs().sum(
-            1
-        ).mean()
-        expected = torch.autograd.grad(loss, params)
-        _, stats = sae_gradients(module, x, 0.3, with_stats=True)
-        for param, grad in zip(params, expected):
-            torch.testing.assert_close(param.grad, grad)
-        torch.testing.assert_close(stats[0], loss.detach())
-
-
-def test_analytic_codes_loss_gradients_match_autograd(data):
-    X, _, codes = data
-    x, target = torch.tensor(X[:64]), torch.tensor(codes[:64])
-    from sklearn_sparsegap._modules import cosine_gradients
-    from sklearn_sparsegap._training import cosine_loss
-
-    zero_rows = zero_columns = 0
-    configurations = [
-        (sizes, activation, k, over, fit_intercept)
-        for sizes in ((8, 16), (8, 32, 16))
-        for activation, k in (("relu", None), ("topk", 3))
-        for over in ("sample", "latent")
-        for fit_intercept in (True, False)
-    ]
-    for sizes, activation, k, over, fit_intercept in configurations:
-        module = _random_module(sizes, activation, k, fit_intercept, seed=1)
-        with torch.no_grad():
-            # Some samples (rows) and latents (columns) with every code zero.
-            module.biases[-1].sub_(4.0)
-        module.components.requires_grad_(False)
-        module.intercept.requires_grad_(False)
-        params = [p for p in module.parameters() if p.requires_grad]
-        predicted = module.encode(x)
-        zero_rows += int((predicted == 0).all(dim=1).sum())
-        zero_columns += int((predicted == 0).all(dim=0).sum())
-        loss = cosine_loss(predicted, target, over=over)
-        expected = torch.autograd.grad(loss, params)
-        _, analytic_loss = cosine_gradients(module, x, target, over)
-        for param, grad in zip(params, expected):
-            torch.testing.assert_close(param.grad, grad)
-        torch.testing.assert_close(analytic_loss, loss.detach())
-    assert zero_rows > 0 and zero_columns > 0
-
-
-def test_resampler_points_dead_latents_at_poorly_reconstructed_samples(data):
-    X, _, _ = data
-    x = torch.tensor(X[:256])
-    module = SparseAutoencoderModule((8, 16)).double()
-    with torch.no_grad():
-        module.components.copy_(torch.eye(16, 8, dtype=torch.float64) + 0.01)
-        module.weights[0].copy_(module.components)
-    optimizer = torch.optim.Adam(module.parameters())
-    dead = torch.zeros(16, dtype=torch.bool)
-    dead[[3, 7]] = True
-    before = module.components.detach().clone()
-    _DeadLatentResampler(module, optimizer, x, torch.Generator().manual_seed(0))(dead)
-    after = module.components.detach()
-    torch.testing.assert_close(after[~dead], before[~dead])
-    assert not torch.allclose(after[dead], before[dead])
-    torch.testing.assert_close(after[dead].norm(dim=1), torch.ones(2, dtype=torch.float64))
-    assert torch.all(module.biases[0][dead] == 0)
 
 
 # ---------------------------------------------------------------- bad input

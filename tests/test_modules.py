@@ -1,0 +1,191 @@
+"""The numeric building blocks of the amortised encoders, on tensors: analytic
+gradients against autograd, initialisation, the known-codes decoder and resampling."""
+
+import pytest
+import torch
+
+from sklearn_sparsegap import make_sparse_dictionary_data
+from sklearn_sparsegap._autoencoder import (
+    DeadLatentResampler,
+    data_scale,
+    fit_output_layer,
+    initialize_autoencoder,
+    least_squares_decoder,
+    make_gradient_function,
+    merge_code_moments,
+)
+from sklearn_sparsegap._modules import SparseAutoencoderModule
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_sparse_dictionary_data(512, random_state=0)
+
+
+def _random_module(sizes, activation, k, fit_intercept, seed):
+    """A float64 module with every parameter drawn from N(0, 1)."""
+    module = SparseAutoencoderModule(
+        sizes, activation=activation, k=k, fit_intercept=fit_intercept
+    ).double()
+    with torch.no_grad():
+        for param in module.parameters():
+            param.normal_(generator=torch.Generator().manual_seed(seed))
+    return module
+
+
+def test_analytic_gradients_match_autograd(data):
+    X, _, _ = data
+    x = torch.tensor(X[:64])
+    from sklearn_sparsegap._modules import sae_gradients
+
+    configurations = [
+        (sizes, activation, k, fit_intercept)
+        for sizes in ((8, 16), (8, 32, 16), (8, 12, 10, 16))
+        for activation, k in (("relu", None), ("topk", 3))
+        for fit_intercept in (True, False)
+    ]
+    for sizes, activation, k, fit_intercept in configurations:
+        module = _random_module(sizes, activation, k, fit_intercept, seed=0)
+        params = [p for p in module.parameters() if p.requires_grad]
+        codes, reconstruction = module(x)
+        loss = 0.5 * (x - reconstruction).square().sum(1).mean() + 0.3 * codes.abs().sum(
+            1
+        ).mean()
+        expected = torch.autograd.grad(loss, params)
+        _, stats = sae_gradients(module, x, 0.3, with_stats=True)
+        for param, grad in zip(params, expected):
+            torch.testing.assert_close(param.grad, grad)
+        torch.testing.assert_close(stats[0], loss.detach())
+
+
+def test_analytic_codes_loss_gradients_match_autograd(data):
+    X, _, codes = data
+    x, target = torch.tensor(X[:64]), torch.tensor(codes[:64])
+    from sklearn_sparsegap._modules import cosine_gradients
+    from sklearn_sparsegap._training import cosine_loss
+
+    zero_rows = zero_columns = 0
+    configurations = [
+        (sizes, activation, k, over, fit_intercept)
+        for sizes in ((8, 16), (8, 32, 16))
+        for activation, k in (("relu", None), ("topk", 3))
+        for over in ("sample", "latent")
+        for fit_intercept in (True, False)
+    ]
+    for sizes, activation, k, over, fit_intercept in configurations:
+        module = _random_module(sizes, activation, k, fit_intercept, seed=1)
+        with torch.no_grad():
+            # Some samples (rows) and latents (columns) with every code zero.
+            module.biases[-1].sub_(4.0)
+        module.components.requires_grad_(False)
+        module.intercept.requires_grad_(False)
+        params = [p for p in module.parameters() if p.requires_grad]
+        predicted = module.encode(x)
+        zero_rows += int((predicted == 0).all(dim=1).sum())
+        zero_columns += int((predicted == 0).all(dim=0).sum())
+        loss = cosine_loss(predicted, target, over=over)
+        expected = torch.autograd.grad(loss, params)
+        _, analytic_loss = cosine_gradients(module, x, target, over)
+        for param, grad in zip(params, expected):
+            torch.testing.assert_close(param.grad, grad)
+        torch.testing.assert_close(analytic_loss, loss.detach())
+    assert zero_rows > 0 and zero_columns > 0
+
+
+def test_resampler_points_dead_latents_at_poorly_reconstructed_samples(data):
+    X, _, _ = data
+    x = torch.tensor(X[:256])
+    module = SparseAutoencoderModule((8, 16)).double()
+    with torch.no_grad():
+        module.components.copy_(torch.eye(16, 8, dtype=torch.float64) + 0.01)
+        module.weights[0].copy_(module.components)
+    optimizer = torch.optim.Adam(module.parameters())
+    dead = torch.zeros(16, dtype=torch.bool)
+    dead[[3, 7]] = True
+    before = module.components.detach().clone()
+    DeadLatentResampler(module, optimizer, x, torch.Generator().manual_seed(0))(dead)
+    after = module.components.detach()
+    torch.testing.assert_close(after[~dead], before[~dead])
+    assert not torch.allclose(after[dead], before[dead])
+    torch.testing.assert_close(after[dead].norm(dim=1), torch.ones(2, dtype=torch.float64))
+    assert torch.all(module.biases[0][dead] == 0)
+
+
+def test_initialisation_starts_the_encoder_at_the_decoder_transpose(data):
+    X, _, _ = data
+    x = torch.tensor(X)
+    module = SparseAutoencoderModule((8, 16)).double()
+    initialize_autoencoder(module, x, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(module.weights[0], module.components)
+    torch.testing.assert_close(module.components.norm(dim=1), torch.ones(16, dtype=torch.float64))
+    torch.testing.assert_close(module.intercept, x.mean(dim=0))
+    # The same draw in float32 and float64.
+    single = SparseAutoencoderModule((8, 16))
+    initialize_autoencoder(single, x.float(), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(single.components.double(), module.components, atol=1e-6, rtol=0)
+
+
+def test_output_layer_start_is_the_ridge_regression_onto_the_sae_start(data):
+    X, _, _ = data
+    x = torch.tensor(X)
+    module = SparseAutoencoderModule((8, 32, 16)).double()
+    initialize_autoencoder(module, x, torch.Generator().manual_seed(0))
+    hidden = torch.relu(module.weights[0] @ (x - module.intercept).T + module.biases[0][:, None]).T
+    target = (x - module.intercept) @ module.components.T
+    # The normal equations of the centred ridge problem hold at the solution.
+    centred, centred_target = hidden - hidden.mean(0), target - target.mean(0)
+    gram = centred.T @ centred
+    penalty = 0.1 * gram.trace() / gram.shape[0]
+    weights = module.weights[1].T
+    residual_grad = centred.T @ (centred @ weights - centred_target) + penalty * weights
+    assert residual_grad.abs().max() < 1e-8 * gram.abs().max()
+    # And without a penalty it is least squares: exact on a reachable target.
+    exact = hidden @ torch.randn(32, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    fit_output_layer(module, x, exact, ridge=0.0)
+    torch.testing.assert_close(hidden @ module.weights[1].T + module.biases[1], exact)
+
+
+def test_running_moments_give_the_least_squares_decoder_of_all_chunks(data):
+    X, _, codes = data
+    x, s = torch.tensor(X), torch.tensor(codes)
+    moments = None
+    for rows in (slice(0, 100), slice(100, 350), slice(350, None)):
+        moments = merge_code_moments(moments, s[rows], x[rows])
+    assert moments["n"] == len(X)
+    for fit_intercept in (True, False):
+        dictionary, intercept = least_squares_decoder(moments, fit_intercept)
+        design = torch.cat([s, torch.ones(len(s), 1, dtype=s.dtype)], 1) if fit_intercept else s
+        solution = torch.linalg.lstsq(design, x).solution
+        torch.testing.assert_close(dictionary, solution[:16])
+        expected_intercept = solution[16] if fit_intercept else torch.zeros(8, dtype=x.dtype)
+        torch.testing.assert_close(intercept, expected_intercept)
+
+
+def test_rank_deficient_codes_fall_back_to_the_minimum_norm_decoder(data):
+    X, _, codes = data
+    s = torch.tensor(codes).clone()
+    s[:, 3] = 0.0  # a latent never active
+    moments = merge_code_moments(None, s, torch.tensor(X))
+    dictionary, _ = least_squares_decoder(moments, True)
+    assert torch.isfinite(dictionary).all()
+    torch.testing.assert_close(dictionary[3], torch.zeros(8, dtype=torch.float64))
+
+
+def test_data_scale_is_the_least_squares_factor():
+    generator = torch.Generator().manual_seed(0)
+    reconstruction = torch.randn(5, 8, dtype=torch.float64, generator=generator)
+    factors = torch.tensor([0.5, 2.0, 1.0, 3.0, -1.0], dtype=torch.float64)[:, None]
+    scale = data_scale(reconstruction, factors * reconstruction)
+    torch.testing.assert_close(scale, factors.clamp_min(0))
+
+
+def test_gradient_function_fills_the_reconstruction_gradients(data):
+    X, _, _ = data
+    x = torch.tensor(X[:64])
+    module = _random_module((8, 16), "relu", None, True, seed=2)
+    compute = make_gradient_function(module, x, alpha=0.3)
+    codes, stats = compute(torch.arange(32), True)
+    batch = x[:32]
+    loss = 0.5 * (batch - module(batch)[1]).square().sum(1).mean() + 0.3 * codes.sum(1).mean()
+    torch.testing.assert_close(stats[0], loss.detach())
+    assert compute(None, False)[1] is None

@@ -1,0 +1,190 @@
+"""The training loop and its callbacks, on a tiny quadratic model.
+
+The model fits ``w`` to ``mean_i 0.5 * ||w - x_i||^2``; its optimum is the mean of the
+samples, and the "codes" a step reports are the batch itself.
+"""
+
+import pytest
+import torch
+
+from sklearn_sparsegap._training import (
+    Callback,
+    Checkpoint,
+    CountFlops,
+    LogHistory,
+    ProgressBar,
+    ResampleDeadLatents,
+    batch_statistics,
+    train,
+)
+
+
+class Quadratic(torch.nn.Module):
+    def __init__(self, n_features=3):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(n_features, dtype=torch.float64))
+
+
+def _problem(n_samples=10, seed=0):
+    X = torch.randn(n_samples, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    model = Quadratic()
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+
+    def compute_gradients(indices, with_stats):
+        batch = X if indices is None else X[indices]
+        model.w.grad = None
+        residual = model.w - batch
+        loss = 0.5 * residual.square().sum(dim=1).mean()
+        loss.backward()
+        return batch, batch_statistics(loss, residual, batch) if with_stats else None
+
+    return X, model, optimizer, compute_gradients
+
+
+class Recorder(Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_train_begin(self, state):
+        self.events.append(("train_begin", state.step, state.epoch))
+
+    def on_epoch_begin(self, state):
+        self.events.append(("epoch_begin", state.step, state.epoch))
+
+    def on_step_end(self, state):
+        self.events.append(("step_end", state.step, state.epoch, state.batch, state.rows))
+
+    def on_epoch_end(self, state):
+        self.events.append(("epoch_end", state.step, state.epoch))
+
+    def on_train_end(self, state):
+        self.events.append(("train_end", state.step, state.epoch, state.error is None))
+
+
+def test_callbacks_are_notified_in_order_with_the_counters():
+    X, model, optimizer, compute = _problem(n_samples=10)
+    recorder = Recorder()
+    state = train(compute, 10, optimizer=optimizer, n_epochs=2, batch_size=4,
+                  generator=torch.Generator().manual_seed(0), callbacks=[recorder],
+                  start_step=5, start_epoch=1)  # fmt: skip
+    # Batches of 4, 4 and 2 rows per epoch; counters continue from the given start.
+    expected = [("train_begin", 5, 1), ("epoch_begin", 5, 1)]
+    expected += [("step_end", 6, 1, 0, 4), ("step_end", 7, 1, 1, 4), ("step_end", 8, 1, 2, 2)]
+    expected += [("epoch_end", 8, 1), ("epoch_begin", 8, 2)]
+    expected += [("step_end", 9, 2, 0, 4), ("step_end", 10, 2, 1, 4), ("step_end", 11, 2, 2, 2)]
+    expected += [("epoch_end", 11, 2), ("train_end", 11, 3, True)]
+    assert recorder.events == expected
+    assert (state.step, state.epoch) == (11, 3)
+
+
+def test_full_batch_epochs_are_single_steps_and_minimise_the_loss():
+    X, model, optimizer, compute = _problem()
+    history = LogHistory()
+    state = train(compute, len(X), optimizer=optimizer, n_epochs=500,
+                  callbacks=[CountFlops(lambda rows: 7 * rows, start=3), history])
+    assert state.step == state.epoch == 500
+    torch.testing.assert_close(model.w.detach(), X.mean(dim=0), atol=1e-4, rtol=0)
+    # Logged every 10 epochs, with the cumulative FLOPs.
+    assert history.history["step"] == list(range(10, 501, 10))
+    assert history.history["flops"][-1] == 3 + 7 * len(X) * 500 == state.flops
+    losses = history.history["loss"]
+    assert losses[-1] < losses[0]
+
+
+def test_tol_stops_when_the_loss_stops_improving():
+    X, model, optimizer, compute = _problem()
+    state = train(compute, len(X), optimizer=optimizer, n_epochs=100_000,
+                  callbacks=[LogHistory(tol=1e-6)])
+    assert 100 < state.epoch < 100_000
+    torch.testing.assert_close(model.w.detach(), X.mean(dim=0), atol=1e-3, rtol=0)
+    # Without tol every epoch runs.
+    X, model, optimizer, compute = _problem()
+    assert train(compute, len(X), optimizer=optimizer, n_epochs=300,
+                 callbacks=[LogHistory()]).epoch == 300
+
+
+def test_divergence_raises_a_clear_error():
+    X, model, optimizer, compute = _problem()
+    X[0, 0] = float("inf")
+    ended = Recorder()
+    with pytest.raises(ValueError, match="diverged at step 10.*learning_rate"):
+        train(compute, len(X), optimizer=optimizer, n_epochs=50,
+              callbacks=[LogHistory(description="quadratic"), ended])
+    # The callbacks are told that training ended with an error (the progress bar closes).
+    assert ended.events[-1] == ("train_end", 10, 9, False)
+
+
+def test_resampling_is_called_on_schedule_with_the_latents_that_never_fired():
+    X, model, optimizer, compute = _problem(n_samples=12)
+    X[:, 1] = 0.0  # latent 1 never fires
+    X[:6, 2] = 0.0  # latent 2 fires in the second half of the data only
+    calls = []
+    resample = ResampleDeadLatents(lambda dead: calls.append(dead.tolist()), every=4)
+    state = train(compute, 12, optimizer=optimizer, n_epochs=3, batch_size=3,
+                  callbacks=[resample], generator=None)  # fmt: skip
+    # Without a generator the order is still random: only the schedule is fixed.
+    assert state.step == 12
+    assert len(calls) == 3  # steps 4, 8 and 12
+    assert all(dead[1] and not dead[0] for dead in calls)
+
+
+def test_progress_bar_counts_epochs(capsys):
+    X, model, optimizer, compute = _problem()
+    bar = ProgressBar("quadratic")
+    train(compute, len(X), optimizer=optimizer, n_epochs=20, callbacks=[LogHistory(), bar])
+    assert "quadratic" in capsys.readouterr().err
+    assert bar.bar is None  # closed
+
+
+class Interrupt(Callback):
+    def __init__(self, at_step):
+        self.at_step = at_step
+
+    def on_step_end(self, state):
+        if state.step == self.at_step:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("batch_size, interrupt_at", [(3, 7), (3, 11), (None, 9)])
+def test_a_fit_resumed_from_its_checkpoint_equals_an_uninterrupted_one(
+    tmp_path, batch_size, interrupt_at
+):
+    def run(callbacks, resume_from=None):
+        X, model, optimizer, compute = _problem(n_samples=8)
+        history = LogHistory()
+        state = train(
+            compute, 8, optimizer=optimizer, n_epochs=12, batch_size=batch_size,
+            generator=torch.Generator().manual_seed(0), model=model,
+            callbacks=[CountFlops(lambda rows: rows), history, *callbacks],
+            resume_from=resume_from,
+        )  # fmt: skip
+        return model, history.history, state
+
+    whole, whole_history, whole_state = run([])
+    path = tmp_path / "checkpoint.pt"
+    # Saved every 2 steps, 3 steps an epoch with minibatches; interrupted before the
+    # save of that step, after step 7 or 11, or 9 (full batch): the last checkpoint is
+    # after step 6 (an epoch's end), 10 (mid-epoch) or 8.
+    with pytest.raises(KeyboardInterrupt):
+        run([Interrupt(interrupt_at), Checkpoint(path, every=2)])
+    resumed, resumed_history, resumed_state = run(
+        [Interrupt(-1), Checkpoint(path, every=2)], resume_from=path
+    )
+    torch.testing.assert_close(resumed.w, whole.w, rtol=0, atol=0)
+    assert resumed_history == whole_history
+    assert (resumed_state.step, resumed_state.epoch, resumed_state.flops) == (
+        whole_state.step, whole_state.epoch, whole_state.flops,
+    )  # fmt: skip
+
+
+def test_a_checkpoint_from_other_callbacks_is_refused(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    X, model, optimizer, compute = _problem()
+    train(compute, len(X), optimizer=optimizer, n_epochs=4, model=model,
+          callbacks=[LogHistory(), Checkpoint(path, every=2)])
+    with pytest.raises(ValueError, match="resume_from"):
+        train(compute, len(X), optimizer=optimizer, n_epochs=4, model=model,
+              callbacks=[Checkpoint(path, every=2)], resume_from=path)
+    with pytest.raises(ValueError, match="last"):
+        train(compute, len(X), optimizer=optimizer, n_epochs=4, model=model,
+              callbacks=[Checkpoint(path, every=2), LogHistory()])
