@@ -336,17 +336,19 @@ def extract_activations(
                 n_keep = int(keep.sum())
                 first_sequence = n_sequences
                 n_sequences += input_ids.shape[0]
-                if rows_seen + n_keep <= committed:
-                    # Already on disk: check the stream is the one extracted before.
+                if rows_seen < committed:
+                    # (Partly) on disk: check the stream is the one extracted before.
+                    n_stored = min(n_keep, committed - rows_seen)
                     if not np.array_equal(
-                        input_ids.long()[keep].numpy(),
-                        stored_tokens[rows_seen : rows_seen + n_keep],
+                        input_ids.long()[keep].numpy()[:n_stored],
+                        stored_tokens[rows_seen : rows_seen + n_stored],
                     ):
                         raise ValueError(
                             f"batch {index} differs from the batches this set at "
                             f"path={str(path)!r} was extracted from; resuming needs the "
                             "same batches in the same order."
                         )
+                if rows_seen + n_keep <= committed:
                     rows_seen += n_keep
                     continue
                 skip = max(0, committed - rows_seen)
