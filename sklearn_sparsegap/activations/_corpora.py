@@ -102,6 +102,7 @@ def read_text_files(paths, *, encoding="utf-8"):
     Returns
     -------
     texts : list of str
+        One document per file, in the order given.
 
     Examples
     --------

@@ -244,7 +244,7 @@ def extract_activations(
     short by a crash is detected and redone. Every shard completed before the
     interruption stays valid. A ``path`` holding a set made with different settings
     (model, module, site, dtype, special-token handling) is refused, never overwritten.
-    The on-disk format is described in :doc:`activations`.
+    The on-disk format is described in :doc:`/activations`.
 
     Parameters
     ----------
@@ -377,7 +377,9 @@ def extract_activations(
                 metadata = _row_metadata(input_ids, mask, keep, extra, first_sequence)
                 metadata = metadata[:, skip : skip + take]
                 stored = _to_storage(rows, dtype)
-                finite = torch.isfinite(torch.from_numpy(stored) if dtype != "bfloat16" else rows.to(torch.bfloat16)).all(dim=1)
+                # Checked after conversion: float16 overflows to inf above 65504.
+                as_stored = rows.to(torch.bfloat16) if dtype == "bfloat16" else torch.from_numpy(stored)
+                finite = torch.isfinite(as_stored).all(dim=1)
                 if not bool(finite.all()):
                     bad = int((~finite).nonzero()[0, 0])
                     writer.append(stored[:bad], metadata[:, :bad])
