@@ -181,17 +181,23 @@ def _keep_mask(mask, extra, drop_special_tokens, index):
 
 
 def _row_metadata(input_ids, mask, keep, extra, first_sequence):
-    n_sequences = input_ids.shape[0]
-    sequence = torch.arange(first_sequence, first_sequence + n_sequences).unsqueeze(1)
+    """``(4, n_kept)`` int64: document, sequence, position and token of each kept row."""
+    n_sequences, width = input_ids.shape
+    sequence = np.arange(first_sequence, first_sequence + n_sequences)[:, None]
     document = extra.get("document")
-    document = sequence if document is None else document.reshape(-1, 1).long()
+    document = sequence if document is None else document.cpu().numpy().reshape(-1, 1)
     # The token's position among the attended tokens of its sequence, whichever side
     # the padding is on.
-    position = mask.long().cumsum(dim=1) - 1
-    full = lambda t: t.expand_as(input_ids)[keep]  # noqa: E731
-    return torch.stack(
-        [full(document), full(sequence), position[keep], input_ids.long()[keep]]
-    ).numpy()
+    position = np.cumsum(mask, axis=1) - 1
+    shape = (n_sequences, width)
+    return np.stack(
+        [
+            np.broadcast_to(document, shape)[keep],
+            np.broadcast_to(sequence, shape)[keep],
+            position[keep],
+            input_ids[keep],
+        ]
+    ).astype(np.int64, copy=False)
 
 
 def _validate(module, path, max_tokens, dtype, shard_size):
@@ -209,11 +215,22 @@ def _validate(module, path, max_tokens, dtype, shard_size):
         raise ValueError(f"module must be a dotted submodule name (str), got {module!r}.")
 
 
-def _to_storage(activation, dtype):
-    """``(rows, d)`` tensor -> numpy array of the storage dtype (bfloat16 as raw bits)."""
+def _to_storage(rows, dtype):
+    """float32 ``(rows, d)`` array -> the storage dtype (bfloat16 as its raw bits)."""
     if dtype == "bfloat16":
-        return activation.to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
-    return activation.to(getattr(torch, dtype)).numpy()
+        return torch.from_numpy(rows).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    return rows.astype(dtype, copy=False)
+
+
+def _finite_rows(stored, dtype):
+    """Which stored rows are finite (``None`` when all are: the common, fast case)."""
+    if dtype == "bfloat16":
+        # An all-ones exponent is inf or NaN.
+        non_finite = (stored & 0x7F80) == 0x7F80
+        return None if not non_finite.any() else ~non_finite.any(axis=1)
+    if np.isfinite(stored).all():
+        return None
+    return np.isfinite(stored).all(axis=1)
 
 
 def extract_activations(
@@ -332,7 +349,10 @@ def extract_activations(
         with torch.inference_mode(), hooked(model, module, site, stop=True) as captured:
             for index, batch in enumerate(batches):
                 inputs, input_ids, mask, extra = split_batch(batch, index)
-                keep = _keep_mask(mask, extra, drop_special_tokens, index)
+                # Row bookkeeping in numpy: small torch ops pay for waking the thread
+                # pool on every call, which on a busy machine costs more than the copy.
+                keep = _keep_mask(mask, extra, drop_special_tokens, index).cpu().numpy()
+                ids = input_ids.cpu().numpy()
                 n_keep = int(keep.sum())
                 first_sequence = n_sequences
                 n_sequences += input_ids.shape[0]
@@ -340,7 +360,7 @@ def extract_activations(
                     # (Partly) on disk: check the stream is the one extracted before.
                     n_stored = min(n_keep, committed - rows_seen)
                     if not np.array_equal(
-                        input_ids.long()[keep].numpy()[:n_stored],
+                        ids[keep][:n_stored],
                         stored_tokens[rows_seen : rows_seen + n_stored],
                     ):
                         raise ValueError(
@@ -372,16 +392,15 @@ def extract_activations(
                         f"{tuple(activation.shape)}; expected (batch, seq, d) matching "
                         f"input_ids {tuple(input_ids.shape)}."
                     )
-                rows = activation[keep.to(activation.device)][skip : skip + take]
-                rows = rows.to("cpu", torch.float32)
-                metadata = _row_metadata(input_ids, mask, keep, extra, first_sequence)
+                activation = activation.detach().to("cpu", torch.float32).numpy()
+                rows = activation[keep][skip : skip + take]
+                metadata = _row_metadata(ids, mask.cpu().numpy(), keep, extra, first_sequence)
                 metadata = metadata[:, skip : skip + take]
                 stored = _to_storage(rows, dtype)
                 # Checked after conversion: float16 overflows to inf above 65504.
-                as_stored = rows.to(torch.bfloat16) if dtype == "bfloat16" else torch.from_numpy(stored)
-                finite = torch.isfinite(as_stored).all(dim=1)
-                if not bool(finite.all()):
-                    bad = int((~finite).nonzero()[0, 0])
+                finite = _finite_rows(stored, dtype)
+                if finite is not None:
+                    bad = int(np.flatnonzero(~finite)[0])
                     writer.append(stored[:bad], metadata[:, :bad])
                     row = dict(zip(METADATA_FIELDS, metadata[:, bad].tolist()))
                     raise ValueError(
