@@ -448,6 +448,11 @@ def test_loss_recovered_known_answers(tmp_path):
     assert zeros["score"] == 0.0 and zeros["ce_reconstruction"] == zeros["ce_ablation"]
     assert zeros["ce_ablation"] != zeros["ce_clean"]
     assert identity["n_tokens"] == sum(int(b["attention_mask"][:, 1:].sum()) for b in batches)
+    # Splicing at a module's input works the same way.
+    at_input = loss_recovered(model, batches, module="blocks.2", site="input", reconstruct=lambda x: x)
+    assert at_input["score"] == 1.0 and at_input["ce_clean"] == identity["ce_clean"]
+    zeros_in = loss_recovered(model, batches, module="blocks.2", site="input", reconstruct=torch.zeros_like)
+    assert zeros_in["score"] == 0.0
 
     # The clean loss is the model's own next-token cross-entropy.
     with torch.no_grad():
