@@ -1,0 +1,350 @@
+"""Metrics on real activations: streamed FVU, sparsity statistics, loss recovered."""
+
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+
+from .._torch_utils import to_numpy, to_tensor
+from ._extract import call_model, hooked, model_device, split_batch
+
+_DEFAULT_BATCH_SIZE = 4096
+
+
+def _check_batch_size(batch_size):
+    if not isinstance(batch_size, Integral) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+
+
+def _check_2d(array, name):
+    if not hasattr(array, "shape") or len(array.shape) != 2:
+        raise ValueError(f"{name} must be a 2-D array of shape (n_samples, n_features).")
+
+
+class _ExplainedDeviance:
+    """Per-column sums that ``r2_score`` needs, accumulated over row batches.
+
+    ``r2_score(X, X_pred, multioutput="variance_weighted")`` is built from two sums per
+    column j: the residual sum of squares ``num_j = sum_i (x_ij - xhat_ij)^2`` and the
+    total sum of squares ``den_j = sum_i (x_ij - mean_j)^2``. Both are sums over rows, so
+    they can be accumulated batch by batch: ``num`` directly, ``den`` with Chan et al.'s
+    pairwise update of (count, mean, centred sum of squares), which merges batches
+    without the cancellation of ``sum x^2 - n mean^2``. ``score`` then combines them
+    exactly as scikit-learn does.
+    """
+
+    def __init__(self, n_features):
+        self.count = 0
+        self.mean = np.zeros(n_features)
+        self.total = np.zeros(n_features)
+        self.residual = np.zeros(n_features)
+
+    def update(self, X, X_pred):
+        X = np.asarray(X, dtype=np.float64)
+        X_pred = np.asarray(X_pred, dtype=np.float64)
+        self.residual += np.einsum("ij,ij->j", X - X_pred, X - X_pred)
+        n = X.shape[0]
+        batch_mean = X.mean(axis=0)
+        centred = X - batch_mean
+        batch_total = np.einsum("ij,ij->j", centred, centred)
+        delta = batch_mean - self.mean
+        merged = self.count + n
+        self.total += batch_total + delta**2 * (self.count * n / merged)
+        self.mean += delta * (n / merged)
+        self.count = merged
+
+    def fvu(self):
+        """``1 - r2_score(..., multioutput="variance_weighted")`` (``force_finite=True``)."""
+        if self.count < 2:
+            raise ValueError(
+                f"the fraction of variance unexplained needs at least 2 samples, got {self.count}."
+            )
+        varying = self.total != 0
+        if not varying.any():
+            # scikit-learn's fallback for constant targets: a perfect column scores 1,
+            # any other 0, averaged uniformly.
+            return float(1.0 - np.mean(self.residual == 0))
+        return float(self.residual[varying].sum() / self.total.sum())
+
+
+def _row_batches(n_rows, batch_size):
+    for start in range(0, n_rows, batch_size):
+        yield slice(start, min(start + batch_size, n_rows))
+
+
+def fraction_variance_unexplained(X, X_pred, *, batch_size=_DEFAULT_BATCH_SIZE):
+    """Fraction of the variance of ``X`` that ``X_pred`` leaves unexplained, streamed.
+
+    Equals ``1 - sklearn.metrics.r2_score(X, X_pred, multioutput="variance_weighted")``,
+    i.e. ``sum_j ||x_j - xhat_j||^2 / sum_j ||x_j - mean(x_j)||^2`` over the columns j
+    (columns of zero variance are left out of the numerator, as scikit-learn does), but
+    reads ``X`` and ``X_pred`` ``batch_size`` rows at a time, so memory-mapped arrays of
+    any size work: both sums are sums over rows, accumulated per batch (the centred one
+    with a numerically stable pairwise update).
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+        The true activations, e.g. from :func:`load_activations`.
+    X_pred : array-like of shape (n_samples, n_features)
+        Their reconstruction.
+    batch_size : int, default=4096
+        Rows per batch.
+
+    Returns
+    -------
+    fvu : float
+        0 for a perfect reconstruction, 1 for predicting every column's mean.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.metrics import r2_score
+    >>> from sklearn_sparsegap.activations import fraction_variance_unexplained
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(100, 5))
+    >>> X_pred = X + 0.1 * rng.normal(size=X.shape)
+    >>> fvu = fraction_variance_unexplained(X, X_pred, batch_size=7)
+    >>> bool(np.isclose(fvu, 1 - r2_score(X, X_pred, multioutput="variance_weighted")))
+    True
+    """
+    _check_2d(X, "X")
+    _check_2d(X_pred, "X_pred")
+    _check_batch_size(batch_size)
+    if tuple(X.shape) != tuple(X_pred.shape):
+        raise ValueError(
+            f"X and X_pred must have the same shape, got {tuple(X.shape)} and {tuple(X_pred.shape)}."
+        )
+    sums = _ExplainedDeviance(X.shape[1])
+    for rows in _row_batches(X.shape[0], batch_size):
+        block, predicted = np.asarray(X[rows]), np.asarray(X_pred[rows])
+        if not (np.isfinite(block).all() and np.isfinite(predicted).all()):
+            raise ValueError(f"X and X_pred must be finite; rows {rows.start}-{rows.stop} are not.")
+        sums.update(block, predicted)
+    return sums.fvu()
+
+
+def _check_estimator(estimator):
+    for method in ("transform", "inverse_transform"):
+        if not callable(getattr(estimator, method, None)):
+            raise ValueError(
+                f"estimator must be a fitted sparse coder with transform and "
+                f"inverse_transform, got {type(estimator).__name__} without {method}."
+            )
+
+
+def reconstruction_metrics(
+    estimator,
+    X,
+    *,
+    batch_size=_DEFAULT_BATCH_SIZE,
+    dense_threshold=0.1,
+    n_bins=20,
+):
+    """Reconstruction and sparsity statistics of a fitted encoder on activations.
+
+    Streams ``X`` (a memory-mapped activation set works) through
+    ``estimator.transform`` and ``estimator.inverse_transform`` ``batch_size`` rows at a
+    time, so memory does not grow with the number of rows.
+
+    Parameters
+    ----------
+    estimator : fitted estimator
+        Any sparse coder of this library (``SAEEncoder``, ``MLPEncoder``,
+        ``GradientSparseCoder``, ``SAEPlusITO``, ...), fitted on data like ``X``.
+    X : array-like of shape (n_samples, n_features)
+        Activations, e.g. from :func:`load_activations`.
+    batch_size : int, default=4096
+        Rows per batch.
+    dense_threshold : float, default=0.1
+        A latent active on more than this fraction of rows counts as dense.
+    n_bins : int, default=20
+        Bins of the activation-frequency histogram (over ``log10`` of the frequency of
+        the latents that fire at least once).
+
+    Returns
+    -------
+    metrics : dict
+        ``fvu`` (fraction of variance unexplained, see
+        :func:`fraction_variance_unexplained`), ``mean_l0`` (mean number of non-zero
+        codes per row), ``dead_fraction`` (latents never active), ``dense_fraction``
+        (latents active on more than ``dense_threshold`` of rows), ``frequency`` (per
+        latent, the fraction of rows where it is non-zero), ``frequency_histogram`` (a
+        ``(counts, log10_edges)`` pair) and ``n_samples``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.decomposition import PCA
+    >>> from sklearn_sparsegap.activations import reconstruction_metrics
+    >>> X = np.random.default_rng(0).normal(size=(200, 6))
+    >>> metrics = reconstruction_metrics(PCA(n_components=6).fit(X), X, batch_size=64)
+    >>> round(metrics["fvu"], 6), metrics["mean_l0"], metrics["dead_fraction"]
+    (0.0, 6.0, 0.0)
+    """
+    _check_estimator(estimator)
+    _check_2d(X, "X")
+    _check_batch_size(batch_size)
+    if not isinstance(dense_threshold, Real) or not 0 <= dense_threshold <= 1:
+        raise ValueError(f"dense_threshold must be in [0, 1], got {dense_threshold!r}.")
+    if not isinstance(n_bins, Integral) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}.")
+    sums = _ExplainedDeviance(X.shape[1])
+    active_counts, total_l0 = None, 0
+    for rows in _row_batches(X.shape[0], batch_size):
+        block = np.asarray(X[rows])
+        codes = estimator.transform(block)
+        reconstruction = estimator.inverse_transform(codes)
+        active = np.asarray(codes) != 0
+        counts = active.sum(axis=0)
+        active_counts = counts if active_counts is None else active_counts + counts
+        total_l0 += int(counts.sum())
+        sums.update(block, reconstruction)
+    n_samples = X.shape[0]
+    frequency = active_counts / n_samples
+    alive = frequency[frequency > 0]
+    if alive.size:
+        low = np.log10(alive.min())
+        edges = np.linspace(low, max(0.0, low + 1e-9), n_bins + 1)
+        counts, edges = np.histogram(np.log10(alive), bins=edges)
+    else:
+        counts, edges = np.zeros(n_bins, dtype=np.int64), np.linspace(-1, 0, n_bins + 1)
+    return {
+        "fvu": sums.fvu(),
+        "mean_l0": total_l0 / n_samples,
+        "dead_fraction": float(np.mean(frequency == 0)),
+        "dense_fraction": float(np.mean(frequency > dense_threshold)),
+        "frequency": frequency,
+        "frequency_histogram": (counts, edges),
+        "n_samples": n_samples,
+    }
+
+
+def _as_reconstructor(reconstruct):
+    """A function ``(rows, d) tensor -> (rows, d) tensor`` from an estimator or callable."""
+    if hasattr(reconstruct, "transform") and hasattr(reconstruct, "inverse_transform"):
+
+        def apply(rows):
+            codes = reconstruct.transform(to_numpy(rows))
+            return to_tensor(reconstruct.inverse_transform(codes), device=rows.device, dtype=rows.dtype)
+
+        return apply
+    if callable(reconstruct):
+        return reconstruct
+    raise ValueError(
+        "reconstruct must be a fitted estimator (with transform and inverse_transform) or "
+        f"a callable on (n_tokens, n_features) tensors, got {type(reconstruct).__name__}."
+    )
+
+
+def _logits(output):
+    if hasattr(output, "logits"):
+        return output.logits
+    if isinstance(output, (tuple, list)):
+        return output[0]
+    return output
+
+
+def loss_recovered(model, batches, *, module, reconstruct, site="output"):
+    """How much of the language-modelling loss a reconstruction keeps (SAEBench's score).
+
+    For every batch the model runs three times: clean; with the activation at
+    ``module`` replaced by zeros (ablation); and with it replaced by its reconstruction
+    ``reconstruct(x)``. Replacement happens at the positions the attention mask keeps;
+    the next-token cross-entropy is averaged over every predicted token. The score is
+    ``(CE_ablation - CE_reconstruction) / (CE_ablation - CE_clean)``: 1 when the
+    reconstruction is as good as the true activation, 0 when it is no better than
+    zeros.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        A causal language model whose output is (or has ``.logits``) the next-token
+        logits of shape ``(batch, seq, vocabulary)``.
+    batches : iterable
+        Token batches, as for :func:`extract_activations`.
+    module : str
+        Dotted name of the hooked submodule (the one the activations came from).
+    reconstruct : fitted estimator or callable
+        A sparse coder fitted on the activations (its ``inverse_transform(transform(x))``
+        is spliced in), or a function mapping a ``(n_tokens, n_features)`` tensor to its
+        replacement.
+    site : {"output", "input"}, default="output"
+        Which tensor of the submodule is replaced, as in :func:`extract_activations`.
+
+    Returns
+    -------
+    result : dict
+        ``score``, ``ce_clean``, ``ce_ablation``, ``ce_reconstruction`` (mean
+        cross-entropy in nats per predicted token) and ``n_tokens``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_sparsegap.activations import loss_recovered
+    >>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+    <torch._C.Generator object at ...>
+    >>> model = torch.nn.Sequential(torch.nn.Embedding(20, 8), torch.nn.Linear(8, 20))
+    >>> tokens = torch.randint(20, (2, 10))
+    >>> result = loss_recovered(model, [tokens], module="0", reconstruct=lambda x: x)
+    >>> result["score"]
+    1.0
+    """
+    reconstructor = _as_reconstructor(reconstruct)
+    device = model_device(model)
+    sums = {"clean": 0.0, "ablation": 0.0, "reconstruction": 0.0}
+    n_tokens = 0
+    was_training = model.training
+    model.eval()
+
+    def splice(keep, function):
+        def replace(activation):
+            out = activation.clone()
+            out[keep] = function(activation[keep]).to(activation.dtype)
+            return out
+
+        return replace
+
+    try:
+        with torch.inference_mode():
+            for index, batch in enumerate(batches):
+                inputs, input_ids, mask, _ = split_batch(batch, index)
+                input_ids, mask = input_ids.to(device), mask.to(device)
+                predicted = mask[:, 1:] & mask[:, :-1]
+                targets = input_ids[:, 1:][predicted]
+                n_tokens += int(predicted.sum())
+                for name, function in (
+                    ("clean", None),
+                    ("ablation", torch.zeros_like),
+                    ("reconstruction", reconstructor),
+                ):
+                    replace = None if function is None else splice(mask, function)
+                    with hooked(model, module, site, replace=replace) as captured:
+                        logits = _logits(call_model(model, inputs, device))
+                    if "activation" not in captured:
+                        raise ValueError(
+                            f"module={module!r} was not called during the forward pass of "
+                            f"batch {index}."
+                        )
+                    logits = logits[:, :-1][predicted].float()
+                    sums[name] += float(
+                        torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+                    )
+    finally:
+        model.train(was_training)
+    if n_tokens == 0:
+        raise ValueError("batches hold no predicted tokens (every sequence is shorter than 2).")
+    ce = {name: total / n_tokens for name, total in sums.items()}
+    gap = ce["ablation"] - ce["clean"]
+    if gap == 0:
+        raise ValueError(
+            "zero ablation does not change the loss at this module, so the loss-recovered "
+            "score is undefined."
+        )
+    return {
+        "score": (ce["ablation"] - ce["reconstruction"]) / gap,
+        "ce_clean": ce["clean"],
+        "ce_ablation": ce["ablation"],
+        "ce_reconstruction": ce["reconstruction"],
+        "n_tokens": n_tokens,
+    }

