@@ -52,6 +52,12 @@ _TENSORS = {
 }
 
 
+def _scalar(value, name, path):
+    if np.size(value) != 1:
+        raise ValueError(f"{path}: tensor {name!r} must hold one number, has shape {np.shape(value)}.")
+    return np.asarray(value).reshape(-1)[0].item()
+
+
 def _linear_parts(tensors, dict_class):
     """(encoder rows (dict, d_in), encoder bias, decoder rows (dict, d_in)) in our form."""
     if "W_enc" in tensors:
@@ -132,7 +138,7 @@ def read(folder, *, scaling_factor=None):
         b_dec = tensors["b_dec"]
         # Their encode (use_threshold=True, the default) keeps relu(pre) > threshold: a
         # JumpReLU at one global threshold; before one is learned (-1) a plain ReLU.
-        global_threshold = float(tensors["threshold"])
+        global_threshold = _scalar(tensors["threshold"], "threshold", weights_path)
         if global_threshold >= 0:
             activation = "jumprelu"
             threshold = np.full(n_latents, global_threshold)

@@ -54,9 +54,9 @@ def write_safetensors(tensors, path, dtype=torch.float32):
 
     save_file(
         {
-            name: torch.as_tensor(np.ascontiguousarray(value)).to(dtype)
+            name: torch.as_tensor(np.array(value)).to(dtype).contiguous()
             if np.issubdtype(np.asarray(value).dtype, np.floating)
-            else torch.as_tensor(np.ascontiguousarray(value))
+            else torch.as_tensor(np.array(value)).contiguous()
             for name, value in tensors.items()
         },
         str(path),
