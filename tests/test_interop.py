@@ -449,14 +449,12 @@ def test_save_errors(tmp_path, fitted):
 
 
 # ----------------------------------------------------------------- the peer libraries
-def _peer_sae(X, rng):
-    return rng.normal(size=(40, D_IN)).astype(np.float32)
-
-
 def test_saelens_library_agrees(tmp_path, rng):
     sae_lens = pytest.importorskip("sae_lens", reason="SAELens is not installed (benchmark extra)")
     from sae_lens import SAE, JumpReLUSAE, JumpReLUSAEConfig, StandardSAE, StandardSAEConfig
+    from sae_lens import GatedSAE, GatedSAEConfig, JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
     from sae_lens import TopKSAE, TopKSAEConfig
+    from sae_lens.training.activation_scaler import ActivationScaler
 
     x = torch.as_tensor(rng.normal(size=(40, D_IN)), dtype=torch.float32)
     common = dict(d_in=D_IN, d_sae=D_SAE, dtype="float32", device="cpu")
@@ -466,20 +464,31 @@ def test_saelens_library_agrees(tmp_path, rng):
         "topk": TopKSAE(TopKSAEConfig(k=K, **common)),
         "topk_rescaled": TopKSAE(TopKSAEConfig(k=K, rescale_acts_by_decoder_norm=True, **common)),
         "jumprelu": JumpReLUSAE(JumpReLUSAEConfig(**common)),
+        "jumprelu_no_b_dec": JumpReLUSAE(JumpReLUSAEConfig(apply_b_dec_to_input=False, **common)),
+        "gated": GatedSAE(GatedSAEConfig(**common)),
+        # a training checkpoint and one trained on scaled activations
+        "jumprelu_training": JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(**common)),
+        "scaled": StandardSAE(StandardSAEConfig(normalize_activations="expected_average_only_in",
+                                                **common)),
     }
+    scaler = ActivationScaler(scaling_factor=0.37)
     for name, model in models.items():
         with torch.no_grad():
             for param in model.parameters():
                 param.copy_(torch.as_tensor(rng.normal(size=param.shape) * 0.5, dtype=torch.float32))
-            if name == "jumprelu":
+            if name.startswith("jumprelu"):
                 model.threshold.copy_(torch.rand(D_SAE) * 0.5)
             model.W_dec.mul_(torch.rand(D_SAE, 1) + 0.5)
         folder = tmp_path / name
         model.save_model(folder)
+        scale = 1.0
+        if name == "scaled":
+            scaler.save(str(folder / "activation_scaler.json"))
+            scale = scaler.scaling_factor
         ours = load_sae(folder)
         with torch.no_grad():
-            codes = model.encode(x)
-            recon = model.decode(codes)
+            codes = model.encode(x * scale)
+            recon = model.decode(codes) / scale
         assert (codes > 0).any(), name
         np.testing.assert_allclose(ours.transform(x.numpy()), codes.numpy(), atol=1e-5, rtol=1e-5,
                                    err_msg=name)
@@ -491,6 +500,8 @@ def test_saelens_library_agrees(tmp_path, rng):
         with torch.no_grad():
             np.testing.assert_allclose(back.encode(x).numpy(), codes.numpy(), atol=1e-5, rtol=1e-5,
                                        err_msg=name)
+            np.testing.assert_allclose(back.decode(codes).numpy(), recon.numpy(), atol=1e-5,
+                                       rtol=1e-5, err_msg=name)
     assert sae_lens.__version__
 
 
@@ -528,22 +539,48 @@ def test_sparsify_library_agrees(tmp_path, rng):
 
 def test_dictionary_learning_library_agrees(tmp_path, rng):
     pytest.importorskip("dictionary_learning", reason="dictionary_learning is not installed")
+    from dictionary_learning.dictionary import AutoEncoder, GatedAutoEncoder, JumpReluAutoEncoder
+    from dictionary_learning.trainers.batch_top_k import BatchTopKSAE
+    from dictionary_learning.trainers.top_k import AutoEncoderTopK
     from dictionary_learning.utils import load_dictionary
 
     x = torch.as_tensor(rng.normal(size=(40, D_IN)), dtype=torch.float32)
-    for dict_class in ("AutoEncoder", "GatedAutoEncoder", "AutoEncoderTopK", "JumpReluAutoEncoder"):
-        state, _, _ = _dl_case(rng, dict_class)
-        folder = tmp_path / dict_class
-        _write_dl(folder, state, dict_class, **({"k": K} if "TopK" in dict_class else {}))
-        # the library's own file: re-save its loaded state dict in its own dtype
-        model, _ = load_dictionary(str(folder), device="cpu")
-        model = model.to(torch.float64)
-        torch.save(model.state_dict(), folder / "ae.pt")
-        ours = load_sae(folder, dtype="float64")
+    models = {
+        "AutoEncoder": AutoEncoder(D_IN, D_SAE),
+        "GatedAutoEncoder": GatedAutoEncoder(D_IN, D_SAE),
+        "AutoEncoderTopK": AutoEncoderTopK(D_IN, D_SAE, K),
+        "BatchTopKSAE": BatchTopKSAE(D_IN, D_SAE, K),
+        "JumpReluAutoEncoder": JumpReluAutoEncoder(D_IN, D_SAE),
+    }
+    for dict_class, model in models.items():
         with torch.no_grad():
-            codes = model.encode(x.double())
-            recon = model.decode(codes)
-        np.testing.assert_allclose(ours.transform(x.double().numpy()), codes.numpy(), atol=1e-9,
+            for param in model.parameters():
+                param.copy_(torch.as_tensor(rng.normal(size=param.shape) * 0.5, dtype=torch.float32))
+            if dict_class == "JumpReluAutoEncoder":
+                model.threshold.copy_(torch.rand(D_SAE) * 0.5)
+            if dict_class == "BatchTopKSAE":
+                model.threshold.fill_(0.3)
+        folder = tmp_path / dict_class
+        folder.mkdir()
+        # what dictionary_learning's training loop writes: the state dict and the trainer config
+        torch.save({k: v.cpu() for k, v in model.state_dict().items()}, folder / "ae.pt")
+        trainer = {"dict_class": dict_class, "activation_dim": D_IN, "dict_size": D_SAE}
+        if "TopK" in dict_class:
+            trainer["k"] = K
+        (folder / "config.json").write_text(json.dumps({"trainer": trainer, "buffer": {}}))
+        library, _ = load_dictionary(str(folder), device="cpu")
+        ours = load_sae(folder)
+        with torch.no_grad():
+            codes = library.encode(x)
+            recon = library.decode(codes)
+        assert (codes > 0).any(), dict_class
+        np.testing.assert_allclose(ours.transform(x.numpy()), codes.numpy(), atol=1e-5, rtol=1e-5,
                                    err_msg=dict_class)
-        np.testing.assert_allclose(ours.inverse_transform(codes.numpy()), recon.numpy(), atol=1e-9,
-                                   err_msg=dict_class)
+        np.testing.assert_allclose(ours.inverse_transform(codes.numpy()), recon.numpy(), atol=1e-5,
+                                   rtol=1e-5, err_msg=dict_class)
+        # our export loads back with load_dictionary and encodes the same
+        save_sae(ours, tmp_path / f"{dict_class}_ours", format="dictionary_learning")
+        back, _ = load_dictionary(str(tmp_path / f"{dict_class}_ours"), device="cpu")
+        with torch.no_grad():
+            np.testing.assert_allclose(back.encode(x).numpy(), codes.numpy(), atol=1e-5, rtol=1e-5,
+                                       err_msg=dict_class)

@@ -86,7 +86,11 @@ def _scaling_factor(folder, config, scaling_factor):
             "supported."
         )
     if mode != "expected_average_only_in":
-        raise ValueError(f"{config_path}: unknown normalize_activations={mode!r}.")
+        raise ValueError(
+            f"{config_path}: normalize_activations={mode!r} is not supported (a "
+            "'covariance_whitening' checkpoint must first be folded by SAELens, as its "
+            "final inference save does); 'none' and 'expected_average_only_in' are."
+        )
     if scaling_factor is not None:
         return float(scaling_factor)
     scaler = folder / SCALER_FILE
