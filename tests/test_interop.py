@@ -16,12 +16,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import save_file
 from sklearn.base import clone
 from sklearn.frozen import FrozenEstimator
 
 from sklearn_sparsegap import MLPEncoder, SAEEncoder, SAEPlusITO, make_sparse_dictionary_data
 from sklearn_sparsegap.interop import load_sae, save_sae
+
+pytest.importorskip("safetensors", reason="safetensors is not installed (interop extra)")
+from safetensors.torch import save_file  # noqa: E402
 
 D_IN, D_SAE, K = 6, 10, 3
 ATOL = 1e-10  # float64 weights and inputs: the loaded model is the same arithmetic
