@@ -217,6 +217,22 @@ def test_sparsify_checkpoint_matches_reference(tmp_path, rng, X, dtype, transpos
     assert sae.n_nonzero_coefs == K and sae.components_.shape == (D_SAE, D_IN)
 
 
+def test_scaling_factor_folds_into_any_format(tmp_path, rng, X):
+    """An SAE trained on activations multiplied by s takes raw activations once s is
+    given: codes of s x, reconstructions divided by s."""
+    tensors = _sparsify_tensors(rng)
+    _write_sparsify(tmp_path, tensors, _SPARSIFY_CFG, torch.float64)
+    sae = load_sae(tmp_path, dtype="float64", scaling_factor=2.5)
+    pre = np.maximum((2.5 * X - tensors["b_dec"]) @ tensors["encoder.weight"].T
+                     + tensors["encoder.bias"], 0)
+    codes = _topk_relu(pre, K)
+    np.testing.assert_allclose(sae.transform(X), codes, atol=1e-9, rtol=0)
+    np.testing.assert_allclose(sae.inverse_transform(codes),
+                               (codes @ tensors["W_dec"] + tensors["b_dec"]) / 2.5, atol=1e-9)
+    with pytest.raises(ValueError, match="scaling_factor must be a positive number"):
+        load_sae(tmp_path, scaling_factor=-1.0)
+
+
 @pytest.mark.parametrize(
     "change, message",
     [({"activation": "groupmax"}, "groupmax"), ({"transcode": True}, "transcode"),

@@ -9,7 +9,9 @@ the metrics and ``GridSearchCV``. See :doc:`interop` for the formats field by fi
 
 from pathlib import Path
 
-from ._build import check_dtype, encoder_from_weights, weights_from_encoder
+from sklearn.frozen import FrozenEstimator
+
+from ._build import check_dtype, encoder_from_weights, fold_input_scale, weights_from_encoder
 from ._detect import FORMATS, checkpoint_folder, detect_format
 
 __all__ = ["load_sae", "save_sae"]
@@ -49,9 +51,12 @@ def load_sae(path, *, format="auto", device="auto", dtype="float32", scaling_fac
         Dtype of the stored weights (bfloat16 and float16 checkpoints are converted
         exactly). ``transform`` computes in the dtype of its input, as always.
     scaling_factor : float, default=None
-        The factor a SAELens SAE with ``normalize_activations="expected_average_only_in"``
-        expects its inputs multiplied by. None reads it from ``activation_scaler.json``.
-        It is folded into the weights, so the estimator takes raw activations.
+        The factor the SAE expects its inputs multiplied by (it was trained on
+        activations scaled by it). None means the checkpoint's own: for a SAELens SAE
+        with ``normalize_activations="expected_average_only_in"``, the factor in
+        ``activation_scaler.json``; 1 otherwise (dictionary_learning folds its own
+        before saving). It is folded into the weights, so the estimator takes raw
+        activations.
 
     Returns
     -------
@@ -86,7 +91,12 @@ def load_sae(path, *, format="auto", device="auto", dtype="float32", scaling_fac
     folder = checkpoint_folder(path)
     if format == "auto":
         format = detect_format(folder)
-    weights = FORMATS[format].read(folder, scaling_factor=scaling_factor)
+    if format == "saelens":
+        weights = FORMATS[format].read(folder, scaling_factor=scaling_factor)
+    else:
+        weights = FORMATS[format].read(folder)
+        if scaling_factor is not None:
+            weights = fold_input_scale(weights, scaling_factor)
     return encoder_from_weights(weights, dtype=dtype, device=device, source=str(folder))
 
 
@@ -127,8 +137,7 @@ def save_sae(estimator, path, *, format):
     ['cfg.json', 'sae_weights.safetensors']
     """
     _check_format(format, allow_auto=False)
-    inner = getattr(estimator, "estimator", None)
-    if type(estimator).__name__ == "FrozenEstimator" and inner is not None:
-        estimator = inner
+    if isinstance(estimator, FrozenEstimator):
+        estimator = estimator.estimator
     weights = weights_from_encoder(estimator)
     FORMATS[format].write(weights, Path(path))

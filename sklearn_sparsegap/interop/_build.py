@@ -32,6 +32,24 @@ class SAEWeights:
     threshold: np.ndarray | None = None  # (n_components,)
 
 
+def fold_input_scale(weights, factor):
+    """``weights`` of an SAE that expects inputs multiplied by ``factor``, rewritten to
+    take raw inputs: ``act((f x - b) W^T + c) = act((x - b / f) (f W)^T + c)`` and the
+    reconstruction, divided by ``f``, is ``s (D / f) + b / f``."""
+    factor = float(factor)
+    if not np.isfinite(factor) or factor <= 0:
+        raise ValueError(f"scaling_factor must be a positive number, got {factor!r}.")
+    return SAEWeights(
+        encoder_weight=weights.encoder_weight * factor,
+        encoder_bias=weights.encoder_bias,
+        decoder_weight=weights.decoder_weight / factor,
+        decoder_bias=weights.decoder_bias / factor,
+        activation=weights.activation,
+        k=weights.k,
+        threshold=weights.threshold,
+    )
+
+
 def check_dtype(dtype):
     """The numpy dtype for ``load_sae(dtype=...)``."""
     key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype

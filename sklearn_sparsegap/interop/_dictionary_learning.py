@@ -66,7 +66,7 @@ def _linear_parts(tensors, dict_class):
     return tensors["encoder.weight"].copy(), bias, tensors["decoder.weight"].T.copy()
 
 
-def read(folder, *, scaling_factor=None):
+def read(folder):
     """The :class:`SAEWeights` of the dictionary_learning checkpoint in ``folder``.
 
     ``AutoEncoder`` decoders are renormalised to unit-norm atoms (the encoder rescaled

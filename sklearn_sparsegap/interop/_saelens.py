@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._build import SAEWeights
+from ._build import SAEWeights, fold_input_scale
 from ._io import (
     check_finite,
     check_shape,
@@ -107,7 +107,8 @@ def _scaling_factor(folder, config, scaling_factor):
 
 
 def read(folder, *, scaling_factor=None):
-    """The :class:`SAEWeights` of the SAELens checkpoint in ``folder``."""
+    """The :class:`SAEWeights` of the SAELens checkpoint in ``folder``, ``scaling_factor``
+    (or ``activation_scaler.json``) folded in."""
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     config = normalized_config(read_json(config_path))
@@ -199,20 +200,21 @@ def read(folder, *, scaling_factor=None):
     # = s (x - b_dec / s) + (1 - a) b_dec, so the encoder sees s W_enc, the shared bias
     # is b_dec / s and (1 - a) b_dec @ W_enc joins the encoder bias; decoding divides
     # the output by s.
-    factor = _scaling_factor(folder, config, scaling_factor)
-    if not np.isfinite(factor) or factor <= 0:
-        raise ValueError(f"scaling_factor must be a positive number, got {factor!r}.")
     if not config.get("apply_b_dec_to_input", True):
         bias = bias + encoder @ b_dec
-    return SAEWeights(
-        encoder_weight=encoder * factor,
+    weights = SAEWeights(
+        encoder_weight=encoder,
         encoder_bias=bias,
-        decoder_weight=decoder / factor,
-        decoder_bias=b_dec / factor,
+        decoder_weight=decoder,
+        decoder_bias=b_dec,
         activation=activation,
         k=k,
         threshold=threshold,
     )
+    # SAELens encodes s x - a b_dec (s the activation scale, a = apply_b_dec_to_input):
+    # the (1 - a) b_dec @ W_enc part joined the encoder bias above; the scale is folded
+    # into the weights, so the estimator takes raw activations.
+    return fold_input_scale(weights, _scaling_factor(folder, config, scaling_factor))
 
 
 def write(weights, folder):

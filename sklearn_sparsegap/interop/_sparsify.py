@@ -27,7 +27,7 @@ CONFIG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
 
 
-def read(folder, *, scaling_factor=None):
+def read(folder):
     """The :class:`SAEWeights` of the sparsify checkpoint in ``folder``."""
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
