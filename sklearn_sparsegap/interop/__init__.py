@@ -1,0 +1,143 @@
+"""Load SAEs trained by SAELens, sparsify and dictionary_learning as fitted
+:class:`~sklearn_sparsegap.SAEEncoder` objects, and export ours to those formats.
+
+A loaded SAE is an ordinary fitted estimator: ``transform`` / ``inverse_transform``
+give the original library's codes and reconstructions, and it plugs into
+:class:`~sklearn_sparsegap.SAEPlusITO` (through ``sklearn.frozen.FrozenEstimator``),
+the metrics and ``GridSearchCV``. See :doc:`interop` for the formats field by field.
+"""
+
+from pathlib import Path
+
+from sklearn.frozen import FrozenEstimator
+
+from ._build import check_dtype, encoder_from_weights, fold_input_scale, weights_from_encoder
+from ._detect import FORMATS, checkpoint_folder, detect_format
+
+__all__ = ["load_sae", "save_sae"]
+
+
+def _check_format(format, allow_auto):
+    allowed = (["auto"] if allow_auto else []) + sorted(FORMATS)
+    if format not in allowed:
+        raise ValueError(f"format must be one of {allowed}, got {format!r}.")
+
+
+def load_sae(path, *, format="auto", device="auto", dtype="float32", scaling_factor=None):
+    """Load an SAE checkpoint of SAELens, sparsify or dictionary_learning.
+
+    The weights are read with the ``safetensors`` package (SAELens, sparsify) or
+    ``torch.load(weights_only=True)`` (dictionary_learning), never with an unrestricted
+    unpickler, and turned exactly into this library's form: ``transform`` equals the
+    original library's ``encode`` and ``inverse_transform`` its ``decode``. Settings
+    that are linear changes of variables are folded into the weights (SAELens
+    ``apply_b_dec_to_input=False``, ``expected_average_only_in`` activation scaling,
+    TopK ``rescale_acts_by_decoder_norm``; gated SAEs become JumpReLU SAEs); settings
+    that are not (per-input normalisation, sparsify ``groupmax``, transcoders, skip
+    connections) raise a ``ValueError`` that names them.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The checkpoint folder (or a file in it). SAELens: ``cfg.json`` +
+        ``sae_weights.safetensors`` (+ ``activation_scaler.json``); sparsify: one
+        hookpoint folder with ``cfg.json`` + ``sae.safetensors``; dictionary_learning:
+        ``config.json`` + ``ae.pt``.
+    format : {"auto", "saelens", "sparsify", "dictionary_learning"}, default="auto"
+        ``"auto"`` decides by the files present.
+    device : str, default="auto"
+        The ``device`` parameter of the returned estimator.
+    dtype : {"float32", "float64"}, default="float32"
+        Dtype of the stored weights (bfloat16 and float16 checkpoints are converted
+        exactly). ``transform`` computes in the dtype of its input, as always.
+    scaling_factor : float, default=None
+        The factor the SAE expects its inputs multiplied by (it was trained on
+        activations scaled by it). None means the checkpoint's own: for a SAELens SAE
+        with ``normalize_activations="expected_average_only_in"``, the factor in
+        ``activation_scaler.json``; 1 otherwise (dictionary_learning folds its own
+        before saving). It is folded into the weights, so the estimator takes raw
+        activations.
+
+    Returns
+    -------
+    estimator : SAEEncoder
+        A fitted estimator with ``n_components`` latents. Its ``alpha`` is 0: the
+        training penalty is not stored in these checkpoints; set it (or pass
+        ``transform_alpha`` to ``SAEPlusITO``) to score with a penalty.
+
+    See Also
+    --------
+    save_sae : Export a fitted SAEEncoder to these formats.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import numpy as np
+    >>> from sklearn_sparsegap import SAEEncoder, make_sparse_dictionary_data
+    >>> from sklearn_sparsegap.interop import load_sae, save_sae
+    >>> X, _, _ = make_sparse_dictionary_data(256, random_state=0)
+    >>> sae = SAEEncoder(n_components=16, activation="topk", n_nonzero_coefs=3,
+    ...                  max_iter=50, random_state=0).fit(X)
+    >>> folder = tempfile.mkdtemp()
+    >>> save_sae(sae, folder, format="sparsify")
+    >>> loaded = load_sae(folder)
+    >>> loaded.n_nonzero_coefs, loaded.n_components
+    (3, 16)
+    >>> bool(np.allclose(loaded.transform(X), sae.transform(X), atol=1e-6))
+    True
+    """
+    _check_format(format, allow_auto=True)
+    check_dtype(dtype)
+    folder = checkpoint_folder(path)
+    if format == "auto":
+        format = detect_format(folder)
+    if format == "saelens":
+        weights = FORMATS[format].read(folder, scaling_factor=scaling_factor)
+    else:
+        weights = FORMATS[format].read(folder)
+        if scaling_factor is not None:
+            weights = fold_input_scale(weights, scaling_factor)
+    return encoder_from_weights(weights, dtype=dtype, device=device, source=str(folder))
+
+
+def save_sae(estimator, path, *, format):
+    """Write a fitted SAEEncoder in the checkpoint format of a peer library.
+
+    The folder loads back with that library's own loader (SAELens
+    ``SAE.load_from_disk``, sparsify ``SparseCoder.load_from_disk``, dictionary_learning
+    ``utils.load_dictionary``) and with :func:`load_sae`, and encodes as the estimator
+    does. Weights are written in float32.
+
+    Parameters
+    ----------
+    estimator : SAEEncoder
+        A fitted linear SAE (``sklearn.frozen.FrozenEstimator`` of one is accepted).
+        sparsify stores TopK SAEs only; SAELens and dictionary_learning store ReLU,
+        TopK and JumpReLU SAEs.
+    path : str or path-like
+        The folder to write (created if needed; existing files of the format are
+        replaced).
+    format : {"saelens", "sparsify", "dictionary_learning"}
+        The format to write.
+
+    See Also
+    --------
+    load_sae : Load such a checkpoint.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> from sklearn_sparsegap import SAEEncoder, make_sparse_dictionary_data
+    >>> from sklearn_sparsegap.interop import save_sae
+    >>> X, _, _ = make_sparse_dictionary_data(256, random_state=0)
+    >>> sae = SAEEncoder(n_components=16, max_iter=50, random_state=0).fit(X)
+    >>> folder = tempfile.mkdtemp()
+    >>> save_sae(sae, folder, format="saelens")
+    >>> sorted(os.listdir(folder))
+    ['cfg.json', 'sae_weights.safetensors']
+    """
+    _check_format(format, allow_auto=False)
+    if isinstance(estimator, FrozenEstimator):
+        estimator = estimator.estimator
+    weights = weights_from_encoder(estimator)
+    FORMATS[format].write(weights, Path(path))

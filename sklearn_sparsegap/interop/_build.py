@@ -1,0 +1,173 @@
+"""Plain weight arrays <-> a fitted ``SAEEncoder``: the one place that knows the
+estimator's fitted state. Every format reader goes through :func:`encoder_from_weights`
+and every writer through :func:`weights_from_encoder`, so a change to the estimator's
+internals is fixed here once."""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .._sae import SAEEncoder
+from .._torch_utils import resolve_device
+from .._training import HISTORY_KEYS, history_arrays
+
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+@dataclass
+class SAEWeights:
+    """An SAE in this library's form, every array in float64.
+
+    ``encode(x) = act((x - decoder_bias) @ encoder_weight.T + encoder_bias)``,
+    ``decode(s) = s @ decoder_weight + decoder_bias``; ``act`` is ReLU, TopK (the ``k``
+    largest pre-activations, then ReLU) or JumpReLU (``pre * (pre > threshold)``).
+    """
+
+    encoder_weight: np.ndarray  # (n_components, n_features)
+    encoder_bias: np.ndarray  # (n_components,)
+    decoder_weight: np.ndarray  # (n_components, n_features)
+    decoder_bias: np.ndarray  # (n_features,)
+    activation: str = "relu"
+    k: int | None = None
+    threshold: np.ndarray | None = None  # (n_components,)
+
+
+def fold_input_scale(weights, factor):
+    """``weights`` of an SAE that expects inputs multiplied by ``factor``, rewritten to
+    take raw inputs: ``act((f x - b) W^T + c) = act((x - b / f) (f W)^T + c)`` and the
+    reconstruction, divided by ``f``, is ``s (D / f) + b / f``."""
+    factor = float(factor)
+    if not np.isfinite(factor) or factor <= 0:
+        raise ValueError(f"scaling_factor must be a positive number, got {factor!r}.")
+    return SAEWeights(
+        encoder_weight=weights.encoder_weight * factor,
+        encoder_bias=weights.encoder_bias,
+        decoder_weight=weights.decoder_weight / factor,
+        decoder_bias=weights.decoder_bias / factor,
+        activation=weights.activation,
+        k=weights.k,
+        threshold=weights.threshold,
+    )
+
+
+def check_dtype(dtype):
+    """The numpy dtype for ``load_sae(dtype=...)``."""
+    key = np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    if key not in _DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}.")
+    return _DTYPES[key]
+
+
+def _check_finite(array, name, source):
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{source}: tensor {name!r} has NaN or infinite values.")
+
+
+def check_weights(weights, source):
+    """Shapes and values of ``weights``; ``source`` names the file in the errors."""
+    n_components, n_features = weights.decoder_weight.shape
+    expected = {
+        "encoder_weight": (n_components, n_features),
+        "encoder_bias": (n_components,),
+        "decoder_bias": (n_features,),
+    }
+    if weights.threshold is not None:
+        expected["threshold"] = (n_components,)
+    for name, shape in expected.items():
+        value = getattr(weights, name)
+        if value.shape != shape:
+            raise ValueError(
+                f"{source}: {name.replace('_', ' ')} has shape {value.shape}, expected "
+                f"{shape} for {n_components} latents and {n_features} input features."
+            )
+    for name in ("encoder_weight", "encoder_bias", "decoder_weight", "decoder_bias", "threshold"):
+        value = getattr(weights, name)
+        if value is not None:
+            _check_finite(value, name, source)
+    if weights.activation == "topk":
+        if weights.k is None or not 1 <= weights.k <= n_components:
+            raise ValueError(
+                f"{source}: TopK needs 1 <= k <= {n_components} latents, got k={weights.k}."
+            )
+    if weights.activation == "jumprelu" and weights.threshold is None:
+        raise ValueError(f"{source}: a JumpReLU SAE needs a threshold tensor.")
+
+
+def encoder_from_weights(weights, *, dtype=np.float32, device="auto", source="weights"):
+    """A fitted :class:`SAEEncoder` that encodes and decodes exactly as ``weights``.
+
+    Its parameters describe the model (``n_components``, ``activation``,
+    ``n_nonzero_coefs``); ``alpha`` is 0 because a checkpoint does not carry the
+    training penalty in this library's units. ``partial_fit`` and ``warm_start`` continue
+    training from the loaded weights.
+    """
+    check_weights(weights, source)
+    dtype = check_dtype(dtype)
+    n_components = weights.decoder_weight.shape[0]
+    estimator = SAEEncoder(
+        n_components=n_components,
+        alpha=0.0,
+        activation=weights.activation,
+        n_nonzero_coefs=weights.k if weights.activation == "topk" else None,
+        fit_intercept=True,
+        device=device,
+    )
+    estimator.components_ = np.array(weights.decoder_weight, dtype=dtype)
+    estimator.intercept_ = np.array(weights.decoder_bias, dtype=dtype)
+    estimator.coefs_ = [np.array(weights.encoder_weight, dtype=dtype)]
+    estimator.intercepts_ = [np.array(weights.encoder_bias, dtype=dtype)]
+    if weights.activation == "jumprelu":
+        # The estimator stores log-thresholds: a threshold <= 0 gates nothing that the
+        # ReLU does not already zero, so the smallest positive number is exact.
+        tiny = np.finfo(dtype).tiny
+        estimator.threshold_ = np.maximum(np.asarray(weights.threshold, dtype=dtype), tiny)
+    estimator.n_features_in_ = weights.decoder_weight.shape[1]
+    estimator.n_iter_ = 0
+    estimator.history_ = history_arrays({key: [] for key in HISTORY_KEYS})
+    estimator.training_flops_ = 0
+    estimator.device_ = str(resolve_device(device))
+    # What partial_fit / warm_start read to continue training.
+    estimator._n_steps = 0
+    estimator._trained_target = "reconstruction"
+    estimator._optimizer_state = None
+    return estimator
+
+
+def weights_from_encoder(estimator):
+    """The :class:`SAEWeights` of a fitted :class:`SAEEncoder` (for the writers).
+
+    Raises a ``ValueError`` for what the peers cannot represent: an MLP encoder, a model
+    without biases (exported with zero biases instead), or codes rescaled per sample.
+    """
+    if not isinstance(estimator, SAEEncoder):
+        raise ValueError(
+            f"estimator must be a fitted SAEEncoder, got {type(estimator).__name__}; "
+            "MLP encoders have no equivalent in SAELens, sparsify or dictionary_learning."
+        )
+    if not hasattr(estimator, "components_"):
+        raise ValueError("estimator is not fitted: call fit or load_sae first.")
+    if estimator._rescales():
+        raise ValueError(
+            "estimator rescales its codes per sample (target='codes', "
+            "codes_loss='sample', rescale_codes=True), which no peer format can store; "
+            "set rescale_codes=False to export the encoder's own output."
+        )
+    components = np.asarray(estimator.components_, dtype=np.float64)
+    n_components, n_features = components.shape
+    if estimator.fit_intercept:
+        encoder_bias = np.asarray(estimator.intercepts_[0], dtype=np.float64)
+        decoder_bias = np.asarray(estimator.intercept_, dtype=np.float64)
+    else:
+        encoder_bias, decoder_bias = np.zeros(n_components), np.zeros(n_features)
+    threshold = None
+    if estimator.activation == "jumprelu":
+        threshold = np.asarray(estimator.threshold_, dtype=np.float64)
+    return SAEWeights(
+        encoder_weight=np.asarray(estimator.coefs_[0], dtype=np.float64),
+        encoder_bias=encoder_bias,
+        decoder_weight=components,
+        decoder_bias=decoder_bias,
+        activation=estimator.activation,
+        k=estimator.n_nonzero_coefs if estimator.activation == "topk" else None,
+        threshold=threshold,
+    )

@@ -1,0 +1,249 @@
+"""SAELens checkpoints: ``cfg.json`` + ``sae_weights.safetensors`` (+ ``activation_scaler.json``).
+
+Tensors (SAELens orientation): ``W_enc (d_in, d_sae)``, ``b_enc (d_sae)``,
+``W_dec (d_sae, d_in)``, ``b_dec (d_in)``; JumpReLU adds ``threshold`` (a training
+checkpoint stores ``log_threshold``); gated SAEs have ``b_gate``, ``b_mag``, ``r_mag``
+instead of ``b_enc``; a BatchTopK training checkpoint stores a scalar ``topk_threshold``.
+SAELens encodes ``act((norm(x) - b_dec * apply_b_dec_to_input) @ W_enc + b_enc)`` and
+decodes ``unnorm(f @ W_dec + b_dec)``.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+from ._build import SAEWeights, fold_input_scale
+from ._io import (
+    check_finite,
+    check_shape,
+    check_tensor_names,
+    config_int,
+    read_json,
+    read_safetensors,
+    write_json,
+    write_safetensors,
+)
+
+CONFIG_FILE = "cfg.json"
+WEIGHTS_FILE = "sae_weights.safetensors"
+SCALER_FILE = "activation_scaler.json"
+# The config layout written by save_sae: SAELens reads configs without a version (or
+# older than 6.0) through its pre-6.0 converter, so the format version is stated.
+_FORMAT_VERSION = "6.0.0"
+
+_PRE_6_RENAMES = {
+    "hook_point": "hook_name",
+    "hook_point_head_index": "hook_head_index",
+    "activation_fn_str": "activation_fn",
+}
+
+
+def _version_tuple(version):
+    parts = []
+    for part in str(version).split("."):
+        digits = "".join(c for c in part if c.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+        if len(digits) != len(part):
+            break
+    return tuple(parts)
+
+
+def normalized_config(config):
+    """A config in SAELens 6 field names (pre-6.0 configs are translated as SAELens's
+    own ``handle_pre_6_0_config`` does)."""
+    version = config.get("sae_lens_version") or (config.get("metadata") or {}).get(
+        "sae_lens_version"
+    )
+    if version and _version_tuple(version) >= (6,):
+        return dict(config)
+    config = {_PRE_6_RENAMES.get(key, key): value for key, value in config.items()}
+    config.setdefault("apply_b_dec_to_input", True)
+    config.setdefault("architecture", "standard")
+    kwargs = config.get("activation_fn_kwargs") or {}
+    if config.get("activation_fn") == "topk" and kwargs.get("k") is not None:
+        config["architecture"] = "topk"
+        config["k"] = kwargs["k"]
+    normalize = config.get("normalize_activations")
+    if isinstance(normalize, bool):
+        config["normalize_activations"] = "expected_average_only_in" if normalize else "none"
+    elif normalize is None:
+        config["normalize_activations"] = "none"
+    return config
+
+
+def _scaling_factor(folder, config, scaling_factor):
+    """The factor SAELens multiplies inputs by (``expected_average_only_in``), or 1."""
+    mode = config.get("normalize_activations", "none")
+    config_path = folder / CONFIG_FILE
+    if mode in ("none", None):
+        return 1.0 if scaling_factor is None else float(scaling_factor)
+    if mode in ("constant_norm_rescale", "layer_norm"):
+        raise ValueError(
+            f"{config_path}: normalize_activations={mode!r} rescales every input by its "
+            "own norm at run time, which no fixed linear encoder represents; it is not "
+            "supported."
+        )
+    if mode != "expected_average_only_in":
+        raise ValueError(
+            f"{config_path}: normalize_activations={mode!r} is not supported (a "
+            "'covariance_whitening' checkpoint must first be folded by SAELens, as its "
+            "final inference save does); 'none' and 'expected_average_only_in' are."
+        )
+    if scaling_factor is not None:
+        return float(scaling_factor)
+    scaler = folder / SCALER_FILE
+    if not scaler.is_file():
+        raise ValueError(
+            f"{config_path}: normalize_activations='expected_average_only_in' means the "
+            "weights expect inputs multiplied by a dataset-wide factor, but "
+            f"{SCALER_FILE} is missing from {folder}; pass load_sae(..., "
+            "scaling_factor=...) (SAELens's pretrained directory lists it as "
+            "norm_scaling_factor)."
+        )
+    factor = read_json(scaler).get("scaling_factor")
+    return 1.0 if factor is None else float(factor)
+
+
+def read(folder, *, scaling_factor=None):
+    """The :class:`SAEWeights` of the SAELens checkpoint in ``folder``, ``scaling_factor``
+    (or ``activation_scaler.json``) folded in."""
+    folder = Path(folder)
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    config = normalized_config(read_json(config_path))
+    tensors = read_safetensors(weights_path)
+    architecture = config.get("architecture", "standard")
+    d_in = config_int(config, "d_in", config_path)
+    d_sae = config_int(config, "d_sae", config_path)
+    if config.get("reshape_activations", "none") not in ("none", "hook_z"):
+        raise ValueError(
+            f"{config_path}: unknown reshape_activations={config['reshape_activations']!r}."
+        )
+    common = ["W_enc", "W_dec", "b_dec"]
+    optional = ["finetuning_scaling_factor"]
+    activation, k, threshold = "relu", None, None
+    if architecture == "standard":
+        if config.get("activation_fn", "relu") not in ("relu", None):
+            raise ValueError(
+                f"{config_path}: activation_fn={config['activation_fn']!r} is not "
+                "supported (ReLU, TopK and JumpReLU are)."
+            )
+        check_tensor_names(tensors, [*common, "b_enc"], optional, weights_path)
+    elif architecture == "topk":
+        check_tensor_names(tensors, [*common, "b_enc"], optional, weights_path)
+        activation, k = "topk", config_int(config, "k", config_path)
+    elif architecture in ("jumprelu", "batchtopk", "matryoshka_batchtopk"):
+        names = {"jumprelu": ("threshold", "log_threshold")}.get(
+            architecture, ("threshold", "topk_threshold")
+        )
+        present = [name for name in names if name in tensors]
+        if len(present) != 1:
+            raise ValueError(
+                f"{weights_path}: a {architecture} SAE needs exactly one of the tensors "
+                f"{list(names)}; found {sorted(tensors)}."
+            )
+        check_tensor_names(tensors, [*common, "b_enc", present[0]], optional, weights_path)
+        activation = "jumprelu"
+        value = tensors[present[0]]
+        # BatchTopK encodes at inference as a JumpReLU at its learned global threshold,
+        # which is what SAELens writes when it saves such an SAE for inference.
+        threshold = np.exp(value) if present[0] == "log_threshold" else np.broadcast_to(
+            value, (d_sae,)
+        ).copy()
+    elif architecture == "gated":
+        check_tensor_names(tensors, [*common, "b_gate", "b_mag", "r_mag"], optional, weights_path)
+        activation = "jumprelu"
+    else:
+        raise ValueError(
+            f"{config_path}: architecture={architecture!r} is not supported (standard, "
+            "topk, jumprelu, gated and batchtopk are; transcoders map one activation to "
+            "another and are not autoencoders)."
+        )
+    check_finite(tensors, weights_path)
+    check_shape(tensors["W_enc"], (d_in, d_sae), "W_enc", weights_path)
+    check_shape(tensors["W_dec"], (d_sae, d_in), "W_dec", weights_path)
+    check_shape(tensors["b_dec"], (d_in,), "b_dec", weights_path)
+    for name in ("b_enc", "b_gate", "b_mag", "r_mag", "finetuning_scaling_factor", "threshold",
+                 "log_threshold"):
+        if name in tensors:
+            check_shape(tensors[name], (d_sae,), name, weights_path)
+
+    encoder = tensors["W_enc"].T.copy()  # (d_sae, d_in): one row per latent
+    decoder = tensors["W_dec"].copy()
+    b_dec = tensors["b_dec"]
+    if architecture == "gated":
+        # gate = [u + b_gate > 0] and magnitude = relu(e u + b_mag), with u = x' @ W_enc
+        # and e = exp(r_mag) > 0: the gate opens exactly where the magnitude
+        # pre-activation exceeds b_mag - e b_gate, a JumpReLU on it.
+        scale = np.exp(tensors["r_mag"])
+        encoder *= scale[:, None]
+        bias = tensors["b_mag"].copy()
+        threshold = tensors["b_mag"] - scale * tensors["b_gate"]
+    else:
+        bias = tensors["b_enc"].copy()
+    if architecture == "topk" and config.get("rescale_acts_by_decoder_norm", False):
+        # Pre-activations are multiplied by the decoder row norms before TopK and codes
+        # divided by them before decoding: fold both into the weights.
+        norms = np.linalg.norm(decoder, axis=1)
+        if np.any(norms == 0):
+            raise ValueError(
+                f"{weights_path}: rescale_acts_by_decoder_norm with an all-zero W_dec row."
+            )
+        encoder *= norms[:, None]
+        bias *= norms
+        decoder /= norms[:, None]
+    if "finetuning_scaling_factor" in tensors and config.get("finetuning_scaling_factor", False):
+        # Pre-6.0 decode multiplies codes by this factor: it belongs to the decoder rows.
+        decoder *= tensors["finetuning_scaling_factor"][:, None]
+    # SAELens encodes s x - a b_dec (s the activation scale, a = apply_b_dec_to_input):
+    # = s (x - b_dec / s) + (1 - a) b_dec, so the encoder sees s W_enc, the shared bias
+    # is b_dec / s and (1 - a) b_dec @ W_enc joins the encoder bias; decoding divides
+    # the output by s.
+    if not config.get("apply_b_dec_to_input", True):
+        bias = bias + encoder @ b_dec
+    weights = SAEWeights(
+        encoder_weight=encoder,
+        encoder_bias=bias,
+        decoder_weight=decoder,
+        decoder_bias=b_dec,
+        activation=activation,
+        k=k,
+        threshold=threshold,
+    )
+    # SAELens encodes s x - a b_dec (s the activation scale, a = apply_b_dec_to_input):
+    # the (1 - a) b_dec @ W_enc part joined the encoder bias above; the scale is folded
+    # into the weights, so the estimator takes raw activations.
+    return fold_input_scale(weights, _scaling_factor(folder, config, scaling_factor))
+
+
+def write(weights, folder):
+    """Write ``weights`` as an inference SAELens checkpoint in ``folder``."""
+    folder = Path(folder)
+    n_components, n_features = weights.decoder_weight.shape
+    architecture = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}[weights.activation]
+    config = {
+        "architecture": architecture,
+        "d_in": n_features,
+        "d_sae": n_components,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {"sae_lens_version": _FORMAT_VERSION},
+    }
+    tensors = {
+        "W_enc": weights.encoder_weight.T,
+        "b_enc": weights.encoder_bias,
+        "W_dec": weights.decoder_weight,
+        "b_dec": weights.decoder_bias,
+    }
+    if architecture == "topk":
+        config["k"] = int(weights.k)
+        config["rescale_acts_by_decoder_norm"] = False
+    if architecture == "jumprelu":
+        tensors["threshold"] = weights.threshold
+    folder.mkdir(parents=True, exist_ok=True)
+    write_safetensors(tensors, folder / WEIGHTS_FILE)
+    write_json(config, folder / CONFIG_FILE)
