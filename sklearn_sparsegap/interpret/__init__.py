@@ -8,8 +8,10 @@ Kruskal-Wallis, Dunn's test with Bonferroni correction).
 """
 
 from ._clients import BackendError, LLMExplainer, NGramExplainer, OpenAICompatibleClient
+from ._browser import write_feature_browser
 from ._features import FeatureStatistics, TokenVocabulary, compute_feature_statistics
 from ._protocols import detection_metrics, explain_and_score
+from ._statistics import compare_methods, dunn_test, plot_score_distributions
 
 __all__ = sorted(
     [
@@ -19,8 +21,12 @@ __all__ = sorted(
         "NGramExplainer",
         "OpenAICompatibleClient",
         "TokenVocabulary",
+        "compare_methods",
         "compute_feature_statistics",
         "detection_metrics",
+        "dunn_test",
         "explain_and_score",
+        "plot_score_distributions",
+        "write_feature_browser",
     ]
 )

@@ -498,8 +498,8 @@ class NGramExplainer:
     which the latent reaches ``activation_fraction`` of its largest activation in the
     explain set, kept when their precision (matches on firing tokens / all matches, over
     the explain set and the non-activating ``background`` windows) is at least
-    ``min_precision``; a bigram is tried where its last token alone is not precise
-    enough. The scorer reads only the explanation text: detection predicts a window
+    ``min_precision`` and seen at ``min_count`` or more such tokens; a bigram is tried
+    where its last token alone is not precise enough. The scorer reads only the explanation text: detection predicts a window
     activates when any pattern occurs in it; fuzzing says a highlighting is right when
     most highlighted tokens end a pattern.
 
@@ -507,8 +507,11 @@ class NGramExplainer:
     ----------
     activation_fraction : float, default=0.3
         Tokens at or above this fraction of the largest activation are explained.
-    min_precision : float, default=0.5
+    min_precision : float, default=0.7
         Smallest precision of a kept pattern.
+    min_count : int, default=2
+        Fewest strongly activating tokens a kept pattern must explain (a pattern seen
+        once is as likely chance as meaning).
     max_patterns : int, default=8
         Largest number of patterns in an explanation.
 
@@ -517,7 +520,8 @@ class NGramExplainer:
     >>> import numpy as np
     >>> from sklearn_sparsegap.interpret import NGramExplainer
     >>> explainer = NGramExplainer()
-    >>> examples = [{"tokens": ["a", "cat", "sat"], "activations": np.array([0, 1.0, 0])}]
+    >>> examples = [{"tokens": ["a", "cat", "sat"], "activations": np.array([0, 1.0, 0])},
+    ...             {"tokens": ["my", "cat"], "activations": np.array([0, 0.8])}]
     >>> explanation = explainer.explain(examples, background=[["a", "dog", "sat"]])
     >>> explanation
     'N-gram explanation: [["cat"]]'
@@ -528,23 +532,28 @@ class NGramExplainer:
     name = "ngram"
     max_workers = 1
 
-    def __init__(self, activation_fraction=0.3, min_precision=0.5, max_patterns=8):
+    def __init__(self, activation_fraction=0.3, min_precision=0.7, min_count=2,
+                 max_patterns=8):
         if not 0 < activation_fraction <= 1:
             raise ValueError(
                 f"activation_fraction must be in (0, 1], got {activation_fraction!r}."
             )
         if not 0 <= min_precision <= 1:
             raise ValueError(f"min_precision must be in [0, 1], got {min_precision!r}.")
+        if int(min_count) != min_count or min_count < 1:
+            raise ValueError(f"min_count must be an integer >= 1, got {min_count!r}.")
         if int(max_patterns) != max_patterns or max_patterns < 1:
             raise ValueError(f"max_patterns must be an integer >= 1, got {max_patterns!r}.")
         self.activation_fraction = activation_fraction
         self.min_precision = min_precision
+        self.min_count = int(min_count)
         self.max_patterns = int(max_patterns)
 
     def __repr__(self):
         return (
             f"NGramExplainer(activation_fraction={self.activation_fraction}, "
-            f"min_precision={self.min_precision}, max_patterns={self.max_patterns})"
+            f"min_precision={self.min_precision}, min_count={self.min_count}, "
+            f"max_patterns={self.max_patterns})"
         )
 
     def explain(self, examples, *, logits=None, background=None):
@@ -594,8 +603,10 @@ class NGramExplainer:
         accepted = []
         # Most-covering first; unigrams before bigrams at equal coverage; then by text,
         # so the explanation is deterministic.
-        for pattern, _ in sorted(coverage.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0])):
-            if len(accepted) >= self.max_patterns:
+        for pattern, count in sorted(
+            coverage.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0])
+        ):
+            if len(accepted) >= self.max_patterns or count < self.min_count:
                 break
             if len(pattern) == 2 and (pattern[1],) in accepted:
                 continue

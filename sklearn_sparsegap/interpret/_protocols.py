@@ -252,9 +252,15 @@ def _run_latent(stats, latent, protocol, backend, scorers, settings, min_firing,
         background = [w["tokens"] for w in random_windows]
     else:
         positives = [_trim_context(c, left, right) for c in stats.quantile_contexts(latent)]
-        n_negative = len(positives)
-        negatives = random_windows[len(random_windows) - n_negative :] if n_negative else []
-        background = [w["tokens"] for w in random_windows[: len(random_windows) - n_negative]]
+        # As many negatives as positives, and as many other quiet windows again for the
+        # explainer's background; a dense latent has few windows where it never fires,
+        # so both sets shrink to fit (the positives keep every quantile represented).
+        n_test = min(len(positives), len(random_windows) // 2)
+        if n_test < len(positives):
+            keep = np.sort(rng.choice(len(positives), n_test, replace=False))
+            positives = [positives[i] for i in keep]
+        negatives = random_windows[n_test : 2 * n_test]
+        background = [w["tokens"] for w in random_windows[:n_test]]
         explain_set = top[: settings["n_explain"]]
         cutoff = settings["highlight_fraction"] * stats.max_activation[latent]
         examples = _explain_examples(explain_set, cutoff)
