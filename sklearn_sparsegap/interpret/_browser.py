@@ -113,7 +113,7 @@ def write_feature_browser(stats, path, *, results=None, title="Feature browser",
         return [
             [
                 [intern(t) for t in c["tokens"]],
-                [_number(a, 4) for a in c["activations"]],
+                np.round(np.asarray(c["activations"], dtype=np.float64), 4).tolist(),
                 c["centre"],
             ]
             for c in found
@@ -144,7 +144,7 @@ def write_feature_browser(stats, path, *, results=None, title="Feature browser",
         feature = {
             "n": int(stats.n_firing[latent]),
             "peak": _number(stats.max_activation[latent], 5),
-            "h": [_number(c, 2) for c in stats.histogram_counts[latent]],
+            "h": np.round(stats.histogram_counts[latent], 2).tolist(),
             "e": [
                 _number(stats.histogram_edges[latent][0], 4),
                 _number(stats.histogram_edges[latent][-1], 4),

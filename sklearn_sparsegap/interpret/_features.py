@@ -16,7 +16,6 @@ import torch
 
 __all__ = ["FeatureStatistics", "compute_feature_statistics", "TokenVocabulary"]
 
-_INT64_MAX = torch.iinfo(torch.int64).max
 _HASH_MASK = (1 << 62) - 1
 
 
@@ -103,44 +102,86 @@ class TokenVocabulary:
         return [self.string(token_id) for token_id in token_ids]
 
 
-def _hash_keys(index, n_columns, seed):
-    """A 62-bit integer hash of (row index, column) -> uniform random-looking keys.
+def _hash_keys(index, column, n_columns, seed):
+    """A 62-bit integer hash of (index, column) -> uniform random-looking keys.
 
     Keeping the k smallest keys is a uniform sample without replacement (a reservoir), and
-    because the key depends only on (row, column, seed) the sample is the same for every
-    batch size.
+    because the key depends only on (index, column, seed) the sample is the same for
+    every batch size.
     """
-    columns = torch.arange(n_columns, dtype=torch.int64)
-    h = index.to(torch.int64)[:, None] * n_columns + columns[None, :]
+    h = index.to(torch.int64) * n_columns + torch.as_tensor(column, dtype=torch.int64)
     offset = (seed * 0x5851F42D4C957F2D) & ((1 << 64) - 1)
     h = h + (offset - (1 << 64) if offset >= 1 << 63 else offset)
     # splitmix64-style finaliser; int64 arithmetic wraps, which is what a hash wants.
     h = (h ^ (h >> 31)) * -0x40A7B892E31B1A47
     h = (h ^ (h >> 27)) * -0x6B2FB644ECCEEE15
     h = h ^ (h >> 33)
-    return h & _HASH_MASK
+    return (h & _HASH_MASK).numpy()
 
 
-def _merge_largest(best_values, best_rows, values, rows, k):
-    """Keep the ``k`` largest values per column; ties go to the earlier (smaller) row."""
-    merged_values = torch.cat([best_values, values], dim=0)
-    merged_rows = torch.cat([best_rows, rows], dim=0)
-    # Rows in ``best`` precede the batch and a batch is in row order, so a stable sort
-    # breaks ties by row index.
-    order = torch.sort(merged_values, dim=0, descending=True, stable=True).indices[:k]
-    return merged_values.gather(0, order), merged_rows.gather(0, order)
+class _KeptPerColumn:
+    """The ``k`` smallest entries per column by (key1, key2), over a stream of entries.
 
+    Entries are flat arrays (column, key1, key2, payload...), so the cost of an update is
+    proportional to the entries offered and the columns they touch, not to
+    ``batch x n_columns``. An entry that cannot beat the current k-th of its column is
+    dropped before any sorting.
+    """
 
-def _merge_smallest_keys(best_keys, best_payload, keys, payload, k):
-    """Keep the ``k`` smallest keys per column with their payload tensors."""
-    merged_keys = torch.cat([best_keys, keys], dim=0)
-    k = min(k, merged_keys.shape[0])
-    order = torch.topk(merged_keys, k, dim=0, largest=False, sorted=True).indices
-    merged_payload = [
-        torch.cat([old, new], dim=0).gather(0, order)
-        for old, new in zip(best_payload, payload)
-    ]
-    return merged_keys.gather(0, order), merged_payload
+    def __init__(self, n_columns, k, payload_dtypes):
+        self.n_columns, self.k = n_columns, k
+        self.column = np.empty(0, dtype=np.int64)
+        self.key1 = np.empty(0)
+        self.key2 = np.empty(0, dtype=np.int64)
+        self.payload = [np.empty(0, dtype=dtype) for dtype in payload_dtypes]
+        self.count = np.zeros(n_columns, dtype=np.int64)
+        self.worst1 = np.full(n_columns, np.inf)
+        self.worst2 = np.full(n_columns, np.iinfo(np.int64).max)
+
+    def offer(self, column, key1, key2, payload):
+        full = self.count[column] >= self.k
+        w1, w2 = self.worst1[column], self.worst2[column]
+        better = ~full | (key1 < w1) | ((key1 == w1) & (key2 < w2))
+        if not better.any():
+            return
+        column, key1, key2 = column[better], key1[better], key2[better]
+        payload = [p[better] for p in payload]
+        touched = np.zeros(self.n_columns, dtype=bool)
+        touched[column] = True
+        old = touched[self.column]
+        pool_column = np.concatenate([self.column[old], column])
+        pool_key1 = np.concatenate([self.key1[old], key1])
+        pool_key2 = np.concatenate([self.key2[old], key2])
+        pool_payload = [np.concatenate([p[old], q]) for p, q in zip(self.payload, payload)]
+        order = np.lexsort((pool_key2, pool_key1, pool_column))
+        sorted_column = pool_column[order]
+        first = np.searchsorted(sorted_column, sorted_column, side="left")
+        keep = order[np.arange(len(order)) - first < self.k]
+        self.column = np.concatenate([self.column[~old], pool_column[keep]])
+        self.key1 = np.concatenate([self.key1[~old], pool_key1[keep]])
+        self.key2 = np.concatenate([self.key2[~old], pool_key2[keep]])
+        self.payload = [
+            np.concatenate([p[~old], q[keep]]) for p, q in zip(self.payload, pool_payload)
+        ]
+        kept_column = pool_column[keep]  # sorted by (column, key1, key2)
+        self.count[touched] = 0
+        np.add.at(self.count, kept_column, 1)
+        last = np.r_[kept_column[1:] != kept_column[:-1], True]
+        self.worst1[kept_column[last]] = pool_key1[keep][last]
+        self.worst2[kept_column[last]] = pool_key2[keep][last]
+
+    def dense(self, fill):
+        """(n_columns, k) arrays of key1, key2 and payloads, best first, padded."""
+        order = np.lexsort((self.key2, self.key1, self.column))
+        column = self.column[order]
+        rank = np.arange(len(order)) - np.searchsorted(column, column, side="left")
+        arrays = [self.key1, self.key2, *self.payload]
+        out = []
+        for array, value in zip(arrays, fill):
+            dense = np.full((self.n_columns, self.k), value, dtype=array.dtype)
+            dense[column, rank] = array[order]
+            out.append(dense)
+        return out
 
 
 def _check_metadata(metadata, n_tokens):
@@ -589,69 +630,49 @@ def compute_feature_statistics(
     count = torch.zeros(n_latents, dtype=torch.int64)
     total = torch.zeros(n_latents, dtype=torch.float64)
     maximum = torch.zeros(n_latents, dtype=torch.float32)
-    top_values = torch.full((0, n_latents), -torch.inf)
-    top_rows = torch.full((0, n_latents), -1, dtype=torch.int64)
-    sample_keys = torch.empty((0, n_latents), dtype=torch.int64)
-    sample_payload = [
-        torch.empty((0, n_latents), dtype=torch.int64),
-        torch.empty((0, n_latents)),
-    ]
-    quiet_keys = torch.empty((0, n_latents), dtype=torch.int64)
-    quiet_payload = [torch.empty((0, n_latents), dtype=torch.int64)]
+    top = _KeptPerColumn(n_latents, n_top, [np.float32])
+    sample = _KeptPerColumn(n_latents, sample_size, [np.float32])
+    quiet = _KeptPerColumn(n_latents, max(n_random, 1), [])
 
     for start, stop in zip(cuts[:-1], cuts[1:]):
         codes = _transform(encoder, X, start, stop, n_latents)
         fires = codes > threshold
         count += fires.sum(0)
-        total += torch.where(fires, codes, 0).sum(0, dtype=torch.float64)
-        maximum = torch.maximum(maximum, torch.where(fires, codes, 0).amax(0))
-        rows = torch.arange(start, stop, dtype=torch.int64)
-        masked = torch.where(fires, codes, -torch.inf)
-        top_values, top_rows = _merge_largest(
-            top_values, top_rows, masked, rows[:, None].expand_as(masked), n_top
-        )
-        keys = torch.where(fires, _hash_keys(rows, n_latents, seed), _INT64_MAX)
-        sample_keys, sample_payload = _merge_smallest_keys(
-            sample_keys,
-            sample_payload,
-            keys,
-            [rows[:, None].expand_as(codes), codes],
-            sample_size,
-        )
+        firing_codes = torch.where(fires, codes, 0)
+        total += firing_codes.sum(0, dtype=torch.float64)
+        maximum = torch.maximum(maximum, firing_codes.amax(0))
+        local_rows, columns = torch.nonzero(fires, as_tuple=True)
+        values = codes[local_rows, columns].numpy()
+        rows = local_rows.numpy() + start
+        columns = columns.numpy()
+        # Top-k: largest value first, ties to the earliest row.
+        top.offer(columns, -values.astype(np.float64), rows, [values])
+        # Uniform sample of firing tokens: smallest hash keys.
+        keys = _hash_keys(torch.as_tensor(rows), columns, n_latents, seed)
+        sample.offer(columns, keys.astype(np.float64), rows, [values])
         if n_random:
             local = torch.as_tensor(window_id[start:stop] - window_id[start])
             n_windows = int(local[-1]) + 1
             window_fires = torch.zeros(n_windows, n_latents).index_add_(
                 0, local, fires.to(torch.float32)
             ) > 0
-            windows = torch.arange(n_windows, dtype=torch.int64) + int(window_id[start])
-            keys = torch.where(
-                window_fires, _INT64_MAX, _hash_keys(windows, n_latents, seed + 1)
-            )
-            quiet_keys, quiet_payload = _merge_smallest_keys(
-                quiet_keys,
-                quiet_payload,
-                keys,
-                [windows[:, None].expand(n_windows, n_latents)],
-                n_random,
-            )
+            quiet_windows, quiet_columns = torch.nonzero(~window_fires, as_tuple=True)
+            windows = quiet_windows.numpy() + int(window_id[start])
+            quiet_columns = quiet_columns.numpy()
+            keys = _hash_keys(torch.as_tensor(windows), quiet_columns, n_latents, seed + 1)
+            quiet.offer(quiet_columns, keys.astype(np.float64), windows, [])
 
     count_np = count.numpy()
     dead = count_np == 0
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_activation = np.where(dead, np.nan, total.numpy() / np.maximum(count_np, 1))
 
-    # Top examples (rows of -inf values are missing examples).
-    top_values_np = top_values.T.numpy()
-    top_rows_np = np.where(np.isfinite(top_values_np), top_rows.T.numpy(), -1)
-    if top_rows_np.shape[1] < n_top:  # fewer rows than n_top
-        pad = n_top - top_rows_np.shape[1]
-        top_rows_np = np.pad(top_rows_np, ((0, 0), (0, pad)), constant_values=-1)
+    # Top examples (rows of -1 are missing examples).
+    _, top_rows_np, _ = top.dense([np.inf, -1, 0.0])
 
     # Quantile samples and histogram from the uniform sample of firing tokens.
-    sample_rows = sample_payload[0].T.numpy()
-    sample_values = sample_payload[1].T.numpy()
-    sample_valid = sample_keys.T.numpy() != _INT64_MAX
+    _, sample_rows, sample_values = sample.dense([np.inf, -1, 0.0])
+    sample_valid = sample_rows >= 0
     n_quantile_examples = n_quantiles * n_per_quantile
     quantile_rows = np.full((n_latents, n_quantile_examples), -1, dtype=np.int64)
     quantile_bins = np.full((n_latents, n_quantile_examples), -1, dtype=np.int64)
@@ -722,8 +743,9 @@ def compute_feature_statistics(
     # Non-firing windows: token ids of each chosen window.
     random_tokens = np.full((n_latents, n_random, window_length), -1, dtype=np.int32)
     if n_random:
-        quiet_valid = quiet_keys.T.numpy() != _INT64_MAX
-        quiet_windows = quiet_payload[0].T.numpy()
+        _, quiet_windows, = quiet.dense([np.inf, -1])
+        quiet_windows = quiet_windows[:, :n_random]
+        quiet_valid = quiet_windows >= 0
         first = window_starts[np.where(quiet_valid, quiet_windows, 0)]
         window_rows = first[..., None] + np.arange(window_length)
         ok = quiet_valid[..., None] & (
