@@ -140,7 +140,7 @@ def test_report_in_headless_chromium(report):
             assert "N-gram explanation" in page.text_content("table.scores")
             assert page.locator(".logits li").count() == 20
             os.makedirs(os.path.dirname(SCREENSHOT), exist_ok=True)
-            page.set_viewport_size({"width": 1000, "height": 640})
+            page.set_viewport_size({"width": 1000, "height": 560})
             page.screenshot(path=SCREENSHOT, type="png")
             page.goto(path.as_uri() + f"#feature-{DEAD_LATENT}")
             page.wait_for_selector("#feature h2")

@@ -40,7 +40,7 @@ def _clean_samples(samples):
 
 
 def dunn_test(samples, *, p_adjust="bonferroni"):
-    """Dunn's pairwise test of stochastic dominance after a Kruskal-Wallis test.
+    """Run Dunn's pairwise test of stochastic dominance after a Kruskal-Wallis test.
 
     Ranks all values together (ties get average ranks), compares the mean ranks of each
     pair of groups with the tie-corrected standard error
