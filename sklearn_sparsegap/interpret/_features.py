@@ -589,6 +589,8 @@ def compute_feature_statistics(
     if components.ndim != 2:
         raise ValueError("encoder.components_ must be 2-D (n_latents, n_features).")
     n_latents = components.shape[0]
+    if hasattr(X, "iloc"):  # a DataFrame: index rows by position below
+        X = X.to_numpy()
     if not hasattr(X, "shape") or len(X.shape) != 2:
         X = np.asarray(X)
         if X.ndim != 2:
