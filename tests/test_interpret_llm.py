@@ -182,7 +182,8 @@ def test_timeouts_leave_the_latent_unscored_and_the_run_goes_on(stub_factory, st
 
     def slow_for_token_latent(stub, payload, number):
         text = payload["messages"][-1]["content"]
-        if mentions(text, f"<<{VOCAB[FIRES_ON]}>>") and "[EXPLANATION]" in payload["messages"][0]["content"]:
+        explaining = "[EXPLANATION]" in payload["messages"][0]["content"]
+        if explaining and mentions(text, f"<<{VOCAB[FIRES_ON]}>>"):
             time.sleep(0.5)
         return None
 

@@ -194,7 +194,9 @@ class OpenAICompatibleClient:
             content = body["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
             self._count(failures=1)
-            raise BackendError(f"response has no choices[0].message.content: {body!r:.200}") from exc
+            raise BackendError(
+                f"response has no choices[0].message.content: {body!r:.200}"
+            ) from exc
         if not isinstance(content, str):
             raise BackendError("choices[0].message.content is not a string.")
         usage = body.get("usage") or {}
@@ -499,9 +501,9 @@ class NGramExplainer:
     explain set, kept when their precision (matches on firing tokens / all matches, over
     the explain set and the non-activating ``background`` windows) is at least
     ``min_precision`` and seen at ``min_count`` or more such tokens; a bigram is tried
-    where its last token alone is not precise enough. The scorer reads only the explanation text: detection predicts a window
-    activates when any pattern occurs in it; fuzzing says a highlighting is right when
-    most highlighted tokens end a pattern.
+    where its last token alone is not precise enough. The scorer reads only the
+    explanation text: detection predicts a window activates when any pattern occurs in
+    it; fuzzing says a highlighting is right when most highlighted tokens end a pattern.
 
     Parameters
     ----------

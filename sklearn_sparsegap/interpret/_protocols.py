@@ -164,7 +164,7 @@ def _empty_row(latent, protocol, scorer, backend, status, explanation=""):
     return row
 
 
-def _judge_in_batches(judge, items, labels, batch, rng):
+def _judge_in_batches(judge, items, batch, rng):
     """Shuffle, ask ``judge`` batch by batch, and return predictions in item order."""
     order = rng.permutation(len(items))
     predictions = np.zeros(len(items), dtype=int)
@@ -189,7 +189,7 @@ def _score_rows(latent, protocol, scorers, explanation, backend_name, positives,
                 items = [p["tokens"] for p in positives] + [n["tokens"] for n in negatives]
                 predictions = _judge_in_batches(
                     lambda batch: judges["detection"](explanation, batch),
-                    items, labels, settings["batch"], rng,
+                    items, settings["batch"], rng,
                 )
             else:  # fuzzing
                 fraction = settings["highlight_fraction"]
@@ -211,7 +211,7 @@ def _score_rows(latent, protocol, scorers, explanation, backend_name, positives,
                     lambda batch: judges["fuzzing"](
                         explanation, [w for w, _ in batch], [h for _, h in batch]
                     ),
-                    items, labels, settings["batch"], rng,
+                    items, settings["batch"], rng,
                 )
         except BackendError as exc:
             rows.append(_empty_row(latent, protocol, scorer, backend_name,
