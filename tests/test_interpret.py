@@ -257,6 +257,30 @@ def test_random_latent_scores_near_chance_and_dead_latent_is_reported(data):
     assert np.isnan(skipped["f1"][0])
 
 
+def test_a_latent_firing_everywhere_is_skipped_by_delphi_with_the_reason():
+    class Dense:
+        components_ = np.eye(1)
+
+        def transform(self, X):
+            return 1.0 + X[:, :1]
+
+    n = 640
+    rng = np.random.default_rng(0)
+    metadata = {"document": np.arange(n) // 64, "position": np.arange(n) % 64,
+                "token": rng.integers(0, 20, n)}
+    stats = compute_feature_statistics(Dense(), rng.uniform(size=(n, 1)), metadata,
+                                       vocabulary=[f"t{i}" for i in range(20)])
+    results = explain_and_score(stats, NGramExplainer(), protocol="delphi", min_firing=1)
+    assert results["status"][0] == (
+        "skipped: 0 windows of 32 tokens where it never fires (too dense for "
+        "non-activating negatives)"
+    )
+    # The paper's protocol needs no non-activating windows (its negatives come from
+    # another latent), so only the lack of another latent stops it here.
+    paper = explain_and_score(stats, NGramExplainer(), protocol="paper", min_firing=1)
+    assert paper["status"][0].startswith("skipped: 5 positive and 0 negative")
+
+
 def test_protocol_arguments_are_validated(data):
     _, _, _, stats = data
     with pytest.raises(ValueError, match="protocol"):

@@ -252,6 +252,12 @@ def _run_latent(stats, latent, protocol, backend, scorers, settings, min_firing,
         background = [w["tokens"] for w in random_windows]
     else:
         positives = [_trim_context(c, left, right) for c in stats.quantile_contexts(latent)]
+        if len(random_windows) < 2:
+            status = (
+                f"skipped: {len(random_windows)} windows of {stats.window_length} tokens "
+                "where it never fires (too dense for non-activating negatives)"
+            )
+            return [_empty_row(latent, protocol, s, name, status) for s in scorers]
         # As many negatives as positives, and as many other quiet windows again for the
         # explainer's background; a dense latent has few windows where it never fires,
         # so both sets shrink to fit (the positives keep every quantile represented).
