@@ -18,7 +18,7 @@ from .flops import sparse_encode_flops
 
 # transform_alpha=None means this fraction of the encoder's alpha: an encoder needs a
 # strong penalty to learn sparse codes, inference on a frozen dictionary recovers them
-# best with a much weaker one (see :doc:`defaults`).
+# best with a much weaker one (see :ref:`defaults`).
 _ITO_ALPHA_FRACTION = 0.025
 # The intercept is refitted on at most this many training rows (evenly spaced).
 _MAX_INTERCEPT_ROWS = 2**14
@@ -127,7 +127,7 @@ class SAEPlusITO(BaseSparseEstimator):
         ``transform_alpha`` when sparsity matters more than recovery, or pass the
         encoder's ``alpha`` to measure the gap on the encoder's own training objective.
         The value used is ``transform_alpha_``; the default is chosen on the paper's
-        task (see :doc:`defaults`).
+        task (see :ref:`defaults`).
     refit_intercept : bool, default=True
         Re-estimate the decoder bias for the refined codes: ``fit`` solves, on the
         training data, the lasso at ``transform_alpha`` with one shared unpenalised

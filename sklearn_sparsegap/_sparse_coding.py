@@ -39,7 +39,7 @@ _ADAM_LOG_INIT = -10.0
 # The alternation starts with _OVERCOMPLETE times ``n_components`` atoms and drops the
 # least used ones, in equal steps, from outer iteration _PRUNE_START until _PRUNE_END, so
 # spare atoms cover every direction before the fit must choose between them (see
-# :doc:`defaults`).
+# :ref:`defaults`).
 _OVERCOMPLETE = 2
 _PRUNE_START = 20
 _PRUNE_END = 52
@@ -324,7 +324,7 @@ class GradientSparseCoder(BaseSparseEstimator):
         Number of atoms; None means ``n_features`` (or the rows of ``dictionary``).
     alpha : float, default=0.03
         L1 penalty of the objective minimised by ``fit``. The default is chosen on the
-        paper's task; see :doc:`defaults`.
+        paper's task; see :ref:`defaults`.
     transform_alpha : float, default=None
         L1 penalty of the inference in ``transform``. None means ``alpha / 10`` when the
         dictionary is learned by the alternating algorithms (less shrinkage recovers the
@@ -425,7 +425,7 @@ class GradientSparseCoder(BaseSparseEstimator):
     also extrapolated after every sweep, ``D + beta_t (D - D_prev)`` renormalised, with
     Nesterov's ``beta_t`` sequence, restarted whenever the objective went up, so
     ``history_["loss"]`` is not monotone. Together they avoid the fits that miss one
-    true atom and shorten the fit; the measurements are in :doc:`defaults`.
+    true atom and shorten the fit; the measurements are in :ref:`defaults`.
 
     Examples
     --------

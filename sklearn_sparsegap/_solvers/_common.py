@@ -19,7 +19,7 @@ MAX_GRAM_COMPONENTS = 4096
 
 # The Gram forms of OMP and gradient pursuit keep, per sample, up to K rows of the Gram
 # matrix (K * N values); rows are processed in chunks whose working array holds at most
-# this many elements (bounding memory; see :doc:`defaults` for the measurement).
+# this many elements (bounding memory; see :ref:`defaults` for the measurement).
 GRAM_CHUNK_ELEMENTS = 2**23
 
 

@@ -215,7 +215,7 @@ def fista_with_intercept(X, D, alpha, *, positive=False, max_iter=1000, tol=1e-4
     residual is centred over the samples, so each FISTA step uses the gradient
     ``(R - mean(R)) D^T`` with the plain lasso's step ``1/L`` (centring is a projection:
     it does not raise ``L``), which converges far faster than alternating codes and
-    intercept (see :doc:`defaults`). The mean couples
+    intercept (see :ref:`defaults`). The mean couples
     the samples, so they iterate together; the solve stops when the whole code matrix
     changes by at most ``tol`` (relative) in one iteration. Momentum restarts as in
     :func:`fista`, for the whole problem at once.

@@ -282,7 +282,7 @@ def sparse_encode(
         L1 penalty of ``"fista"``, ``"ista"``, ``"lca"``, ``"adam"`` and ``"paper_lca"``
         (the paper's ``lambda`` is
         ``paper_l1_to_alpha(lambda, n_features, n_components)``). The default is
-        chosen on the paper's task; see :doc:`defaults`.
+        chosen on the paper's task; see :ref:`defaults`.
     n_nonzero_coefs : int or None, default=None
         K of the greedy algorithms; None means ``min(max(n_features // 10, 1),
         n_components)`` as in scikit-learn. It must not exceed ``n_components`` and, for
