@@ -62,3 +62,19 @@ EXTRA_CHECKS = [
 @pytest.mark.parametrize("check", EXTRA_CHECKS, ids=lambda check: check.__name__)
 def test_checks_the_generic_runner_skips(estimator, check):
     check(type(estimator).__name__, estimator)
+
+
+def test_plain_pytest_enables_the_array_api_check():
+    # tests/conftest.py sets SCIPY_ARRAY_API=1 before scipy is imported; without it scipy's
+    # array API support is off and check_array_api_input skips itself (SkipTest).
+    from unittest import SkipTest
+
+    from scipy._lib._array_api import SCIPY_ARRAY_API
+    from sklearn.utils.estimator_checks import check_array_api_input
+
+    assert SCIPY_ARRAY_API
+    estimator = SAEEncoder(max_iter=5, random_state=0, device="cpu")
+    try:
+        check_array_api_input("SAEEncoder", estimator, array_namespace="numpy")
+    except SkipTest as exc:
+        pytest.fail(f"check_array_api_input was skipped: {exc}")
