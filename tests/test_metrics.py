@@ -180,6 +180,26 @@ def test_greedy_breaks_ties_by_lowest_column_index():
     assert mean_corr_coef(true, pred) == pytest.approx(swapped, abs=1e-6)
 
 
+@given(
+    correlation=hnp.arrays(
+        np.float32, st.tuples(st.integers(1, 7), st.integers(1, 7)),
+        elements=st.sampled_from([0.0, 0.25, 0.5, 1.0]),  # many exact ties
+    )
+)
+def test_greedy_rounds_equal_the_one_at_a_time_rule_on_ties(correlation):
+    from sklearn_sparsegap._metrics import _greedy_pairs
+
+    remaining = correlation.astype(np.float64)
+    expected = []
+    for _ in range(min(correlation.shape)):
+        i, j = np.unravel_index(np.argmax(remaining), remaining.shape)  # first maximum
+        expected.append((int(i), int(j)))
+        remaining[i, :] = -1.0
+        remaining[:, j] = -1.0
+    rows, cols = _greedy_pairs(correlation)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == sorted(expected)
+
+
 def test_mcc_of_tiny_columns_is_exact():
     # Centred products of 1e-161 underflow in float64; the library is still exact.
     assert mean_corr_coef([[0.0], [1.0]], [[0.0], [1.8254173062801806e-161]]) == 1.0
