@@ -33,6 +33,7 @@ extensions = [
 ]
 
 templates_path = ["_templates"]
+# Fragments (docs/_defaults_*.rst) are pulled into a page with ``.. include::``, not built alone.
 exclude_patterns = ["_build", "Thumbs.db", ".DS_Store", "_defaults_*.rst"]
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"

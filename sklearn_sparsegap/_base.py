@@ -10,8 +10,8 @@ from ._torch_utils import resolve_device, to_numpy, to_tensor
 from ._training import objective
 from ._validation import check_matrix
 
-# Listed order matters: float64 is kept, anything else (ints, float16) becomes float32.
-FLOAT_DTYPES = [np.float32, np.float64]
+# scikit-learn's rule (order matters): float32 and float64 are kept, anything else (lists, ints, float16, bools) becomes float64.
+FLOAT_DTYPES = [np.float64, np.float32]
 
 
 def per_sample_objective(X, codes, components, intercept, alpha):
@@ -57,7 +57,7 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         Returns
         -------
         codes : ndarray of shape (n_samples, n_components)
-            The codes, in the dtype of ``X`` (float64 stays float64, else float32).
+            The codes, in the dtype of ``X`` (float32 stays float32, else float64).
         """
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)

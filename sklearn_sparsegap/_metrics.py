@@ -92,8 +92,9 @@ def _greedy_pairs(correlation):
     Computed in rounds: every entry that is the largest of both its remaining row and its
     remaining column is taken at once (a "locally dominant" pair). With distinct entries
     this selects exactly the pairs of the one-at-a-time greedy rule, in a few vectorised
-    rounds instead of ``min(shape)`` passes over the matrix; with ties, it is one of the
-    one-at-a-time greedy matchings.
+    rounds instead of ``min(shape)`` passes over the matrix. ``np.argmax`` returns the
+    first maximum, so a tie goes to the lowest row, then the lowest column: the same
+    pairs as the one-at-a-time rule scanning the matrix in row-major order.
     """
     free_rows = np.arange(correlation.shape[0])
     free_cols = np.arange(correlation.shape[1])
@@ -178,6 +179,14 @@ def mean_corr_coef(codes_true, codes_pred, *, matching="hungarian"):
 
     Notes
     -----
+    Ties. The matching compares the correlations as float32 values (about 1e-6
+    accurate), where mathematically equal correlations normally come out exactly equal. ``"hungarian"`` returns the
+    optimal total, which does not depend on how ties are broken (only the matched pairs
+    may differ). ``"greedy"`` breaks a tie in favour of the lowest ``codes_true`` column,
+    then the lowest ``codes_pred`` column, so its result is deterministic; another
+    implementation that breaks ties differently can return another greedy value, since
+    the greedy mean depends on which tied pair is taken first.
+
     A column counts as constant when its centred sum of squares is at most ``1e-12``
     times its raw sum of squares. The columns are centred in float64 and correlated with
     one float32 matrix product (about 1e-6 accurate), which only chooses the matching;
@@ -333,11 +342,12 @@ def make_dictionary_mcc_scorer(dictionary_true, *, matching="hungarian"):
     Examples
     --------
     >>> from sklearn.decomposition import DictionaryLearning
-    >>> from sklearn_sparsegap import make_dictionary_mcc_scorer, make_sparse_dictionary_data
+    >>> from sklearn_sparsegap import (
+    ...     dictionary_mcc, make_dictionary_mcc_scorer, make_sparse_dictionary_data)
     >>> X, dictionary, codes = make_sparse_dictionary_data(200, random_state=0)
     >>> scorer = make_dictionary_mcc_scorer(dictionary)
     >>> est = DictionaryLearning(n_components=16, max_iter=5, random_state=0).fit(X)
-    >>> 0.0 <= scorer(est, X, codes) <= 1.0
+    >>> scorer(est, X, codes) == dictionary_mcc(dictionary, est.components_)
     True
     """
     # A private copy: later in-place edits of the caller's array do not change the scorer.

@@ -65,10 +65,13 @@ def resolve_device(device="auto"):
 
 
 def numpy_dtype(dtype):
-    """float64 stays float64; every other dtype is computed as float32."""
+    """float32 stays float32; every other dtype (ints, bools, float16) is computed as float64.
+
+    This is scikit-learn's rule (e.g. :class:`sklearn.decomposition.DictionaryLearning`).
+    """
     dtype = np.dtype(dtype)
-    # Compare kind and size, not dtype equality, so big-endian float64 stays float64.
-    return np.float64 if dtype.kind == "f" and dtype.itemsize == 8 else np.float32
+    # Compare kind and size, not dtype equality, so big-endian float32 stays float32.
+    return np.float32 if dtype.kind == "f" and dtype.itemsize == 4 else np.float64
 
 
 def torch_dtype(dtype):

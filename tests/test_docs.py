@@ -1,5 +1,5 @@
 """The documentation: the API reference covers every public name, and the Sphinx build
-passes with warnings as errors (the command CI runs), in well under a minute.
+passes with warnings as errors (the command CI runs).
 
 The build test is skipped when Sphinx or numpydoc is not installed
 (``pip install -e ".[docs]"``), so the main test run does not need the docs extra.
@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 # The documented command (docs/user_guide.rst, .ci/run), run on a copy of docs/.
 BUILD_COMMAND = "python -m sphinx -W --keep-going -b html docs docs/_build/html"
-BUILD_TIMEOUT = 60  # seconds; the build takes about 15 s on 2 cores
+# A guard against a hung build, not a speed test: the build takes about 15 s on 2 quiet
+# cores, and a test run shares the machine.
+BUILD_TIMEOUT = 600  # seconds
 
 
 def _autosummary_entries(text):

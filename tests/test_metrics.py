@@ -1,5 +1,6 @@
 """Tests for the ground-truth metrics and scorers."""
 
+import functools
 import pickle
 
 import numpy as np
@@ -33,17 +34,24 @@ from sklearn_sparsegap import (
 
 def _reference_abs_corr(a, b):
     """|Pearson| between every column pair, 0 for (near-)constant columns (authors' rule)."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
+    a = _scaled_columns(a)
+    b = _scaled_columns(b)
     corr = np.zeros((a.shape[1], b.shape[1]))
     for i in range(a.shape[1]):
         for j in range(b.shape[1]):
             x, y = a[:, i] - a[:, i].mean(), b[:, j] - b[:, j].mean()
             if x @ x <= 1e-12 * (a[:, i] @ a[:, i]) or y @ y <= 1e-12 * (b[:, j] @ b[:, j]):
                 continue
-            # Norms taken separately: their product underflows for tiny columns.
             corr[i, j] = abs(x @ y) / (np.sqrt(x @ x) * np.sqrt(y @ y))
     return corr
+
+
+def _scaled_columns(a):
+    """Each column divided by its largest magnitude: correlations are scale-invariant, and
+    the dot products of tiny columns (e.g. 1e-161) would otherwise underflow."""
+    a = np.array(a, dtype=float)
+    peak = np.abs(a).max(axis=0)
+    return a / np.where(peak > 0, peak, 1.0)
 
 
 def _reference_hungarian(a, b):
@@ -63,6 +71,31 @@ def _reference_greedy(a, b):
         remaining[i, :] = -1.0
         remaining[:, j] = -1.0
     return float(np.mean(values))
+
+
+def _greedy_values_under_ties(a, b, tol=1e-6):
+    """Every mean a one-at-a-time greedy matching can give when correlations within
+    ``tol`` of the largest remaining one count as tied (any of them may be taken first).
+
+    Mathematically equal correlations computed two ways differ in their last bits, so an
+    implementation may break such a tie either way; the greedy value, unlike the
+    Hungarian one, depends on the choice.
+    """
+    corr = _reference_abs_corr(a, b)
+    n_pairs = min(corr.shape)
+
+    @functools.lru_cache(maxsize=None)
+    def sums(rows, cols):
+        if len(rows) == corr.shape[0] - n_pairs or len(cols) == corr.shape[1] - n_pairs:
+            return frozenset([0.0])
+        sub = corr[np.ix_(rows, cols)]
+        out = set()
+        for i, j in zip(*np.nonzero(sub >= sub.max() - tol)):
+            rest = sums(rows[:i] + rows[i + 1 :], cols[:j] + cols[j + 1 :])
+            out.update(round(sub[i, j] + value, 9) for value in rest)
+        return frozenset(out)
+
+    return sorted(value / n_pairs for value in sums(tuple(range(corr.shape[0])), tuple(range(corr.shape[1]))))
 
 
 @st.composite
@@ -117,12 +150,59 @@ def test_mcc_in_unit_interval_and_greedy_below_hungarian(pair):
 @given(code_pairs())
 def test_mcc_matches_reference_implementation(pair):
     first, second = pair
+    # Hungarian: the optimal total does not depend on how ties are broken.
     assert mean_corr_coef(first, second) == pytest.approx(
         _reference_hungarian(first, second), abs=1e-6
     )
-    assert mean_corr_coef(first, second, matching="greedy") == pytest.approx(
-        _reference_greedy(first, second), abs=1e-6
+    # Greedy: on (near-)ties the value depends on which tied pair is taken first, so it
+    # must equal the value of one of the greedy matchings.
+    greedy = mean_corr_coef(first, second, matching="greedy")
+    candidates = _greedy_values_under_ties(first, second)
+    assert min(abs(greedy - value) for value in candidates) <= 1e-6, (greedy, candidates)
+
+
+def test_greedy_breaks_ties_by_lowest_column_index():
+    # |corr| = [[0.526, 1/sqrt(3)], [0.225, 1/sqrt(3)]]: the two 1/sqrt(3) are equal (they
+    # differ in the last bit when computed in float64). The documented rule takes the
+    # one in the lowest codes_true column, (0, 1), which leaves (1, 0); taking (1, 1)
+    # first would leave (0, 0) and score 0.552.
+    true = np.array([[3.0, 0.0], [0.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    pred = np.array([[0.0, 0.0], [5.0, 0.0], [1.0, 1.0], [1.0, 1.0]])
+    corr = _reference_abs_corr(true, pred)
+    assert corr[0, 1] == pytest.approx(corr[1, 1], abs=1e-15)
+    expected = (corr[0, 1] + corr[1, 0]) / 2
+    for _ in range(3):  # deterministic
+        assert mean_corr_coef(true, pred, matching="greedy") == pytest.approx(expected, abs=1e-6)
+    # Swapping the true columns moves the tie to the other pair.
+    swapped = (corr[1, 1] + corr[0, 0]) / 2
+    assert mean_corr_coef(true[:, ::-1], pred, matching="greedy") == pytest.approx(swapped, abs=1e-6)
+    # Hungarian takes the best total whichever way the tie goes.
+    assert mean_corr_coef(true, pred) == pytest.approx(swapped, abs=1e-6)
+
+
+@given(
+    correlation=hnp.arrays(
+        np.float32, st.tuples(st.integers(1, 7), st.integers(1, 7)),
+        elements=st.sampled_from([0.0, 0.25, 0.5, 1.0]),  # many exact ties
     )
+)
+def test_greedy_rounds_equal_the_one_at_a_time_rule_on_ties(correlation):
+    from sklearn_sparsegap._metrics import _greedy_pairs
+
+    remaining = correlation.astype(np.float64)
+    expected = []
+    for _ in range(min(correlation.shape)):
+        i, j = np.unravel_index(np.argmax(remaining), remaining.shape)  # first maximum
+        expected.append((int(i), int(j)))
+        remaining[i, :] = -1.0
+        remaining[:, j] = -1.0
+    rows, cols = _greedy_pairs(correlation)
+    assert sorted(zip(rows.tolist(), cols.tolist())) == sorted(expected)
+
+
+def test_mcc_of_tiny_columns_is_exact():
+    # Centred products of 1e-161 underflow in float64; the library is still exact.
+    assert mean_corr_coef([[0.0], [1.0]], [[0.0], [1.8254173062801806e-161]]) == 1.0
 
 
 @given(code_pairs())

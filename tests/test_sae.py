@@ -544,8 +544,8 @@ def test_cuda_known_codes_rescale_like_cpu(data):
     np.testing.assert_allclose(restored.transform(X), est.transform(X), atol=1e-5)
 
 
-def test_integer_input_is_computed_as_float32(data):
+def test_integer_input_is_computed_as_float64(data):
     X, _, _ = data
     est = SAEEncoder(max_iter=5, device="cpu").fit(np.round(X * 10).astype(np.int64))
-    assert est.components_.dtype == np.float32
-    assert est.transform(np.round(X * 10).astype(np.int64)).dtype == np.float32
+    assert est.components_.dtype == np.float64
+    assert est.transform(np.round(X * 10).astype(np.int64)).dtype == np.float64

@@ -402,10 +402,10 @@ def test_dtype_preserved_and_input_not_modified(algorithm, dtype):
         np.testing.assert_array_equal(array, copy)
 
 
-def test_integer_input_is_computed_in_float32():
+def test_integer_input_is_computed_in_float64():
     X, D, _ = _data(10, seed=21)
     codes = sparse_encode(np.round(X * 10).astype(np.int64), D, device="cpu")
-    assert codes.dtype == np.float32
+    assert codes.dtype == np.float64
 
 
 def test_float32_and_float64_agree():
