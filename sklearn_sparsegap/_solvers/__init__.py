@@ -27,7 +27,6 @@ from ._sparse_encode import (
     DEFAULT_MAX_ITER,
     GREEDY_ALGORITHMS,
     default_n_nonzero_coefs,
-    lasso_intercept,
     sparse_encode,
 )
 
@@ -44,7 +43,6 @@ __all__ = [
     "gradient_pursuit",
     "gram_form",
     "ista",
-    "lasso_intercept",
     "lca",
     "lipschitz_constant",
     "matching_pursuit",

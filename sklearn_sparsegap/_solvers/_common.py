@@ -84,6 +84,30 @@ def _converged(change, codes, tol):
     return bool(_finished(change, codes, tol).all())
 
 
+def drop_finished(finished, rows, out, codes, *arrays):
+    """Move the finished samples' codes to ``out`` and their rows out of the working arrays.
+
+    Samples stop one by one: ``out`` (created on the first call, with ``rows`` mapping
+    working rows to output rows) collects the codes of finished samples, so later
+    iterations only pay for the slow ones. Returns ``(rows, out, codes, arrays)`` with
+    the finished rows removed; :func:`finished_codes` assembles the result.
+    """
+    if out is None:
+        out = codes.clone()
+        rows = torch.arange(len(codes), device=codes.device)
+    out[rows[finished]] = codes[finished]
+    keep = torch.nonzero(~finished)[:, 0]
+    return rows[keep], out, codes[keep], [array[keep] for array in arrays]
+
+
+def finished_codes(rows, out, codes):
+    """All samples' codes: ``out`` with the still-working ``codes`` written back."""
+    if out is None:
+        return codes
+    out[rows] = codes
+    return out
+
+
 def _normalized_atoms(D):
     norms = torch.linalg.vector_norm(D, dim=1)
     return D / norms[:, None], norms

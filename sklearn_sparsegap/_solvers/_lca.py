@@ -14,24 +14,16 @@ Two different algorithms carry the name:
 import torch
 import torch.nn.functional as F
 
-from ._common import _finished, _iteration_checked, gram_form, lipschitz_constant
+from ._common import _finished, _iteration_checked, drop_finished, finished_codes
+from ._common import gram_form, lipschitz_constant
 from ._common import serial_when_small
 
 
 def _threshold(u, alpha, positive):
+    """``T_alpha(u)`` as a new tensor (``u`` is left as it is)."""
     if positive:
         return (u - alpha).clamp_min_(0.0)
     return F.softshrink(u, alpha)
-
-
-def _drop_finished(finished, rows, out, codes, *arrays):
-    """Move the finished samples' codes to ``out`` and their rows out of ``arrays``."""
-    if out is None:
-        out = codes.clone()
-        rows = torch.arange(len(codes), device=codes.device)
-    out[rows[finished]] = codes[finished]
-    keep = torch.nonzero(~finished)[:, 0]
-    return rows[keep], out, codes[keep], [array[keep] for array in arrays]
 
 
 @serial_when_small
@@ -106,7 +98,7 @@ def lca(X, D, alpha, *, positive=False, max_iter=1000, tol=1e-4, init=None, lips
         potentials = codes + torch.mm(torch.addmm(X, codes, D, alpha=-1.0), D.T)
         # The state is u: start from the codes it implies, not from ``init`` itself
         # (else the first step's drive is zero by construction and the sample stops).
-        codes = _threshold(potentials.clone(), alpha, positive)
+        codes = _threshold(potentials, alpha, positive)
     out, rows = None, None
     n_iter = 0
     for n_iter in range(1, max_iter + 1):
@@ -115,25 +107,20 @@ def lca(X, D, alpha, *, positive=False, max_iter=1000, tol=1e-4, init=None, lips
         else:
             drive = torch.mm(torch.addmm(data, codes, D, alpha=-1.0), D.T)
         drive.add_(codes).sub_(potentials)
-        potentials = potentials.add(drive, alpha=eta)
-        codes = _threshold(potentials.clone(), alpha, positive)
-        checked = _iteration_checked(n_iter)
-        if checked:
+        potentials.add_(drive, alpha=eta)
+        codes = _threshold(potentials, alpha, positive)
+        if _iteration_checked(n_iter):
             # The state is u, not a: codes can sit at zero while u still climbs
             # towards the threshold, so convergence is judged on u.
             finished = _finished(drive, potentials, tol / eta)
-        if checked:
             n_finished = int(finished.sum())
             if n_finished == len(finished):
                 break
             if n_finished:
-                rows, out, codes, (potentials, data) = _drop_finished(
+                rows, out, codes, (potentials, data) = drop_finished(
                     finished, rows, out, codes, potentials, data
                 )
-    if out is None:
-        return codes, n_iter
-    out[rows] = codes
-    return out, n_iter
+    return finished_codes(rows, out, codes), n_iter
 
 
 def _paper_loss(X, codes, D, alpha):

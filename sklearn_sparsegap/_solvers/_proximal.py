@@ -4,7 +4,8 @@ unpenalised intercept."""
 import torch
 import torch.nn.functional as F
 
-from ._common import _finished, _iteration_checked, gram_form, lipschitz_constant
+from ._common import _finished, _iteration_checked, drop_finished, finished_codes
+from ._common import gram_form, lipschitz_constant
 from ._common import serial_when_small
 
 
@@ -48,8 +49,7 @@ def _proximal_gradient(X, D, alpha, *, positive, max_iter, tol, init, lipschitz,
     step, data = _forward_backward_operator(X, D, float(alpha), positive, lipschitz)
     codes = X.new_zeros((X.shape[0], D.shape[0])) if init is None else init
     point = codes
-    # Samples stop one by one: a finished sample's codes go to ``out`` and its rows leave
-    # the working arrays, so late iterations only pay for the slow samples.
+    # Samples stop one by one (see drop_finished).
     out, rows = None, None
     if restart:
         # Per-sample count of iterations since the last restart.
@@ -80,18 +80,12 @@ def _proximal_gradient(X, D, alpha, *, positive, max_iter, tol, init, lipschitz,
             if n_finished == len(finished):
                 break
             if n_finished:
-                if out is None:
-                    out = codes.clone()
-                    rows = torch.arange(len(codes), device=codes.device)
-                out[rows[finished]] = codes[finished]
-                keep = torch.nonzero(~finished)[:, 0]
-                rows, codes, point, data = rows[keep], codes[keep], point[keep], data[keep]
+                working = (point, data, count) if restart else (point, data)
+                rows, out, codes, working = drop_finished(finished, rows, out, codes, *working)
+                point, data = working[:2]
                 if restart:
-                    count = count[keep]
-    if out is None:
-        return codes, n_iter
-    out[rows] = codes
-    return out, n_iter
+                    count = working[2]
+    return finished_codes(rows, out, codes), n_iter
 
 
 @serial_when_small

@@ -6,13 +6,13 @@ import numpy as np
 import torch
 
 from .._compat import Interval, StrOptions, validate_params
-from .._torch_utils import resolve_device, serial_if_small, to_numpy, to_tensor, torch_dtype
+from .._torch_utils import resolve_device, to_numpy, to_tensor, torch_dtype
 from .._validation import check_dictionary, check_matrix
 from ._adam import adam_codes
 from ._common import lipschitz_constant
 from ._lca import adaptive_projected_gradient, lca
 from ._greedy import gradient_pursuit, matching_pursuit, omp, topk_encode
-from ._proximal import fista, fista_with_intercept, ista
+from ._proximal import fista, ista
 
 ALGORITHMS = (
     "ista", "fista", "lca", "omp", "mp", "gradient_pursuit", "topk", "adam", "paper_lca",
@@ -367,32 +367,3 @@ def sparse_encode(
     if return_n_iter:
         return codes, n_iter
     return codes
-
-
-def lasso_intercept(X, dictionary, *, alpha, positive=False, max_iter=1000, tol=1e-4, init=None,
-                    device="auto"):  # fmt: skip
-    """The intercept ``b`` that, jointly with lasso codes, minimises the objective.
-
-    NumPy front end of :func:`fista_with_intercept` (inputs validated by the caller):
-    ``min_{S, b} sum_n 0.5 * ||x_n - s_n D - b||^2 + alpha * ||s_n||_1``.
-
-    Returns
-    -------
-    intercept : ndarray of shape (n_features,)
-        In the dtype of ``X``.
-    """
-    device = resolve_device(device)
-    dtype = torch_dtype(X.dtype)
-    with torch.no_grad(), serial_if_small(
-        device, 4 * X.shape[0] * dictionary.shape[0] * X.shape[1]
-    ):
-        _, intercept, _ = fista_with_intercept(
-            to_tensor(X, device=device, dtype=dtype),
-            to_tensor(dictionary, device=device, dtype=dtype),
-            alpha,
-            positive=positive,
-            max_iter=max_iter,
-            tol=tol,
-            init=None if init is None else to_tensor(init, device=device, dtype=dtype),
-        )
-    return to_numpy(intercept)
