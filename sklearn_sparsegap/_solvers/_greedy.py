@@ -1,6 +1,7 @@
 """Greedy pursuits: orthogonal matching pursuit, matching pursuit, gradient pursuit, TopK."""
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -195,9 +196,10 @@ def _in_row_chunks(solver, X, atoms, norms, n_nonzero_coefs, positive):
     """Run a Gram-form solver on chunks of rows; the iteration count is the maximum.
 
     The Gram matrix and the correlations ``X D^T``, large products, are formed before
-    with every thread; the chunks, whose operations are too small for a thread team, run
-    on one. On the CPU in float64 a float32 copy of the Gram matrix screens the atoms
-    (see :class:`_GramCorrelations`).
+    with every thread. The chunks, whose operations are too small for a thread team,
+    each run on one thread, and on the CPU up to ``torch.get_num_threads()`` chunks run
+    at once (torch releases the GIL in its kernels). On the CPU in float64 a float32
+    copy of the Gram matrix screens the atoms (see :class:`_GramCorrelations`).
     """
     G = atoms @ atoms.T
     G_screen = None
@@ -205,18 +207,34 @@ def _in_row_chunks(solver, X, atoms, norms, n_nonzero_coefs, positive):
         G_screen = G.to(torch.float32)
     rows = gram_chunk_rows(atoms.shape[0])
     correlations = X @ atoms.T
-    codes, n_iter = [], 0
-    chunk_flops = 2 * min(rows, X.shape[0]) * n_nonzero_coefs * atoms.shape[0]
-    with serial_if_small(X.device, chunk_flops):
-        for start in range(0, X.shape[0], rows):
-            chunk = slice(start, start + rows)
-            chunk_codes, chunk_iter = solver(
-                X[chunk], correlations[chunk], atoms, norms, G, G_screen, n_nonzero_coefs,
-                positive,
-            )  # fmt: skip
-            codes.append(chunk_codes)
-            n_iter = max(n_iter, chunk_iter)
-    return torch.cat(codes), n_iter
+    chunks = [slice(start, start + rows) for start in range(0, X.shape[0], rows)]
+
+    def run(chunk):
+        return solver(
+            X[chunk], correlations[chunk], atoms, norms, G, G_screen, n_nonzero_coefs,
+            positive,
+        )  # fmt: skip
+
+    workers = min(torch.get_num_threads(), len(chunks)) if X.device.type == "cpu" else 1
+    if workers > 1:
+        threads = torch.get_num_threads()
+
+        def serial_run(chunk):
+            torch.set_num_threads(1)  # OpenMP's team size is per thread
+            return run(chunk)
+
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                results = list(pool.map(serial_run, chunks))
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        chunk_flops = 2 * min(rows, X.shape[0]) * n_nonzero_coefs * atoms.shape[0]
+        with serial_if_small(X.device, chunk_flops):
+            results = [run(chunk) for chunk in chunks]
+    codes = torch.cat([chunk_codes for chunk_codes, _ in results])
+    return codes, max(chunk_iter for _, chunk_iter in results)
 
 
 def _vanished(X):
@@ -256,9 +274,15 @@ class _GramCorrelations:
         self.alpha, self.G, self.positive = alpha, G, positive
         self.screen = G_screen is not None
         self.G_screen = G if G_screen is None else G_screen
-        self.alpha_screen = alpha if G_screen is None else alpha.to(G_screen.dtype)
-        self.values = self.alpha_screen.clone()
+        alpha_screen = alpha if G_screen is None else alpha.to(G_screen.dtype)
+        self.values = alpha_screen.clone()
         self.scores = torch.empty_like(self.values)
+        # Each sample's D x is one more row of the table, taken with weight 1, so one
+        # embedding_bag call gives D x - G[:, support] coef without a pass to add it.
+        self.table = torch.cat([self.G_screen, alpha_screen])
+        n_samples, n_components = alpha.shape
+        self.own_row = torch.arange(n_components, n_components + n_samples, device=X.device)
+        self.one = self.values.new_ones((n_samples, 1))
         if self.screen:
             # With unit atoms (|G| <= 1, |D x| <= ||x||), rounding to float32 and summing
             # k + 1 terms errs by at most u (2 ||x|| + (k + 3) ||coef||_1), u = eps / 2.
@@ -267,9 +291,9 @@ class _GramCorrelations:
 
     def update(self, support, coef):
         """Recompute the correlations for codes ``coef`` on ``support`` (both (n, k))."""
-        weights = -coef.to(self.G_screen.dtype)
-        combined = F.embedding_bag(support, self.G_screen, per_sample_weights=weights, mode="sum")
-        torch.add(self.alpha_screen, combined, out=self.values)
+        indices = torch.cat([self.own_row[:, None], support], dim=1)
+        weights = torch.cat([self.one, -coef.to(self.G_screen.dtype)], dim=1)
+        self.values = F.embedding_bag(indices, self.table, per_sample_weights=weights, mode="sum")
 
     def select(self, support, coef, vanished, done):
         """Per row: the best atom (largest ``|c|``, or largest ``c`` if positive), its
