@@ -284,8 +284,9 @@ class _GramCorrelations:
         self.own_row = torch.arange(n_components, n_components + n_samples, device=X.device)
         self.one = self.values.new_ones((n_samples, 1))
         if self.screen:
-            # With unit atoms (|G| <= 1, |D x| <= ||x||), rounding to float32 and summing
-            # k + 1 terms errs by at most u (2 ||x|| + (k + 3) ||coef||_1), u = eps / 2.
+            # With unit atoms (|G| <= 1, |D x| <= ||x||), rounding D x, G and coef to
+            # float32 and summing the k + 1 terms errs by at most
+            # u (k + 3) (||x|| + ||coef||_1), u = eps / 2.
             self.unit = torch.finfo(G_screen.dtype).eps  # 2u: a factor 2 of safety
             self.x_norms = torch.linalg.vector_norm(X, dim=1)
 
@@ -311,7 +312,8 @@ class _GramCorrelations:
             best = scores.gather(1, index[:, None])[:, 0]
             scores.scatter_(1, index[:, None], -math.inf)
             second = scores.amax(dim=1)
-            margin = self.unit * (2 * self.x_norms + (support.shape[1] + 3) * coef.abs().sum(1))
+            size = self.x_norms + coef.abs().sum(1)
+            margin = self.unit * (support.shape[1] + 3) * size
             unsure = ((second >= best - 2 * margin) | (best <= vanished + margin)) & ~done
             if bool(unsure.any()):
                 rows = torch.nonzero(unsure)[:, 0]
