@@ -121,7 +121,8 @@ class SAEPlusITO(BaseSparseEstimator):
         ``transform_n_nonzero_coefs`` steps.
     transform_alpha : float, default=None
         L1 penalty of the refinement and of the objective the gap is measured on. None
-        means ``0.025 * encoder.alpha``: an encoder needs a strong penalty to learn sparse
+        means ``0.025 * encoder.alpha / encoder.input_scale_`` (the encoder's penalty
+        on the scale of ``X``, see ``scale_input``): an encoder needs a strong penalty to learn sparse
         codes, but inference on a frozen dictionary recovers them best with a weak one.
         The price is density where the dictionary is imperfect: raise
         ``transform_alpha`` when sparsity matters more than recovery, or pass the
@@ -311,7 +312,11 @@ class SAEPlusITO(BaseSparseEstimator):
     def _resolved_transform_alpha(self):
         if self.transform_alpha is not None:
             return float(self.transform_alpha)
-        return _ITO_ALPHA_FRACTION * float(getattr(self.encoder_, "alpha", 0.0))
+        # The encoder's alpha applies to its scaled input (scale_input): on X's scale
+        # it is alpha / input_scale_.
+        return _ITO_ALPHA_FRACTION * float(getattr(self.encoder_, "alpha", 0.0)) / float(
+            getattr(self.encoder_, "input_scale_", 1.0)
+        )
 
     def _alpha(self):
         return self.transform_alpha_

@@ -195,7 +195,8 @@ def test_transform_alpha_is_resolved_and_positive_code_is_honoured(data):
     encoder = SAEEncoder(dictionary=dictionary, alpha=0.2, max_iter=50, random_state=0,
                          device="cpu")  # fmt: skip
     model = SAEPlusITO(encoder, device="cpu").fit(X)
-    assert model.transform_alpha_ == pytest.approx(0.025 * 0.2)
+    # The encoder's alpha applies to its scaled input; the refinement runs on X's scale.
+    assert model.transform_alpha_ == pytest.approx(0.025 * 0.2 / model.encoder_.input_scale_)
     assert np.all(model.transform(X) >= 0)
     explicit = SAEPlusITO(encoder, transform_alpha=0.07, device="cpu").fit(X)
     assert explicit.transform_alpha_ == 0.07
