@@ -32,6 +32,7 @@ from sklearn_sparsegap import (
     make_sparse_dictionary_data,
     mean_corr_coef,
 )
+from sklearn_sparsegap._methods import synthetic_ito_params
 
 
 def timed(function):
@@ -95,7 +96,9 @@ def main():
             "defaults": {},
             "encoder's alpha 0.25, encoder's bias": {"transform_alpha": 0.25, "refit_intercept": False},
         }.items():
-            model = SAEPlusITO(SAEEncoder(dictionary=D, random_state=seed), **params)
+            encoder = SAEEncoder(dictionary=D, random_state=seed)
+            # The synthetic settings (SAEPlusITO's defaults before issue 15).
+            model = SAEPlusITO(encoder, **synthetic_ito_params(encoder.alpha, **params))
             model.fit(X_train)
             codes, seconds = timed(lambda: model.transform(X_test))
             add(known, f"SAEPlusITO, {label}", mean_corr_coef(S_test, codes), seconds)
@@ -125,7 +128,8 @@ def main():
             mean_corr_coef(S_test, codes), seconds, dictionary_mcc(D, sklearn_dl.components_))
 
         # 3. ITO on the SAE's own learned dictionary.
-        model = SAEPlusITO(SAEEncoder(n_components=16, random_state=seed)).fit(X_train)
+        encoder = SAEEncoder(n_components=16, random_state=seed)
+        model = SAEPlusITO(encoder, **synthetic_ito_params(encoder.alpha)).fit(X_train)
         add(ito_rows, "SAEEncoder (unknown dictionary)",
             mean_corr_coef(S_test, model.encoder_.transform(X_test)), 0.0,
             dictionary_mcc(D, model.components_))

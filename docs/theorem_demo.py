@@ -39,6 +39,7 @@ report("FISTA, alpha=1e-4", sparse_encode(X, D, alpha=1e-4, positive=True, max_i
 ito = SAEPlusITO(
     SAEEncoder(dictionary=D, fit_intercept=False, scale_input=False, alpha=0.01, max_iter=500, random_state=0,
                device="cpu"),
-    transform_alpha=1e-4, transform_max_iter=5000, tol=1e-9, device="cpu",
+    transform_algorithm="fista", transform_alpha=1e-4, transform_max_iter=5000, tol=1e-9,
+    guard="objective", device="cpu",
 ).fit(X)
 report("SAE + ITO (FISTA)", ito.transform(X))

@@ -252,8 +252,12 @@ def initialize_autoencoder(
 
 
 def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sample",
-                           rescale=False, scale=1.0):
+                           rescale=False, streamed=False, scale=1.0):
     """``compute_gradients(indices, with_stats)`` of ``module`` on ``X``, for ``train``.
+
+    With ``streamed`` the batches come from a batch source instead: ``indices`` is then
+    the rows themselves, or ``(rows, target rows)`` when ``target`` is not None (``X``
+    and ``target`` are unused but for choosing the loss).
 
     On reconstruction (``target`` None) the loss is the library objective with penalty
     ``alpha`` (on the L1 norm of the codes, or on their L0 count for JumpReLU); on
@@ -268,8 +272,11 @@ def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sam
     params = [p for p in module.parameters() if p.requires_grad]
 
     def codes_gradients(indices, with_stats):
-        batch = X if indices is None else X[indices]
-        batch_target = target if indices is None else target[indices]
+        if streamed:
+            batch, batch_target = indices
+        else:
+            batch = X if indices is None else X[indices]
+            batch_target = target if indices is None else target[indices]
         if analytic:
             codes, loss = cosine_gradients(module, batch, batch_target, codes_loss)
         else:
@@ -291,7 +298,7 @@ def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sam
             return codes, batch_statistics(loss.detach(), residual, codes)
 
     def reconstruction_gradients(indices, with_stats):
-        batch = X if indices is None else X[indices]
+        batch = indices if streamed else (X if indices is None else X[indices])
         if scale != 1.0:
             batch = batch * scale
         if analytic:

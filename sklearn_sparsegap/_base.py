@@ -1,14 +1,18 @@
 """Shared transformer behaviour: validation, transform, inverse_transform, score, tags."""
 
+import zlib
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
 from ._compat import validate_data
-from ._torch_utils import resolve_device, to_numpy, to_tensor
+from ._batches import is_streamed, iter_row_blocks, read_rows
+from ._dask import dask_inverse_transform, dask_transform, is_dask_array
+from ._torch_utils import resolve_device, to_numpy, to_tensor, torch_dtype
 from ._training import objective
-from ._validation import check_matrix
+from ._validation import check_finite_rows, check_matrix
 
 # scikit-learn's rule (order matters): float32 and float64 are kept, anything else (lists, ints, float16, bools) becomes float64.
 FLOAT_DTYPES = [np.float64, np.float32]
@@ -28,6 +32,40 @@ def per_sample_objective(X, codes, components, intercept, alpha):
     return to_numpy(values)
 
 
+# Parameters that do not change what a fit computes, left out of checkpoint configs.
+_RUN_ONLY_PARAMS = {"verbose", "checkpoint_path", "checkpoint_every", "device", "warm_start"}
+
+
+def _fingerprint(X, n_rows=16):
+    """CRC-32 of the first and last ``n_rows`` rows (read, never the whole array)."""
+    n = X.shape[0]
+    head = read_rows(X, 0, min(n, n_rows))
+    tail = read_rows(X, max(0, n - n_rows), n)
+    return zlib.crc32(np.ascontiguousarray(tail).tobytes(),
+                      zlib.crc32(np.ascontiguousarray(head).tobytes()))
+
+
+def checkpoint_config(estimator, X, y=None):
+    """What a checkpoint of ``estimator.fit(X, y)`` must match to be resumed: the
+    parameters that change the result and a description of the data (shape, dtype,
+    checksums of its first and last rows)."""
+    config = {}
+    for key, value in estimator.get_params(deep=False).items():
+        if key in _RUN_ONLY_PARAMS:
+            continue
+        if value is None or isinstance(value, (bool, int, float, str, tuple)):
+            config[key] = value
+        elif isinstance(value, np.random.RandomState):
+            config[key] = "RandomState instance"
+        else:  # an array parameter (a given dictionary)
+            array = np.asarray(value)
+            config[key] = f"array {array.shape} crc32={zlib.crc32(np.ascontiguousarray(array).tobytes())}"
+    config["X"] = f"{tuple(X.shape)} {np.dtype(X.dtype).name} crc32={_fingerprint(X)}"
+    if y is not None:
+        config["y"] = f"{tuple(np.shape(y))} crc32={_fingerprint(np.asarray(y))}"
+    return config
+
+
 class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Base class of every estimator of the library.
 
@@ -37,6 +75,14 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
     """
 
     def _validate_X(self, X, *, reset):
+        if is_streamed(X):
+            # An on-disk array stays on disk: scikit-learn's checks run on its first row
+            # (features, names, dtype), the finiteness check in blocks.
+            if X.shape[0] < 1:
+                raise ValueError("X has 0 samples; at least 1 is required.")
+            validate_data(self, X[:1], reset=reset, dtype=FLOAT_DTYPES, ensure_all_finite=False)
+            check_finite_rows(X, "X")
+            return X
         return validate_data(self, X, reset=reset, dtype=FLOAT_DTYPES)
 
     def _resolved_device(self):
@@ -51,34 +97,52 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to encode.
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            Data to encode. A dask array is encoded lazily, chunk of rows by chunk of
+            rows, into a dask array (see :ref:`scaling`).
 
         Returns
         -------
-        codes : ndarray of shape (n_samples, n_components)
+        codes : ndarray or dask.array.Array of shape (n_samples, n_components)
             The codes, in the dtype of ``X`` (float32 stays float32, else float64).
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return dask_transform(self, X)
         X = self._validate_X(X, reset=False)
-        with torch.no_grad():
-            codes = self._encode(to_tensor(X, device=self._resolved_device()))
-        return to_numpy(codes)
+        device = self._resolved_device()
+        if not is_streamed(X):
+            with torch.no_grad():
+                codes = self._encode(to_tensor(X, device=device))
+            return to_numpy(codes)
+        # On-disk X: encode block by block; only the codes are held in memory.
+        codes = None
+        dtype = torch_dtype(X.dtype)
+        for start, rows in iter_row_blocks(X):
+            with torch.no_grad():
+                block = to_numpy(self._encode(to_tensor(rows, device=device, dtype=dtype)))
+            if codes is None:
+                codes = np.empty((X.shape[0], block.shape[1]), dtype=block.dtype)
+            codes[start : start + len(block)] = block
+        return codes
 
     def inverse_transform(self, X):
         """Reconstruct data from codes: ``codes @ components_ + intercept_``.
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_components)
-            Codes, e.g. the output of :meth:`transform`.
+        X : array-like or dask.array.Array of shape (n_samples, n_components)
+            Codes, e.g. the output of :meth:`transform`; a dask array is decoded lazily
+            into a dask array.
 
         Returns
         -------
-        X_reconstructed : ndarray of shape (n_samples, n_features)
+        X_reconstructed : ndarray or dask.array.Array of shape (n_samples, n_features)
             The reconstruction.
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return dask_inverse_transform(self, X)
         codes = check_matrix(X, "X", dtype=FLOAT_DTYPES)
         if codes.shape[1] != self.components_.shape[0]:
             raise ValueError(
@@ -109,6 +173,12 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         score : float
             The negative mean objective.
         """
+        if is_streamed(X):
+            self._validate_X(X, reset=False)
+            total = 0.0
+            for _, rows in iter_row_blocks(X):
+                total += -self.score(rows) * len(rows)
+            return -total / X.shape[0]
         codes = self.transform(X)
         X = self._validate_X(X, reset=False)
         intercept = getattr(self, "intercept_", None)

@@ -5,6 +5,7 @@ The estimators validate their input and keep the fitted state; the numerics live
 loop in ``_training.py``.
 """
 
+import os
 import warnings
 from numbers import Integral, Real
 
@@ -14,8 +15,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from ._autoencoder import (
-    DeadLatentResampler,
+    MAX_INIT_ROWS,
     MAX_SCALE_ROWS,
+    DeadLatentResampler,
     data_scale,
     fit_input_scale,
     fold_input_scale,
@@ -25,7 +27,8 @@ from ._autoencoder import (
     merge_code_moments,
     set_decoder,
 )
-from ._base import FLOAT_DTYPES, BaseSparseEstimator
+from ._base import FLOAT_DTYPES, BaseSparseEstimator, checkpoint_config
+from ._batches import DiskBatches, is_streamed, iter_row_blocks
 from ._compat import Interval, StrOptions, _fit_context
 from ._modules import SparseAutoencoderModule
 from ._torch_utils import (
@@ -39,6 +42,7 @@ from ._torch_utils import (
 )
 from ._training import (
     HISTORY_KEYS,
+    Checkpoint,
     CountFlops,
     LogHistory,
     ProgressBar,
@@ -75,6 +79,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
         "tol": [Interval(Real, 0, None, closed="left")],
         "resample_dead_every": [Interval(Integral, 1, None, closed="left"), None],
         "warm_start": ["boolean"],
+        "checkpoint_path": [str, os.PathLike, None],
+        "checkpoint_every": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
         "device": [str],
         "verbose": ["verbose"],
@@ -145,7 +151,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 "that training: fit with warm_start=False to change target."
             )
         X = self._validate_X(X, reset=first)
-        if not first:
+        streamed = is_streamed(X)
+        if not first and not streamed:
             X = X.astype(self.components_.dtype, copy=False)
         n_samples, n_features = X.shape
         target_codes = self._check_target(y, n_samples)
@@ -156,11 +163,20 @@ class _BaseAutoencoder(BaseSparseEstimator):
         hidden = self._hidden_layer_sizes()
 
         device = self._resolved_device()
-        dtype = torch_dtype(X.dtype)
-        X_tensor = to_tensor(X, device=device, dtype=dtype)
-        codes_tensor = (
-            None if target_codes is None else to_tensor(target_codes, device=device, dtype=dtype)
-        )
+        dtype = torch_dtype(X.dtype if first else self.components_.dtype)
+        source = None
+        if streamed:
+            # Streamed from disk: the initialisation and the resampling pool use a bounded
+            # sample of rows, the training loop the source's minibatches.
+            source = DiskBatches(X, target_codes, dtype=dtype)
+            sample = source.sample(MAX_INIT_ROWS, device)
+            X_tensor, codes_tensor = (sample, None) if target_codes is None else sample
+        else:
+            X_tensor = to_tensor(X, device=device, dtype=dtype)
+            codes_tensor = (
+                None if target_codes is None
+                else to_tensor(target_codes, device=device, dtype=dtype)
+            )  # fmt: skip
         dictionary_tensor = (
             None if dictionary is None else to_tensor(dictionary, device=device, dtype=dtype)
         )
@@ -177,7 +193,16 @@ class _BaseAutoencoder(BaseSparseEstimator):
             # codes (over every partial_fit chunk so far) serves inverse_transform, the
             # rescaling and the logged mse.
             previous = self._code_moments if chunk and not first else None
-            moments = merge_code_moments(previous, codes_tensor, X_tensor)
+            if streamed:
+                moments = previous
+                for start, rows in iter_row_blocks(X):
+                    moments = merge_code_moments(
+                        moments,
+                        to_tensor(target_codes[start : start + len(rows)], device=device),
+                        to_tensor(rows, device=device),
+                    )  # fmt: skip
+            else:
+                moments = merge_code_moments(previous, codes_tensor, X_tensor)
             decoder = least_squares_decoder(moments, self.fit_intercept, dictionary_tensor)
             self._code_moments = {
                 key: value.cpu() if torch.is_tensor(value) else value
@@ -220,6 +245,12 @@ class _BaseAutoencoder(BaseSparseEstimator):
             )  # fmt: skip
 
         batch_size = n_samples if self.batch_size is None else min(self.batch_size, n_samples)
+        if streamed and batch_size >= n_samples:
+            raise ValueError(
+                f"X is on disk ({X.nbytes / 2**30:.1f} GiB, {n_samples} rows) and is streamed "
+                f"in minibatches, but batch_size={self.batch_size} means full-batch steps "
+                "on all of it: set batch_size (e.g. 4096)."
+            )
         history = LogHistory(self.history_, tol=self.tol if first else 0.0,
                              description=type(self).__name__)
         callbacks = [CountFlops(step_flops, start=self.training_flops_), history]
@@ -230,16 +261,22 @@ class _BaseAutoencoder(BaseSparseEstimator):
             )
             callbacks.append(ResampleDeadLatents(resampler, self.resample_dead_every))
         callbacks.append(ProgressBar(type(self).__name__, disable=not self.verbose))
+        resume_from = None
+        if self.checkpoint_path is not None and first and not chunk:
+            path = os.fspath(self.checkpoint_path)
+            config = checkpoint_config(self, X, target_codes)
+            callbacks.append(Checkpoint(path, self.checkpoint_every, config=config))
+            resume_from = path if os.path.exists(path) else None
         compute_gradients = make_gradient_function(
             module, X_tensor, codes_tensor, alpha=self.alpha, codes_loss=self.codes_loss,
-            rescale=self._rescales(), scale=scale,
+            rescale=self._rescales(), streamed=streamed, scale=scale,
         )  # fmt: skip
         # A step's forward and backward passes are about six products of similar size;
         # the size of one product decides whether a second thread helps.
         with serial_if_small(device, step_flops(batch_size) // 6):
             state = train(
                 compute_gradients,
-                n_samples,
+                n_samples if source is None else source,
                 optimizer=optimizer,
                 n_epochs=n_epochs,
                 batch_size=batch_size,
@@ -249,6 +286,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 callbacks=callbacks,
                 start_step=self._n_steps,
                 start_epoch=self.n_iter_,
+                resume_from=resume_from,
             )
         self._n_steps = state.step
         self.n_iter_ = state.epoch
@@ -541,6 +579,17 @@ class SAEEncoder(_BaseAutoencoder):
         decoder is refitted on the new call's data) for ``max_iter`` more
         epochs instead of starting over, as in scikit-learn's ``MLPClassifier``.
         Fitting in segments this way traces learning curves at no extra cost.
+    checkpoint_path : str or path-like, default=None
+        Where ``fit`` saves its training state (weights, Adam moments, counters,
+        random generators, history), every ``checkpoint_every`` steps. When the file
+        exists at the start of ``fit`` training resumes from it, mid-epoch too (also
+        when ``X`` is streamed from disk), and ends with the model an uninterrupted fit
+        with the same seed gives. A checkpoint saved with other parameters or other
+        data is refused with a ``ValueError`` saying what differs; delete the file to
+        start over. The file is kept after the fit. ``partial_fit`` and ``warm_start``
+        continuations do not checkpoint.
+    checkpoint_every : int, default=None
+        Optimiser steps between checkpoints; None saves at the end of every epoch.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and the minibatch order; a fixed seed gives identical
         results on the CPU.
@@ -632,6 +681,8 @@ class SAEEncoder(_BaseAutoencoder):
         tol=0.0,
         resample_dead_every=None,
         warm_start=False,
+        checkpoint_path=None,
+        checkpoint_every=None,
         random_state=None,
         device="auto",
         verbose=0,
@@ -652,6 +703,8 @@ class SAEEncoder(_BaseAutoencoder):
         self.tol = tol
         self.resample_dead_every = resample_dead_every
         self.warm_start = warm_start
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_every = checkpoint_every
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -759,6 +812,17 @@ class MLPEncoder(_BaseAutoencoder):
         decoder is refitted on the new call's data) for ``max_iter`` more
         epochs instead of starting over, as in scikit-learn's ``MLPClassifier``.
         Fitting in segments this way traces learning curves at no extra cost.
+    checkpoint_path : str or path-like, default=None
+        Where ``fit`` saves its training state (weights, Adam moments, counters,
+        random generators, history), every ``checkpoint_every`` steps. When the file
+        exists at the start of ``fit`` training resumes from it, mid-epoch too (also
+        when ``X`` is streamed from disk), and ends with the model an uninterrupted fit
+        with the same seed gives. A checkpoint saved with other parameters or other
+        data is refused with a ``ValueError`` saying what differs; delete the file to
+        start over. The file is kept after the fit. ``partial_fit`` and ``warm_start``
+        continuations do not checkpoint.
+    checkpoint_every : int, default=None
+        Optimiser steps between checkpoints; None saves at the end of every epoch.
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation and the minibatch order; a fixed seed gives identical
         results on the CPU.
@@ -855,6 +919,8 @@ class MLPEncoder(_BaseAutoencoder):
         tol=0.0,
         resample_dead_every=None,
         warm_start=False,
+        checkpoint_path=None,
+        checkpoint_every=None,
         random_state=None,
         device="auto",
         verbose=0,
@@ -876,6 +942,8 @@ class MLPEncoder(_BaseAutoencoder):
         self.tol = tol
         self.resample_dead_every = resample_dead_every
         self.warm_start = warm_start
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_every = checkpoint_every
         self.random_state = random_state
         self.device = device
         self.verbose = verbose

@@ -13,6 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._base import BaseSparseEstimator
+from ._batches import DiskBatches, TensorBatches, is_streamed
 from ._compat import Interval, StrOptions, _fit_context
 from ._solvers import ALGORITHMS, GREEDY_ALGORITHMS, default_n_nonzero_coefs, fista, ista
 from ._solvers._sparse_encode import check_n_nonzero_coefs, encode_tensor
@@ -65,8 +66,14 @@ def _update_dictionary(X, codes, components, generator):
     n_unused : int
         Number of atoms resampled.
     """
-    gram = codes.T @ codes
-    correlations = codes.T @ X
+    return _sweep_atoms(codes.T @ codes, codes.T @ X, components, X, codes, generator)
+
+
+@torch.no_grad()
+def _sweep_atoms(gram, correlations, components, X, codes, generator):
+    """The sweep of :func:`_update_dictionary` from the statistics ``gram = S^T S`` and
+    ``correlations = S^T X`` (of the data, or running averages over minibatches);
+    unused atoms are resampled from the samples ``X`` with codes ``codes``."""
     usage = gram.diagonal()
     unused = set(torch.nonzero(usage < _UNUSED_ATOM_TOL)[:, 0].tolist())
     for atom in range(components.shape[0]):
@@ -299,6 +306,125 @@ def _alternating_dictionary_learning(
     return components, codes, step, history, flops
 
 
+# Rows of the bounded sample a minibatch fit initialises its atoms from.
+_MINIBATCH_SAMPLE_ROWS = 2**14
+# Minibatch alternation: the dictionary statistics average the last this many rows'
+# worth of batches (older batches were coded with an older dictionary).
+_ONLINE_MEMORY_ROWS = 2**16
+
+
+@torch.no_grad()
+def _online_dictionary_learning(
+    source,
+    components,
+    alpha,
+    *,
+    algorithm="fista",
+    n_nonzero_coefs=None,
+    positive=True,
+    n_epochs=1,
+    batch_size=1024,
+    tol=0.0,
+    generator=None,
+    device="cpu",
+    verbose=0,
+    description="dictionary learning",
+):
+    """Learn a dictionary by minibatch alternation (online dictionary learning,
+    Mairal et al. 2010).
+
+    For each minibatch of ``source`` (a batch source of ``_batches``, rows only), the
+    codes are inferred with ``algorithm`` on the current dictionary (from zero, at most
+    ``_INNER_MAX_ITER`` iterations, or one greedy encode), the running averages
+    ``A = mean s s^T`` and ``B = mean s^T x`` over the last ``_ONLINE_MEMORY_ROWS``
+    rows' worth of batches are updated, and the atoms get one block-coordinate sweep on
+    ``(A, B)`` (:func:`_sweep_atoms`, unused atoms resampled from the batch). Memory is
+    ``O(n_components * (n_components + n_features))`` plus one batch, whatever the
+    number of samples.
+
+    Parameters
+    ----------
+    source : TensorBatches or DiskBatches
+        The training rows.
+    components : Tensor of shape (n_components, n_features)
+        Unit-norm initial atoms; updated in place and returned.
+    alpha : float
+        L1 penalty of the inference (and of the logged objective).
+    algorithm, n_nonzero_coefs, positive
+        As in :func:`_alternating_dictionary_learning`.
+    n_epochs : int
+        Passes over the data at most.
+    batch_size : int
+        Rows per minibatch.
+    tol : float
+        Stop after an epoch whose mean objective is lower than the previous epoch's by
+        less than ``tol`` times it (0: run every epoch).
+    generator : torch.Generator
+        Draws the minibatch order and resampled atoms.
+
+    Returns
+    -------
+    dictionary : Tensor of shape (n_components, n_features)
+    n_epochs : int
+        Epochs run.
+    history : dict of lists
+        One entry per epoch (statistics averaged over its batches, measured before each
+        batch's dictionary update).
+    flops : int
+    """
+    n_components, n_features = components.shape
+    dtype = components.dtype
+    gram = torch.zeros(n_components, n_components, dtype=dtype, device=device)
+    correlations = torch.zeros(n_components, n_features, dtype=dtype, device=device)
+    memory = max(1, _ONLINE_MEMORY_ROWS // batch_size)
+    history = {key: [] for key in HISTORY_KEYS}
+    flops, step, epoch, previous = 0, 0, 0, np.inf
+    progress = tqdm(total=n_epochs, desc=description, disable=not verbose, leave=False)
+    iteration_flops = 2 * batch_size * n_components * min(n_components, n_features)
+    with serial_if_small(device, iteration_flops), contextlib.closing(progress):
+        for epoch in range(1, n_epochs + 1):
+            sums, active, n_batches = None, None, 0
+            for batch in source.batches(batch_size, generator=generator, device=device):
+                rows = batch.shape[0]
+                codes, n_iter = _infer_codes(
+                    batch, components, alpha, algorithm=algorithm,
+                    n_nonzero_coefs=n_nonzero_coefs, positive=positive, init=None,
+                )  # fmt: skip
+                residual = batch - codes @ components
+                loss = (0.5 * residual.square().sum(dim=1).mean()
+                        + alpha * codes.abs().sum(dim=1).mean())
+                stats = batch_statistics(loss, residual, codes)
+                fired = (codes != 0).any(dim=0)
+                sums = stats if sums is None else sums + stats
+                active = fired if active is None else active | fired
+                n_batches += 1
+                step += 1
+                weight = 1.0 / min(step, memory)
+                gram.mul_(1.0 - weight).add_(codes.T @ codes, alpha=weight / rows)
+                correlations.mul_(1.0 - weight).add_(codes.T @ batch, alpha=weight / rows)
+                _sweep_atoms(gram, correlations, components, batch, codes, generator)
+                flops += sparse_encode_flops(
+                    algorithm, n_features, n_components, rows, n_iter=max(n_iter, 1),
+                    n_nonzero_coefs=n_nonzero_coefs,
+                ) + _sweep_flops(rows, n_features, n_components)  # fmt: skip
+            values = (sums / n_batches).tolist()
+            dead = 1.0 - active.to(torch.float64).mean().item()
+            for key, entry in zip(HISTORY_KEYS, (step, *values, dead, flops)):
+                history[key].append(entry)
+            value = values[0]
+            if not np.isfinite(value):
+                raise ValueError(
+                    f"{description} diverged in epoch {epoch} (objective {value}); "
+                    "check that X is finite and well scaled."
+                )
+            progress.update(1)
+            progress.set_postfix(objective=f"{value:.4g}", refresh=False)
+            if tol > 0 and 0 <= previous - value < tol * abs(previous):
+                break
+            previous = value
+    return components, epoch, history, flops
+
+
 class GradientSparseCoder(BaseSparseEstimator):
     """Sparse coding: dictionary learning by alternating minimisation, iterative inference.
 
@@ -360,7 +486,23 @@ class GradientSparseCoder(BaseSparseEstimator):
         - ``"adam"``: the number of full-batch Adam steps, each a step on every code and
           on the dictionary.
 
+        - with ``batch_size`` (minibatch alternation): the maximum number of epochs,
+          passes over the training data in minibatches.
+
         Unused with a given ``dictionary``.
+    batch_size : int, default=None
+        None alternates on the whole training set (codes of every sample, then a
+        sweep). An int learns the dictionary by minibatch alternation instead (online
+        dictionary learning, Mairal et al. 2010, as scikit-learn's
+        ``MiniBatchDictionaryLearning``): the codes of each minibatch of this many rows,
+        inferred with ``fit_algorithm`` from zero (at most 20 iterations, or one greedy
+        encode), update running averages of ``s s^T`` and ``s^T x``, then one sweep
+        updates the atoms. Memory is then bounded by the batch and the dictionary: this
+        is the mode for data that does not fit in memory (an on-disk ``X``, e.g. from
+        :func:`~sklearn_sparsegap.activations.load_activations`, is streamed from disk
+        and requires it). There is no pruning of a larger start; ``tol`` compares
+        the mean objective of successive epochs. Stored, capped at ``n_samples``, as
+        ``batch_size_``. ``fit_algorithm="adam"`` has no minibatch mode.
     transform_max_iter : int, default=1000
         Iteration budget of the inference in ``transform`` for ``"fista"``, ``"ista"``
         and ``"adam"`` (iterations over all samples, each sample stopping at
@@ -398,8 +540,11 @@ class GradientSparseCoder(BaseSparseEstimator):
     training_flops_ : int
         Training FLOPs, counting the inference iterations actually run.
     inference_n_iter_ : int
-        Iterations the final inference on the training data needed; the default
-        iteration count of :meth:`inference_flops`.
+        Iterations the final inference on the training data (with ``batch_size``: on
+        at most 16,384 evenly spaced rows of it) needed; the default iteration count of
+        :meth:`inference_flops`.
+    batch_size_ : int
+        The minibatch size used (only with ``batch_size``).
     transform_alpha_ : float
         The L1 penalty ``transform`` uses (``transform_alpha`` resolved).
     transform_algorithm_ : str
@@ -449,6 +594,7 @@ class GradientSparseCoder(BaseSparseEstimator):
         "transform_n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
         "positive_code": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "transform_max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
@@ -469,6 +615,7 @@ class GradientSparseCoder(BaseSparseEstimator):
         transform_n_nonzero_coefs=None,
         positive_code=True,
         max_iter=300,
+        batch_size=None,
         transform_max_iter=1000,
         tol=1e-6,
         learning_rate=3e-3,
@@ -485,6 +632,7 @@ class GradientSparseCoder(BaseSparseEstimator):
         self.transform_n_nonzero_coefs = transform_n_nonzero_coefs
         self.positive_code = positive_code
         self.max_iter = max_iter
+        self.batch_size = batch_size
         self.transform_max_iter = transform_max_iter
         self.tol = tol
         self.learning_rate = learning_rate
@@ -535,6 +683,8 @@ class GradientSparseCoder(BaseSparseEstimator):
         n_components = n_features if self.n_components is None else self.n_components
         self._check_n_nonzero_coefs(n_features, n_components)
         generator = make_generator(self.random_state)
+        if self.batch_size is not None or is_streamed(X):
+            return self._fit_minibatch(X, n_components, generator, device)
         X_tensor = to_tensor(X, device=device, dtype=torch_dtype(X.dtype))
         if self.fit_algorithm == "adam":
             components = _initial_dictionary(X_tensor, n_components, generator)
@@ -563,6 +713,55 @@ class GradientSparseCoder(BaseSparseEstimator):
         self.components_ = to_numpy(components)
         self.n_components_ = n_components
         self.history_ = history_arrays(self.history_)
+        return self
+
+    def _fit_minibatch(self, X, n_components, generator, device):
+        """Online dictionary learning over minibatches of ``X`` (in memory or streamed
+        from disk); see :func:`_online_dictionary_learning`."""
+        n_samples, n_features = X.shape
+        streamed = is_streamed(X)
+        if self.fit_algorithm == "adam":
+            raise ValueError(
+                "fit_algorithm='adam' trains one code per training sample, which needs "
+                "them all in memory: it has no minibatch mode (batch_size=None, X in memory)."
+            )
+        if self.batch_size is None:
+            raise ValueError(
+                f"X is on disk ({X.nbytes / 2**30:.1f} GiB, {n_samples} rows) and is "
+                "streamed in minibatches: set batch_size (e.g. 1024)."
+            )
+        batch_size = min(self.batch_size, n_samples)
+        dtype = torch_dtype(X.dtype)
+        if streamed:
+            source = DiskBatches(X, dtype=dtype)
+            sample = source.sample(_MINIBATCH_SAMPLE_ROWS, device)
+        else:
+            source = TensorBatches(to_tensor(X, device=device, dtype=dtype))
+            sample = source.sample(_MINIBATCH_SAMPLE_ROWS)
+        n_nonzero = self._n_nonzero(n_features, n_components)
+        components, self.n_iter_, history, self.training_flops_ = (
+            _online_dictionary_learning(
+                source,
+                _initial_dictionary(sample, n_components, generator),
+                self.alpha,
+                algorithm=self.fit_algorithm,
+                n_nonzero_coefs=n_nonzero if self.fit_algorithm in GREEDY_ALGORITHMS else None,
+                positive=self.positive_code,
+                n_epochs=self.max_iter,
+                batch_size=batch_size,
+                tol=self.tol,
+                generator=generator,
+                device=device,
+                verbose=self.verbose,
+                description=type(self).__name__,
+            )
+        )
+        # inference_flops' default: the iterations inference takes on a bounded sample.
+        _, self.inference_n_iter_ = self._codes(sample, components)
+        self.components_ = to_numpy(components)
+        self.n_components_ = n_components
+        self.batch_size_ = batch_size
+        self.history_ = history_arrays(history)
         return self
 
     def _resolved_transform_alpha(self):

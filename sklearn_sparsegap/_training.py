@@ -2,6 +2,7 @@
 
 import math
 import os
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -127,14 +128,17 @@ class TrainingState:
     """
 
     def __init__(self, *, optimizer, generator, model, n_samples, batch_size, step, epoch,
-                 end_epoch):
+                 end_epoch, source=None):
         self.optimizer = optimizer
         self.generator = generator
         self.model = model
         self.n_samples = n_samples
         self.batch_size = batch_size
         self.full_batch = batch_size is None or batch_size >= n_samples
-        self.steps_per_epoch = 1 if self.full_batch else math.ceil(n_samples / batch_size)
+        if source is not None and not self.full_batch:
+            self.steps_per_epoch = source.n_batches(batch_size)
+        else:
+            self.steps_per_epoch = 1 if self.full_batch else math.ceil(n_samples / batch_size)
         self.start_step, self.start_epoch = step, epoch
         self.step, self.epoch, self.end_epoch = step, epoch, end_epoch
         self.batch = 0
@@ -349,9 +353,12 @@ class ProgressBar(Callback):
 
 
 class Checkpoint(Callback):
-    """Saves everything training depends on to ``path`` every ``every`` steps: the
-    model's and the optimiser's ``state_dict``, the counters, the generator state at
-    the start of the epoch under way and each callback's ``state_dict``.
+    """Saves everything training depends on to ``path`` every ``every`` steps (None:
+    every epoch): the model's and the optimiser's ``state_dict``, the counters, the
+    generator state at the start of the epoch under way, each callback's
+    ``state_dict`` and ``config``, a dict describing the run (parameters, data) that
+    resuming must match: a checkpoint whose ``config`` differs is refused with what
+    differs.
 
     ``train(..., resume_from=path)`` with the arguments of the interrupted call then
     continues from there and ends with the same model as an uninterrupted call. The
@@ -359,9 +366,10 @@ class Checkpoint(Callback):
     leaves the previous checkpoint intact.
     """
 
-    def __init__(self, path, every):
+    def __init__(self, path, every=None, config=None):
         self.path = os.fspath(path)
         self.every = every
+        self.config = config
         self.callbacks = ()
 
     def on_train_begin(self, state):
@@ -369,9 +377,11 @@ class Checkpoint(Callback):
             # It saves at on_step_end: callbacks after it would miss that step.
             raise ValueError("Checkpoint must be the last of the callbacks.")
         self.callbacks = state.callbacks
+        # every=None: once per epoch.
+        self._every = self.every if self.every is not None else state.steps_per_epoch
 
     def on_step_end(self, state):
-        if state.step % self.every == 0:
+        if state.step % self._every == 0:
             if state.batch == state.steps_per_epoch - 1:
                 # The epoch's last step: save once the epoch-end callbacks (the history
                 # log) have run, so that the resumed fit does not skip them.
@@ -405,14 +415,36 @@ def save_checkpoint(path, state, callbacks, epoch_done=False):
             _callback_key(i, callback): callback.state_dict()
             for i, callback in enumerate(callbacks)
         },
+        "config": _checkpoint_config(callbacks),
     }
     temporary = f"{path}.tmp"
     torch.save(payload, temporary)
     os.replace(temporary, path)
 
 
+def _checkpoint_config(callbacks):
+    return next((c.config for c in callbacks if isinstance(c, Checkpoint)), None)
+
+
+def check_checkpoint_config(path, saved, expected):
+    """Raise a ``ValueError`` listing what differs between two checkpoint configs."""
+    if saved is None or expected is None or saved == expected:
+        return
+    differences = [
+        f"{key}={saved.get(key, '<unset>')!r} there, {expected.get(key, '<unset>')!r} here"
+        for key in sorted(set(saved) | set(expected))
+        if saved.get(key, "<unset>") != expected.get(key, "<unset>")
+    ]
+    raise ValueError(
+        f"The checkpoint {os.fspath(path)!r} was saved by another configuration: "
+        f"{'; '.join(differences)}. Resume with the same parameters and data, or delete "
+        "the file (or choose another path) to start a new fit."
+    )
+
+
 def _restore(path, state, callbacks):
     payload = torch.load(path, map_location="cpu", weights_only=False)
+    check_checkpoint_config(path, payload.get("config"), _checkpoint_config(callbacks))
     keys = [_callback_key(i, callback) for i, callback in enumerate(callbacks)]
     if sorted(keys) != sorted(payload["callbacks"]):
         raise ValueError(
@@ -437,7 +469,7 @@ def _restore(path, state, callbacks):
 
 def train(
     compute_gradients,
-    n_samples,
+    data,
     *,
     optimizer,
     n_epochs,
@@ -455,9 +487,9 @@ def train(
     This is the only training loop of the library. An epoch is one full-batch step when
     ``batch_size`` is None (or at least ``n_samples``), else one pass over the samples
     in shuffled minibatches. The model enters through
-    ``compute_gradients(indices, with_stats) -> (codes, stats)``: it fills the ``.grad``
-    of the optimised parameters for the samples ``indices`` (a LongTensor, or ``None``
-    for the full batch), and when ``with_stats`` is true also returns the 4-vector
+    ``compute_gradients(batch, with_stats) -> (codes, stats)``: it fills the ``.grad``
+    of the optimised parameters for ``batch`` and when ``with_stats`` is true also
+    returns the 4-vector
     ``(loss, mse, l1, l0)`` of :func:`batch_statistics` from the same forward pass
     (else ``None``). A step is that call, the optimiser step and the atoms'
     renormalisation; everything else (logging, FLOPs, resampling, progress,
@@ -469,8 +501,13 @@ def train(
     ----------
     compute_gradients : callable
         See above.
-    n_samples : int
-        Number of training samples.
+    data : int or batch source
+        The number of training samples: ``batch`` is then the LongTensor of the samples'
+        indices (``None`` for the full batch). Or a batch source
+        (:class:`~sklearn_sparsegap._batches.TensorBatches`, ``DiskBatches``): ``batch``
+        is then what its ``batches(batch_size, generator=, skip=, device=)`` yields for
+        the epoch (rows, or ``(rows, target rows)``), ``skip`` being the batches a
+        mid-epoch checkpoint had already done.
     optimizer : torch.optim.Optimizer
     n_epochs : int
         Epochs this call runs (fewer if a callback sets ``state.stop``).
@@ -494,10 +531,12 @@ def train(
     state : TrainingState
         The final state (``step``, ``epoch``, ``flops``...).
     """
+    source = None if isinstance(data, Integral) else data
+    n_samples = int(data) if source is None else source.n_samples
     state = TrainingState(
         optimizer=optimizer, generator=generator, model=model, n_samples=n_samples,
         batch_size=batch_size, step=start_step, epoch=start_epoch,
-        end_epoch=start_epoch + n_epochs,
+        end_epoch=start_epoch + n_epochs, source=source,
     )  # fmt: skip
     callbacks = tuple(callbacks)
     state.callbacks = callbacks
@@ -505,20 +544,28 @@ def train(
     project = atoms is not None and atoms.requires_grad
     if resume_from is not None:
         _restore(resume_from, state, callbacks)
+    batches = None
     try:
         for callback in callbacks:
             callback.on_train_begin(state)
         while state.epoch < state.end_epoch and not state.stop:
             for callback in callbacks:
                 callback.on_epoch_begin(state)
-            if state.full_batch:
-                batches = [None]
+            if source is not None:
+                if generator is not None and not state.full_batch:
+                    state.epoch_generator_state = generator.get_state()
+                batches = source.batches(
+                    None if state.full_batch else batch_size, generator=generator,
+                    skip=state.batch, device=device,
+                )  # fmt: skip
+            elif state.full_batch:
+                batches = [None][state.batch:]
             else:
                 if generator is not None:
                     state.epoch_generator_state = generator.get_state()
                 order = torch.randperm(n_samples, generator=generator).to(device)
-                batches = order.split(batch_size)
-            for indices in batches[state.batch:]:
+                batches = order.split(batch_size)[state.batch:]
+            for indices in batches:
                 state.want_stats = False
                 for callback in callbacks:
                     callback.on_step_begin(state)
@@ -529,7 +576,7 @@ def train(
                 if project:
                     renormalize_atoms(atoms)
                 state.indices = indices
-                state.rows = n_samples if indices is None else indices.numel()
+                state.rows = _batch_rows(indices, n_samples)
                 state.step += 1
                 for callback in callbacks:
                     callback.on_step_end(state)
@@ -542,9 +589,19 @@ def train(
         state.error = error
         raise
     finally:
+        if hasattr(batches, "close"):  # stop a source's read-ahead
+            batches.close()
         for callback in callbacks:
             callback.on_train_end(state)
     return state
+
+def _batch_rows(batch, n_samples):
+    if batch is None:
+        return n_samples
+    if isinstance(batch, (tuple, list)):
+        batch = batch[0]
+    return batch.shape[0] if batch.ndim > 1 else batch.numel()
+
 
 def history_arrays(history):
     """Convert a history of lists into the public dict of equal-length 1-D arrays."""

@@ -1,7 +1,16 @@
 """Array checks whose error messages name the offending argument."""
 
+import os
+
 import numpy as np
 from sklearn.utils import check_array
+
+from ._batches import iter_row_blocks
+
+# Files already checked finite, keyed by (path, offset, shape, dtype, size, mtime): a
+# transform after a fit on the same file does not read it again.
+_CHECKED_FILES = {}
+_MAX_CHECKED_FILES = 64
 
 
 def check_matrix(array, name, *, dtype="numeric", min_rows=1, copy=False):
@@ -73,3 +82,42 @@ def check_dictionary(dictionary, *, n_features=None, name="dictionary"):
             "needs a non-zero norm."
         )
     return dictionary
+
+
+def _file_key(X):
+    filename = getattr(X, "filename", None)
+    if filename is None or getattr(X, "mode", None) != "r":
+        return None
+    try:
+        status = os.stat(filename)
+    except OSError:
+        return None
+    offset = X.__array_interface__["data"][0]
+    # The address identifies the view within its mapping; the file's identity and
+    # modification time say whether it changed.
+    return (filename, status.st_ino, status.st_size, status.st_mtime_ns, offset, X.shape,
+            X.strides, X.dtype.str)
+
+
+def check_finite_rows(X, name="X"):
+    """Raise a ``ValueError`` naming the first row of ``X`` holding NaN or infinity.
+
+    ``X`` (a 2-D array, typically an on-disk memmap) is read in blocks of a few tens of
+    megabytes (see :func:`~sklearn_sparsegap._batches.iter_row_blocks`), never whole;
+    a read-only memmap of a file already checked, unchanged since, is not read again.
+    """
+    key = _file_key(X)
+    if key is not None and key in _CHECKED_FILES:
+        return
+    for start, rows in iter_row_blocks(X):
+        if rows.dtype.kind in "fc" and not np.isfinite(rows).all():
+            bad = np.flatnonzero(~np.isfinite(rows).all(axis=1))[0]
+            kind = "NaN" if np.isnan(rows[bad]).any() else "infinity"
+            raise ValueError(
+                f"{name} contains {kind} at row {start + bad}: every row must be finite "
+                "(drop or repair the bad rows before fitting)."
+            )
+    if key is not None:
+        if len(_CHECKED_FILES) >= _MAX_CHECKED_FILES:
+            _CHECKED_FILES.pop(next(iter(_CHECKED_FILES)))
+        _CHECKED_FILES[key] = True

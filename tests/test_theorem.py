@@ -47,7 +47,8 @@ def test_iterative_solvers_recover_most_but_not_all_equal_magnitude_pairs(worst_
     fista = sparse_encode(X, dictionary, alpha=1e-4, positive=True, max_iter=5000, tol=1e-9)
     ito = SAEPlusITO(SAEEncoder(dictionary=dictionary, fit_intercept=False, alpha=0.01,
                                 max_iter=500, random_state=0, device="cpu"),
-                     transform_alpha=1e-4, transform_max_iter=5000, tol=1e-9, device="cpu").fit(X)
+                     transform_algorithm="fista", transform_alpha=1e-4, transform_max_iter=5000,
+                     tol=1e-9, guard="objective", device="cpu").fit(X)
     for codes_pred in (omp, fista, ito.transform(X)):
         rate = _recovered(codes, codes_pred, atol=0.05).mean()
         # Every 1-sparse source is easy; some equal-magnitude pairs defeat greedy and

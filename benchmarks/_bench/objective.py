@@ -8,6 +8,7 @@ from sklearn.frozen import FrozenEstimator
 
 from sklearn_sparsegap import SAEPlusITO, dictionary_mcc, mean_corr_coef, mean_l0
 from sklearn_sparsegap._compare import measure as _library_measure
+from sklearn_sparsegap._methods import synthetic_ito_params
 
 # The authors' activity thresholds: L0 is the fraction of entries with |s| > threshold;
 # the Pareto curves (Fig. 6) report all four.
@@ -87,6 +88,8 @@ def measure_refined(sae, task, ito_params):
     refined codes differ from the SAE's (with ``init="encoder"`` SAEPlusITO keeps a
     sample's SAE codes when refining did not lower its objective).
     """
+    # The synthetic experiments keep their ITO settings (see _methods.synthetic_ito_params).
+    ito_params = synthetic_ito_params(sae.alpha, **ito_params)
     ito = SAEPlusITO(FrozenEstimator(sae), **ito_params).fit(task.X_train)
     record, codes = measure(ito, task, return_codes=True)
     start = np.asarray(sae.transform(task.X_test), dtype=np.float64)

@@ -1,0 +1,455 @@
+"""The paper's §5 on a real model: ``sparsegap activations``.
+
+One function per stage, so the command line stays a thin shell and each stage is tested
+on its own: the offline corpus, the cached extraction, the split by sequence, the input
+scale, the method runs and their table, the FVU-vs-L0 plot and the interpretability step.
+"""
+
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ._corpora import package_docstrings, pydoc_topics, read_text_files, text_batches
+from ._evaluation import loss_recovered, reconstruction_metrics
+from ._extract import extract_activations, get_submodule, load_activations
+
+# Standard-library packages whose docstrings join the pydoc topics in the offline corpus
+# (stdlib only, so the corpus is the same wherever this Python version runs).
+CORPUS_PACKAGES = ("json", "email", "collections", "http", "asyncio", "unittest", "typing",
+                   "argparse", "logging", "pathlib", "itertools", "functools", "csv")
+DEFAULT_MODULE = "model.layers.15"
+# The columns of the table, in order (see ``format_table``).
+TABLE_COLUMNS = ("method", "fvu", "mean_l0", "dead_fraction", "dense_fraction",
+                 "loss_recovered", "training_flops", "inference_flops", "fit_seconds",
+                 "transform_seconds")
+_HEADERS = {"fvu": "FVU", "mean_l0": "L0", "dead_fraction": "dead", "dense_fraction": "dense",
+            "loss_recovered": "loss rec.", "training_flops": "train FLOPs",
+            "inference_flops": "infer FLOPs", "fit_seconds": "fit s",
+            "transform_seconds": "transform s"}
+
+
+def say(message, *, progress=True):
+    """A progress line on stderr (the table itself goes to stdout)."""
+    if progress:
+        print(f"[sparsegap] {message}", file=sys.stderr, flush=True)
+
+
+def offline_corpus(random_state=0):
+    """The default text: pydoc topics and standard-library docstrings, shuffled by document.
+
+    Shuffling mixes the alphabetically sorted topics, so a prefix of the corpus (what
+    ``--tokens`` takes) is not one corner of the reference manual.
+
+    Parameters
+    ----------
+    random_state : int, default=0
+        Seed of the document order.
+
+    Returns
+    -------
+    texts : list of str
+        The documents.
+
+    Examples
+    --------
+    >>> from sklearn_sparsegap.activations._experiment import offline_corpus
+    >>> texts = offline_corpus()
+    >>> len(texts) > 100 and texts == offline_corpus()
+    True
+    """
+    texts = pydoc_topics() + package_docstrings(CORPUS_PACKAGES)
+    order = np.random.default_rng(random_state).permutation(len(texts))
+    return [texts[i] for i in order]
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9]+", "-", str(text)).strip("-")[-40:] or "model"
+
+
+def cache_path(cache_dir, *, model, module, corpus, max_length, batch_size):
+    """The directory of the activation set for these settings under ``cache_dir``.
+
+    The number of tokens is not part of the key: a later run asking for more tokens
+    extends the same set (extraction resumes), one asking for fewer uses its prefix.
+    """
+    key = json.dumps({"model": str(model), "module": module, "corpus": corpus,
+                      "max_length": max_length, "batch_size": batch_size}, sort_keys=True)
+    digest = hashlib.sha1(key.encode()).hexdigest()[:12]
+    return Path(cache_dir) / f"{_slug(model)}-{_slug(module)}-{digest}"
+
+
+def corpus_texts(text_files=None):
+    """``(texts, corpus key)``: the user's files, or the offline corpus."""
+    if text_files:
+        texts = read_text_files(text_files)
+        digest = hashlib.sha1("\0".join(texts).encode()).hexdigest()[:12]
+        return texts, f"files-{digest}"
+    return offline_corpus(), f"offline-v1-py{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def prepare_activations(model, tokenizer, *, model_name, module, n_tokens, cache_dir,
+                        text_files=None, max_length=128, batch_size=8, progress=True):
+    """Extract (or reuse) the activations of ``module`` over the corpus; returns the path.
+
+    The set is cached under ``cache_dir``, keyed by the model, module, corpus and window
+    settings (:func:`cache_path`); an interrupted extraction resumes.
+    """
+    texts, corpus = corpus_texts(text_files)
+    path = cache_path(cache_dir, model=model_name, module=module, corpus=corpus,
+                      max_length=max_length, batch_size=batch_size)
+    batches = text_batches(texts, tokenizer, batch_size=batch_size, max_length=max_length)
+    say(f"activations of {module} -> {path}", progress=progress)
+    extract_activations(model, batches, module=module, path=path, max_tokens=n_tokens,
+                        progress=progress)
+    return path
+
+
+def split_by_sequence(metadata, n_rows, *, holdout_fraction=0.2, random_state=0):
+    """Train and holdout rows, split by input sequence, without position 0.
+
+    Position 0 of a causal LM is an attention sink (in SmolLM2 its norm is ~100x the
+    others' and it carries nearly all the variance), so it is left out of both sets;
+    whole sequences go to one side, so no holdout context was seen in training.
+
+    Parameters
+    ----------
+    metadata : dict of ndarray
+        From :func:`load_activations` (``sequence`` and ``position`` are used).
+    n_rows : int
+        Use the first ``n_rows`` rows of the set.
+    holdout_fraction : float, default=0.2
+        Fraction of the sequences held out.
+    random_state : int, default=0
+        Seed of the split.
+
+    Returns
+    -------
+    train_rows, holdout_rows : ndarray of int
+        Sorted row indices (rows of a sequence stay contiguous and in order).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn_sparsegap.activations._experiment import split_by_sequence
+    >>> metadata = {"sequence": np.repeat(np.arange(10), 4),
+    ...             "position": np.tile(np.arange(4), 10)}
+    >>> train, holdout = split_by_sequence(metadata, 40, holdout_fraction=0.2)
+    >>> len(train), len(holdout), set(metadata["position"][holdout]) == {1, 2, 3}
+    (24, 6, True)
+    """
+    if not 0 < holdout_fraction < 1:
+        raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction!r}.")
+    sequence = np.asarray(metadata["sequence"][:n_rows])
+    position = np.asarray(metadata["position"][:n_rows])
+    sequences = np.unique(sequence)
+    n_holdout = int(round(holdout_fraction * len(sequences)))
+    if len(sequences) < 2 or not 0 < n_holdout < len(sequences):
+        raise ValueError(
+            f"{n_rows} tokens make {len(sequences)} sequence(s): too few to hold out "
+            f"{holdout_fraction:.0%} of them; ask for more tokens."
+        )
+    held = np.random.default_rng(random_state).choice(sequences, n_holdout, replace=False)
+    in_holdout = np.isin(sequence, held)
+    usable = position != 0
+    return np.flatnonzero(usable & ~in_holdout), np.flatnonzero(usable & in_holdout)
+
+
+def input_scale(X):
+    """The factor that makes the mean squared row norm of ``X`` equal ``n_features``.
+
+    SAELens' ``normalize_activations="expected_average_only_in"``: one scalar, so every
+    method sees the same data and penalties mean the same on any model.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    mean_square = float(np.mean(np.einsum("ij,ij->i", X, X)))
+    if not np.isfinite(mean_square) or mean_square <= 0:
+        raise ValueError("the training activations are all zero or not finite.")
+    return float(np.sqrt(X.shape[1] / mean_square))
+
+
+def holdout_sequences(metadata, holdout_rows, *, n_sequences, min_length=8):
+    """Token-id tensors of up to ``n_sequences`` holdout sequences, one length per batch.
+
+    Each sequence is rebuilt from the metadata with its position-0 token, as the model
+    saw it. Sequences of the most common length are taken, so one 2-D tensor holds them.
+    """
+    sequence = np.asarray(metadata["sequence"])
+    held = np.unique(sequence[holdout_rows])
+    rows_of = {s: np.flatnonzero(sequence == s) for s in held}
+    lengths = np.array([len(rows_of[s]) for s in held])
+    if not len(held) or lengths.max() < min_length:
+        return None
+    length = np.bincount(lengths[lengths >= min_length]).argmax()
+    chosen = [s for s in held if len(rows_of[s]) == length][:n_sequences]
+    tokens = np.stack([np.asarray(metadata["token"])[rows_of[s]] for s in chosen])
+    return torch.as_tensor(tokens, dtype=torch.long)
+
+
+def _splice(estimator, scale, length):
+    """``x -> x_hat`` for :func:`loss_recovered`: the true activation kept at position 0.
+
+    ``loss_recovered`` passes the kept rows of a ``(batch, length)`` tensor batch in row
+    order, so every ``length``-th row is a position 0.
+    """
+
+    def reconstruct(rows):
+        out = rows.clone()
+        body = rows.reshape(-1, length, rows.shape[-1])[:, 1:].reshape(-1, rows.shape[-1])
+        X = body.detach().cpu().numpy().astype(np.float32) * scale
+        X_hat = estimator.inverse_transform(estimator.transform(X)) / scale
+        out.reshape(-1, length, rows.shape[-1])[:, 1:] = torch.as_tensor(
+            np.asarray(X_hat), dtype=rows.dtype, device=rows.device
+        ).reshape(-1, length - 1, rows.shape[-1])
+        return out
+
+    return reconstruct
+
+
+def run_method(name, estimator, X_train, X_holdout, *, model=None, module=None, site="output",
+               lm_batches=None, scale=1.0, progress=True):
+    """Fit one method and measure it on the holdout rows; returns ``(row, estimator)``."""
+    say(f"{name}: fitting {type(estimator).__name__} on {X_train.shape[0]} tokens",
+        progress=progress)
+    start = time.perf_counter()
+    estimator.fit(X_train)
+    fit_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    metrics = reconstruction_metrics(estimator, X_holdout)
+    transform_seconds = time.perf_counter() - start
+    row = {
+        "method": name,
+        "fvu": metrics["fvu"],
+        "mean_l0": metrics["mean_l0"],
+        "dead_fraction": metrics["dead_fraction"],
+        "dense_fraction": metrics["dense_fraction"],
+        "loss_recovered": None,
+        "ce_clean": None,
+        "ce_ablation": None,
+        "ce_reconstruction": None,
+        "training_flops": int(estimator.training_flops_),
+        "inference_flops": int(estimator.inference_flops(X_holdout.shape[0])),
+        "fit_seconds": fit_seconds,
+        "transform_seconds": transform_seconds,
+        "n_components": int(estimator.components_.shape[0]),
+        "n_train": int(X_train.shape[0]),
+        "n_holdout": int(X_holdout.shape[0]),
+    }
+    if lm_batches is not None:
+        length = lm_batches[0].shape[1]
+        result = loss_recovered(model, lm_batches, module=module, site=site,
+                                reconstruct=_splice(estimator, scale, length))
+        row.update(loss_recovered=result["score"], ce_clean=result["ce_clean"],
+                   ce_ablation=result["ce_ablation"],
+                   ce_reconstruction=result["ce_reconstruction"])
+    say(f"{name}: FVU {row['fvu']:.3f}, L0 {row['mean_l0']:.1f}, dead "
+        f"{row['dead_fraction']:.3f}, fit {fit_seconds:.1f} s", progress=progress)
+    return row, estimator
+
+
+def _format(column, value):
+    if value is None:
+        return "-"
+    if column.endswith("flops"):
+        return f"{value:.3g}"
+    if column.endswith("seconds"):
+        return f"{value:.1f}"
+    if column == "mean_l0":
+        return f"{value:.1f}"
+    return f"{value:.3f}"
+
+
+def format_table(rows):
+    """The results as an aligned text table, one line per method."""
+    header = [_HEADERS.get(c, c) for c in TABLE_COLUMNS]
+    lines = [[row["method"]] + [_format(c, row[c]) for c in TABLE_COLUMNS[1:]] for row in rows]
+    widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
+
+    def render(cells):
+        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths)))
+
+    return "\n".join([render(header), render(["-" * w for w in widths])] + [render(l) for l in lines])
+
+
+def plot_fvu_vs_l0(rows, path, *, title=None):
+    """FVU (holdout) against mean L0, one marker per method, saved to ``path`` (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for index, row in enumerate(rows):
+        ax.plot(row["mean_l0"], row["fvu"], marker="osD^vP*X"[index % 8], markersize=10,
+                linestyle="none", label=row["method"])
+    ax.set_xlabel("mean L0 (holdout tokens)")
+    ax.set_ylabel("fraction of variance unexplained (holdout)")
+    ax.set_ylim(bottom=0)
+    ax.set_xlim(left=0)
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_results(rows, out, *, settings, environment, interpret=None):
+    """``results.csv`` and ``results.json`` (settings, environment, rows) in ``out``."""
+    import csv
+
+    out = Path(out)
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    record = {"settings": settings, "environment": environment, "runs": rows}
+    if interpret is not None:
+        record["interpret"] = interpret
+    with open(out / "results.json", "w") as handle:
+        json.dump(record, handle, indent=2, default=float)
+        handle.write("\n")
+    return out / "results.csv", out / "results.json"
+
+
+def environment():
+    """Versions and thread settings recorded with every result."""
+    import platform
+
+    from .. import __version__
+
+    try:
+        from threadpoolctl import threadpool_info
+
+        blas = [{k: info.get(k) for k in ("internal_api", "num_threads", "version")}
+                for info in threadpool_info()]
+    except ImportError:  # pragma: no cover - threadpoolctl ships with scikit-learn
+        blas = []
+    return {"sklearn_sparsegap": __version__, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+            "python": platform.python_version(), "machine": platform.machine(),
+            "threadpools": blas}
+
+
+def unembedding(model):
+    """The model's unembedding matrix ``W_U`` (vocab, d) as numpy, or ``None``."""
+    head = getattr(model, "get_output_embeddings", lambda: None)()
+    weight = getattr(head, "weight", None)
+    if weight is None:
+        return None
+    return weight.detach().to("cpu", torch.float32).numpy()
+
+
+def check_module(model, module):
+    """Fail early, listing close names, when ``module`` is not a submodule of ``model``."""
+    get_submodule(model, module)
+
+
+def load_rows(path, n_tokens):
+    """``(X, metadata, n_rows)`` of the first ``n_tokens`` rows of an activation set."""
+    X, metadata = load_activations(path)
+    return X, metadata, min(int(n_tokens), X.shape[0])
+
+
+def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tokens=40_000,
+                   expansion=4, methods=None, out="sparsegap-activations", cache_dir=None,
+                   text_files=None, budget="default", n_loss_sequences=8,
+                   holdout_fraction=0.2, random_state=0, device="cpu", progress=True,
+                   interpret=None):
+    """Run the paper's §5 comparison on one model's activations and write the results.
+
+    Extracts (or reuses) the activations, splits them by sequence (position 0 left out),
+    scales them to mean squared norm ``n_features``, fits every method on the same
+    training tokens at the same number of latents, and measures each on the holdout
+    tokens. Writes ``results.csv``, ``results.json`` and ``fvu_vs_l0.png`` to ``out``
+    (and, with ``interpret``, the interpretability step's outputs under
+    ``out/interpret``).
+
+    Returns
+    -------
+    record : dict
+        ``rows`` (one dict per method), ``settings``, ``paths`` and ``interpret``.
+    """
+    from .._methods import ACTIVATION_BUDGETS, ACTIVATION_METHODS, build_activation_method
+
+    methods = list(ACTIVATION_METHODS if methods is None else methods)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    path = prepare_activations(model, tokenizer, model_name=model_name, module=module,
+                               n_tokens=n_tokens, cache_dir=cache_dir, text_files=text_files,
+                               progress=progress)
+    X, metadata, n_rows = load_rows(path, n_tokens)
+    if n_rows < n_tokens:
+        say(f"the corpus gave only {n_rows} tokens (asked for {n_tokens})", progress=progress)
+    train_rows, holdout_rows = split_by_sequence(metadata, n_rows,
+                                                 holdout_fraction=holdout_fraction,
+                                                 random_state=random_state)
+    n_features = X.shape[1]
+    n_components = int(expansion * n_features)
+    X_train = np.asarray(X[train_rows], dtype=np.float32)
+    scale = input_scale(X_train)
+    X_train *= scale
+    X_holdout = np.asarray(X[holdout_rows], dtype=np.float32) * scale
+    say(f"{len(train_rows)} training / {len(holdout_rows)} holdout tokens (position 0 "
+        f"excluded), {n_features} features, {n_components} latents, input scale "
+        f"{scale:.4g}", progress=progress)
+    lm_batches = None
+    if n_loss_sequences:
+        tokens = holdout_sequences(metadata, holdout_rows, n_sequences=n_loss_sequences)
+        lm_batches = None if tokens is None else list(torch.split(tokens, 4))
+    settings = {"model": str(model_name), "module": module, "n_tokens": n_rows,
+                "expansion": expansion, "n_components": n_components, "methods": methods,
+                "budget": budget, "budget_settings": ACTIVATION_BUDGETS[budget],
+                "n_train": int(len(train_rows)), "n_holdout": int(len(holdout_rows)),
+                "input_scale": scale, "holdout_fraction": holdout_fraction,
+                "random_state": random_state, "device": str(device),
+                "activations": str(path),
+                "loss_recovered_tokens": 0 if lm_batches is None
+                else int(sum(b.numel() for b in lm_batches))}
+    rows, fitted = [], {}
+    sc_samples = ACTIVATION_BUDGETS[budget]["sc_samples"]
+    for name in methods:
+        estimator = build_activation_method(name, n_components=n_components,
+                                            n_features=n_features, budget=budget,
+                                            random_state=random_state, device=device)
+        # Sparse coding infers the codes of every training token at every iteration:
+        # it trains on a prefix of the (shuffled-by-document) training tokens.
+        train = X_train[:sc_samples] if name == "sparse-coding" else X_train
+        row, fitted[name] = run_method(name, estimator, train, X_holdout, model=model,
+                                       module=module, lm_batches=lm_batches, scale=scale,
+                                       progress=progress)
+        rows.append(row)
+    paths = {"table": str(out / "results.csv"), "json": str(out / "results.json")}
+    title = f"{model_name} {module}: {n_components} latents, {len(holdout_rows)} holdout tokens"
+    try:
+        paths["plot"] = str(plot_fvu_vs_l0(rows, out / "fvu_vs_l0.png", title=title))
+    except ImportError:
+        say("matplotlib is not installed: no plot", progress=progress)
+    interpret_record = None
+    if interpret is not None:
+        from ._experiment_interpret import run_interpret
+
+        holdout_metadata = {key: np.asarray(value[holdout_rows])
+                            for key, value in metadata.items()}
+        # Contexts stay within an input sequence (positions restart at each window of
+        # a document), so each sequence is a "document" of the feature statistics.
+        holdout_metadata["document"] = holdout_metadata["sequence"]
+        interpret_record = run_interpret(fitted, X_holdout, holdout_metadata,
+                                         vocabulary=tokenizer, W_U=unembedding(model),
+                                         out=out / "interpret", progress=progress,
+                                         **interpret)
+        paths.update(interpret_record.pop("paths"))
+    settings["seconds"] = time.perf_counter() - started
+    write_results(rows, out, settings=settings, environment=environment(),
+                  interpret=interpret_record)
+    return {"rows": rows, "settings": settings, "paths": paths, "interpret": interpret_record}
