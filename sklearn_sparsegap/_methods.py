@@ -183,6 +183,8 @@ def build_method(
                 learning_rate=PAPER_LEARNING_RATE,
                 # The authors' known-codes encoder is nn.Linear with its default bias.
                 fit_intercept=scenario == "known-codes",
+                # The paper trains on its unit-scale data as generated.
+                scale_input=False,
             )
             if scenario == "known-codes":
                 estimator_params["rescale_codes"] = False
