@@ -9,6 +9,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._compat import validate_data
 from ._batches import is_streamed, iter_row_blocks, read_rows
+from ._dask import dask_inverse_transform, dask_transform, is_dask_array
 from ._torch_utils import resolve_device, to_numpy, to_tensor, torch_dtype
 from ._training import objective
 from ._validation import check_finite_rows, check_matrix
@@ -96,15 +97,18 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_features)
-            Data to encode.
+        X : array-like or dask.array.Array of shape (n_samples, n_features)
+            Data to encode. A dask array is encoded lazily, chunk of rows by chunk of
+            rows, into a dask array (see :ref:`scaling`).
 
         Returns
         -------
-        codes : ndarray of shape (n_samples, n_components)
+        codes : ndarray or dask.array.Array of shape (n_samples, n_components)
             The codes, in the dtype of ``X`` (float32 stays float32, else float64).
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return dask_transform(self, X)
         X = self._validate_X(X, reset=False)
         device = self._resolved_device()
         if not is_streamed(X):
@@ -127,15 +131,18 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
 
         Parameters
         ----------
-        X : array-like of shape (n_samples, n_components)
-            Codes, e.g. the output of :meth:`transform`.
+        X : array-like or dask.array.Array of shape (n_samples, n_components)
+            Codes, e.g. the output of :meth:`transform`; a dask array is decoded lazily
+            into a dask array.
 
         Returns
         -------
-        X_reconstructed : ndarray of shape (n_samples, n_features)
+        X_reconstructed : ndarray or dask.array.Array of shape (n_samples, n_features)
             The reconstruction.
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return dask_inverse_transform(self, X)
         codes = check_matrix(X, "X", dtype=FLOAT_DTYPES)
         if codes.shape[1] != self.components_.shape[0]:
             raise ValueError(

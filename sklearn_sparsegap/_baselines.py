@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseSparseEstimator
 from ._compat import Interval, _fit_context
+from ._dask import dask_transform, is_dask_array
 from .flops import lars_dictionary_learning_flops
 
 
@@ -324,6 +325,8 @@ class LarsDictionaryLearning(BaseSparseEstimator):
         dtype('float32')
         """
         check_is_fitted(self)
+        if is_dask_array(X):
+            return dask_transform(self, X)
         X = self._validate_X(X, reset=False)
         codes = self.estimator_.transform(X)
         return np.asarray(codes).astype(X.dtype, copy=False)

@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from .._compat import Interval, StrOptions, validate_params
+from .._dask import dask_sparse_encode, is_dask_array
 from .._torch_utils import resolve_device, to_numpy, to_tensor, torch_dtype
 from .._validation import check_dictionary, check_matrix
 from ._adam import adam_codes
@@ -257,8 +258,9 @@ def sparse_encode(
 
     Parameters
     ----------
-    X : array-like of shape (n_samples, n_features)
-        Signals. Not modified.
+    X : array-like or dask.array.Array of shape (n_samples, n_features)
+        Signals. Not modified. A dask array is encoded lazily, chunk of rows by chunk
+        of rows, into a dask array of codes (``return_n_iter`` must then be False).
     dictionary : array-like of shape (n_components, n_features)
         Atoms as rows; any non-zero norms (the greedy algorithms rank atoms by
         correlation divided by the atom norm).
@@ -311,7 +313,7 @@ def sparse_encode(
 
     Returns
     -------
-    codes : ndarray of shape (n_samples, n_components)
+    codes : ndarray or dask.array.Array of shape (n_samples, n_components)
         The codes; float64 if ``X`` is float64, else float32.
     n_iter : int
         Iterations run; returned when ``return_n_iter`` is True.
@@ -335,6 +337,12 @@ def sparse_encode(
     >>> codes.dtype, mean_corr_coef(S, codes) > 0.99
     (dtype('float64'), True)
     """
+    if is_dask_array(X):
+        return dask_sparse_encode(
+            X, dictionary, init=init, return_n_iter=return_n_iter, algorithm=algorithm,
+            alpha=alpha, n_nonzero_coefs=n_nonzero_coefs, positive=positive,
+            max_iter=max_iter, tol=tol, device=device,
+        )  # fmt: skip
     X = check_matrix(X, "X")
     dictionary = check_dictionary(dictionary, n_features=X.shape[1])
     n_samples, n_features = X.shape

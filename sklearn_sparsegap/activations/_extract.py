@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .._dask import activations_as_dask
 from ._store import METADATA_FIELDS, STORAGE_DTYPES, ActivationWriter, open_activation_set
 
 # Batch keys that describe the rows rather than being inputs of the model.
@@ -430,7 +431,7 @@ def extract_activations(
     return Path(path)
 
 
-def load_activations(path, *, dtype=None, verify=False):
+def load_activations(path, *, dtype=None, verify=False, as_dask=False, chunk_rows=None):
     """Open an activation set as a read-only memory-mapped array and its row metadata.
 
     Nothing is read into memory: ``X`` is a :class:`numpy.memmap` over the committed
@@ -448,10 +449,17 @@ def load_activations(path, *, dtype=None, verify=False):
         it into memory converted. Another dtype converts into memory too.
     verify : bool, default=False
         Check every shard's CRC-32 (reads the whole set once).
+    as_dask : bool, default=False
+        Return ``X`` as a lazy :class:`dask.array.Array` of row chunks instead (needs
+        the ``dask`` extra). Each chunk is read from the file by the task that needs it,
+        so on a cluster every worker must see ``path``; a bfloat16 set is converted
+        chunk by chunk (to float32 unless ``dtype`` says otherwise).
+    chunk_rows : int, default=None
+        Rows per dask chunk when ``as_dask`` is True (None: 65536).
 
     Returns
     -------
-    X : numpy.memmap of shape (n_tokens, n_features)
+    X : numpy.memmap or dask.array.Array of shape (n_tokens, n_features)
         The activations, read-only.
     metadata : dict of ndarray of shape (n_tokens,)
         ``document`` (index of the source text, or of the sequence when the batches did
@@ -472,5 +480,9 @@ def load_activations(path, *, dtype=None, verify=False):
     ...     type(X).__name__, X.shape, X.flags.writeable, sorted(metadata)
     ('memmap', (64, 4), False, ['document', 'position', 'sequence', 'token'])
     """
+    if as_dask:
+        # Nothing is read here: the chunks read and convert their own rows.
+        _, metadata, manifest = open_activation_set(path, verify=verify, convert=False)
+        return activations_as_dask(path, manifest, dtype=dtype, chunk_rows=chunk_rows), metadata
     X, metadata, _ = open_activation_set(path, dtype=dtype, verify=verify)
     return X, metadata

@@ -273,8 +273,12 @@ def _bfloat16_to_float32(bits):
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
-def open_activation_set(path, *, dtype=None, verify=False):
-    """Open a set's committed rows: ``(X, metadata, manifest)``; see ``load_activations``."""
+def open_activation_set(path, *, dtype=None, verify=False, convert=True):
+    """Open a set's committed rows: ``(X, metadata, manifest)``; see ``load_activations``.
+
+    ``convert=False`` returns the stored rows as they are (bfloat16 as raw ``uint16``)
+    and ignores ``dtype``: for readers that convert chunk by chunk themselves.
+    """
     if not Path(path).is_dir():
         raise ValueError(f"path={str(path)!r} is not an activation set directory.")
     manifest = read_manifest(path)
@@ -317,6 +321,8 @@ def open_activation_set(path, *, dtype=None, verify=False):
                         f"path={str(path)!r}: shard {shard['index']} of {field} fails its "
                         "CRC-32 check; the set is damaged."
                     )
+    if not convert:
+        return X, metadata, manifest
     if stored == "bfloat16":
         if dtype is None:
             raise ValueError(
