@@ -210,7 +210,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
             }
 
         if first:
-            self.input_scale_ = self._fit_input_scale(X, device, dtype)
+            # Streamed: from the bounded sample already read (never the memmap itself).
+            self.input_scale_ = self._fit_input_scale(X_tensor if streamed else X, device, dtype)
         scale = getattr(self, "input_scale_", 1.0)
         if first:
             initialize_autoencoder(
@@ -315,6 +316,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
         rows = X
         if X.shape[0] > MAX_SCALE_ROWS:
             rows = X[np.linspace(0, X.shape[0] - 1, MAX_SCALE_ROWS).astype(np.intp)]
+        if torch.is_tensor(rows):
+            return fit_input_scale(rows)
         return fit_input_scale(to_tensor(rows, device=device, dtype=dtype))
 
     def _score_alpha(self):

@@ -226,9 +226,10 @@ def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
     path = tmp_path / "fit.ckpt"
     params = dict(n_components=8, batch_size=50, max_iter=2, random_state=0, device="cpu",
                   checkpoint_path=path)
-    SAEEncoder(**params).fit(X)
+    SAEEncoder(**params, alpha=0.25).fit(X)
     with pytest.raises(ValueError, match=r"alpha=0\.25 there, 0\.5 here"):
         SAEEncoder(**params, alpha=0.5).fit(X)
+    params["alpha"] = 0.25
     with pytest.raises(ValueError, match="X=.*there"):
         SAEEncoder(**params).fit(X[::-1])
     # A finished checkpoint resumed with the same configuration is the same model.
