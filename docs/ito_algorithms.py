@@ -17,7 +17,7 @@ from sklearn_sparsegap._methods import synthetic_ito_params
 X, D, codes = make_sparse_dictionary_data(2048, n_components=16, n_features=8,
                                           n_nonzero_coefs=3, random_state=0)
 X_train, X_test, codes_test = X[:1024], X[1024:], codes[1024:]
-sae = SAEEncoder(dictionary=D, alpha=0.2, max_iter=2000, learning_rate=1e-2,
+sae = SAEEncoder(dictionary=D, alpha=0.2, scale_input=False, max_iter=2000, learning_rate=1e-2,
                  random_state=0, device="cpu")
 
 # The synthetic settings (FISTA at 0.025 x the SAE's alpha, refitted bias, objective guard;

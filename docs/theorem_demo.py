@@ -24,7 +24,7 @@ def report(name, predicted, atol=0.05):
 
 # A linear-ReLU encoder trained on exactly these 136 samples, with the TRUE dictionary
 # held fixed as its decoder: only the encoder has to be learned.
-sae = SAEEncoder(dictionary=D, fit_intercept=False, alpha=0.01, max_iter=3000, tol=0,
+sae = SAEEncoder(dictionary=D, fit_intercept=False, scale_input=False, alpha=0.01, max_iter=3000, tol=0,
                  random_state=0, device="cpu").fit(X)
 report("SAE (true dictionary)", sae.transform(X))
 
@@ -37,7 +37,7 @@ report("OMP, K=2", sparse_encode(X, D, algorithm="omp", n_nonzero_coefs=2, posit
 report("FISTA, alpha=1e-4", sparse_encode(X, D, alpha=1e-4, positive=True, max_iter=5000,
                                           tol=1e-9, device="cpu"))
 ito = SAEPlusITO(
-    SAEEncoder(dictionary=D, fit_intercept=False, alpha=0.01, max_iter=500, random_state=0,
+    SAEEncoder(dictionary=D, fit_intercept=False, scale_input=False, alpha=0.01, max_iter=500, random_state=0,
                device="cpu"),
     transform_algorithm="fista", transform_alpha=1e-4, transform_max_iter=5000, tol=1e-9,
     guard="objective", device="cpu",

@@ -16,7 +16,9 @@ from ._training import batch_statistics, cosine_loss, renormalize_atoms
 __all__ = [
     "DeadLatentResampler",
     "data_scale",
+    "fit_input_scale",
     "fit_output_layer",
+    "fold_input_scale",
     "initialize_autoencoder",
     "least_squares_decoder",
     "make_gradient_function",
@@ -35,6 +37,38 @@ MAX_INIT_ROWS = 2**14
 RESAMPLE_ENCODER_SCALE = 0.2
 # At most this many samples are scored to choose resampling directions.
 RESAMPLE_POOL = 8192
+# The input scale is estimated on at most this many evenly spaced rows.
+MAX_SCALE_ROWS = 2**16
+
+
+def fit_input_scale(X):
+    """The factor ``c`` such that ``c * X`` has mean squared row norm ``n_features``
+    (SAELens's ``normalize_activations="expected_average_only_in"``), as a float.
+
+    1.0 when every row of ``X`` is zero. Computed in float64.
+    """
+    squared = X.to(torch.float64).square().sum(dim=1).mean()
+    if not float(squared) > 0:
+        return 1.0
+    return math.sqrt(X.shape[1] / float(squared))
+
+
+@torch.no_grad()
+def fold_input_scale(module, factor):
+    """Multiply every bias (encoder layers, decoder intercept) and the JumpReLU
+    thresholds of ``module`` by ``factor``, in place.
+
+    The encoder and decoder are positively homogeneous in (input, biases), so a model
+    trained on ``c * X`` becomes, after ``fold_input_scale(module, 1 / c)``, the model
+    of ``X`` whose codes and reconstructions are ``1 / c`` times the trained ones;
+    ``fold_input_scale(module, c)`` undoes it.
+    """
+    if factor == 1.0:
+        return
+    module.intercept.mul_(factor)
+    for bias in module.biases:
+        bias.mul_(factor)
+    module.log_threshold.add_(math.log(factor))
 
 
 def _least_squares(design, target):
@@ -164,9 +198,16 @@ def fit_output_layer(module, X, target=None, ridge=MLP_INIT_RIDGE):
         module.biases[-1].copy_(bias)
 
 
+def _init_rows(X):
+    """At most ``MAX_INIT_ROWS`` evenly spaced rows of ``X``."""
+    if X.shape[0] <= MAX_INIT_ROWS:
+        return X
+    return X[torch.linspace(0, X.shape[0] - 1, MAX_INIT_ROWS, device=X.device).long()]
+
+
 @torch.no_grad()
 def initialize_autoencoder(
-    module, X, generator, *, dictionary=None, decoder=None, target_codes=None
+    module, X, generator, *, dictionary=None, decoder=None, target_codes=None, scale=1.0
 ):
     """The starting point of training, in place.
 
@@ -178,7 +219,8 @@ def initialize_autoencoder(
     ``(dictionary, intercept)``) and the output layer starts at the regression onto the
     codes (least squares for a linear encoder, ridge for an MLP). Every random number is
     drawn in float64 from ``generator`` (a CPU generator), so that a float32 fit starts
-    where the float64 fit of the same seed does.
+    where the float64 fit of the same seed does. The model is that of ``scale * X``
+    (the input scaling; ``X`` itself is not copied whole).
     """
     dtype, device = X.dtype, X.device
     n_components, n_features = module.components.shape
@@ -197,11 +239,11 @@ def initialize_autoencoder(
     linear = len(module.weights) == 1
     if target_codes is None:
         if module.fit_intercept:
-            module.intercept.copy_(X.mean(dim=0))
+            module.intercept.copy_(X.mean(dim=0) * scale)
         if linear:
             module.weights[0].copy_(module.components)
         else:
-            fit_output_layer(module, X, None, MLP_INIT_RIDGE)
+            fit_output_layer(module, _init_rows(X) * scale, None, MLP_INIT_RIDGE)
     else:
         if decoder is not None:
             set_decoder(module, *decoder)
@@ -210,7 +252,7 @@ def initialize_autoencoder(
 
 
 def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sample",
-                           rescale=False, streamed=False):
+                           rescale=False, streamed=False, scale=1.0):
     """``compute_gradients(indices, with_stats)`` of ``module`` on ``X``, for ``train``.
 
     With ``streamed`` the batches come from a batch source instead: ``indices`` is then
@@ -222,7 +264,8 @@ def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sam
     known codes it is ``1 - cos(codes, target)`` averaged per ``codes_loss``, and the
     logged statistics are those of what ``transform`` returns (rescaled when
     ``rescale``). ReLU and TopK encoders (linear or MLP) use the analytic gradients of
-    ``_modules``; JumpReLU goes through autograd.
+    ``_modules``; JumpReLU goes through autograd. Each batch is multiplied by ``scale``
+    (the input scaling) as it is drawn, so ``X`` is not copied.
     """
     analytic = module.activation in ("relu", "topk")
     jumprelu = module.activation == "jumprelu"
@@ -248,14 +291,16 @@ def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sam
             if rescale:  # log what transform would return
                 centred = batch - module.intercept
                 reconstruction = codes @ module.components
-                scale = data_scale(reconstruction, centred)
-                codes, residual = codes * scale, centred - reconstruction * scale
+                factor = data_scale(reconstruction, centred)
+                codes, residual = codes * factor, centred - reconstruction * factor
             else:
                 residual = batch - module.decode(codes)
             return codes, batch_statistics(loss.detach(), residual, codes)
 
     def reconstruction_gradients(indices, with_stats):
         batch = indices if streamed else (X if indices is None else X[indices])
+        if scale != 1.0:
+            batch = batch * scale
         if analytic:
             return sae_gradients(module, batch, alpha, with_stats)
         for param in params:
@@ -281,10 +326,12 @@ class DeadLatentResampler:
     boolean mask ``dead`` at the residuals of poorly reconstructed samples of ``X``
     (drawn with probability proportional to the squared error), gives their encoder
     rows a fraction of the live rows' norm, zeroes their bias and their Adam moments.
-    ``generator`` (a CPU generator) draws the samples."""
+    ``generator`` (a CPU generator) draws the samples; the model is that of
+    ``scale * X``."""
 
-    def __init__(self, module, optimizer, X, generator):
+    def __init__(self, module, optimizer, X, generator, scale=1.0):
         self.module, self.optimizer, self.X, self.generator = module, optimizer, X, generator
+        self.scale = scale
 
     @torch.no_grad()
     def __call__(self, dead):
@@ -294,6 +341,8 @@ class DeadLatentResampler:
         if X.shape[0] > RESAMPLE_POOL:
             rows = torch.randperm(X.shape[0], generator=self.generator)[:RESAMPLE_POOL]
             pool = X[rows.to(X.device)]
+        if self.scale != 1.0:
+            pool = pool * self.scale
         residual = pool - module(pool)[1]
         weights = residual.square().sum(dim=1)
         if float(weights.sum()) <= 0:
