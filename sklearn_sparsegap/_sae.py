@@ -28,11 +28,20 @@ from ._autoencoder import (
     set_decoder,
 )
 from ._base import FLOAT_DTYPES, BaseSparseEstimator, checkpoint_config
-from ._batches import DiskBatches, is_streamed, iter_row_blocks
+from ._batches import DiskBatches, TensorBatches, is_streamed, iter_row_blocks
 from ._compat import Interval, StrOptions, _fit_context
+from ._distributed import (
+    averaged_gradients,
+    broadcast_module,
+    check_versions,
+    current_group,
+    rank_device,
+    sync_after_resampling,
+)
 from ._modules import SparseAutoencoderModule
 from ._torch_utils import (
     make_generator,
+    resolve_device,
     serial_if_small,
     state_to_numpy,
     state_to_torch,
@@ -162,7 +171,10 @@ class _BaseAutoencoder(BaseSparseEstimator):
         n_components = self._check_n_components(n_features, dictionary, target_codes)
         hidden = self._hidden_layer_sizes()
 
-        device = self._resolved_device()
+        group = current_group()
+        if group is not None:
+            check_versions(group)
+        device = self._resolved_device() if group is None else resolve_device(rank_device(self.device))
         dtype = torch_dtype(X.dtype if first else self.components_.dtype)
         source = None
         if streamed:
@@ -219,6 +231,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 dictionary=dictionary_tensor, decoder=decoder, target_codes=codes_tensor,
                 scale=scale,
             )  # fmt: skip
+            if group is not None:
+                broadcast_module(group, module)
             self.history_ = {key: [] for key in HISTORY_KEYS}
             self.training_flops_, self._n_steps, self.n_iter_ = 0, 0, 0
         else:
@@ -261,17 +275,30 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 module, optimizer, X_tensor, self._generator(first), scale=scale
             )
             callbacks.append(ResampleDeadLatents(resampler, self.resample_dead_every))
+            if group is not None:
+                callbacks.append(sync_after_resampling(group, module, optimizer,
+                                                       self.resample_dead_every))
         callbacks.append(ProgressBar(type(self).__name__, disable=not self.verbose))
         resume_from = None
         if self.checkpoint_path is not None and first and not chunk:
             path = os.fspath(self.checkpoint_path)
             config = checkpoint_config(self, X, target_codes)
-            callbacks.append(Checkpoint(path, self.checkpoint_every, config=config))
+            if group is None or group.rank == 0:  # one writer
+                callbacks.append(Checkpoint(path, self.checkpoint_every, config=config))
             resume_from = path if os.path.exists(path) else None
         compute_gradients = make_gradient_function(
             module, X_tensor, codes_tensor, alpha=self.alpha, codes_loss=self.codes_loss,
-            rescale=self._rescales(), streamed=streamed, scale=scale,
+            rescale=self._rescales(), streamed=streamed or group is not None, scale=scale,
         )  # fmt: skip
+        if group is not None:
+            # Each rank trains on its own shard of the rows; see _distributed.
+            source = (
+                DiskBatches(X, target_codes, dtype=dtype, shard=group.shard) if streamed
+                else TensorBatches(X_tensor, codes_tensor, shard=group.shard)
+            )  # fmt: skip
+            compute_gradients = averaged_gradients(
+                group, compute_gradients, [p for p in module.parameters() if p.requires_grad]
+            )
         # A step's forward and backward passes are about six products of similar size;
         # the size of one product decides whether a second thread helps.
         with serial_if_small(device, step_flops(batch_size) // 6):
