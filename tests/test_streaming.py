@@ -227,7 +227,7 @@ def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
     params = dict(n_components=8, batch_size=50, max_iter=2, random_state=0, device="cpu",
                   checkpoint_path=path)
     SAEEncoder(**params).fit(X)
-    with pytest.raises(ValueError, match=r"alpha=0\.25 there, 0\.5 here"):
+    with pytest.raises(ValueError, match=r"alpha=0\.4 there, 0\.5 here"):
         SAEEncoder(**params, alpha=0.5).fit(X)
     with pytest.raises(ValueError, match="X=.*there"):
         SAEEncoder(**params).fit(X[::-1])
