@@ -12,6 +12,7 @@ import time
 from sklearn.frozen import FrozenEstimator
 
 from sklearn_sparsegap import SAEEncoder, SAEPlusITO, make_sparse_dictionary_data, mean_corr_coef
+from sklearn_sparsegap._methods import synthetic_ito_params
 
 X, D, codes = make_sparse_dictionary_data(2048, n_components=16, n_features=8,
                                           n_nonzero_coefs=3, random_state=0)
@@ -19,14 +20,17 @@ X_train, X_test, codes_test = X[:1024], X[1024:], codes[1024:]
 sae = SAEEncoder(dictionary=D, alpha=0.2, scale_input=False, max_iter=2000, learning_rate=1e-2,
                  random_state=0, device="cpu")
 
+# The synthetic settings (FISTA at 0.025 x the SAE's alpha, refitted bias, objective guard;
+# _methods.synthetic_ito_params) under each algorithm, then SAEPlusITO's own defaults
+# (OMP at each sample's SAE L0, "l0" guard).
 settings = [
-    ("fista", dict()),  # the defaults: transform_alpha = 0.025 * 0.2, refitted decoder bias
+    ("fista", dict()),  # transform_alpha = 0.025 * 0.2, refitted decoder bias
     ("fista", dict(transform_alpha=0.2, refit_intercept=False)),  # the SAE's own objective
     ("ista", dict()),
-    ("omp", dict(n_nonzero_coefs=3)),
-    ("mp", dict(n_nonzero_coefs=3)),
-    ("gradient_pursuit", dict(n_nonzero_coefs=3)),
-    ("topk", dict(n_nonzero_coefs=3)),
+    ("omp", dict(transform_n_nonzero_coefs=3)),
+    ("mp", dict(transform_n_nonzero_coefs=3)),
+    ("gradient_pursuit", dict(transform_n_nonzero_coefs=3)),
+    ("topk", dict(transform_n_nonzero_coefs=3)),
     ("adam", dict()),
     ("adam", dict(transform_max_iter=10_000)),
 ]
@@ -35,7 +39,8 @@ print(f"{'SAE alone':<44} MCC {mean_corr_coef(codes_test, sae.transform(X_test))
       f"   FLOPs {sae.inference_flops(1024):9.3g}")
 for algorithm, params in settings:
     # The SAE is fitted once; fit() refits only the decoder bias of the refinement.
-    fitted = SAEPlusITO(sae, transform_algorithm=algorithm, device="cpu", **params).fit(X_train)
+    params = synthetic_ito_params(0.2, transform_algorithm=algorithm, **params)
+    fitted = SAEPlusITO(sae, device="cpu", **params).fit(X_train)
     start = time.perf_counter()
     refined = fitted.transform(X_test)
     seconds = time.perf_counter() - start
@@ -44,3 +49,9 @@ for algorithm, params in settings:
     label = f"{algorithm} {params}"
     print(f"{label:<44} MCC {mean_corr_coef(codes_test, refined):.3f}"
           f"   FLOPs {fitted.inference_flops(1024, n_iter=n_iter):9.3g}   {seconds:5.2f} s")
+# SAEPlusITO's defaults: OMP with each test sample's SAE L0 as its budget, "l0" guard.
+fitted = SAEPlusITO(sae, device="cpu").fit(X_train)
+refined = fitted.transform(X_test)
+print(f"{'defaults (omp at the SAE L0, l0 guard)':<44} MCC {mean_corr_coef(codes_test, refined):.3f}"
+      f"   L0 {(refined != 0).sum(axis=1).mean():.2f} (SAE {fitted.encoder_l0_:.2f})"
+      f"   FLOPs {fitted.inference_flops(1024):9.3g}")

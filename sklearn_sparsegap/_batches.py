@@ -297,8 +297,7 @@ class DiskBatches:
                 futures[g] = executor.submit(self._read, groups[g], device)
 
         try:
-            for _ in range(2):
-                submit_next()
+            submit_next()  # one buffer read ahead: two in memory at most
             pieces = []
             for g, (start, length) in enumerate(zip(starts, lengths)):
                 # Every buffer's permutation is drawn, read or skipped, so the generator

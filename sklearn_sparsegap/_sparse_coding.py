@@ -541,7 +541,7 @@ class GradientSparseCoder(BaseSparseEstimator):
         Training FLOPs, counting the inference iterations actually run.
     inference_n_iter_ : int
         Iterations the final inference on the training data (with ``batch_size``: on
-        at most 16,384 evenly spaced rows of it) needed; the default iteration count of
+        ``batch_size`` evenly spaced rows of it) needed; the default iteration count of
         :meth:`inference_flops`.
     batch_size_ : int
         The minibatch size used (only with ``batch_size``).
@@ -756,8 +756,9 @@ class GradientSparseCoder(BaseSparseEstimator):
                 description=type(self).__name__,
             )
         )
-        # inference_flops' default: the iterations inference takes on a bounded sample.
-        _, self.inference_n_iter_ = self._codes(sample, components)
+        # inference_flops' default: the iterations inference takes on one batch of the
+        # (evenly spaced) sample.
+        _, self.inference_n_iter_ = self._codes(sample[:batch_size], components)
         self.components_ = to_numpy(components)
         self.n_components_ = n_components
         self.batch_size_ = batch_size

@@ -200,6 +200,10 @@ def _add_activations_parser(commands):
     )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and the fits (0)")
     parser.add_argument(
+        "--loss-sequences", type=int, default=None,
+        help="holdout sequences of the loss-recovered splice (8; 2 with --quick; 0: skip)",
+    )  # fmt: skip
+    parser.add_argument(
         "--quick", action="store_true",
         help="a smoke run: 600 tokens, tiny training budgets, 2 loss sequences",
     )  # fmt: skip
@@ -390,6 +394,8 @@ def _check_activations_arguments(args):
         resolve_device(args.device)
     except ValueError as exc:
         raise ValueError(f"--device: {exc}") from None
+    if args.loss_sequences is not None and args.loss_sequences < 0:
+        raise ValueError(f"--loss-sequences must be >= 0, got {args.loss_sequences}")
     if args.tokens is not None and args.tokens < 100:
         raise ValueError(f"--tokens must be at least 100, got {args.tokens}")
     _check_directory(args.out, "--out")
@@ -462,7 +468,9 @@ def _run_activations(args):
         model, tokenizer, model_name=model_name, module=module, n_tokens=n_tokens,
         expansion=args.expansion, methods=args.methods, out=args.out,
         cache_dir=args.cache or _default_cache(), text_files=args.text,
-        budget="quick" if args.quick else "default", n_loss_sequences=2 if args.quick else 8,
+        budget="quick" if args.quick else "default",
+        n_loss_sequences=args.loss_sequences if args.loss_sequences is not None
+        else (2 if args.quick else 8),
         random_state=args.seed, device=device, progress=progress, interpret=interpret,
     )  # fmt: skip
     settings = record["settings"]

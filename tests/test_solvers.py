@@ -211,6 +211,25 @@ def test_gram_and_residual_greedy_forms_agree(monkeypatch, solver, positive, dty
     torch.testing.assert_close(chunked_codes, gram_codes, atol=atol, rtol=0)
 
 
+@pytest.mark.parametrize("solver", [omp, gradient_pursuit])
+@pytest.mark.parametrize("positive", [False, True])
+def test_float32_screening_keeps_float64_selection_on_near_ties(solver, positive):
+    # Each atom has a twin 1e-9 away: float32 cannot tell the twins apart, so every
+    # selection is a near-tie that the Gram form must settle in float64, as the
+    # residual form (float64 throughout) does.
+    X, D, _ = _data(60, n_components=20, n_features=30, k=4, distribution="normal", seed=32)
+    rng = np.random.default_rng(0)
+    D = D / np.linalg.norm(D, axis=1, keepdims=True)
+    twins = D + 1e-9 * rng.standard_normal(D.shape)
+    D = np.vstack([D, twins])[rng.permutation(2 * len(D))]
+    Xt, Dt = _tensors(X, D)
+    residual_codes, _ = solver(Xt, Dt, 4, positive=positive, gram=False)
+    gram_codes, _ = solver(Xt, Dt, 4, positive=positive, gram=True)
+    # Picking the other twin would move a code entry, not change a rounding digit.
+    assert torch.equal(gram_codes != 0, residual_codes != 0)
+    torch.testing.assert_close(gram_codes, residual_codes, atol=1e-8, rtol=0)
+
+
 def test_greedy_gram_form_rule():
     # N=1000, M=200, K=20: the Gram matrix pays for itself from 56 samples.
     assert not greedy_module.greedy_gram_form(55, 200, 1000, 20)

@@ -17,10 +17,11 @@ _CHECK_EVERY = 10
 # it they recompute correlations from the residual instead.
 MAX_GRAM_COMPONENTS = 4096
 
-# The Gram forms of OMP and gradient pursuit keep, per sample, up to K rows of the Gram
-# matrix (K * N values); rows are processed in chunks whose working array holds at most
-# this many elements (bounding memory; see :ref:`defaults` for the measurement).
-GRAM_CHUNK_ELEMENTS = 2**23
+# The Gram forms of OMP and gradient pursuit keep a few (rows, n_components) arrays (the
+# correlations, their scores); rows are processed in chunks of at most this many
+# elements, about 1 MiB in float32, so a chunk's arrays stay in cache between passes
+# (see :ref:`defaults` for the measurement).
+GRAM_CHUNK_ELEMENTS = 2**18
 
 
 def gram_form(n_features, n_components):
@@ -47,9 +48,9 @@ def greedy_gram_form(n_samples, n_features, n_components, n_nonzero_coefs):
     return n_samples * saved_per_sample > 2 * N * N * M
 
 
-def gram_chunk_rows(n_nonzero_coefs, n_components):
+def gram_chunk_rows(n_components):
     """Rows per chunk of the Gram forms (see ``GRAM_CHUNK_ELEMENTS``)."""
-    return max(1, GRAM_CHUNK_ELEMENTS // max(n_nonzero_coefs * n_components, 1))
+    return max(1, GRAM_CHUNK_ELEMENTS // max(n_components, 1))
 
 
 def _matmul_flops(X, D):

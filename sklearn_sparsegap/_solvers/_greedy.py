@@ -1,8 +1,11 @@
 """Greedy pursuits: orthogonal matching pursuit, matching pursuit, gradient pursuit, TopK."""
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .._torch_utils import serial_if_small
 from ._common import MAX_GRAM_COMPONENTS, _normalized_atoms, _residual_threshold
@@ -13,13 +16,9 @@ def _select_signed(scores, positive, magnitudes=None):
     """Per-row best atom and its (signed) score.
 
     The largest ``|score|`` (computed into ``magnitudes`` if given), or the largest
-    ``score`` when ``positive``. ``argmax`` is used rather than ``max(dim=...)``, which
-    starts a thread team even on tiny inputs, costing milliseconds on a busy machine.
+    ``score`` when ``positive``.
     """
-    if positive:
-        index = scores.argmax(dim=1)
-    else:
-        index = torch.abs(scores, out=magnitudes).argmax(dim=1)
+    index = _argmax_rows(scores if positive else torch.abs(scores, out=magnitudes))
     return scores.gather(1, index[:, None])[:, 0], index
 
 
@@ -129,8 +128,7 @@ def omp(X, D, n_nonzero_coefs, *, positive=False, gram=None):
         gram = greedy_gram_form(X.shape[0], X.shape[1], D.shape[0], n_nonzero_coefs)
     if not gram:
         return _omp_residual(X, atoms, norms, n_nonzero_coefs, positive)
-    G = atoms @ atoms.T
-    return _in_row_chunks(_omp_gram, X, atoms, norms, G, n_nonzero_coefs, positive)
+    return _in_row_chunks(_omp_gram, X, atoms, norms, n_nonzero_coefs, positive)
 
 
 def _omp_residual(X, atoms, norms, n_nonzero_coefs, positive):
@@ -194,23 +192,49 @@ def _omp_residual(X, atoms, norms, n_nonzero_coefs, positive):
     return _omp_codes(X, atoms, norms, lower, projections, support, used, n_iter, positive)
 
 
-def _in_row_chunks(solver, X, atoms, *args):
+def _in_row_chunks(solver, X, atoms, norms, n_nonzero_coefs, positive):
     """Run a Gram-form solver on chunks of rows; the iteration count is the maximum.
 
-    The correlations ``X D^T``, one large product, are formed before with every thread;
-    the chunks, whose operations are too small for a thread team, run on one.
+    The Gram matrix and the correlations ``X D^T``, large products, are formed before
+    with every thread. The chunks, whose operations are too small for a thread team,
+    each run on one thread, and on the CPU up to ``torch.get_num_threads()`` chunks run
+    at once (torch releases the GIL in its kernels). On the CPU in float64 a float32
+    copy of the Gram matrix screens the atoms (see :class:`_GramCorrelations`).
     """
-    n_nonzero_coefs, n_components = args[-2], atoms.shape[0]
-    rows = gram_chunk_rows(n_nonzero_coefs, n_components)
+    G = atoms @ atoms.T
+    G_screen = None
+    if X.dtype == torch.float64 and X.device.type == "cpu":
+        G_screen = G.to(torch.float32)
+    rows = gram_chunk_rows(atoms.shape[0])
     correlations = X @ atoms.T
-    codes, n_iter = [], 0
-    with serial_if_small(X.device, 2 * min(rows, X.shape[0]) * n_nonzero_coefs * n_components):
-        for start in range(0, X.shape[0], rows):
-            chunk = slice(start, start + rows)
-            chunk_codes, chunk_iter = solver(X[chunk], correlations[chunk], atoms, *args)
-            codes.append(chunk_codes)
-            n_iter = max(n_iter, chunk_iter)
-    return torch.cat(codes), n_iter
+    chunks = [slice(start, start + rows) for start in range(0, X.shape[0], rows)]
+
+    def run(chunk):
+        return solver(
+            X[chunk], correlations[chunk], atoms, norms, G, G_screen, n_nonzero_coefs,
+            positive,
+        )  # fmt: skip
+
+    workers = min(torch.get_num_threads(), len(chunks)) if X.device.type == "cpu" else 1
+    if workers > 1:
+        threads = torch.get_num_threads()
+
+        def serial_run(chunk):
+            torch.set_num_threads(1)  # OpenMP's team size is per thread
+            return run(chunk)
+
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(workers) as pool:
+                results = list(pool.map(serial_run, chunks))
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        chunk_flops = 2 * min(rows, X.shape[0]) * n_nonzero_coefs * atoms.shape[0]
+        with serial_if_small(X.device, chunk_flops):
+            results = [run(chunk) for chunk in chunks]
+    codes = torch.cat([chunk_codes for chunk_codes, _ in results])
+    return codes, max(chunk_iter for _, chunk_iter in results)
 
 
 def _vanished(X):
@@ -222,17 +246,101 @@ def _vanished(X):
     return 100 * torch.finfo(X.dtype).eps * torch.linalg.vector_norm(X, dim=1)
 
 
-def _omp_gram(X, correlations, atoms, norms, G, n_nonzero_coefs, positive):
-    """Batch-OMP (Rubinstein, Zibulevsky & Elad 2008): correlations updated through G.
+def _argmax_rows(scores):
+    """Per row, the index of the first largest entry.
 
-    The same Gram-Schmidt as :func:`_omp_residual`, carried out on ``u_j = D q_j``
-    (the correlations of the orthonormal basis vectors ``q_j`` with every atom) instead
-    of on ``q_j``: the overlap of a new atom with ``q_j`` is ``u_j`` at that atom, and
-    ``u_k`` is the atom's Gram row minus the overlaps times the earlier ``u_j``, so no
-    signal-space vector is formed after ``D x``.
+    torch's CPU ``argmax`` over rows is not vectorised: on (256, 1000) rows it took ten
+    times as long as ``amax`` and dominated the Gram forms; numpy's is vectorised.
     """
-    n_samples = X.shape[0]
-    n_components = atoms.shape[0]
+    if scores.device.type == "cpu":
+        return torch.from_numpy(np.argmax(scores.numpy(), axis=1))
+    return scores.argmax(dim=1)
+
+
+class _GramCorrelations:
+    """Correlations of unit atoms with the residuals ``x - coef @ atoms[support]``.
+
+    They are ``D x - G[:, support] coef``: one weighted sum of Gram rows per sample
+    (``embedding_bag``), so neither a per-sample matrix product nor a signal-space
+    vector is formed. With ``G_screen`` (a float32 copy of a float64 ``G``, whose kernel
+    is several times faster) they are computed in float32 and only screen the atoms: the
+    float32 winner is the float64 one when it leads the runner-up by more than twice a
+    bound on the float32 error, and rows where it does not (near-ties, vanished
+    residuals) are recomputed in float64. The selected atom's correlation is always
+    computed in the working precision.
+    """
+
+    def __init__(self, X, alpha, G, G_screen, positive):
+        self.alpha, self.G, self.positive = alpha, G, positive
+        self.screen = G_screen is not None
+        self.G_screen = G if G_screen is None else G_screen
+        alpha_screen = alpha if G_screen is None else alpha.to(G_screen.dtype)
+        self.values = alpha_screen.clone()
+        self.scores = torch.empty_like(self.values)
+        # Each sample's D x is one more row of the table, taken with weight 1, so one
+        # embedding_bag call gives D x - G[:, support] coef without a pass to add it.
+        self.table = torch.cat([self.G_screen, alpha_screen])
+        n_samples, n_components = alpha.shape
+        self.own_row = torch.arange(n_components, n_components + n_samples, device=X.device)
+        self.one = self.values.new_ones((n_samples, 1))
+        if self.screen:
+            # With unit atoms (|G| <= 1, |D x| <= ||x||), rounding D x, G and coef to
+            # float32 and summing the k + 1 terms errs by at most
+            # u (k + 3) (||x|| + ||coef||_1), u = eps / 2.
+            self.unit = torch.finfo(G_screen.dtype).eps  # 2u: a factor 2 of safety
+            self.x_norms = torch.linalg.vector_norm(X, dim=1)
+
+    def update(self, support, coef):
+        """Recompute the correlations for codes ``coef`` on ``support`` (both (n, k))."""
+        indices = torch.cat([self.own_row[:, None], support], dim=1)
+        weights = torch.cat([self.one, -coef.to(self.G_screen.dtype)], dim=1)
+        self.values = F.embedding_bag(indices, self.table, per_sample_weights=weights, mode="sum")
+
+    def select(self, support, coef, vanished, done):
+        """Per row: the best atom (largest ``|c|``, or largest ``c`` if positive), its
+        correlation and its Gram entries with the support, ``G[support, index]``.
+
+        Rows in ``done`` (vanished residuals) may get any atom.
+        """
+        scores = self.scores
+        if self.positive:
+            scores.copy_(self.values)
+        else:
+            torch.abs(self.values, out=scores)
+        index = _argmax_rows(scores)
+        if self.screen:
+            best = scores.gather(1, index[:, None])[:, 0]
+            scores.scatter_(1, index[:, None], -math.inf)
+            second = scores.amax(dim=1)
+            size = self.x_norms + coef.abs().sum(1)
+            margin = self.unit * (support.shape[1] + 3) * size
+            unsure = ((second >= best - 2 * margin) | (best <= vanished + margin)) & ~done
+            if bool(unsure.any()):
+                rows = torch.nonzero(unsure)[:, 0]
+                exact = self.alpha[rows]
+                if support.shape[1]:
+                    exact = exact - F.embedding_bag(
+                        support[rows], self.G, per_sample_weights=coef[rows], mode="sum"
+                    )
+                index[rows] = _argmax_rows(exact if self.positive else exact.abs())
+        value = self.alpha.gather(1, index[:, None])[:, 0]
+        cross = torch.take(self.G, support * self.G.shape[0] + index[:, None])
+        if support.shape[1]:
+            value = value - torch.linalg.vecdot(cross, coef)
+        return index, value, cross
+
+
+def _omp_gram(X, alpha, atoms, norms, G, G_screen, n_nonzero_coefs, positive):
+    """Batch-OMP (Rubinstein, Zibulevsky & Elad 2008): correlations through ``G``.
+
+    The same Gram-Schmidt as :func:`_omp_residual`, with each orthonormal basis vector
+    kept as its coefficients on the selected atoms (``inverse``, the inverse of the
+    Gram-Schmidt triangle): the overlap of a new atom with the basis is ``inverse`` times
+    its Gram entries with the support, and the least-squares codes so far are
+    ``inverse^T`` times the projections, from which :class:`_GramCorrelations` updates
+    the correlations. No signal-space vector is formed after ``D x``.
+    """
+    n_samples, n_components = alpha.shape
     K = n_nonzero_coefs
     vanished = _vanished(X)
     eps = torch.finfo(X.dtype).eps
@@ -240,41 +348,49 @@ def _omp_gram(X, correlations, atoms, norms, G, n_nonzero_coefs, positive):
     # skipped (it also catches re-selection once the residual is at rounding level).
     # The squared length comes from 1 - ||overlap||^2, exact only to ~K eps.
     dependent = 1000 * eps
-    basis_correlations = X.new_zeros((n_samples, K, n_components))
+    correlations = _GramCorrelations(X, alpha, G, G_screen, positive)
+    inverse = X.new_zeros((n_samples, K, K))
     lower = X.new_zeros((n_samples, K, K))
     projections = X.new_zeros((n_samples, K))
+    coef = X.new_zeros((n_samples, K))
     support = torch.zeros((n_samples, K), dtype=torch.long, device=X.device)
     used = torch.zeros((n_samples, K), dtype=torch.bool, device=X.device)
-    magnitudes = None if positive else X.new_empty((n_samples, n_components))
+    done = torch.zeros(n_samples, dtype=torch.bool, device=X.device)
     diagonal = torch.diagonal(G)
     n_iter = 0
     for k in range(K):
-        correlation, index = _select_signed(correlations, positive, magnitudes)
+        index, correlation, cross = correlations.select(
+            support[:, :k], coef[:, :k], vanished, done
+        )
         active = (correlation if positive else correlation.abs()) > vanished
+        done |= ~active  # a vanished residual stays vanished
         if not bool(active.any()):
             break
         n_iter = k + 1
-        row = basis_correlations[:, k]
-        torch.index_select(G, 0, index, out=row)
         length_sq = diagonal[index]
         if k:
-            earlier = basis_correlations[:, :k]
-            overlap = earlier.gather(2, index[:, None, None].expand(n_samples, k, 1))[:, :, 0]
+            earlier = inverse[:, :k, :k]
+            overlap = torch.bmm(earlier, cross[:, :, None])[:, :, 0]
             lower[:, k, :k] = overlap
-            row.sub_(torch.bmm(overlap[:, None, :], earlier)[:, 0])
             length_sq = length_sq - torch.linalg.vecdot(overlap, overlap)
         keep = (length_sq > dependent) & active
         length = length_sq.clamp_min(dependent).sqrt_()
         scale = keep / length
-        row.mul_(scale[:, None])
+        if k:
+            # q_k = (d - sum_j overlap_j q_j) / length, in coefficients on the atoms.
+            row = torch.bmm(overlap[:, None, :], earlier)[:, 0]
+            inverse[:, k, :k] = row * -scale[:, None]
+        inverse[:, k, k] = scale
         # The residual is orthogonal to the earlier basis vectors: its projection on the
         # new one is the atom's correlation over the length.
         projection = correlation * scale
-        correlations.addcmul_(row, projection[:, None], value=-1.0)
+        coef[:, : k + 1].addcmul_(inverse[:, k, : k + 1], projection[:, None])
         lower[:, k, k] = torch.where(keep, length, 1.0)
         projections[:, k] = projection
         support[:, k] = index
         used[:, k] = keep
+        if k + 1 < K:
+            correlations.update(support[:, : k + 1], coef[:, : k + 1])
     return _omp_codes(X, atoms, norms, lower, projections, support, used, n_iter, positive)
 
 
@@ -407,8 +523,7 @@ def gradient_pursuit(X, D, n_nonzero_coefs, *, positive=False, gram=None):
         gram = greedy_gram_form(X.shape[0], X.shape[1], D.shape[0], n_nonzero_coefs)
     if not gram:
         return _gradient_pursuit_residual(X, atoms, norms, n_nonzero_coefs, positive)
-    G = atoms @ atoms.T
-    return _in_row_chunks(_gradient_pursuit_gram, X, atoms, norms, G, n_nonzero_coefs, positive)
+    return _in_row_chunks(_gradient_pursuit_gram, X, atoms, norms, n_nonzero_coefs, positive)
 
 
 def _gradient_pursuit_residual(X, atoms, norms, n_nonzero_coefs, positive):
@@ -467,28 +582,29 @@ def _gradient_pursuit_residual(X, atoms, norms, n_nonzero_coefs, positive):
     return codes, n_iter
 
 
-def _gradient_pursuit_gram(X, correlations, atoms, norms, G, n_nonzero_coefs, positive):
-    """Gradient pursuit with correlations updated through the Gram matrix.
+def _gradient_pursuit_gram(X, alpha, atoms, norms, G, G_screen, n_nonzero_coefs, positive):
+    """Gradient pursuit with correlations through the Gram matrix.
 
-    The gradient on the support is the correlations there; the step direction's
-    correlations with every atom are the gradient times the support's Gram rows, and
-    its squared norm is ``g^T G_SS g``: no signal-space vector is formed after ``D x``.
+    The gradient on the support is the correlations there, ``D_S x - G_SS coef``; the
+    exact line search needs ``g^T G_SS g``; the correlations with every atom come from
+    :class:`_GramCorrelations`. No signal-space vector is formed after ``D x``.
     """
-    n_samples = X.shape[0]
-    n_components = atoms.shape[0]
+    n_samples, n_components = alpha.shape
     K = n_nonzero_coefs
     vanished = _vanished(X)
+    correlations = _GramCorrelations(X, alpha, G, G_screen, positive)
     support = torch.zeros((n_samples, K), dtype=torch.long, device=X.device)
     slots = X.new_zeros((n_samples, K))  # 1 where a slot holds a new atom
-    rows = X.new_zeros((n_samples, K, n_components))  # Gram rows of the support
     support_gram = X.new_zeros((n_samples, K, K))
     coef = X.new_zeros((n_samples, K))
+    done = torch.zeros(n_samples, dtype=torch.bool, device=X.device)
+    diagonal = torch.diagonal(G)
     tiny = torch.finfo(X.dtype).tiny
-    magnitudes = None if positive else X.new_empty((n_samples, n_components))
     n_iter = 0
     for k in range(K):
-        best, index = _select_signed(correlations, positive, magnitudes)
+        index, best, cross = correlations.select(support[:, :k], coef[:, :k], vanished, done)
         active = (best if positive else best.abs()) > vanished
+        done |= ~active
         if not bool(active.any()):
             break
         n_iter = k + 1
@@ -497,16 +613,17 @@ def _gradient_pursuit_gram(X, correlations, atoms, norms, G, n_nonzero_coefs, po
         new = ~taken & active
         support[:, k] = index
         slots[:, k] = new
-        torch.index_select(G, 0, index, out=rows[:, k])
-        cross = rows[:, k].gather(1, support[:, : k + 1])
-        support_gram[:, k, : k + 1] = cross
-        support_gram[:, :k, k] = cross[:, :k]
-        gradient = correlations.gather(1, support[:, : k + 1]) * slots[:, : k + 1]
+        support_gram[:, k, :k] = cross
+        support_gram[:, :k, k] = cross
+        support_gram[:, k, k] = diagonal[index]
+        system = support_gram[:, : k + 1, : k + 1]
+        fitted = torch.bmm(system, coef[:, : k + 1, None])[:, :, 0]
+        gradient = (alpha.gather(1, support[:, : k + 1]) - fitted) * slots[:, : k + 1]
         if positive:
             gradient = gradient.masked_fill_((coef[:, : k + 1] <= 0) & (gradient < 0), 0.0)
         # r . (g D_S) = ||g||^2, so the exact line search is ||g||^2 / (g^T G_SS g).
         descent = torch.linalg.vecdot(gradient, gradient)
-        curved = torch.bmm(support_gram[:, : k + 1, : k + 1], gradient[:, :, None])[:, :, 0]
+        curved = torch.bmm(system, gradient[:, :, None])[:, :, 0]
         curvature = torch.linalg.vecdot(gradient, curved).clamp_min_(tiny)
         step = descent / curvature
         if positive:
@@ -515,8 +632,7 @@ def _gradient_pursuit_gram(X, correlations, atoms, norms, G, n_nonzero_coefs, po
         step = step * active
         coef[:, : k + 1].addcmul_(gradient, step[:, None])
         if k + 1 < K:
-            weights = (gradient * step[:, None])[:, None, :]
-            correlations.sub_(torch.bmm(weights, rows[:, : k + 1])[:, 0])
+            correlations.update(support[:, : k + 1], coef[:, : k + 1])
     codes = X.new_zeros((n_samples, n_components))
     if n_iter:
         support = support[:, :n_iter]

@@ -363,7 +363,7 @@ def load_rows(path, n_tokens):
 def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tokens=40_000,
                    expansion=4, methods=None, out="sparsegap-activations", cache_dir=None,
                    text_files=None, budget="default", n_loss_sequences=8,
-                   holdout_fraction=0.2, random_state=0, device="cpu", progress=True,
+                   max_holdout=4096, holdout_fraction=0.2, random_state=0, device="cpu", progress=True,
                    interpret=None):
     """Run the paper's §5 comparison on one model's activations and write the results.
 
@@ -399,6 +399,11 @@ def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tok
     X_train = np.asarray(X[train_rows], dtype=np.float32)
     scale = input_scale(X_train)
     X_train *= scale
+    if max_holdout is not None and len(holdout_rows) > max_holdout:
+        # Whole sequences: cut at a sequence boundary so contexts stay complete.
+        sequence = np.asarray(metadata["sequence"])[holdout_rows]
+        cut = np.searchsorted(sequence, sequence[max_holdout], side="left")
+        holdout_rows = holdout_rows[: max(cut, 1)]
     X_holdout = np.asarray(X[holdout_rows], dtype=np.float32) * scale
     say(f"{len(train_rows)} training / {len(holdout_rows)} holdout tokens (position 0 "
         f"excluded), {n_features} features, {n_components} latents, input scale "
@@ -412,7 +417,8 @@ def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tok
                 "budget": budget, "budget_settings": ACTIVATION_BUDGETS[budget],
                 "n_train": int(len(train_rows)), "n_holdout": int(len(holdout_rows)),
                 "input_scale": scale, "holdout_fraction": holdout_fraction,
-                "random_state": random_state, "device": str(device),
+                "max_holdout": max_holdout, "random_state": random_state,
+                "device": str(device),
                 "activations": str(path),
                 "loss_recovered_tokens": 0 if lm_batches is None
                 else int(sum(b.numel() for b in lm_batches))}

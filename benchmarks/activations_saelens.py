@@ -1,0 +1,130 @@
+"""SAELens beside our TopK SAE on the activations of ``sparsegap activations``.
+
+Both SAEs train on the same tokens (the command's split: whole sequences held out,
+position 0 left out, inputs scaled to mean squared norm ``n_features``), with the same
+number of latents, k, minibatch size, epochs and Adam learning rate, on the CPU, and are
+measured on the same holdout tokens (FVU, L0, dead fraction, fit seconds, tokens/s).
+
+Run in the peers environment (SAELens installed), pointing at an activation set made by
+``sparsegap activations`` (its path is printed and in ``results.json``)::
+
+    PYTHONPATH=. /work/venv-peers/bin/python benchmarks/activations_saelens.py \\
+        --activations ~/.cache/sklearn-sparsegap/activations/SmolLM2-...-model-layers-15-... \\
+        --tokens 20000 --expansion 2 --epochs 5
+
+Times are wall-clock on whatever else the machine is running: compare the two columns of
+one run, not runs of different days.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import time
+
+import numpy as np
+import torch
+
+from sklearn_sparsegap._methods import ACTIVATION_K, ACTIVATION_BUDGETS, build_activation_method
+from sklearn_sparsegap.activations import load_activations, reconstruction_metrics
+from sklearn_sparsegap.activations._experiment import environment, input_scale, split_by_sequence
+
+
+class SAELensTopK:
+    """A SAELens ``TopKTrainingSAE`` trained by ``SAETrainer`` on shuffled minibatches."""
+
+    def __init__(self, n_components, k, *, epochs, batch_size, lr, random_state=0):
+        self.n_components, self.k, self.epochs = n_components, k, epochs
+        self.batch_size, self.lr, self.random_state = batch_size, lr, random_state
+
+    def fit(self, X):
+        from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
+        from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+        X = torch.as_tensor(X, dtype=torch.float32)
+        n_samples, n_features = X.shape
+        torch.manual_seed(self.random_state)
+        sae = TopKTrainingSAE(TopKTrainingSAEConfig(
+            k=self.k, d_in=n_features, d_sae=self.n_components, dtype="float32", device="cpu"))
+        n_batches = n_samples // self.batch_size
+        config = SAETrainerConfig(
+            total_training_samples=self.epochs * n_batches * self.batch_size,
+            train_batch_size_samples=self.batch_size, lr=self.lr, lr_end=self.lr / 10,
+            device="cpu", logger=LoggingConfig(log_to_wandb=False))
+        generator = torch.Generator().manual_seed(self.random_state)
+
+        def batches():
+            while True:
+                order = torch.randperm(n_samples, generator=generator)
+                for i in range(n_batches):
+                    yield X[order[i * self.batch_size:(i + 1) * self.batch_size]]
+
+        with contextlib.redirect_stderr(io.StringIO()):
+            self.sae_ = SAETrainer(cfg=config, sae=sae, data_provider=batches()).fit()
+        self.sae_.eval()
+        self.components_ = self.sae_.W_dec.detach().numpy().copy()
+        return self
+
+    def transform(self, X):
+        with torch.no_grad():
+            return self.sae_.encode(torch.as_tensor(np.asarray(X), dtype=torch.float32)).numpy()
+
+    def inverse_transform(self, codes):
+        with torch.no_grad():
+            return self.sae_.decode(torch.as_tensor(np.asarray(codes))).numpy()
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--activations", required=True, help="an activation set directory")
+    parser.add_argument("--tokens", type=int, default=40_000)
+    parser.add_argument("--expansion", type=float, default=4.0)
+    parser.add_argument("--epochs", type=int, default=ACTIVATION_BUDGETS["default"]["epochs"])
+    parser.add_argument("--max-holdout", type=int, default=4096)
+    parser.add_argument("--output", default=None, help="write the rows to FILE.json")
+    args = parser.parse_args(argv)
+    torch.manual_seed(0)
+    X, metadata = load_activations(args.activations)
+    n_rows = min(args.tokens, X.shape[0])
+    train_rows, holdout_rows = split_by_sequence(metadata, n_rows)
+    sequence = np.asarray(metadata["sequence"])[holdout_rows]
+    if len(holdout_rows) > args.max_holdout:  # the same cut as the command
+        holdout_rows = holdout_rows[: np.searchsorted(sequence, sequence[args.max_holdout])]
+    X_train = np.asarray(X[train_rows], dtype=np.float32)
+    scale = input_scale(X_train)
+    X_train *= scale
+    X_holdout = np.asarray(X[holdout_rows], dtype=np.float32) * scale
+    n_features = X.shape[1]
+    n_components = int(args.expansion * n_features)
+    budget = ACTIVATION_BUDGETS["default"]
+    k = max(1, min(ACTIVATION_K, n_features // 2, n_components))
+    ours = build_activation_method("sae", n_components=n_components, n_features=n_features)
+    ours.set_params(max_iter=args.epochs, device="cpu")
+    theirs = SAELensTopK(n_components, k, epochs=args.epochs,
+                         batch_size=budget["batch_size"], lr=budget["learning_rate"])
+    rows = []
+    for name, model in (("sparsegap TopK SAE", ours), ("SAELens TopK SAE", theirs)):
+        start = time.perf_counter()
+        model.fit(X_train)
+        seconds = time.perf_counter() - start
+        metrics = reconstruction_metrics(model, X_holdout)
+        rows.append({"method": name, "fvu": metrics["fvu"], "mean_l0": metrics["mean_l0"],
+                     "dead_fraction": metrics["dead_fraction"], "fit_seconds": seconds,
+                     "tokens_per_second": args.epochs * len(X_train) / seconds})
+        print(f"{name:<20} FVU {metrics['fvu']:.4f}  L0 {metrics['mean_l0']:.1f}  dead "
+              f"{metrics['dead_fraction']:.3f}  fit {seconds:.1f} s  "
+              f"{rows[-1]['tokens_per_second']:.0f} tok/s", flush=True)
+    record = {"settings": {**vars(args), "n_train": len(train_rows),
+                           "n_holdout": len(holdout_rows), "n_components": n_components,
+                           "k": k, "batch_size": budget["batch_size"],
+                           "learning_rate": budget["learning_rate"]},
+              "environment": environment(), "runs": rows}
+    if args.output:
+        with open(args.output, "w") as handle:
+            json.dump(record, handle, indent=2)
+            handle.write("\n")
+    return record
+
+
+if __name__ == "__main__":
+    main()
