@@ -41,13 +41,18 @@ RESAMPLE_POOL = 8192
 MAX_SCALE_ROWS = 2**16
 
 
-def fit_input_scale(X):
+def fit_input_scale(X, centre=False):
     """The factor ``c`` such that ``c * X`` has mean squared row norm ``n_features``
     (SAELens's ``normalize_activations="expected_average_only_in"``), as a float.
 
-    1.0 when every row of ``X`` is zero. Computed in float64.
+    With ``centre`` the norms are those of ``X - mean(X)``: a model with a decoder bias
+    reconstructs the mean through it, and on activations with a large shared offset
+    the raw norms would shrink the rest. 1.0 when every row is zero. Float64.
     """
-    squared = X.to(torch.float64).square().sum(dim=1).mean()
+    X = X.to(torch.float64)
+    if centre:
+        X = X - X.mean(dim=0)
+    squared = X.square().sum(dim=1).mean()
     if not float(squared) > 0:
         return 1.0
     return math.sqrt(X.shape[1] / float(squared))

@@ -56,6 +56,7 @@ from ._training import (
     LogHistory,
     ProgressBar,
     ResampleDeadLatents,
+    WarnIfLong,
     history_arrays,
     make_adam,
     train,
@@ -63,9 +64,19 @@ from ._training import (
 from ._validation import check_dictionary, check_matrix, check_same_rows
 from .flops import encoder_inference_flops, encoder_training_flops
 
-# Default epochs (max_iter=None) per target; see the user guide's defaults page.
+# Default optimiser steps (max_iter=None, rounded up to whole epochs) per target; see
+# the user guide's defaults page.
 _MAX_ITER = {"reconstruction": 2000, "codes": 500}
 _MLP_MAX_ITER = {"reconstruction": 1500, "codes": 500}
+# batch_size=None: full-batch steps up to this many rows in memory, else minibatches of
+# DEFAULT_BATCH_SIZE (SAELens's and sparsify's usual size). One full-batch step on 2e5
+# rows of 384 features took 17.6 s and 7 GiB.
+FULL_BATCH_MAX_ROWS = 8192
+DEFAULT_BATCH_SIZE = 4096
+# The zero-code warning: at least this fraction of (at most ZERO_CODE_ROWS) training rows
+# encoded to all zeros.
+ZERO_CODE_FRACTION = 0.95
+ZERO_CODE_ROWS = 8192
 
 
 class _BaseAutoencoder(BaseSparseEstimator):
@@ -118,9 +129,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
         self : object
             The fitted estimator.
         """
+        # None: resolved in _fit, where the number of steps per epoch is known.
         max_iter = self.max_iter
-        if max_iter is None:
-            max_iter = self._default_max_iter[self.target]
         if self.warm_start and hasattr(self, "components_"):
             return self._fit(X, y, n_epochs=max_iter, first=False)
         for attribute in ("components_", "_optimizer_state", "_trained_biases"):
@@ -222,8 +232,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
             }
 
         if first:
-            # Streamed: from the bounded sample already read (never the memmap itself).
-            self.input_scale_ = self._fit_input_scale(X_tensor if streamed else X, device, dtype)
+            self.input_scale_ = self._fit_input_scale(X_tensor)
         scale = getattr(self, "input_scale_", 1.0)
         if first:
             initialize_autoencoder(
@@ -259,15 +268,23 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 hidden_layer_sizes=hidden, learn_dictionary=learn_dictionary,
             )  # fmt: skip
 
-        batch_size = n_samples if self.batch_size is None else min(self.batch_size, n_samples)
+        batch_size = self._resolved_batch_size(n_samples, streamed)
+        if n_epochs is None:
+            # The default number of steps, as whole epochs (at least one).
+            steps_per_epoch = -(-n_samples // batch_size)
+            n_epochs = max(1, -(-self._default_max_iter[self.target] // steps_per_epoch))
         if streamed and batch_size >= n_samples:
             raise ValueError(
                 f"X is on disk ({X.nbytes / 2**30:.1f} GiB, {n_samples} rows) and is streamed "
                 f"in minibatches, but batch_size={self.batch_size} means full-batch steps "
                 "on all of it: set batch_size (e.g. 4096)."
             )
+        advice = (
+            "or pass scale_input=True" if not self.scale_input and self.target == "reconstruction"
+            else "or lower alpha"
+        )  # fmt: skip
         history = LogHistory(self.history_, tol=self.tol if first else 0.0,
-                             description=type(self).__name__)
+                             description=type(self).__name__, advice=advice)
         callbacks = [CountFlops(step_flops, start=self.training_flops_), history]
         # Resampling moves atoms: a given dictionary stays as given.
         if self.resample_dead_every is not None and learn_dictionary:
@@ -278,6 +295,10 @@ class _BaseAutoencoder(BaseSparseEstimator):
             if group is not None:
                 callbacks.append(sync_after_resampling(group, module, optimizer,
                                                        self.resample_dead_every))
+        callbacks.append(WarnIfLong(
+            type(self).__name__,
+            "Set max_iter (epochs) lower, or fit on a subset of X, to shorten it.",
+        ))  # fmt: skip
         callbacks.append(ProgressBar(type(self).__name__, disable=not self.verbose))
         resume_from = None
         if self.checkpoint_path is not None and first and not chunk:
@@ -320,7 +341,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
         self.n_iter_ = state.epoch
         self.training_flops_ = state.flops
         self.history_ = history_arrays(self.history_)
-        self._warn_if_every_code_is_zero()
+        self._warn_if_codes_are_zero(module, X_tensor, scale)
         self._trained_biases = (
             [to_numpy(b) for b in (module.intercept, module.log_threshold, *module.biases)]
             if scale != 1.0 else None
@@ -334,32 +355,47 @@ class _BaseAutoencoder(BaseSparseEstimator):
         self.batch_size_ = batch_size
         return self
 
-    def _fit_input_scale(self, X, device, dtype):
+    def _fit_input_scale(self, X):
         """``input_scale_``: 1.0 unless ``scale_input`` on the reconstruction target,
-        estimated on at most ``MAX_SCALE_ROWS`` evenly spaced rows (a memmap is not
-        read whole)."""
+        estimated on at most ``MAX_SCALE_ROWS`` evenly spaced rows of ``X`` (a tensor:
+        the data in memory, or the sample of a streamed memmap)."""
         if not self.scale_input or self.target != "reconstruction":
             return 1.0
-        rows = X
         if X.shape[0] > MAX_SCALE_ROWS:
-            rows = X[np.linspace(0, X.shape[0] - 1, MAX_SCALE_ROWS).astype(np.intp)]
-        if torch.is_tensor(rows):
-            return fit_input_scale(rows)
-        return fit_input_scale(to_tensor(rows, device=device, dtype=dtype))
+            X = X[torch.linspace(0, X.shape[0] - 1, MAX_SCALE_ROWS, device=X.device).long()]
+        return fit_input_scale(X, centre=self.fit_intercept)
 
     def _score_alpha(self):
         # The penalty trained on scale * X, expressed on X's scale: score is then the
         # training objective divided by scale**2.
         return self.alpha / getattr(self, "input_scale_", 1.0)
 
-    def _warn_if_every_code_is_zero(self):
-        """A fit whose codes all ended at zero is useless but not an error (the penalty
-        may simply be too large for the data's scale): say so instead of staying silent."""
-        if self.target == "reconstruction" and len(self.history_["l0"]) and self.history_["l0"][-1] == 0:
+    def _resolved_batch_size(self, n_samples, streamed):
+        """``batch_size``, capped at ``n_samples``; None means the full batch up to
+        ``FULL_BATCH_MAX_ROWS`` rows in memory, else ``DEFAULT_BATCH_SIZE``."""
+        if self.batch_size is not None:
+            return min(self.batch_size, n_samples)
+        if n_samples <= FULL_BATCH_MAX_ROWS and not streamed:
+            return n_samples
+        return min(DEFAULT_BATCH_SIZE, n_samples)
+
+    @torch.no_grad()
+    def _warn_if_codes_are_zero(self, module, X, scale):
+        """A fit whose codes are (nearly) all zero is useless but not an error (the
+        penalty may simply be too large): say so. Checked on at most
+        ``ZERO_CODE_ROWS`` evenly spaced training rows."""
+        if self.target != "reconstruction" or X.shape[0] == 0:
+            return
+        if X.shape[0] > ZERO_CODE_ROWS:
+            X = X[torch.linspace(0, X.shape[0] - 1, ZERO_CODE_ROWS, device=X.device).long()]
+        codes = module.encode(X * scale if scale != 1.0 else X)
+        zero = float((codes == 0).all(dim=1).to(torch.float64).mean())
+        if zero >= ZERO_CODE_FRACTION:
+            advice = "lower alpha" if self.scale_input else "lower alpha, or pass scale_input=True"
             warnings.warn(
-                f"{type(self).__name__}: every code is zero at the end of training, so "
-                f"the model reconstructs nothing; alpha={self.alpha} is probably too large "
-                "for the scale of X (lower alpha, or standardise X).",
+                f"{type(self).__name__}: {zero:.0%} of the training rows have all-zero "
+                "codes at the end of training, so the model reconstructs almost nothing; "
+                f"alpha={self.alpha} is probably too large for X ({advice}).",
                 ConvergenceWarning,
                 stacklevel=3,
             )
@@ -572,7 +608,8 @@ class SAEEncoder(_BaseAutoencoder):
         encoder biases. ``False`` reproduces the paper's bias-free models.
     scale_input : bool, default=True
         Train on ``input_scale_ * X``, where ``input_scale_`` makes the mean squared
-        row norm equal to ``n_features`` (as SAELens's ``normalize_activations``), so
+        row norm equal to ``n_features`` (as SAELens's ``normalize_activations``; the
+        norms of the centred rows when ``fit_intercept``, whose bias carries the mean), so
         that ``alpha`` and ``learning_rate`` mean the same on any scale of ``X``: a fit
         on ``100 * X`` gives 100 times the codes of a fit on ``X``. The factor is
         folded into the stored biases, so ``transform``, ``inverse_transform`` and
@@ -580,14 +617,16 @@ class SAEEncoder(_BaseAutoencoder):
         scale. Only the reconstruction target scales (known codes fix the units).
         False trains on ``X`` as given (the paper's setting).
     max_iter : int or None, default=None
-        Number of epochs (passes over the training data): with ``batch_size=None`` an
-        epoch is one full-batch Adam step, with minibatches it is
-        ``ceil(n_samples / batch_size)`` steps. None means 2000, or 500 with
+        Number of epochs (passes over the training data): with full-batch steps an
+        epoch is one Adam step, with minibatches it is ``ceil(n_samples / batch_size)``
+        steps. None means the epochs that make at least 2000 steps (500 with
         ``target="codes"``, where the encoder's output layer starts at the (ridge)
-        regression onto the codes; stored as ``max_iter_``.
+        regression onto the codes), and at least one epoch: 2000 epochs in full batch,
+        ``ceil(2000 / steps_per_epoch)`` with minibatches. Stored as ``max_iter_``.
     batch_size : int, default=None
-        Minibatch size; None trains on the full batch (the paper's setting). Stored,
-        capped at ``n_samples``, as ``batch_size_``.
+        Minibatch size. None means the full batch (the paper's setting) up to 8,192
+        rows in memory, and minibatches of 4,096 rows above that or when ``X`` is
+        streamed from disk. Stored, capped at ``n_samples``, as ``batch_size_``.
     learning_rate : float, default=0.01
         Adam learning rate.
     tol : float, default=0.0
@@ -652,8 +691,8 @@ class SAEEncoder(_BaseAutoencoder):
     max_iter_ : int
         The epochs a ``fit`` call runs: ``max_iter``, or its default when None.
     batch_size_ : int
-        The minibatch size used: ``batch_size`` capped at ``n_samples``, or
-        ``n_samples`` (full batch) when None.
+        The minibatch size used: ``batch_size`` capped at ``n_samples``, or its
+        default when None (``n_samples`` for a full batch).
     n_iter_ : int
         Epochs run, over all ``fit``/``partial_fit`` calls.
     history_ : dict of ndarray
@@ -687,7 +726,7 @@ class SAEEncoder(_BaseAutoencoder):
     >>> X, dictionary, codes = make_sparse_dictionary_data(1024, random_state=0)
     >>> sae = SAEEncoder(n_components=16, random_state=0).fit(X)
     >>> print(f"{dictionary_mcc(dictionary, sae.components_):.2f}")
-    0.92
+    0.91
     >>> sae.transform(X[:2]).shape, sae.max_iter_, sae.batch_size_
     ((2, 16), 2000, 1024)
     """
@@ -757,7 +796,7 @@ class MLPEncoder(_BaseAutoencoder):
         ``dictionary`` / columns of ``y``.
     hidden_layer_sizes : tuple of int, default=(64,)
         Widths of the hidden layers.
-    alpha : float, default=0.2
+    alpha : float, default=0.3
         Weight of the L1 penalty in the objective
         ``0.5 * ||x - s @ D - b||^2 + alpha * ||s||_1`` (per sample, averaged, on the
         scaled data ``input_scale_ * X``); for ``activation="jumprelu"`` it weights
@@ -805,7 +844,8 @@ class MLPEncoder(_BaseAutoencoder):
         encoder biases. ``False`` reproduces the paper's bias-free models.
     scale_input : bool, default=True
         Train on ``input_scale_ * X``, where ``input_scale_`` makes the mean squared
-        row norm equal to ``n_features`` (as SAELens's ``normalize_activations``), so
+        row norm equal to ``n_features`` (as SAELens's ``normalize_activations``; the
+        norms of the centred rows when ``fit_intercept``, whose bias carries the mean), so
         that ``alpha`` and ``learning_rate`` mean the same on any scale of ``X``: a fit
         on ``100 * X`` gives 100 times the codes of a fit on ``X``. The factor is
         folded into the stored biases, so ``transform``, ``inverse_transform`` and
@@ -813,14 +853,16 @@ class MLPEncoder(_BaseAutoencoder):
         scale. Only the reconstruction target scales (known codes fix the units).
         False trains on ``X`` as given (the paper's setting).
     max_iter : int or None, default=None
-        Number of epochs (passes over the training data): with ``batch_size=None`` an
-        epoch is one full-batch Adam step, with minibatches it is
-        ``ceil(n_samples / batch_size)`` steps. None means 1500, or 500 with
+        Number of epochs (passes over the training data): with full-batch steps an
+        epoch is one Adam step, with minibatches it is ``ceil(n_samples / batch_size)``
+        steps. None means the epochs that make at least 1500 steps (500 with
         ``target="codes"``, where the encoder's output layer starts at the (ridge)
-        regression onto the codes; stored as ``max_iter_``.
+        regression onto the codes), and at least one epoch: 1500 epochs in full batch,
+        ``ceil(1500 / steps_per_epoch)`` with minibatches. Stored as ``max_iter_``.
     batch_size : int, default=None
-        Minibatch size; None trains on the full batch (the paper's setting). Stored,
-        capped at ``n_samples``, as ``batch_size_``.
+        Minibatch size. None means the full batch (the paper's setting) up to 8,192
+        rows in memory, and minibatches of 4,096 rows above that or when ``X`` is
+        streamed from disk. Stored, capped at ``n_samples``, as ``batch_size_``.
     learning_rate : float, default=0.006
         Adam learning rate.
     tol : float, default=0.0
@@ -885,8 +927,8 @@ class MLPEncoder(_BaseAutoencoder):
     max_iter_ : int
         The epochs a ``fit`` call runs: ``max_iter``, or its default when None.
     batch_size_ : int
-        The minibatch size used: ``batch_size`` capped at ``n_samples``, or
-        ``n_samples`` (full batch) when None.
+        The minibatch size used: ``batch_size`` capped at ``n_samples``, or its
+        default when None (``n_samples`` for a full batch).
     n_iter_ : int
         Epochs run, over all ``fit``/``partial_fit`` calls.
     history_ : dict of ndarray
@@ -920,7 +962,7 @@ class MLPEncoder(_BaseAutoencoder):
     >>> X, dictionary, codes = make_sparse_dictionary_data(1024, random_state=0)
     >>> mlp = MLPEncoder(dictionary=dictionary, random_state=0).fit(X)
     >>> print(f"{mean_corr_coef(codes, mlp.transform(X)):.2f}")
-    0.93
+    0.92
     """
 
     _default_max_iter = _MLP_MAX_ITER
@@ -934,7 +976,7 @@ class MLPEncoder(_BaseAutoencoder):
         n_components=None,
         *,
         hidden_layer_sizes=(64,),
-        alpha=0.2,
+        alpha=0.3,
         activation="relu",
         n_nonzero_coefs=None,
         dictionary=None,

@@ -2,6 +2,8 @@
 
 import math
 import os
+import time
+import warnings
 from numbers import Integral
 
 import numpy as np
@@ -17,6 +19,7 @@ __all__ = [
     "ProgressBar",
     "ResampleDeadLatents",
     "TrainingState",
+    "WarnIfLong",
     "batch_statistics",
     "history_arrays",
     "make_adam",
@@ -35,6 +38,11 @@ FULL_BATCH_LOG_EVERY = 10
 # tol compares the loss now with the loss at least this many optimiser steps earlier
 # (100 epochs in full batch, one epoch of 100 or more minibatches).
 TOL_WINDOW_STEPS = 100
+# WarnIfLong: warn when a call is estimated to take longer than this (seconds), from
+# the time of its first LONG_RUN_PROBE_STEPS steps (or LONG_RUN_PROBE_SECONDS).
+LONG_RUN_SECONDS = 600.0
+LONG_RUN_PROBE_STEPS = 5
+LONG_RUN_PROBE_SECONDS = 10.0
 
 
 def objective(X, codes, components, intercept=None, alpha=0.0, *, per_sample=False):
@@ -227,10 +235,11 @@ class LogHistory(Callback):
     up to whole logs); 0 disables it. It must come after :class:`CountFlops`.
     """
 
-    def __init__(self, history=None, *, tol=0.0, description="training"):
+    def __init__(self, history=None, *, tol=0.0, description="training", advice="or scale X"):
         self.history = {key: [] for key in HISTORY_KEYS} if history is None else history
         self.tol = tol
         self.description = description
+        self.advice = advice  # the second fix the divergence error names
         self._reset()
         self.best = []
 
@@ -270,7 +279,7 @@ class LogHistory(Callback):
             learning_rate = state.optimizer.param_groups[0]["lr"]
             raise ValueError(
                 f"{self.description} diverged at step {state.step}: the loss is {loss}. "
-                f"Lower learning_rate (currently {learning_rate:g}) or scale X."
+                f"Lower learning_rate (currently {learning_rate:g}) {self.advice}."
             )
         for key, value in zip(HISTORY_KEYS, (state.step, loss, mse, l1, l0, dead, state.flops)):
             self.history[key].append(value)
@@ -322,6 +331,40 @@ class ResampleDeadLatents(Callback):
         self.fired = state_dict["fired"]
         if state_dict["generator"] is not None:
             self.resample.generator.set_state(state_dict["generator"])
+
+
+class WarnIfLong(Callback):
+    """Warns once, early, when the call will take longer than ``LONG_RUN_SECONDS``:
+    the duration is extrapolated from the first ``LONG_RUN_PROBE_STEPS`` steps (or
+    ``LONG_RUN_PROBE_SECONDS``), and the warning gives the estimate and ``advice``."""
+
+    def __init__(self, description="training", advice=""):
+        self.description = description
+        self.advice = advice
+        self.done = True
+
+    def on_train_begin(self, state):
+        self.start, self.start_step = time.perf_counter(), state.step
+        self.total_steps = (state.end_epoch - state.epoch) * state.steps_per_epoch - state.batch
+        self.done = False
+
+    def on_step_end(self, state):
+        if self.done:
+            return
+        steps, elapsed = state.step - self.start_step, time.perf_counter() - self.start
+        if steps < LONG_RUN_PROBE_STEPS and elapsed < LONG_RUN_PROBE_SECONDS:
+            return
+        self.done = True
+        estimate = elapsed / steps * self.total_steps
+        if estimate > LONG_RUN_SECONDS:
+            warnings.warn(
+                f"{self.description}: {self.total_steps} steps of "
+                f"{state.n_samples if state.full_batch else state.batch_size} rows "
+                f"at {elapsed / steps:.2g} s each will take about {estimate / 60:.0f} "
+                f"min. {self.advice}",
+                UserWarning,
+                stacklevel=2,
+            )
 
 
 class ProgressBar(Callback):

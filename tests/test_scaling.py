@@ -1,5 +1,7 @@
 """Input scaling (``scale_input``): the default parameters mean the same on any scale."""
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -27,6 +29,8 @@ def test_fit_input_scale_gives_mean_squared_norm_n_features():
     scale = fit_input_scale(X)
     assert (scale * X).square().sum(dim=1).mean().item() == pytest.approx(12.0)
     assert fit_input_scale(torch.zeros(4, 3)) == 1.0
+    centred = fit_input_scale(X, centre=True)
+    assert (centred * (X - X.mean(dim=0))).square().sum(dim=1).mean().item() == pytest.approx(12.0)
 
 
 @pytest.mark.parametrize("activation", ["relu", "topk", "jumprelu"])
@@ -111,3 +115,55 @@ def test_known_codes_are_not_scaled():
     X, _, codes = make_sparse_dictionary_data(128, random_state=0)
     est = _small(SAEEncoder, target="codes").fit(10.0 * X, codes)
     assert est.input_scale_ == 1.0
+
+
+def test_batch_size_and_max_iter_defaults_follow_the_data_size(monkeypatch):
+    from sklearn_sparsegap import _sae
+
+    X, _, _ = make_sparse_dictionary_data(300, random_state=0)
+    small = _small(SAEEncoder, max_iter=None).set_params(max_iter=None)
+    monkeypatch.setitem(_sae._MAX_ITER, "reconstruction", 7)
+    small.fit(X)
+    assert small.batch_size_ == 300 and small.max_iter_ == 7 and small.n_iter_ == 7
+    # Above the full-batch limit: minibatches, and epochs that make the default steps.
+    monkeypatch.setattr(_sae, "FULL_BATCH_MAX_ROWS", 200)
+    monkeypatch.setattr(_sae, "DEFAULT_BATCH_SIZE", 64)
+    big = _small(SAEEncoder, max_iter=None).fit(X)
+    assert big.batch_size_ == 64
+    assert big.max_iter_ == 2  # 5 steps per epoch, at least 7 steps
+    assert big.history_["step"][-1] == 10
+    assert _small(SAEEncoder, batch_size=1000, max_iter=2).fit(X).batch_size_ == 300
+
+
+def test_a_long_run_warns_with_an_estimate(monkeypatch):
+    from sklearn_sparsegap import _training
+
+    X, _, _ = make_sparse_dictionary_data(64, random_state=0)
+    monkeypatch.setattr(_training, "LONG_RUN_SECONDS", 0.0)
+    with pytest.warns(UserWarning, match="will take about .* min. Set max_iter"):
+        _small(SAEEncoder, max_iter=8).fit(X)
+    monkeypatch.setattr(_training, "LONG_RUN_SECONDS", 1e9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _small(SAEEncoder, max_iter=8).fit(X)
+
+
+def test_mostly_zero_codes_warn_even_when_some_rows_fire():
+    from sklearn.exceptions import ConvergenceWarning
+
+    X, _, _ = make_sparse_dictionary_data(400, random_state=0)
+    # A few rows far larger than the rest: only they survive a large penalty.
+    X = X.copy()
+    X[:4] *= 30.0
+    est = _small(SAEEncoder, alpha=40.0, max_iter=150, scale_input=False)
+    with pytest.warns(ConvergenceWarning, match="of the training rows have all-zero codes"):
+        est.fit(X)
+    codes = est.transform(X)
+    assert (codes != 0).any()
+    assert (codes == 0).all(axis=1).mean() >= 0.95
+
+
+def test_divergence_names_scale_input_when_it_is_off():
+    X, _, _ = make_sparse_dictionary_data(128, random_state=0)
+    with pytest.raises(ValueError, match="diverged.*scale_input=True"):
+        _small(SAEEncoder, scale_input=False, learning_rate=1e300, max_iter=20).fit(1e6 * X)

@@ -1,0 +1,164 @@
+"""Our SAEs against SAELens's on the same real activations, side by side in one run.
+
+Same training rows, width (4x expansion), batch size and number of epochs for both;
+SAELens gets the activations multiplied by the same ``input_scale_`` our estimator
+fits (mean squared norm = n_features, what SAELens's ``normalize_activations``
+does), so both train on identical numbers. Reported on held-out rows: FVU
+(``||x - x_hat||^2 / ||x - mean||^2``, scale-free), mean L0, the fraction of latents
+never active on the held-out rows, and training throughput (rows/s of the fit).
+
+Run with the peers environment (SAELens installed) and this checkout on the path::
+
+    PYTHONPATH=$PWD /work/venv-peers/bin/python benchmarks/bench_saelens.py \\
+        --activations /work/data/smol_l15 --n-train 100000 --batch-size 1024
+
+Position 0 of every sequence (SmolLM2's attention sink, norm ~24k against ~170) is
+dropped; the last ``--n-test`` rows (after the training rows) are held out.
+"""
+
+import argparse
+import contextlib
+import io
+import json
+import time
+
+import numpy as np
+import torch
+
+from sklearn_sparsegap import SAEEncoder
+from sklearn_sparsegap.activations import load_activations
+
+
+def fvu(X, reconstruction):
+    return float(((X - reconstruction) ** 2).sum() / ((X - X.mean(axis=0)) ** 2).sum())
+
+
+def summary(name, X_test, codes, reconstruction, seconds, n_rows):
+    active = codes != 0
+    return {
+        "method": name,
+        "fvu": fvu(X_test, reconstruction),
+        "l0": float(active.sum(axis=1).mean()),
+        "dead_fraction": float(1.0 - active.any(axis=0).mean()),
+        "fit_seconds": seconds,
+        "rows_per_second": n_rows / seconds,
+    }
+
+
+def ours(X_train, X_test, *, n_components, batch_size, epochs, seed, **params):
+    est = SAEEncoder(n_components=n_components, batch_size=batch_size, max_iter=epochs,
+                     random_state=seed, device="cpu", **params)  # fmt: skip
+    start = time.perf_counter()
+    est.fit(X_train)
+    seconds = time.perf_counter() - start
+    codes = est.transform(X_test)
+    return est, codes, est.inverse_transform(codes), seconds
+
+
+def saelens(X_train, X_test, *, n_components, batch_size, epochs, seed, k=None, l1=1.0):
+    from sae_lens import (
+        SAETrainer,
+        StandardTrainingSAE,
+        StandardTrainingSAEConfig,
+        TopKTrainingSAE,
+        TopKTrainingSAEConfig,
+    )
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+
+    X = torch.as_tensor(X_train)
+    n_samples, n_features = X.shape
+    common = dict(d_in=n_features, d_sae=n_components, dtype="float32", device="cpu")
+    torch.manual_seed(seed)
+    if k is None:
+        sae = StandardTrainingSAE(StandardTrainingSAEConfig(l1_coefficient=l1, **common))
+    else:
+        sae = TopKTrainingSAE(TopKTrainingSAEConfig(k=k, **common))
+    steps_per_epoch = n_samples // batch_size
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=epochs * steps_per_epoch * batch_size,
+        train_batch_size_samples=batch_size,
+        lr=3e-4,  # SAETrainerConfig's default
+        lr_end=3e-5,
+        device="cpu",
+        logger=LoggingConfig(log_to_wandb=False),
+    )
+    generator = torch.Generator().manual_seed(seed)
+
+    def batches():
+        while True:
+            order = torch.randperm(n_samples, generator=generator)
+            for start in range(0, steps_per_epoch * batch_size, batch_size):
+                yield X[order[start : start + batch_size]]
+
+    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches())
+    start = time.perf_counter()
+    with contextlib.redirect_stderr(io.StringIO()):
+        sae = trainer.fit()
+    seconds = time.perf_counter() - start
+    sae.eval()
+    with torch.no_grad():
+        codes = sae.encode(torch.as_tensor(X_test))
+        reconstruction = sae.decode(codes)
+    return codes.numpy(), reconstruction.numpy(), seconds
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--activations", default="/work/data/smol_l15")
+    parser.add_argument("--n-train", type=int, default=100_000)
+    parser.add_argument("--n-test", type=int, default=10_000)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--expansion", type=int, default=4)
+    parser.add_argument("--k", type=int, default=32)
+    parser.add_argument("--alphas", default="0.4,1.0,2.5", help="our L1 alphas")
+    parser.add_argument("--l1", default="1,2,5", help="SAELens l1_coefficients")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None)
+    args = parser.parse_args()
+
+    data, metadata = load_activations(args.activations)
+    keep = np.flatnonzero(np.asarray(metadata["position"]) != 0)
+    rows = keep[: args.n_train + args.n_test]
+    X = np.asarray(data[rows], dtype=np.float32)
+    X_train, X_test = X[: args.n_train], X[args.n_train :]
+    n_components = args.expansion * X.shape[1]
+    setting = dict(n_components=n_components, batch_size=args.batch_size,
+                   epochs=args.epochs, seed=args.seed)  # fmt: skip
+    print(f"{X_train.shape[0]} train / {X_test.shape[0]} test rows of {X.shape[1]} features, "
+          f"{n_components} latents, batch {args.batch_size}, {args.epochs} epoch(s), "
+          f"torch {torch.__version__} with {torch.get_num_threads()} threads", flush=True)
+
+    results = []
+
+    def report(row):
+        results.append(row)
+        print(f"{row['method']:<28} FVU {row['fvu']:.3f}  L0 {row['l0']:7.1f}  "
+              f"dead {row['dead_fraction']:.3f}  {row['rows_per_second']:8.0f} rows/s",
+              flush=True)
+
+    scale = None
+    for alpha in [float(a) for a in args.alphas.split(",") if a]:
+        est, codes, rec, seconds = ours(X_train, X_test, alpha=alpha, **setting)
+        scale = est.input_scale_
+        report(summary(f"ours ReLU alpha={alpha:g}", X_test, codes, rec, seconds, len(X_train)))
+    est, codes, rec, seconds = ours(X_train, X_test, activation="topk",
+                                    n_nonzero_coefs=args.k, alpha=0.0, **setting)  # fmt: skip
+    scale = est.input_scale_
+    report(summary(f"ours TopK k={args.k}", X_test, codes, rec, seconds, len(X_train)))
+
+    scaled_train, scaled_test = X_train * np.float32(scale), X_test * np.float32(scale)
+    for l1 in [float(v) for v in args.l1.split(",") if v]:
+        codes, rec, seconds = saelens(scaled_train, scaled_test, l1=l1, **setting)
+        report(summary(f"SAELens standard l1={l1:g}", scaled_test, codes, rec, seconds,
+                       len(X_train)))  # fmt: skip
+    codes, rec, seconds = saelens(scaled_train, scaled_test, k=args.k, **setting)
+    report(summary(f"SAELens TopK k={args.k}", scaled_test, codes, rec, seconds, len(X_train)))
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump({"settings": vars(args), "input_scale": scale, "results": results}, f,
+                      indent=1)
+
+
+if __name__ == "__main__":
+    main()
