@@ -162,6 +162,17 @@ def _log_iteration(history, step, X, codes, components, alpha, flops):
     return values[0]
 
 
+def _report_objective(progress, value, description, when):
+    """Advance the progress bar with the objective; a non-finite one stops the fit."""
+    if not np.isfinite(value):
+        raise ValueError(
+            f"{description} diverged {when} (objective {value}); "
+            "check that X is finite and well scaled."
+        )
+    progress.update(1)
+    progress.set_postfix(objective=f"{value:.4g}", refresh=False)
+
+
 @torch.no_grad()
 def _alternating_dictionary_learning(
     X,
@@ -271,13 +282,7 @@ def _alternating_dictionary_learning(
             flops += _sweep_flops(n_samples, n_features, n_atoms)
             step += 1
             value = _log_iteration(history, step, X, codes, components, alpha, flops)
-            if not np.isfinite(value):
-                raise ValueError(
-                    f"{description} diverged at iteration {step} (objective {value}); "
-                    "check that X is finite and well scaled."
-                )
-            progress.update(1)
-            progress.set_postfix(objective=f"{value:.4g}", refresh=False)
+            _report_objective(progress, value, description, f"at iteration {step}")
 
             n_keep = _n_atoms_after(step, n_start, n_components, max_iter)
             if n_keep < n_atoms:
@@ -412,13 +417,7 @@ def _online_dictionary_learning(
             for key, entry in zip(HISTORY_KEYS, (step, *values, dead, flops)):
                 history[key].append(entry)
             value = values[0]
-            if not np.isfinite(value):
-                raise ValueError(
-                    f"{description} diverged in epoch {epoch} (objective {value}); "
-                    "check that X is finite and well scaled."
-                )
-            progress.update(1)
-            progress.set_postfix(objective=f"{value:.4g}", refresh=False)
+            _report_objective(progress, value, description, f"in epoch {epoch}")
             if tol > 0 and 0 <= previous - value < tol * abs(previous):
                 break
             previous = value

@@ -48,14 +48,19 @@ def _positive_int(text):
     return value
 
 
-def _method_list(text):
+def _names_from(text, choices):
+    """A comma-separated list of names, each one of ``choices``."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in METHODS]
+    unknown = [name for name in names if name not in choices]
     if unknown or not names:
         raise argparse.ArgumentTypeError(
-            f"unknown method(s) {', '.join(unknown) or text!r}; choose from {','.join(METHODS)}"
+            f"unknown method(s) {', '.join(unknown) or text!r}; choose from {','.join(choices)}"
         )
     return names
+
+
+def _method_list(text):
+    return _names_from(text, METHODS)
 
 
 def _version():
@@ -133,14 +138,7 @@ def _positive_float(text):
 def _activation_methods(text):
     from ._methods import ACTIVATION_METHODS
 
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in names if name not in ACTIVATION_METHODS]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown method(s) {', '.join(unknown) or text!r}; choose from "
-            f"{','.join(ACTIVATION_METHODS)}"
-        )
-    return names
+    return _names_from(text, ACTIVATION_METHODS)
 
 
 def _default_cache():
