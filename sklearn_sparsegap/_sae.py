@@ -31,6 +31,7 @@ from ._base import FLOAT_DTYPES, BaseSparseEstimator, checkpoint_config
 from ._batches import DiskBatches, TensorBatches, is_streamed, iter_row_blocks
 from ._compat import Interval, StrOptions, _fit_context
 from ._distributed import (
+    RankBatches,
     averaged_gradients,
     broadcast_module,
     check_versions,
@@ -304,8 +305,12 @@ class _BaseAutoencoder(BaseSparseEstimator):
         if self.checkpoint_path is not None and first and not chunk:
             path = os.fspath(self.checkpoint_path)
             config = checkpoint_config(self, X, target_codes)
-            if group is None or group.rank == 0:  # one writer
-                callbacks.append(Checkpoint(path, self.checkpoint_every, config=config))
+            if group is not None:
+                # Shards and steps per epoch depend on it: resume on as many ranks.
+                config["world_size"] = group.world_size
+            # One writer; every rank checks and restores the checkpoint when resuming.
+            callbacks.append(Checkpoint(path, self.checkpoint_every, config=config,
+                                        write=group is None or group.rank == 0))
             resume_from = path if os.path.exists(path) else None
         compute_gradients = make_gradient_function(
             module, X_tensor, codes_tensor, alpha=self.alpha, codes_loss=self.codes_loss,
@@ -313,9 +318,10 @@ class _BaseAutoencoder(BaseSparseEstimator):
         )  # fmt: skip
         if group is not None:
             # Each rank trains on its own shard of the rows; see _distributed.
-            source = (
+            source = RankBatches(
                 DiskBatches(X, target_codes, dtype=dtype, shard=group.shard) if streamed
-                else TensorBatches(X_tensor, codes_tensor, shard=group.shard)
+                else TensorBatches(X_tensor, codes_tensor, shard=group.shard),
+                group.rank,
             )  # fmt: skip
             compute_gradients = averaged_gradients(
                 group, compute_gradients, [p for p in module.parameters() if p.requires_grad]
