@@ -9,8 +9,9 @@
    while the previous one is written; 10^7 rows are 15.4 GB.
 2. ``train``: in a fresh subprocess per size, ``SAEEncoder.fit`` on the memmap of the
    first ``n`` rows (streamed from disk by the library's ``DiskBatches``) for a fixed
-   number of optimiser steps; reports tokens/s and the subprocess's peak RSS (and where
-   it goes: anonymous memory vs file pages mapped, the allocator's heap), for each
+   number of optimiser steps; reports tokens/s and the subprocess's own peak RSS
+   (``VmHWM``, see ``_bench.memory``) and its split into anonymous memory and mapped
+   file pages at the end, for each
    size given (e.g. 10^6 and 10^7: the RSS must not grow with the rows).
 3. ``encode``: ``SAEPlusITO`` (the trained SAE + OMP) ``transform`` of the whole set (or
    ``--encode-rows``) opened with ``load_activations(as_dask=True)`` (chunks read by
@@ -26,7 +27,6 @@ Usage::
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -36,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bench.memory import memory_status, peak_rss_mb  # noqa: E402
 from bench_dask import N_FEATURES, STREAM_ROWS, synthetic_rows  # noqa: E402
 
 CHUNK = 65536
@@ -80,17 +81,6 @@ def generate(path, n_rows, seed=0, threads=1):
     return time.perf_counter() - start_time
 
 
-def _memory_report():
-    """Peak RSS and its current split (MB): anonymous, file-backed, the glibc heap."""
-    status = {}
-    with open("/proc/self/status") as file:
-        for line in file:
-            key, _, value = line.partition(":")
-            if key in ("VmHWM", "VmRSS", "RssAnon", "RssFile"):
-                status[key] = int(value.split()[0]) / 1024
-    return status
-
-
 def _train_child(path, n_rows, steps, batch_size, n_components, model_path):
     import joblib
     import torch
@@ -115,10 +105,10 @@ def _train_child(path, n_rows, steps, batch_size, n_components, model_path):
     seconds = time.perf_counter() - start
     rows_seen = int(sae._n_steps) * batch_size
     joblib.dump(sae, model_path)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = peak_rss_mb()  # not ru_maxrss: it carries the parent's peak over (_bench.memory)
     print(json.dumps({"n_rows": n_rows, "steps": int(sae._n_steps), "seconds": seconds,
                       "tokens_per_s": rows_seen / seconds, "peak_rss_mb": peak,
-                      "memory_mb": _memory_report(),
+                      "memory_mb": memory_status(),
                       "final_loss": float(sae.history_["loss"][-1])}))  # fmt: skip
 
 
