@@ -143,7 +143,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", default="/work/data/synthetic_10m_384")
     parser.add_argument("--n-rows", type=int, default=10_000_000)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 10_000_000],
+                        help="rows trained on, one child each (none: encode with the "
+                             "SAE saved by an earlier run)")  # fmt: skip
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=4096)
     parser.add_argument("--n-components", type=int, default=1536)
