@@ -123,14 +123,19 @@ def _on_cluster(ito, n_rows, chunk_rows, n_workers):
         wait(X)
         # Warm-up: imports and the first torch calls on every worker, off the clock.
         client.compute(ito.transform(X[: 64 * n_workers].rechunk(64))).result()
+        cpu_before = client.run(time.process_time)
         start = time.perf_counter()
         codes = client.persist(ito.transform(X))
         wait(codes)
         seconds = time.perf_counter() - start
+        cpu_after = client.run(time.process_time)
+        # CPU seconds each worker spent: how evenly the chunks were split, whatever
+        # share of the cores the machine gave the workers.
+        cpu = sorted(cpu_after[w] - cpu_before[w] for w in cpu_after)
         first = client.compute(codes[:chunk_rows]).result()
         l0 = float(client.compute((codes != 0).sum(axis=1).mean()).result())
         del codes, X
-    return seconds, first, l0, threads
+    return seconds, first, l0, threads, cpu
 
 
 def main():
@@ -159,13 +164,16 @@ def main():
 
     cluster = {}
     for n_workers in (1, 2):
-        seconds, first, l0, threads = _on_cluster(ito, args.n_rows, args.chunk_rows, n_workers)
+        seconds, first, l0, threads, cpu = _on_cluster(ito, args.n_rows, args.chunk_rows,
+                                                       n_workers)  # fmt: skip
         cluster[n_workers] = seconds
         error = float(np.abs(first - reference[: args.chunk_rows]).max())
         print(f"dask LocalCluster, {n_workers} worker(s) x 1 thread {sorted(threads.values())}: "
               f"{seconds:.2f} s ({args.n_rows / seconds:,.0f} rows/s); mean L0 {l0:.2f}; "
-              f"first chunk vs in-process max |diff| {error:.1e}")
-    print(f"speed-up 2 workers / 1 worker: {cluster[1] / cluster[2]:.2f}x "
+              f"first chunk vs in-process max |diff| {error:.1e}; worker CPU s "
+              f"{[round(c, 2) for c in cpu]} (sum / max {sum(cpu) / max(cpu):.2f}: the "
+              f"speed-up with a free core per worker); load average {os.getloadavg()}")
+    print(f"speed-up 2 workers / 1 worker (wall): {cluster[1] / cluster[2]:.2f}x "
           f"(in-process 2 threads / 1 thread: {in_process[1] / in_process[2]:.2f}x)")
 
 
