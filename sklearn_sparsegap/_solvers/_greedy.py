@@ -461,8 +461,13 @@ def _omp_codes(X, atoms, norms, lower, projections, support, used, n_iter, posit
         coef = torch.linalg.solve_triangular(
             lower[:, :n_iter, :n_iter].mT, projections[:, :n_iter, None], upper=True
         )[:, :, 0]
-        if positive and bool((coef < 0).any()):
-            coef = _support_least_squares(X, atoms, support, used, positive)
+        if positive:
+            # Only the rows with a negative coefficient need the non-negative refit.
+            rows = torch.nonzero((coef < 0).any(dim=1))[:, 0]
+            if len(rows):
+                coef[rows] = _support_least_squares(
+                    X[rows], atoms, support[rows], used[rows], positive
+                )
         codes.scatter_add_(1, support, coef / norms[support])
     return codes, n_iter
 
