@@ -76,6 +76,15 @@ def _sweep_atoms(gram, correlations, components, X, codes, generator):
     unused atoms are resampled from the samples ``X`` with codes ``codes``."""
     usage = gram.diagonal()
     unused = set(torch.nonzero(usage < _UNUSED_ATOM_TOL)[:, 0].tolist())
+    # One thread: each atom's few (n_components, n_features) operations are too small
+    # for a thread team, whose wake-ups made the sweep 10-30x slower on a busy machine.
+    with serial_if_small(components.device, 2 * components.numel()):
+        _sweep_atoms_serial(gram, correlations, components, X, codes, generator, unused)
+    return len(unused)
+
+
+def _sweep_atoms_serial(gram, correlations, components, X, codes, generator, unused):
+    usage = gram.diagonal()
     for atom in range(components.shape[0]):
         if atom in unused:
             errors = (X - codes @ components).square().sum(dim=1)
@@ -90,7 +99,6 @@ def _sweep_atoms(gram, correlations, components, X, codes, generator):
         components[atom] = torch.where(
             norm > 1e-12, direction / norm.clamp_min(1e-12), components[atom]
         )
-    return len(unused)
 
 
 def _sweep_flops(n_samples, n_features, n_components):
