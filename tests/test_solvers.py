@@ -214,6 +214,26 @@ def test_gram_and_residual_greedy_forms_agree(monkeypatch, solver, positive, dty
     torch.testing.assert_close(chunked_codes, gram_codes, atol=atol, rtol=0)
 
 
+def test_positive_omp_refit_agrees_between_forms(monkeypatch):
+    # Signed codes: some rows' least-squares fits have negative coefficients, so the
+    # non-negative refit (from G and D x in the Gram form, from the atoms otherwise)
+    # runs on those rows only.
+    X, D, _ = _data(200, n_components=40, n_features=20, k=8, distribution="normal", seed=31)
+    Xt, Dt = _tensors(X, D)
+    refits = []
+    original = greedy_module._support_least_squares
+    monkeypatch.setattr(
+        greedy_module,
+        "_support_least_squares",
+        lambda *args: refits.append(len(args[1])) or original(*args),
+    )
+    gram_codes, _ = omp(Xt, Dt, 8, positive=True, gram=True)
+    residual_codes, _ = omp(Xt, Dt, 8, positive=True, gram=False)
+    assert len(refits) == 2 and 3 <= refits[0] == refits[1] < 200
+    assert (gram_codes >= 0).all() and ((gram_codes != 0).sum(dim=1) <= 8).all()
+    torch.testing.assert_close(gram_codes, residual_codes, atol=1e-10, rtol=0)
+
+
 @pytest.mark.parametrize("solver", [omp, gradient_pursuit])
 @pytest.mark.parametrize("positive", [False, True])
 @pytest.mark.parametrize("block_columns", [None, 7])

@@ -35,30 +35,34 @@ def _solve_spd(system, rhs):
     return solution
 
 
-def _support_least_squares(X, atoms, support, used, positive):
+def _support_least_squares(gram, rhs, used, positive):
     """Least-squares coefficients of each sample on its selected (used) atoms.
 
-    With ``positive``, the atom with the most negative coefficient is dropped and the
-    system re-solved, batched, until no coefficient is negative (an active-set heuristic
-    for non-negative least squares on the support).
+    ``gram`` (n, k, k) holds the Gram matrices of each sample's selected atoms and
+    ``rhs`` (n, k) their correlations with the sample. With ``positive``, the atom with
+    the most negative coefficient is dropped and the system re-solved, batched over the
+    samples that still have one, until no coefficient is negative (an active-set
+    heuristic for non-negative least squares on the support).
     """
-    selected = atoms[support]  # (n, k, M)
-    gram = torch.bmm(selected, selected.transpose(1, 2))
-    rhs = torch.bmm(selected, X[:, :, None])[:, :, 0]
-    mask = used.to(X.dtype)
-    for _ in range(support.shape[1] + 1):
+    mask = used.to(rhs.dtype)
+    coef = rhs.new_zeros(rhs.shape)
+    rows = torch.arange(len(rhs), device=rhs.device)
+    for _ in range(rhs.shape[1] + 1):
+        row_mask = mask[rows]
         # Unused slots become identity rows with a zero right-hand side: coefficient 0.
-        system = gram * (mask[:, :, None] * mask[:, None, :])
-        system.diagonal(dim1=1, dim2=2).add_(1.0 - mask)
-        coef = _solve_spd(system, rhs * mask)
+        system = gram[rows] * (row_mask[:, :, None] * row_mask[:, None, :])
+        system.diagonal(dim1=1, dim2=2).add_(1.0 - row_mask)
+        solution = _solve_spd(system, rhs[rows] * row_mask)
+        coef[rows] = solution
         if not positive:
             break
-        negative = (coef < 0) & (mask > 0)
-        rows = negative.any(dim=1)
-        if not bool(rows.any()):
+        negative = (solution < 0) & (row_mask > 0)
+        again = negative.any(dim=1)
+        if not bool(again.any()):
             break
-        worst = coef.masked_fill(~negative, 0.0).argmin(dim=1)
-        mask[rows, worst[rows]] = 0.0
+        worst = solution.masked_fill(~negative, 0.0).argmin(dim=1)
+        rows = rows[again]
+        mask[rows, worst[again]] = 0.0
     coef = coef * mask
     if positive:
         coef.clamp_min_(0.0)
@@ -445,14 +449,20 @@ def _omp_gram(X, alpha, atoms, norms, G, tables, n_nonzero_coefs, positive, out)
         used[:, k] = keep
         if k + 1 < K:
             correlations.update(support[:, : k + 1], coef[:, : k + 1])
-    _omp_codes(X, atoms, norms, lower, projections, support, used, n_iter, positive, out)
+    _omp_codes(
+        X, atoms, norms, lower, projections, support, used, n_iter, positive, out, (G, alpha)
+    )
     return n_iter
 
 
-def _omp_codes(X, atoms, norms, lower, projections, support, used, n_iter, positive, out=None):
+def _omp_codes(
+    X, atoms, norms, lower, projections, support, used, n_iter, positive, out=None, gram=None
+):
     """Least squares on the selected atoms from the Gram-Schmidt triangle (then NNLS).
 
-    The codes are added to ``out`` (zeros) if given.
+    The codes are added to ``out`` (zeros) if given. ``gram``, the Gram matrix of the
+    unit atoms and the correlations ``X D^T`` if known, gives the non-negative refit its
+    systems without touching the atoms.
     """
     codes = X.new_zeros((X.shape[0], atoms.shape[0])) if out is None else out
     if n_iter:
@@ -465,9 +475,16 @@ def _omp_codes(X, atoms, norms, lower, projections, support, used, n_iter, posit
             # Only the rows with a negative coefficient need the non-negative refit.
             rows = torch.nonzero((coef < 0).any(dim=1))[:, 0]
             if len(rows):
-                coef[rows] = _support_least_squares(
-                    X[rows], atoms, support[rows], used[rows], positive
-                )
+                selected = support[rows]
+                if gram is None:
+                    vectors = atoms[selected]  # (rows, k, M)
+                    system = torch.bmm(vectors, vectors.mT)
+                    rhs = torch.bmm(vectors, X[rows][:, :, None])[:, :, 0]
+                else:
+                    G, alpha = gram
+                    system = torch.take(G, selected[:, :, None] * len(G) + selected[:, None, :])
+                    rhs = alpha[rows].gather(1, selected)
+                coef[rows] = _support_least_squares(system, rhs, used[rows], positive)
         codes.scatter_add_(1, support, coef / norms[support])
     return codes, n_iter
 
