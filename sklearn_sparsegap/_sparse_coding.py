@@ -84,7 +84,10 @@ def _sweep_atoms(gram, correlations, components, X, codes, generator):
 
 
 def _sweep_atoms_serial(gram, correlations, components, X, codes, generator, unused):
-    usage = gram.diagonal()
+    # R_k^T s_k = (S^T X)_k - sum_{j != k} (S^T S)_kj d_j: one product per atom with
+    # the Gram rows' diagonal zeroed (a sweep is about 7 operations per atom).
+    off_diagonal = gram.clone()
+    off_diagonal.diagonal().zero_()
     for atom in range(components.shape[0]):
         if atom in unused:
             errors = (X - codes @ components).square().sum(dim=1)
@@ -92,12 +95,11 @@ def _sweep_atoms_serial(gram, correlations, components, X, codes, generator, unu
             direction = X[sample] - codes[sample] @ components
             components[atom] = direction / direction.norm().clamp_min(1e-12)
             continue
-        direction = torch.addmv(correlations[atom], components.T, gram[atom], alpha=-1.0)
-        direction.add_(components[atom] * usage[atom])
-        norm = direction.norm()
+        direction = torch.addmv(correlations[atom], components.T, off_diagonal[atom], alpha=-1.0)
+        norm = torch.linalg.vector_norm(direction)
         # A zero direction (the other atoms explain the residual) keeps the atom.
         components[atom] = torch.where(
-            norm > 1e-12, direction / norm.clamp_min(1e-12), components[atom]
+            norm > 1e-12, direction.div_(norm.clamp_min(1e-12)), components[atom]
         )
 
 
