@@ -251,7 +251,7 @@ class _GramTables:
     float32 ``embedding_bag`` kernel is vectorised, the float64 one is not), and there
     they are split into blocks of columns whose Gram part fits in a core's L2 cache
     (``GRAM_BLOCK_ELEMENTS``): the Gram rows are re-read by every sample, and from
-    memory a call ran 3-6 times slower.
+    memory a call ran 2.5-4.5 times slower (docs/_defaults_greedy.rst).
     """
 
     def __init__(self, G, correlations):
@@ -262,7 +262,7 @@ class _GramTables:
         width = n_components
         if on_cpu:
             width = max(GRAM_BLOCK_ELEMENTS // n_components, 1)
-            # More calls than this cost more in dispatch than the cache saves.
+            # Each block is one call per update, with a fixed dispatch cost: few blocks.
             width = max(width, -(-n_components // MAX_GRAM_BLOCKS))
         n_samples = correlations.shape[0]
         self.blocks = []
@@ -272,8 +272,7 @@ class _GramTables:
             block[:n_components] = G[:, columns]
             block[n_components:] = correlations[:, columns]
             self.blocks.append(block)
-        self.G_screen = G.to(dtype) if self.screen else G
-        self.n_components, self.n_samples = n_components, correlations.shape[0]
+        self.n_components, self.n_samples = n_components, n_samples
 
     def rows(self, chunk):
         """The tables and the table row of each sample of ``chunk`` (a slice of rows)."""
@@ -318,7 +317,7 @@ class _GramCorrelations:
     def __init__(self, X, alpha, G, tables, positive, n_nonzero_coefs):
         self.alpha, self.G, self.positive = alpha, G, positive
         tables, own_row = tables
-        self.blocks, self.screen, self.G_screen = tables.blocks, tables.screen, tables.G_screen
+        self.blocks, self.screen = tables.blocks, tables.screen
         n_samples = alpha.shape[0]
         dtype = self.blocks[0].dtype
         # What the selection ranks, |correlation| (the correlation itself if positive),
