@@ -259,3 +259,19 @@ def test_gradient_sparse_coder_minibatch_alternation_streams(tmp_path, small_blo
         GradientSparseCoder(**{**params, "batch_size": None}).fit(disk)
     with pytest.raises(ValueError, match="adam"):
         GradientSparseCoder(**{**params, "fit_algorithm": "adam"}).fit(disk)
+
+
+def test_held_out_rows_on_disk_are_streamed_and_checked_in_blocks(tmp_path, small_blocks):
+    X, _, _ = make_sparse_dictionary_data(1024, random_state=3)
+    X = X.astype(np.float32)
+    disk = _on_disk(tmp_path, X[768:], name="val.npy")
+    sae = SAEEncoder(n_components=16, batch_size=128, max_iter=3, random_state=0,
+                     device="cpu").fit(X[:768], X_val=disk)  # fmt: skip
+    in_memory = SAEEncoder(n_components=16, batch_size=128, max_iter=3, random_state=0,
+                           device="cpu").fit(X[:768], X_val=X[768:])  # fmt: skip
+    for key in ("val_fvu", "val_l0", "val_dead_fraction"):
+        np.testing.assert_allclose(sae.history_[key], in_memory.history_[key], rtol=1e-5)
+    bad = X[768:].copy()
+    bad[123, 4] = np.nan
+    with pytest.raises(ValueError, match="X_val contains NaN at row 123"):
+        sae.fit(X[:768], X_val=_on_disk(tmp_path, bad, name="bad.npy"))
