@@ -339,7 +339,11 @@ class DeadLatents(Callback):
         self.since = torch.zeros(n_components, dtype=torch.int64, device=device)
 
     def on_step_end(self, state):
-        active, rows = active_latents(state.codes.detach()), state.rows
+        self.update(active_latents(state.codes.detach()), state.rows)
+
+    def update(self, active, rows):
+        """Count a batch of ``rows`` rows on which the latents of ``active`` fired (for
+        loops that are not :func:`train`)."""
         if self.reduce is not None:
             active, rows = self.reduce(active, rows)
         self.since += rows

@@ -252,6 +252,9 @@ def test_gradient_sparse_coder_minibatch_alternation_streams(tmp_path, small_blo
     assert coder.history_["step"][-1] == 10 * 8
     codes = coder.transform(disk)
     assert np.mean(np.square(X - codes @ coder.components_)) < 0.2 * np.mean(np.square(X))
+    # dead_fraction_ counts atoms unused on the last epoch (the window), as the SAEs do.
+    assert coder.dead_fraction_ == coder.history_["dead_fraction"][-1]
+    assert coder.dead_fraction_ == pytest.approx((codes == 0).all(axis=0).mean(), abs=1 / 16)
     # In memory with batch_size: the same algorithm.
     in_memory = GradientSparseCoder(**params).fit(X)
     assert dictionary_mcc(dictionary, in_memory.components_) > 0.8
