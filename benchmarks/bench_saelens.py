@@ -157,32 +157,33 @@ def main():
               f"dead {row['dead_fraction']:.3f}  {row['rows_per_second']:8.0f} rows/s",
               flush=True)
 
+    # Ours and SAELens alternate (TopK pair first, then one ReLU/L1 pair per grid point),
+    # so that a change of the machine's load hits both sides alike.
+    alphas = [float(a) for a in args.alphas.split(",") if a]
+    l1s = [float(v) for v in args.l1.split(",") if v]
+    jobs = [("topk", {"activation": "topk", "n_nonzero_coefs": args.k, "alpha": 0.0},
+             {"k": args.k})]
+    for index in range(max(len(alphas), len(l1s))):
+        jobs.append(("relu", None if index >= len(alphas) else {"alpha": alphas[index]},
+                     None if index >= len(l1s) else {"l1": l1s[index]}))  # fmt: skip
     scale = None
-    learning_rates = {}
-    for alpha in [float(a) for a in args.alphas.split(",") if a]:
-        est, codes, rec, seconds = ours(X_train, X_test, alpha=alpha, **setting)
-        scale = est.input_scale_
-        row = summary(f"ours ReLU alpha={alpha:g}", X_test, codes, rec, seconds, len(X_train))
-        report({**row, "family": "relu", "ours": True, "learning_rate": est.learning_rate_,
-                "train_dead_fraction": est.dead_fraction_})  # fmt: skip
-    est, codes, rec, seconds = ours(X_train, X_test, activation="topk",
-                                    n_nonzero_coefs=args.k, alpha=0.0, **setting)  # fmt: skip
-    scale = est.input_scale_
-    row = summary(f"ours TopK k={args.k}", X_test, codes, rec, seconds, len(X_train))
-    report({**row, "family": "topk", "ours": True, "learning_rate": est.learning_rate_,
-            "train_dead_fraction": est.dead_fraction_})  # fmt: skip
-
-    scaled_train, scaled_test = X_train * np.float32(scale), X_test * np.float32(scale)
-    for l1 in [float(v) for v in args.l1.split(",") if v]:
-        codes, rec, seconds = saelens(scaled_train, scaled_test, l1=l1, lr=args.saelens_lr,
-                                      **setting)  # fmt: skip
-        row = summary(f"SAELens standard l1={l1:g}", scaled_test, codes, rec, seconds,
-                      len(X_train))  # fmt: skip
-        report({**row, "family": "relu", "ours": False, "learning_rate": args.saelens_lr})
-    codes, rec, seconds = saelens(scaled_train, scaled_test, k=args.k, lr=args.saelens_lr,
-                                  **setting)  # fmt: skip
-    row = summary(f"SAELens TopK k={args.k}", scaled_test, codes, rec, seconds, len(X_train))
-    report({**row, "family": "topk", "ours": False, "learning_rate": args.saelens_lr})
+    for family, mine, theirs in jobs:
+        if mine is not None:
+            est, codes, rec, seconds = ours(X_train, X_test, **mine, **setting)
+            scale = est.input_scale_
+            name = (f"ours TopK k={args.k}" if family == "topk"
+                    else f"ours ReLU alpha={mine['alpha']:g}")  # fmt: skip
+            row = summary(name, X_test, codes, rec, seconds, len(X_train))
+            report({**row, "family": family, "ours": True, "learning_rate": est.learning_rate_,
+                    "train_dead_fraction": est.dead_fraction_})  # fmt: skip
+        if theirs is not None:
+            scaled_train, scaled_test = X_train * np.float32(scale), X_test * np.float32(scale)
+            codes, rec, seconds = saelens(scaled_train, scaled_test, lr=args.saelens_lr,
+                                          **theirs, **setting)  # fmt: skip
+            name = (f"SAELens TopK k={args.k}" if family == "topk"
+                    else f"SAELens standard l1={theirs['l1']:g}")  # fmt: skip
+            row = summary(name, scaled_test, codes, rec, seconds, len(X_train))
+            report({**row, "family": family, "ours": False, "learning_rate": args.saelens_lr})
 
     # Side by side: our FVU at each SAELens point's L0 (the ReLU curve interpolated in
     # log L0; TopK at the same k), and the throughput ratio of the same family.
