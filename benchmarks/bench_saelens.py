@@ -10,7 +10,10 @@ never active on the held-out rows, and training throughput (rows/s of the fit).
 Run with the peers environment (SAELens installed) and this checkout on the path::
 
     PYTHONPATH=$PWD /work/venv-peers/bin/python benchmarks/bench_saelens.py \\
-        --activations /work/data/smol_l15 --n-train 100000 --batch-size 1024
+        --activations /work/data/smol_l15 --n-train 100000 --batch-size 1024 \\
+        --alphas 0.5,1,3,8 --l1 2,5,10,20
+
+The record goes to docs/results/saelens/<activations directory name>.json.
 
 Position 0 of every sequence (SmolLM2's attention sink, norm ~24k against ~170) is
 dropped; the last ``--n-test`` rows (after the training rows) are held out.
@@ -56,6 +59,33 @@ def matched(points, l0):
     if not l0s[0] <= np.log(l0) <= l0s[-1]:
         return None
     return float(np.interp(np.log(l0), l0s, [p[1] for p in points]))
+
+
+def compare(results, verbose=True):
+    """Side by side, per SAELens point: our FVU at its L0 (the ReLU curve interpolated in
+    log L0; TopK at the same k), whether one of our points dominates it (L0 and FVU no
+    higher), and the throughput ratio of the family (mean rows/s, ours over theirs)."""
+    comparison = []
+    for family in ("relu", "topk"):
+        mine = [r for r in results if r["family"] == family and r["ours"]]
+        theirs = [r for r in results if r["family"] == family and not r["ours"]]
+        if not mine or not theirs:
+            continue
+        speed = float(np.mean([r["rows_per_second"] for r in mine])
+                      / np.mean([r["rows_per_second"] for r in theirs]))  # fmt: skip
+        for row in theirs:
+            fvu_ours = (mine[0]["fvu"] if family == "topk"
+                        else matched([(r["l0"], r["fvu"]) for r in mine], row["l0"]))
+            dominated = any(r["l0"] <= row["l0"] and r["fvu"] <= row["fvu"] for r in mine)
+            comparison.append({"family": family, "saelens": row["method"], "l0": row["l0"],
+                               "fvu_saelens": row["fvu"], "fvu_ours_at_l0": fvu_ours,
+                               "dominated_by_ours": dominated, "throughput_ratio": speed})
+            if verbose:
+                shown = "outside our L0 range" if fvu_ours is None else f"{fvu_ours:.3f}"
+                print(f"{row['method']:<28} L0 {row['l0']:6.1f}: FVU SAELens {row['fvu']:.3f}, "
+                      f"ours {shown}, dominated by ours: {dominated}; our throughput / "
+                      f"theirs {speed:.2f}", flush=True)  # fmt: skip
+    return comparison
 
 
 def ours(X_train, X_test, *, n_components, batch_size, epochs, seed, **params):
@@ -131,8 +161,17 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--saelens-lr", type=float, default=3e-4,
                         help="SAELens learning rate (its SAETrainerConfig default)")
-    parser.add_argument("--output", default="docs/results/saelens/saelens.json")
+    parser.add_argument("--output", default=None,
+                        help="JSON record (default docs/results/saelens/<activations>.json)")
+    parser.add_argument("--recompare", default=None, metavar="JSON",
+                        help="only recompute the comparison of a saved record, in place")
     args = parser.parse_args()
+    if args.recompare:
+        path = Path(args.recompare)
+        record = json.loads(path.read_text())
+        record["comparison"] = compare(record["results"])
+        path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+        return
     pools = [(p.get("internal_api"), p.get("version"), p.get("num_threads"))
              for p in threadpoolctl.threadpool_info()]  # fmt: skip
     print("threadpools:", pools, flush=True)
@@ -185,23 +224,7 @@ def main():
             row = summary(name, scaled_test, codes, rec, seconds, len(X_train))
             report({**row, "family": family, "ours": False, "learning_rate": args.saelens_lr})
 
-    # Side by side: our FVU at each SAELens point's L0 (the ReLU curve interpolated in
-    # log L0; TopK at the same k), and the throughput ratio of the same family.
-    comparison = []
-    for family in ("relu", "topk"):
-        mine = [r for r in results if r["family"] == family and r["ours"]]
-        theirs = [r for r in results if r["family"] == family and not r["ours"]]
-        speed = np.mean([r["rows_per_second"] for r in mine]) / np.mean(
-            [r["rows_per_second"] for r in theirs])
-        for row in theirs:
-            fvu_ours = (mine[0]["fvu"] if family == "topk"
-                        else matched([(r["l0"], r["fvu"]) for r in mine], row["l0"]))
-            comparison.append({"family": family, "saelens": row["method"], "l0": row["l0"],
-                               "fvu_saelens": row["fvu"], "fvu_ours_at_l0": fvu_ours,
-                               "throughput_ratio": float(speed)})  # fmt: skip
-            shown = "outside our L0 range" if fvu_ours is None else f"{fvu_ours:.3f}"
-            print(f"{row['method']:<28} L0 {row['l0']:6.1f}: FVU SAELens {row['fvu']:.3f}, "
-                  f"ours {shown}; our throughput / theirs {speed:.2f}", flush=True)
+    comparison = compare(results)
     record = {
         "settings": vars(args), "input_scale": scale, "results": results,
         "comparison": comparison,
@@ -210,11 +233,10 @@ def main():
         "note": "same process; the machine was shared, so seconds are indicative and only "
                 "same-run ratios carry meaning",
     }  # fmt: skip
-    if args.output:
-        output = Path(args.output)
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(json.dumps(record, indent=1, default=str) + "\n")
-        print(f"wrote {output}")
+    output = Path(args.output or f"docs/results/saelens/{Path(args.activations).name}.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":
