@@ -634,8 +634,10 @@ class SAEEncoder(_BaseAutoencoder):
     atoms are kept at unit norm (with ``target="codes"`` only the encoder is trained,
     and the decoder is the least-squares one of ``X`` on the codes).
     The defaults (a decoder bias, the encoder initialised as the decoder's transpose,
-    ``alpha=0.4`` on the scaled input, ``learning_rate=1e-2``, 2000 epochs) were chosen on the paper's
-    N=16, M=8, K=3 task; the user guide's page on the defaults gives the measurements.
+    ``alpha=0.4`` on the scaled input, a full-batch learning rate of 1e-2, 2000 epochs)
+    were chosen on the paper's N=16, M=8, K=3 task; the user guide's page on the
+    defaults gives the measurements, and those of the minibatch defaults on real
+    activations.
 
     Parameters
     ----------
