@@ -88,6 +88,11 @@ ZERO_CODE_ROWS = 8192
 # 1/sqrt(n_components / 2^14) (Gao et al. 2024's fit), capped at the full-batch default.
 MINIBATCH_LEARNING_RATE = 2e-4
 MINIBATCH_LEARNING_RATE_WIDTH = 2**14
+# A ReLU SAE trained in minibatches starts its encoder at this multiple of the decoder's
+# transpose (SAELens starts its tied encoder at decoder norm 0.1): with small starting
+# codes the L1 penalty sparsifies instead of shrinking every code, which matters with a
+# few hundred steps (see the defaults page: SAELens side by side).
+MINIBATCH_RELU_ENCODER_SCALE = 0.1
 
 
 class _BaseAutoencoder(BaseSparseEstimator):
@@ -265,6 +270,9 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 dictionary=dictionary_tensor, decoder=decoder, target_codes=codes_tensor,
                 scale=scale,
             )  # fmt: skip
+            if self._small_encoder_start(n_samples, streamed, hidden, dictionary):
+                with torch.no_grad():
+                    module.weights[0].mul_(MINIBATCH_RELU_ENCODER_SCALE)
             if group is not None:
                 broadcast_module(group, module)
             self.history_ = {key: [] for key in HISTORY_KEYS}
@@ -419,6 +427,14 @@ class _BaseAutoencoder(BaseSparseEstimator):
         if X.shape[0] > MAX_SCALE_ROWS:
             X = X[torch.linspace(0, X.shape[0] - 1, MAX_SCALE_ROWS, device=X.device).long()]
         return fit_input_scale(X, centre=self.fit_intercept)
+
+    def _small_encoder_start(self, n_samples, streamed, hidden, dictionary):
+        """Whether the encoder starts at ``MINIBATCH_RELU_ENCODER_SCALE`` times the
+        decoder's transpose: a linear ReLU SAE learning its dictionary by reconstruction
+        in minibatches (full-batch fits keep the paper-task start)."""
+        return (self.activation == "relu" and not hidden and dictionary is None
+                and self.target == "reconstruction"
+                and self._resolved_batch_size(n_samples, streamed) < n_samples)  # fmt: skip
 
     def _resolved_learning_rate(self, *, full_batch, n_components):
         """``learning_rate``; None means the full-batch default with full-batch steps,

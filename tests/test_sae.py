@@ -660,3 +660,17 @@ def test_learning_rate_none_is_resolved_by_mode_and_width(cls, full_batch, data)
     assert wide.learning_rate_ == pytest.approx(4e-4)
     assert cls(n_components=2, batch_size=512, **params).fit(X).learning_rate_ == full_batch
     assert cls(learning_rate=3e-3, batch_size=512, **params).fit(X).learning_rate_ == 3e-3
+
+
+def test_a_relu_sae_in_minibatches_starts_with_a_small_encoder(data):
+    X, _, _ = data
+    # A learning rate too small to move anything shows the start.
+    params = dict(n_components=16, max_iter=1, learning_rate=1e-12, random_state=0,
+                  device="cpu")  # fmt: skip
+    minibatch = SAEEncoder(batch_size=256, **params).fit(X)
+    np.testing.assert_allclose(minibatch.coefs_[0], 0.1 * minibatch.components_, atol=1e-9)
+    # Full batch (the paper's task) and TopK start at the decoder's transpose.
+    for est in (SAEEncoder(**params),
+                SAEEncoder(batch_size=256, activation="topk", n_nonzero_coefs=3, **params)):
+        est.fit(X)
+        np.testing.assert_allclose(est.coefs_[0], est.components_, atol=1e-9)
