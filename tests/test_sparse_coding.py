@@ -365,3 +365,24 @@ def test_transform_n_nonzero_coefs_is_checked_against_the_transform_algorithm(da
     with pytest.raises(ValueError, match="transform_n_nonzero_coefs"):
         GradientSparseCoder(**{"n_components": None if "dictionary" in params else 16,
                                "max_iter": 2, "device": "cpu", **params}).fit(X)
+
+
+def test_sweep_resamples_every_unused_atom_from_the_samples():
+    """All atoms unused (a fresh minibatch statistic): each is redrawn as a unit-norm
+    sample's residual (here the sample itself, the codes being zero); the samples'
+    errors are computed once per sweep, so 64 redraws cost one product."""
+    import torch
+
+    from sklearn_sparsegap._sparse_coding import _sweep_atoms
+
+    generator = torch.Generator().manual_seed(0)
+    X = torch.randn(32, 8, dtype=torch.float64, generator=generator)
+    components = torch.randn(64, 8, dtype=torch.float64, generator=generator)
+    gram = torch.zeros(64, 64, dtype=torch.float64)
+    correlations = torch.zeros(64, 8, dtype=torch.float64)
+    codes = torch.zeros(32, 64, dtype=torch.float64)
+    assert _sweep_atoms(gram, correlations, components, X, codes, generator) == 64
+    rows = X / X.norm(dim=1, keepdim=True)
+    # Every atom is one of the normalised samples.
+    distances = torch.cdist(components, rows).min(dim=1).values
+    assert float(distances.max()) < 1e-6  # (cdist computes through a matmul)
