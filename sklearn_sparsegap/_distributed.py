@@ -193,6 +193,20 @@ def rank_generator(generator, rank):
     return torch.Generator().manual_seed(seed + rank)
 
 
+def active_reducer(group):
+    """``reduce(active, rows)`` for ``DeadLatents``: the latents active on any rank's
+    batch and the rows of all ranks' batches, so that every rank tracks the same dead
+    latents (the AuxK loss and resampling then agree)."""
+
+    def reduce(active, rows):
+        flat = torch.cat([active.to(torch.float64),
+                          torch.tensor([float(rows)], dtype=torch.float64, device=active.device)])
+        group.collective("all-reduce the active latents", torch.distributed.all_reduce, flat)
+        return flat[:-1] > 0, int(flat[-1])
+
+    return reduce
+
+
 def broadcast_after(group, module, optimizer):
     """After a step that changed rank 0's model outside the gradients (dead-latent
     resampling draws from rank 0's rows), copy its parameters and Adam moments to all."""

@@ -143,13 +143,17 @@ def test_two_ranks_equal_one_process_on_the_same_global_batches(tmp_path):
     np.save(path, _data().astype(np.float32))
     minibatches = {"batch_size": 16, "resample_dead_every": 7, "max_iter": 3}
     # Full-batch steps: the global batch of every step is all 101 rows, split 50/51.
+    # A TopK SAE with AuxK: the dead latents are tracked over both ranks' rows.
+    topk = {"n_components": 64, "activation": "topk", "n_nonzero_coefs": 1, "alpha": 0.0,
+            "auxk_alpha": 0.5}
     fits = [{"kind": "sae"}, {"kind": "mlp"},
-            {"kind": "sae", "memmap": str(path), "params": minibatches}]  # fmt: skip
+            {"kind": "sae", "memmap": str(path), "params": minibatches},
+            {"kind": "sae", "params": topk}]  # fmt: skip
     results = _launch(tmp_path, {"fits": fits})
     for rank in (0, 1):
         assert "error" not in results[rank], results[rank]
-    for index, kind in enumerate(["sae", "mlp"]):
-        single = _estimator(kind).fit(_data())
+    for index, kind, params in [(0, "sae", {}), (1, "mlp", {}), (3, "sae", topk)]:
+        single = _estimator(kind, **params).fit(_data())
         for rank in (0, 1):
             fit = results[rank]["fits"][index]
             np.testing.assert_allclose(fit["components"], single.components_,
@@ -158,6 +162,8 @@ def test_two_ranks_equal_one_process_on_the_same_global_batches(tmp_path):
                                        rtol=1e-8, atol=1e-10)  # fmt: skip
             np.testing.assert_allclose(fit["history"]["loss"], single.history_["loss"],
                                        rtol=1e-9)  # fmt: skip
+            np.testing.assert_array_equal(fit["history"]["dead_fraction"],
+                                          single.history_["dead_fraction"])  # fmt: skip
     # Minibatches streamed from a memmap, with resampling: both ranks stay identical.
     first, second = (results[rank]["fits"][2] for rank in (0, 1))
     np.testing.assert_array_equal(first["components"], second["components"])
