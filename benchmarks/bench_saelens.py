@@ -10,7 +10,10 @@ never active on the held-out rows, and training throughput (rows/s of the fit).
 Run with the peers environment (SAELens installed) and this checkout on the path::
 
     PYTHONPATH=$PWD /work/venv-peers/bin/python benchmarks/bench_saelens.py \\
-        --activations /work/data/smol_l15 --n-train 100000 --batch-size 1024
+        --activations /work/data/smol_l15 --n-train 100000 --batch-size 1024 \\
+        --alphas 0.5,1,3,8 --l1 2,5,10,20
+
+The record goes to docs/results/saelens/<activations directory name>.json.
 
 Position 0 of every sequence (SmolLM2's attention sink, norm ~24k against ~170) is
 dropped; the last ``--n-test`` rows (after the training rows) are held out.
@@ -20,9 +23,12 @@ import argparse
 import contextlib
 import io
 import json
+import platform
 import time
+from pathlib import Path
 
 import numpy as np
+import threadpoolctl
 import torch
 
 from sklearn_sparsegap import SAEEncoder
@@ -45,7 +51,45 @@ def summary(name, X_test, codes, reconstruction, seconds, n_rows):
     }
 
 
+def matched(points, l0):
+    """FVU of the curve ``points`` (``(l0, fvu)`` pairs) at ``l0``, interpolated linearly
+    in log L0; None outside the curve's L0 range."""
+    points = sorted(points)
+    l0s = np.log([p[0] for p in points])
+    if not l0s[0] <= np.log(l0) <= l0s[-1]:
+        return None
+    return float(np.interp(np.log(l0), l0s, [p[1] for p in points]))
+
+
+def compare(results, verbose=True):
+    """Side by side, per SAELens point: our FVU at its L0 (the ReLU curve interpolated in
+    log L0; TopK at the same k), whether one of our points dominates it (L0 and FVU no
+    higher), and the throughput ratio of the family (mean rows/s, ours over theirs)."""
+    comparison = []
+    for family in ("relu", "topk"):
+        mine = [r for r in results if r["family"] == family and r["ours"]]
+        theirs = [r for r in results if r["family"] == family and not r["ours"]]
+        if not mine or not theirs:
+            continue
+        speed = float(np.mean([r["rows_per_second"] for r in mine])
+                      / np.mean([r["rows_per_second"] for r in theirs]))  # fmt: skip
+        for row in theirs:
+            fvu_ours = (mine[0]["fvu"] if family == "topk"
+                        else matched([(r["l0"], r["fvu"]) for r in mine], row["l0"]))
+            dominated = any(r["l0"] <= row["l0"] and r["fvu"] <= row["fvu"] for r in mine)
+            comparison.append({"family": family, "saelens": row["method"], "l0": row["l0"],
+                               "fvu_saelens": row["fvu"], "fvu_ours_at_l0": fvu_ours,
+                               "dominated_by_ours": dominated, "throughput_ratio": speed})
+            if verbose:
+                shown = "outside our L0 range" if fvu_ours is None else f"{fvu_ours:.3f}"
+                print(f"{row['method']:<28} L0 {row['l0']:6.1f}: FVU SAELens {row['fvu']:.3f}, "
+                      f"ours {shown}, dominated by ours: {dominated}; our throughput / "
+                      f"theirs {speed:.2f}", flush=True)  # fmt: skip
+    return comparison
+
+
 def ours(X_train, X_test, *, n_components, batch_size, epochs, seed, **params):
+    # learning_rate is left to the estimator's default (learning_rate_ is reported).
     est = SAEEncoder(n_components=n_components, batch_size=batch_size, max_iter=epochs,
                      random_state=seed, device="cpu", **params)  # fmt: skip
     start = time.perf_counter()
@@ -55,7 +99,8 @@ def ours(X_train, X_test, *, n_components, batch_size, epochs, seed, **params):
     return est, codes, est.inverse_transform(codes), seconds
 
 
-def saelens(X_train, X_test, *, n_components, batch_size, epochs, seed, k=None, l1=1.0):
+def saelens(X_train, X_test, *, n_components, batch_size, epochs, seed, k=None, l1=1.0,
+            lr=3e-4):
     from sae_lens import (
         SAETrainer,
         StandardTrainingSAE,
@@ -77,7 +122,7 @@ def saelens(X_train, X_test, *, n_components, batch_size, epochs, seed, k=None, 
     trainer_cfg = SAETrainerConfig(
         total_training_samples=epochs * steps_per_epoch * batch_size,
         train_batch_size_samples=batch_size,
-        lr=3e-4,  # SAETrainerConfig's default
+        lr=lr,  # 3e-4: SAETrainerConfig's default
         lr_end=3e-5,
         device="cpu",
         logger=LoggingConfig(log_to_wandb=False),
@@ -114,8 +159,22 @@ def main():
     parser.add_argument("--alphas", default="0.4,1.0,2.5", help="our L1 alphas")
     parser.add_argument("--l1", default="1,2,5", help="SAELens l1_coefficients")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=None)
+    parser.add_argument("--saelens-lr", type=float, default=3e-4,
+                        help="SAELens learning rate (its SAETrainerConfig default)")
+    parser.add_argument("--output", default=None,
+                        help="JSON record (default docs/results/saelens/<activations>.json)")
+    parser.add_argument("--recompare", default=None, metavar="JSON",
+                        help="only recompute the comparison of a saved record, in place")
     args = parser.parse_args()
+    if args.recompare:
+        path = Path(args.recompare)
+        record = json.loads(path.read_text())
+        record["comparison"] = compare(record["results"])
+        path.write_text(json.dumps(record, indent=1, default=str) + "\n")
+        return
+    pools = [(p.get("internal_api"), p.get("version"), p.get("num_threads"))
+             for p in threadpoolctl.threadpool_info()]  # fmt: skip
+    print("threadpools:", pools, flush=True)
 
     data, metadata = load_activations(args.activations)
     keep = np.flatnonzero(np.asarray(metadata["position"]) != 0)
@@ -137,27 +196,47 @@ def main():
               f"dead {row['dead_fraction']:.3f}  {row['rows_per_second']:8.0f} rows/s",
               flush=True)
 
+    # Ours and SAELens alternate (TopK pair first, then one ReLU/L1 pair per grid point),
+    # so that a change of the machine's load hits both sides alike.
+    alphas = [float(a) for a in args.alphas.split(",") if a]
+    l1s = [float(v) for v in args.l1.split(",") if v]
+    jobs = [("topk", {"activation": "topk", "n_nonzero_coefs": args.k, "alpha": 0.0},
+             {"k": args.k})]
+    for index in range(max(len(alphas), len(l1s))):
+        jobs.append(("relu", None if index >= len(alphas) else {"alpha": alphas[index]},
+                     None if index >= len(l1s) else {"l1": l1s[index]}))  # fmt: skip
     scale = None
-    for alpha in [float(a) for a in args.alphas.split(",") if a]:
-        est, codes, rec, seconds = ours(X_train, X_test, alpha=alpha, **setting)
-        scale = est.input_scale_
-        report(summary(f"ours ReLU alpha={alpha:g}", X_test, codes, rec, seconds, len(X_train)))
-    est, codes, rec, seconds = ours(X_train, X_test, activation="topk",
-                                    n_nonzero_coefs=args.k, alpha=0.0, **setting)  # fmt: skip
-    scale = est.input_scale_
-    report(summary(f"ours TopK k={args.k}", X_test, codes, rec, seconds, len(X_train)))
+    for family, mine, theirs in jobs:
+        if mine is not None:
+            est, codes, rec, seconds = ours(X_train, X_test, **mine, **setting)
+            scale = est.input_scale_
+            name = (f"ours TopK k={args.k}" if family == "topk"
+                    else f"ours ReLU alpha={mine['alpha']:g}")  # fmt: skip
+            row = summary(name, X_test, codes, rec, seconds, len(X_train))
+            report({**row, "family": family, "ours": True, "learning_rate": est.learning_rate_,
+                    "train_dead_fraction": est.dead_fraction_})  # fmt: skip
+        if theirs is not None:
+            scaled_train, scaled_test = X_train * np.float32(scale), X_test * np.float32(scale)
+            codes, rec, seconds = saelens(scaled_train, scaled_test, lr=args.saelens_lr,
+                                          **theirs, **setting)  # fmt: skip
+            name = (f"SAELens TopK k={args.k}" if family == "topk"
+                    else f"SAELens standard l1={theirs['l1']:g}")  # fmt: skip
+            row = summary(name, scaled_test, codes, rec, seconds, len(X_train))
+            report({**row, "family": family, "ours": False, "learning_rate": args.saelens_lr})
 
-    scaled_train, scaled_test = X_train * np.float32(scale), X_test * np.float32(scale)
-    for l1 in [float(v) for v in args.l1.split(",") if v]:
-        codes, rec, seconds = saelens(scaled_train, scaled_test, l1=l1, **setting)
-        report(summary(f"SAELens standard l1={l1:g}", scaled_test, codes, rec, seconds,
-                       len(X_train)))  # fmt: skip
-    codes, rec, seconds = saelens(scaled_train, scaled_test, k=args.k, **setting)
-    report(summary(f"SAELens TopK k={args.k}", scaled_test, codes, rec, seconds, len(X_train)))
-    if args.output:
-        with open(args.output, "w") as f:
-            json.dump({"settings": vars(args), "input_scale": scale, "results": results}, f,
-                      indent=1)
+    comparison = compare(results)
+    record = {
+        "settings": vars(args), "input_scale": scale, "results": results,
+        "comparison": comparison,
+        "environment": {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                        "machine": platform.machine(), "threadpools": pools},
+        "note": "same process; the machine was shared, so seconds are indicative and only "
+                "same-run ratios carry meaning",
+    }  # fmt: skip
+    output = Path(args.output or f"docs/results/saelens/{Path(args.activations).name}.json")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(record, indent=1, default=str) + "\n")
+    print(f"wrote {output}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Benchmark training on activation sets that do not fit in memory.
 
-Measures, in one run (each fit in a fresh subprocess, whose ``ru_maxrss`` is its peak
-resident memory):
+Measures, in one run (each fit in a fresh subprocess, whose own peak resident memory,
+``VmHWM``, is reported: see ``_bench.memory``):
 
 - **Streaming SAE fit**: ``SAEEncoder.fit`` on an on-disk ``.npy`` of >= 2*10^6 x 384
   float32 (``np.load(mmap_mode="r")``, 3 GB), one epoch of minibatches streamed from
@@ -23,7 +23,6 @@ run`` runs everything (``--quick`` for a smoke run on small sizes).
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -120,7 +119,9 @@ def _child(task):
         fvu = float(np.square(residual).sum() / np.square(test - test.mean(axis=0)).sum())
         result.update(seconds=seconds, fvu=fvu, l0=float((codes != 0).sum(axis=1).mean()),
                       rows=int(train.shape[0]))
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from _bench.memory import peak_rss_mb
+
+    result["peak_rss_mb"] = peak_rss_mb()
     result["threadpools"] = [
         {k: info[k] for k in ("user_api", "internal_api", "num_threads") if k in info}
         for info in threadpool_info()

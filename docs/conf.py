@@ -82,6 +82,8 @@ def _literal_shape_names(match):
 # of scikit-learn's own documentation, which do not exist here; keep their text only.
 _REF_WITH_TEXT = re.compile(r":ref:`([^`<]*?)\s*<[^`>]+>`")
 _BARE_REF = re.compile(r":ref:`([^`<]+)`")
+# ... and terms of its glossary (set_fit_request, made for fit's X_val).
+_TERM = re.compile(r":term:`([^`<]*?)(?:\s*<[^`>]+>)?`")
 
 
 def _is_foreign(obj):
@@ -103,6 +105,7 @@ def _fix_docstring(app, what, name, obj, options, lines):
         if foreign:
             line = _REF_WITH_TEXT.sub(r"\1 (scikit-learn documentation)", line)
             line = _BARE_REF.sub(r"``\1`` (scikit-learn documentation)", line)
+            line = _TERM.sub(r"\1", line)
         lines[index] = line
 
 

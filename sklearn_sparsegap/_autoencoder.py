@@ -19,6 +19,7 @@ __all__ = [
     "fit_input_scale",
     "fit_output_layer",
     "fold_input_scale",
+    "held_out_figures",
     "initialize_autoencoder",
     "least_squares_decoder",
     "make_gradient_function",
@@ -257,7 +258,7 @@ def initialize_autoencoder(
 
 
 def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sample",
-                           rescale=False, streamed=False, scale=1.0):
+                           rescale=False, streamed=False, scale=1.0, auxk=None):
     """``compute_gradients(indices, with_stats)`` of ``module`` on ``X``, for ``train``.
 
     With ``streamed`` the batches come from a batch source instead: ``indices`` is then
@@ -270,7 +271,9 @@ def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sam
     logged statistics are those of what ``transform`` returns (rescaled when
     ``rescale``). ReLU and TopK encoders (linear or MLP) use the analytic gradients of
     ``_modules``; JumpReLU goes through autograd. Each batch is multiplied by ``scale``
-    (the input scaling) as it is drawn, so ``X`` is not copied.
+    (the input scaling) as it is drawn, so ``X`` is not copied. ``auxk = (dead, k_aux,
+    weight)`` adds the AuxK loss of the latents a ``DeadLatents`` tracker ``dead`` says
+    are dead before the step (analytic encoders only).
     """
     analytic = module.activation in ("relu", "topk")
     jumprelu = module.activation == "jumprelu"
@@ -307,7 +310,8 @@ def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sam
         if scale != 1.0:
             batch = batch * scale
         if analytic:
-            return sae_gradients(module, batch, alpha, with_stats)
+            aux = None if auxk is None else (auxk[0].mask, auxk[1], auxk[2])
+            return sae_gradients(module, batch, alpha, with_stats, auxk=aux)
         for param in params:
             param.grad = None
         pre = module.pre_activation(batch)
@@ -324,6 +328,45 @@ def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sam
         return codes, batch_statistics(loss, residual, codes)
 
     return reconstruction_gradients if target is None else codes_gradients
+
+
+@torch.no_grad()
+def held_out_figures(module, X, *, scale=1.0, dtype, device):
+    """FVU, mean L0 and the fraction of latents never active of ``module`` on the rows
+    of ``X`` (an array in memory or on disk, read in blocks of a few megabytes), as a
+    dict keyed ``val_fvu``, ``val_l0``, ``val_dead_fraction``.
+
+    The rows are multiplied by ``scale`` (the input scaling; FVU and L0 do not depend
+    on it). FVU is ``||x - x_hat||^2 / ||x - mean(x)||^2`` summed over the rows, the
+    variance accumulated in float64.
+    """
+    from ._batches import BLOCK_BYTES, iter_row_blocks
+    from ._training import active_latents
+
+    n_components, n_features = module.components.shape
+    squared_error = torch.zeros((), dtype=torch.float64, device=device)
+    sum_rows = torch.zeros(n_features, dtype=torch.float64, device=device)
+    sum_squares = torch.zeros((), dtype=torch.float64, device=device)
+    n_active = torch.zeros((), dtype=torch.int64, device=device)
+    fired = torch.zeros(n_components, dtype=torch.bool, device=device)
+    n_rows = 0
+    for _, rows in iter_row_blocks(X, block_bytes=BLOCK_BYTES):
+        batch = torch.as_tensor(rows).to(device=device, dtype=dtype)
+        if scale != 1.0:
+            batch = batch * scale
+        codes, reconstruction = module(batch)
+        squared_error += (batch - reconstruction).square().sum(dtype=torch.float64)
+        sum_rows += batch.sum(dim=0, dtype=torch.float64)
+        sum_squares += batch.square().sum(dtype=torch.float64)
+        n_active += (codes != 0).sum()
+        fired |= active_latents(codes)
+        n_rows += batch.shape[0]
+    variance = float(sum_squares - sum_rows.square().sum() / n_rows)
+    return {
+        "val_fvu": float(squared_error) / variance if variance > 0 else math.nan,
+        "val_l0": float(n_active) / n_rows,
+        "val_dead_fraction": 1.0 - fired.to(torch.float64).mean().item(),
+    }
 
 
 class DeadLatentResampler:

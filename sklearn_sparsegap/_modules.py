@@ -180,12 +180,41 @@ def _encoder_backward(module, inputs, grad):
     return grad
 
 
+def _auxk_gradients(pre, residual, components, dead, k_aux, weight):
+    """The AuxK term (Gao et al. 2024): the ``k_aux`` largest (ReLU-ed) pre-activations
+    of the ``dead`` latents reconstruct the main residual ``e = x - x_hat`` (held
+    fixed) through their atoms, without the bias, and the loss
+    ``weight * min(n_dead / k_aux, 1) * mean(0.5 * ||e_hat - e||^2)`` is added (the
+    scale as sparsify's: fewer dead latents than ``k_aux`` weigh less).
+
+    Only the dead latents' columns are touched, so the cost scales with their number.
+    Returns the gradient w.r.t. the pre-activations of the dead latents (their
+    ``index``) and w.r.t. their atoms, both already scaled; ``residual`` is
+    ``x_hat - x``.
+    """
+    index = dead.nonzero().squeeze(1)
+    n_dead = index.numel()
+    k = min(k_aux, n_dead)
+    scale = weight * min(n_dead / k_aux, 1.0) / pre.shape[0]
+    values, chosen = pre[:, index].topk(k, dim=1, sorted=False)
+    aux_codes = torch.zeros(pre.shape[0], n_dead, dtype=pre.dtype, device=pre.device)
+    aux_codes.scatter_(1, chosen, torch.relu(values))
+    dead_atoms = components[index]
+    # e_hat - e = aux_codes @ D_dead + (x_hat - x).
+    aux_residual = torch.addmm(residual, aux_codes, dead_atoms)
+    grad_pre = _relu_backward(aux_residual @ dead_atoms.T, aux_codes).mul_(scale)
+    grad_atoms = (aux_codes.T @ aux_residual).mul_(scale)
+    return index, grad_pre, grad_atoms
+
+
 @torch.no_grad()
-def sae_gradients(module, x, alpha, with_stats=False):
+def sae_gradients(module, x, alpha, with_stats=False, auxk=None):
     """Analytic gradients of the library objective for a ReLU or TopK (MLP) SAE.
 
     Fills ``.grad`` of every parameter of ``module`` that requires one, for the loss
-    ``mean(0.5 * ||x - decode(encode(x))||^2 + alpha * ||codes||_1)``, by writing out
+    ``mean(0.5 * ||x - decode(encode(x))||^2 + alpha * ||codes||_1)`` (plus the AuxK
+    term of ``_auxk_gradients`` when ``auxk = (dead, k_aux, weight)`` is given and
+    some latent of the mask ``dead`` is dead), by writing out
     backpropagation through the ReLU layers: a handful of matrix products per layer
     instead of an autograd graph (faster at small problem sizes, where per-operation
     overhead dominates). ``tests/test_modules.py`` checks it against autograd.
@@ -198,7 +227,7 @@ def sae_gradients(module, x, alpha, with_stats=False):
     """
     components, intercept = module.components, module.intercept
     n_samples = x.shape[0]
-    inputs, _, codes = _encoder_forward(module, x)
+    inputs, pre, codes = _encoder_forward(module, x)
     residual = torch.addmm(intercept, codes, components) if module.fit_intercept else (
         codes @ components
     )
@@ -208,13 +237,20 @@ def sae_gradients(module, x, alpha, with_stats=False):
     # no boolean mask converted to the float dtype.
     grad = residual @ components.T
     grad.add_(alpha).div_(n_samples)
-    first_grad = _encoder_backward(module, inputs, _relu_backward(grad, codes))
+    grad = _relu_backward(grad, codes)
+    aux = None
+    if auxk is not None and bool(auxk[0].any()):
+        aux = _auxk_gradients(pre, residual, components, *auxk)
+        grad[:, aux[0]] += aux[1]
+    first_grad = _encoder_backward(module, inputs, grad)
     if intercept.requires_grad:
         # The decoder bias is also subtracted at the input.
         intercept.grad = residual.mean(dim=0) - first_grad.sum(dim=0) @ module.weights[0]
     if components.requires_grad:
         components.grad = codes.T @ residual
         components.grad.div_(n_samples)
+        if aux is not None:
+            components.grad[aux[0]] += aux[2]
     stats = None
     if with_stats:
         squared = residual.square().sum() / n_samples

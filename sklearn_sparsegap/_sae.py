@@ -5,6 +5,7 @@ The estimators validate their input and keep the fitted state; the numerics live
 loop in ``_training.py``.
 """
 
+import math
 import os
 import warnings
 from numbers import Integral, Real
@@ -21,6 +22,7 @@ from ._autoencoder import (
     data_scale,
     fit_input_scale,
     fold_input_scale,
+    held_out_figures,
     initialize_autoencoder,
     least_squares_decoder,
     make_gradient_function,
@@ -31,6 +33,8 @@ from ._base import FLOAT_DTYPES, BaseSparseEstimator, checkpoint_config
 from ._batches import DiskBatches, TensorBatches, is_streamed, iter_row_blocks
 from ._compat import Interval, StrOptions, _fit_context
 from ._distributed import (
+    RankBatches,
+    active_reducer,
     averaged_gradients,
     broadcast_module,
     check_versions,
@@ -50,9 +54,13 @@ from ._torch_utils import (
     torch_dtype,
 )
 from ._training import (
+    DEAD_WINDOW_ROWS,
+    HELD_OUT_KEYS,
     HISTORY_KEYS,
     Checkpoint,
     CountFlops,
+    DeadLatents,
+    HeldOutHistory,
     LogHistory,
     ProgressBar,
     ResampleDeadLatents,
@@ -61,7 +69,7 @@ from ._training import (
     make_adam,
     train,
 )
-from ._validation import check_dictionary, check_matrix, check_same_rows
+from ._validation import check_dictionary, check_finite_rows, check_matrix, check_same_rows
 from .flops import encoder_inference_flops, encoder_training_flops
 
 # Default optimiser steps (max_iter=None, rounded up to whole epochs) per target; see
@@ -77,6 +85,15 @@ DEFAULT_BATCH_SIZE = 4096
 # encoded to all zeros.
 ZERO_CODE_FRACTION = 0.95
 ZERO_CODE_ROWS = 8192
+# learning_rate=None with minibatches: sparsify's rule, 2e-4 at 2^14 latents scaled by
+# 1/sqrt(n_components / 2^14) (Gao et al. 2024's fit), capped at the full-batch default.
+MINIBATCH_LEARNING_RATE = 2e-4
+MINIBATCH_LEARNING_RATE_WIDTH = 2**14
+# A ReLU SAE trained in minibatches starts its encoder at this multiple of the decoder's
+# transpose (SAELens starts its tied encoder at decoder norm 0.1): with small starting
+# codes the L1 penalty sparsifies instead of shrinking every code, which matters with a
+# few hundred steps (see the defaults page: SAELens side by side).
+MINIBATCH_RELU_ENCODER_SCALE = 0.1
 
 
 class _BaseAutoencoder(BaseSparseEstimator):
@@ -95,9 +112,11 @@ class _BaseAutoencoder(BaseSparseEstimator):
         "scale_input": ["boolean"],
         "max_iter": [Interval(Integral, 1, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
-        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither"), None],
         "tol": [Interval(Real, 0, None, closed="left")],
         "resample_dead_every": [Interval(Integral, 1, None, closed="left"), None],
+        "dead_window": [Interval(Integral, 1, None, closed="left"), None],
+        "auxk_alpha": [Interval(Real, 0, None, closed="left")],
         "warm_start": ["boolean"],
         "checkpoint_path": [str, os.PathLike, None],
         "checkpoint_every": [Interval(Integral, 1, None, closed="left"), None],
@@ -107,13 +126,15 @@ class _BaseAutoencoder(BaseSparseEstimator):
     }
 
     _default_max_iter = _MAX_ITER
+    # learning_rate=None with full-batch steps (chosen on the paper's task).
+    _full_batch_learning_rate = 1e-2
 
     def _hidden_layer_sizes(self):
         return ()
 
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, *, X_val=None):
         """Train the encoder (and the dictionary, unless it is given) on ``X``.
 
         Parameters
@@ -123,6 +144,12 @@ class _BaseAutoencoder(BaseSparseEstimator):
         y : array-like of shape (n_samples, n_components), default=None
             The true codes when ``target="codes"`` (required then); ignored otherwise, so
             that ``GridSearchCV(..., scoring=mcc_scorer).fit(X, codes)`` works.
+        X_val : array-like of shape (n_val_samples, n_features), default=None
+            Held-out rows (in memory or an on-disk memmap, read in blocks). At every
+            log of ``history_`` the model is evaluated on them and ``history_`` gets
+            ``val_fvu`` (fraction of variance unexplained), ``val_l0`` (mean number of
+            active latents) and ``val_dead_fraction`` (latents active on no held-out
+            row). Pass it through a pipeline as ``fit(X, encoder__X_val=X_val)``.
 
         Returns
         -------
@@ -132,13 +159,13 @@ class _BaseAutoencoder(BaseSparseEstimator):
         # None: resolved in _fit, where the number of steps per epoch is known.
         max_iter = self.max_iter
         if self.warm_start and hasattr(self, "components_"):
-            return self._fit(X, y, n_epochs=max_iter, first=False)
-        for attribute in ("components_", "_optimizer_state", "_trained_biases"):
+            return self._fit(X, y, n_epochs=max_iter, first=False, X_val=X_val)
+        for attribute in ("components_", "_optimizer_state", "_trained_biases", "_dead_since"):
             self.__dict__.pop(attribute, None)
-        return self._fit(X, y, n_epochs=max_iter, first=True)
+        return self._fit(X, y, n_epochs=max_iter, first=True, X_val=X_val)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X, y=None, *, X_val=None):
         """Continue training from the current state for one epoch over ``X``.
 
         One epoch is one step on the whole of ``X`` when ``batch_size`` is None, else one
@@ -153,15 +180,18 @@ class _BaseAutoencoder(BaseSparseEstimator):
             A chunk of training data.
         y : array-like of shape (n_samples, n_components), default=None
             The true codes of the chunk when ``target="codes"``; ignored otherwise.
+        X_val : array-like of shape (n_val_samples, n_features), default=None
+            Held-out rows evaluated at the end of the epoch, as in :meth:`fit`.
 
         Returns
         -------
         self : object
             The updated estimator.
         """
-        return self._fit(X, y, n_epochs=1, first=not hasattr(self, "components_"), chunk=True)
+        return self._fit(X, y, n_epochs=1, first=not hasattr(self, "components_"), chunk=True,
+                         X_val=X_val)  # fmt: skip
 
-    def _fit(self, X, y, *, n_epochs, first, chunk=False):
+    def _fit(self, X, y, *, n_epochs, first, chunk=False, X_val=None):
         # Validation: everything below works on tensors.
         if not first and self.target != self._trained_target:
             raise ValueError(
@@ -175,6 +205,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
             X = X.astype(self.components_.dtype, copy=False)
         n_samples, n_features = X.shape
         target_codes = self._check_target(y, n_samples)
+        X_val = self._check_X_val(X_val, n_features)
         dictionary = None
         if self.dictionary is not None:
             dictionary = check_dictionary(self.dictionary, n_features=n_features)
@@ -240,10 +271,17 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 dictionary=dictionary_tensor, decoder=decoder, target_codes=codes_tensor,
                 scale=scale,
             )  # fmt: skip
+            if self._small_encoder_start(n_samples, streamed, hidden, dictionary):
+                with torch.no_grad():
+                    module.weights[0].mul_(MINIBATCH_RELU_ENCODER_SCALE)
             if group is not None:
                 broadcast_module(group, module)
             self.history_ = {key: [] for key in HISTORY_KEYS}
             self.training_flops_, self._n_steps, self.n_iter_ = 0, 0, 0
+            self.dead_window_ = (
+                min(n_samples, DEAD_WINDOW_ROWS) if self.dead_window is None
+                else self.dead_window
+            )  # fmt: skip
         else:
             self._load_module(module)
             # The stored model is folded onto X's scale; training continues on scale * X
@@ -257,8 +295,13 @@ class _BaseAutoencoder(BaseSparseEstimator):
         module.components.requires_grad_(learn_dictionary)
         if self.target == "codes":
             module.intercept.requires_grad_(False)
+        batch_size = self._resolved_batch_size(n_samples, streamed)
+        if first:
+            self.learning_rate_ = self._resolved_learning_rate(
+                full_batch=batch_size >= n_samples, n_components=n_components
+            )
         optimizer = make_adam([p for p in module.parameters() if p.requires_grad],
-                              self.learning_rate)
+                              self.learning_rate_)
         if not first and getattr(self, "_optimizer_state", None) is not None:
             optimizer.load_state_dict(state_to_torch(self._optimizer_state, device))
 
@@ -268,7 +311,6 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 hidden_layer_sizes=hidden, learn_dictionary=learn_dictionary,
             )  # fmt: skip
 
-        batch_size = self._resolved_batch_size(n_samples, streamed)
         if n_epochs is None:
             # The default number of steps, as whole epochs (at least one).
             steps_per_epoch = -(-n_samples // batch_size)
@@ -283,15 +325,30 @@ class _BaseAutoencoder(BaseSparseEstimator):
             "or pass scale_input=True" if not self.scale_input and self.target == "reconstruction"
             else "or lower alpha"
         )  # fmt: skip
+        # One definition of dead for the history, the resampling and AuxK.
+        dead = DeadLatents(n_components, self.dead_window_, device,
+                           reduce=None if group is None else active_reducer(group))  # fmt: skip
+        if not first and getattr(self, "_dead_since", None) is not None:
+            dead.since.copy_(torch.as_tensor(self._dead_since))
         history = LogHistory(self.history_, tol=self.tol if first else 0.0,
-                             description=type(self).__name__, advice=advice)
-        callbacks = [CountFlops(step_flops, start=self.training_flops_), history]
+                             description=type(self).__name__, advice=advice, dead=dead)
+        callbacks = [CountFlops(step_flops, start=self.training_flops_), dead, history]
+        if X_val is not None or HELD_OUT_KEYS[0] in self.history_:
+            n_logged = len(self.history_["step"])
+            for key in HELD_OUT_KEYS:  # earlier logs had no held-out rows
+                values = self.history_.setdefault(key, [])
+                values.extend([float("nan")] * (n_logged - len(values)))
+
+            def evaluate():
+                return held_out_figures(module, X_val, scale=scale, dtype=dtype, device=device)
+
+            callbacks.append(HeldOutHistory(self.history_, None if X_val is None else evaluate))
         # Resampling moves atoms: a given dictionary stays as given.
         if self.resample_dead_every is not None and learn_dictionary:
             resampler = DeadLatentResampler(
                 module, optimizer, X_tensor, self._generator(first), scale=scale
             )
-            callbacks.append(ResampleDeadLatents(resampler, self.resample_dead_every))
+            callbacks.append(ResampleDeadLatents(resampler, self.resample_dead_every, dead))
             if group is not None:
                 callbacks.append(sync_after_resampling(group, module, optimizer,
                                                        self.resample_dead_every))
@@ -304,18 +361,28 @@ class _BaseAutoencoder(BaseSparseEstimator):
         if self.checkpoint_path is not None and first and not chunk:
             path = os.fspath(self.checkpoint_path)
             config = checkpoint_config(self, X, target_codes)
-            if group is None or group.rank == 0:  # one writer
-                callbacks.append(Checkpoint(path, self.checkpoint_every, config=config))
+            if group is not None:
+                # Shards and steps per epoch depend on it: resume on as many ranks.
+                config["world_size"] = group.world_size
+            # One writer; every rank checks and restores the checkpoint when resuming.
+            callbacks.append(Checkpoint(path, self.checkpoint_every, config=config,
+                                        write=group is None or group.rank == 0))
             resume_from = path if os.path.exists(path) else None
+        auxk = None
+        if self.activation == "topk" and self.auxk_alpha > 0 and self.target == "reconstruction":
+            # Gao et al.'s k_aux: half the input dimension (sparsify's d_in // 2).
+            auxk = (dead, max(1, n_features // 2), self.auxk_alpha)
         compute_gradients = make_gradient_function(
             module, X_tensor, codes_tensor, alpha=self.alpha, codes_loss=self.codes_loss,
             rescale=self._rescales(), streamed=streamed or group is not None, scale=scale,
+            auxk=auxk,
         )  # fmt: skip
         if group is not None:
             # Each rank trains on its own shard of the rows; see _distributed.
-            source = (
+            source = RankBatches(
                 DiskBatches(X, target_codes, dtype=dtype, shard=group.shard) if streamed
-                else TensorBatches(X_tensor, codes_tensor, shard=group.shard)
+                else TensorBatches(X_tensor, codes_tensor, shard=group.shard),
+                group.rank,
             )  # fmt: skip
             compute_gradients = averaged_gradients(
                 group, compute_gradients, [p for p in module.parameters() if p.requires_grad]
@@ -341,6 +408,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
         self.n_iter_ = state.epoch
         self.training_flops_ = state.flops
         self.history_ = history_arrays(self.history_)
+        self._dead_since = dead.since.cpu().numpy()
+        self.dead_fraction_ = dead.fraction()
         self._warn_if_codes_are_zero(module, X_tensor, scale)
         self._trained_biases = (
             [to_numpy(b) for b in (module.intercept, module.log_threshold, *module.biases)]
@@ -364,6 +433,42 @@ class _BaseAutoencoder(BaseSparseEstimator):
         if X.shape[0] > MAX_SCALE_ROWS:
             X = X[torch.linspace(0, X.shape[0] - 1, MAX_SCALE_ROWS, device=X.device).long()]
         return fit_input_scale(X, centre=self.fit_intercept)
+
+    def _small_encoder_start(self, n_samples, streamed, hidden, dictionary):
+        """Whether the encoder starts at ``MINIBATCH_RELU_ENCODER_SCALE`` times the
+        decoder's transpose: a linear ReLU SAE learning its dictionary by reconstruction
+        in minibatches (full-batch fits keep the paper-task start)."""
+        return (self.activation == "relu" and not hidden and dictionary is None
+                and self.target == "reconstruction"
+                and self._resolved_batch_size(n_samples, streamed) < n_samples)  # fmt: skip
+
+    def _resolved_learning_rate(self, *, full_batch, n_components):
+        """``learning_rate``; None means the full-batch default with full-batch steps,
+        else ``MINIBATCH_LEARNING_RATE / sqrt(n_components / 2^14)`` capped at it."""
+        if self.learning_rate is not None:
+            return float(self.learning_rate)
+        if full_batch:
+            return self._full_batch_learning_rate
+        width = math.sqrt(n_components / MINIBATCH_LEARNING_RATE_WIDTH)
+        return min(self._full_batch_learning_rate, MINIBATCH_LEARNING_RATE / width)
+
+    def _check_X_val(self, X_val, n_features):
+        """Validate the held-out rows: 2-D, ``n_features`` columns, finite (an on-disk
+        array checked in blocks, not read whole)."""
+        if X_val is None:
+            return None
+        if isinstance(X_val, np.memmap) and X_val.ndim == 2:
+            check_finite_rows(X_val, "X_val")
+        else:
+            X_val = check_matrix(X_val, "X_val", dtype=FLOAT_DTYPES)
+        if X_val.shape[1] != n_features:
+            raise ValueError(
+                f"X_val has {X_val.shape[1]} features but X has {n_features}: the held-out "
+                "rows must have the training data's columns."
+            )
+        if X_val.shape[0] < 1:
+            raise ValueError("X_val has 0 rows; pass at least one held-out row or None.")
+        return X_val
 
     def _score_alpha(self):
         # The penalty trained on scale * X, expressed on X's scale: score is then the
@@ -551,8 +656,10 @@ class SAEEncoder(_BaseAutoencoder):
     atoms are kept at unit norm (with ``target="codes"`` only the encoder is trained,
     and the decoder is the least-squares one of ``X`` on the codes).
     The defaults (a decoder bias, the encoder initialised as the decoder's transpose,
-    ``alpha=0.4`` on the scaled input, ``learning_rate=1e-2``, 2000 epochs) were chosen on the paper's
-    N=16, M=8, K=3 task; the user guide's page on the defaults gives the measurements.
+    ``alpha=0.4`` on the scaled input, a full-batch learning rate of 1e-2, 2000 epochs)
+    were chosen on the paper's N=16, M=8, K=3 task; the user guide's page on the
+    defaults gives the measurements, and those of the minibatch defaults on real
+    activations.
 
     Parameters
     ----------
@@ -627,8 +734,12 @@ class SAEEncoder(_BaseAutoencoder):
         Minibatch size. None means the full batch (the paper's setting) up to 8,192
         rows in memory, and minibatches of 4,096 rows above that or when ``X`` is
         streamed from disk. Stored, capped at ``n_samples``, as ``batch_size_``.
-    learning_rate : float, default=0.01
-        Adam learning rate.
+    learning_rate : float, default=None
+        Adam learning rate. None means 0.01 with full-batch steps (chosen on the
+        paper's task) and, with minibatches, sparsify's width rule
+        ``2e-4 / sqrt(n_components / 2**14)`` capped at 0.01 (6.5e-4 for 1,536
+        latents; Gao et al. 2024 fit the best rate to scale so). Stored as
+        ``learning_rate_``.
     tol : float, default=0.0
         Stop when the training loss (its running minimum over the logged values)
         improved by less than ``tol``, relative, over the last 100 optimiser steps
@@ -638,10 +749,25 @@ class SAEEncoder(_BaseAutoencoder):
         stopping is opt-in. Only the first ``fit`` of a ``warm_start`` sequence, not
         ``partial_fit``, stops early.
     resample_dead_every : int, default=None
-        Every this many steps, latents that never fired since the last check are
+        Every this many steps, the dead latents (see ``dead_window``) are
         reinitialised towards the residuals of poorly reconstructed samples
-        (Bricken et al. 2023). None disables resampling; so does a given
-        ``dictionary``, which is never modified.
+        (Bricken et al. 2023) and their window restarts. None disables resampling;
+        so does a given ``dictionary``, which is never modified.
+    dead_window : int, default=None
+        A latent is dead when it has not fired on the last ``dead_window`` training
+        rows (SAELens's ``dead_feature_window``, sparsify's ``dead_feature_threshold``,
+        counted in rows so that it does not depend on the batch size); before that many
+        rows were seen no latent is dead. None means one epoch, capped at 10**6 rows
+        (a latent firing on fewer than one row in a million is dead by the usual
+        threshold). The one definition of dead for ``history_``, ``dead_fraction_``,
+        resampling and ``auxk_alpha``. Stored as ``dead_window_``.
+    auxk_alpha : float, default=1/32
+        Weight of the AuxK auxiliary loss of a TopK SAE (Gao et al. 2024; sparsify's
+        default weight): the ``n_features // 2`` largest pre-activations of the dead
+        latents reconstruct the residual ``x - x_hat`` through their atoms, which
+        gives dead latents a gradient and revives them. Weighted by
+        ``min(n_dead / (n_features // 2), 1)``; it costs nothing while no latent is
+        dead. Only with ``activation="topk"`` (ignored otherwise); 0 disables it.
     warm_start : bool, default=False
         When True, ``fit`` on a fitted estimator continues training from its current
         state (weights, dictionary and Adam moments; with ``target="codes"`` the
@@ -700,8 +826,16 @@ class SAEEncoder(_BaseAutoencoder):
         ``dead_fraction`` and ``flops`` (cumulative), one entry per log (every 10
         epochs in full batch, every epoch with minibatches, and the last epoch of
         each call): the loss, mse, l1 and l0 are averaged over the steps since the
-        previous log, and ``dead_fraction`` is the fraction of latents never active
-        in them.
+        previous log, and ``dead_fraction`` is the fraction of latents dead at the
+        log (not fired on the last ``dead_window_`` training rows). With ``X_val``
+        also ``val_fvu``, ``val_l0`` and ``val_dead_fraction`` on the held-out rows
+        (NaN for the logs of calls without ``X_val``).
+    dead_fraction_ : float
+        The fraction of latents dead at the end of training (see ``dead_window``).
+    dead_window_ : int
+        The rows of the dead-latent window: ``dead_window``, or its default.
+    learning_rate_ : float
+        The Adam learning rate of the first fit: ``learning_rate``, or its default.
     training_flops_ : int
         Training FLOPs so far (Appendix I), accumulated over ``fit``/``partial_fit``:
         the gradient steps (the least-squares decoder of ``target="codes"`` is not
@@ -746,9 +880,11 @@ class SAEEncoder(_BaseAutoencoder):
         scale_input=True,
         max_iter=None,
         batch_size=None,
-        learning_rate=1e-2,
+        learning_rate=None,
         tol=0.0,
         resample_dead_every=None,
+        dead_window=None,
+        auxk_alpha=1 / 32,
         warm_start=False,
         checkpoint_path=None,
         checkpoint_every=None,
@@ -771,6 +907,8 @@ class SAEEncoder(_BaseAutoencoder):
         self.learning_rate = learning_rate
         self.tol = tol
         self.resample_dead_every = resample_dead_every
+        self.dead_window = dead_window
+        self.auxk_alpha = auxk_alpha
         self.warm_start = warm_start
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
@@ -863,8 +1001,12 @@ class MLPEncoder(_BaseAutoencoder):
         Minibatch size. None means the full batch (the paper's setting) up to 8,192
         rows in memory, and minibatches of 4,096 rows above that or when ``X`` is
         streamed from disk. Stored, capped at ``n_samples``, as ``batch_size_``.
-    learning_rate : float, default=0.006
-        Adam learning rate.
+    learning_rate : float, default=None
+        Adam learning rate. None means 0.006 with full-batch steps (chosen on the
+        paper's task) and, with minibatches, sparsify's width rule
+        ``2e-4 / sqrt(n_components / 2**14)`` capped at 0.006 (6.5e-4 for 1,536
+        latents; Gao et al. 2024 fit the best rate to scale so). Stored as
+        ``learning_rate_``.
     tol : float, default=0.0
         Stop when the training loss (its running minimum over the logged values)
         improved by less than ``tol``, relative, over the last 100 optimiser steps
@@ -874,10 +1016,25 @@ class MLPEncoder(_BaseAutoencoder):
         stopping is opt-in. Only the first ``fit`` of a ``warm_start`` sequence, not
         ``partial_fit``, stops early.
     resample_dead_every : int, default=None
-        Every this many steps, latents that never fired since the last check are
+        Every this many steps, the dead latents (see ``dead_window``) are
         reinitialised towards the residuals of poorly reconstructed samples
-        (Bricken et al. 2023). None disables resampling; so does a given
-        ``dictionary``, which is never modified.
+        (Bricken et al. 2023) and their window restarts. None disables resampling;
+        so does a given ``dictionary``, which is never modified.
+    dead_window : int, default=None
+        A latent is dead when it has not fired on the last ``dead_window`` training
+        rows (SAELens's ``dead_feature_window``, sparsify's ``dead_feature_threshold``,
+        counted in rows so that it does not depend on the batch size); before that many
+        rows were seen no latent is dead. None means one epoch, capped at 10**6 rows
+        (a latent firing on fewer than one row in a million is dead by the usual
+        threshold). The one definition of dead for ``history_``, ``dead_fraction_``,
+        resampling and ``auxk_alpha``. Stored as ``dead_window_``.
+    auxk_alpha : float, default=1/32
+        Weight of the AuxK auxiliary loss of a TopK SAE (Gao et al. 2024; sparsify's
+        default weight): the ``n_features // 2`` largest pre-activations of the dead
+        latents reconstruct the residual ``x - x_hat`` through their atoms, which
+        gives dead latents a gradient and revives them. Weighted by
+        ``min(n_dead / (n_features // 2), 1)``; it costs nothing while no latent is
+        dead. Only with ``activation="topk"`` (ignored otherwise); 0 disables it.
     warm_start : bool, default=False
         When True, ``fit`` on a fitted estimator continues training from its current
         state (weights, dictionary and Adam moments; with ``target="codes"`` the
@@ -936,8 +1093,16 @@ class MLPEncoder(_BaseAutoencoder):
         ``dead_fraction`` and ``flops`` (cumulative), one entry per log (every 10
         epochs in full batch, every epoch with minibatches, and the last epoch of
         each call): the loss, mse, l1 and l0 are averaged over the steps since the
-        previous log, and ``dead_fraction`` is the fraction of latents never active
-        in them.
+        previous log, and ``dead_fraction`` is the fraction of latents dead at the
+        log (not fired on the last ``dead_window_`` training rows). With ``X_val``
+        also ``val_fvu``, ``val_l0`` and ``val_dead_fraction`` on the held-out rows
+        (NaN for the logs of calls without ``X_val``).
+    dead_fraction_ : float
+        The fraction of latents dead at the end of training (see ``dead_window``).
+    dead_window_ : int
+        The rows of the dead-latent window: ``dead_window``, or its default.
+    learning_rate_ : float
+        The Adam learning rate of the first fit: ``learning_rate``, or its default.
     training_flops_ : int
         Training FLOPs so far (Appendix I), accumulated over ``fit``/``partial_fit``:
         the gradient steps (the least-squares decoder of ``target="codes"`` is not
@@ -966,6 +1131,7 @@ class MLPEncoder(_BaseAutoencoder):
     """
 
     _default_max_iter = _MLP_MAX_ITER
+    _full_batch_learning_rate = 6e-3
     _parameter_constraints = {
         **_BaseAutoencoder._parameter_constraints,
         "hidden_layer_sizes": [tuple, list],
@@ -987,9 +1153,11 @@ class MLPEncoder(_BaseAutoencoder):
         scale_input=True,
         max_iter=None,
         batch_size=None,
-        learning_rate=6e-3,
+        learning_rate=None,
         tol=0.0,
         resample_dead_every=None,
+        dead_window=None,
+        auxk_alpha=1 / 32,
         warm_start=False,
         checkpoint_path=None,
         checkpoint_every=None,
@@ -1013,6 +1181,8 @@ class MLPEncoder(_BaseAutoencoder):
         self.learning_rate = learning_rate
         self.tol = tol
         self.resample_dead_every = resample_dead_every
+        self.dead_window = dead_window
+        self.auxk_alpha = auxk_alpha
         self.warm_start = warm_start
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every

@@ -387,21 +387,25 @@ def _online_dictionary_learning(
         Epochs run.
     history : dict of lists
         One entry per epoch (statistics averaged over its batches, measured before each
-        batch's dictionary update).
+        batch's dictionary update; ``dead_fraction`` the latents not used on the last
+        ``min(n_samples, DEAD_WINDOW_ROWS)`` rows, as the autoencoders count them).
     flops : int
     """
+    from ._training import DEAD_WINDOW_ROWS, DeadLatents
+
     n_components, n_features = components.shape
     dtype = components.dtype
     gram = torch.zeros(n_components, n_components, dtype=dtype, device=device)
     correlations = torch.zeros(n_components, n_features, dtype=dtype, device=device)
     memory = max(1, _ONLINE_MEMORY_ROWS // batch_size)
     history = {key: [] for key in HISTORY_KEYS}
+    dead = DeadLatents(n_components, min(source.n_samples, DEAD_WINDOW_ROWS), device)
     flops, step, epoch, previous = 0, 0, 0, np.inf
     progress = tqdm(total=n_epochs, desc=description, disable=not verbose, leave=False)
     iteration_flops = 2 * batch_size * n_components * min(n_components, n_features)
     with serial_if_small(device, iteration_flops), contextlib.closing(progress):
         for epoch in range(1, n_epochs + 1):
-            sums, active, n_batches = None, None, 0
+            sums, n_batches = None, 0
             for batch in source.batches(batch_size, generator=generator, device=device):
                 rows = batch.shape[0]
                 codes, n_iter = _infer_codes(
@@ -412,9 +416,8 @@ def _online_dictionary_learning(
                 loss = (0.5 * residual.square().sum(dim=1).mean()
                         + alpha * codes.abs().sum(dim=1).mean())
                 stats = batch_statistics(loss, residual, codes)
-                fired = (codes != 0).any(dim=0)
+                dead.update((codes != 0).any(dim=0), rows)
                 sums = stats if sums is None else sums + stats
-                active = fired if active is None else active | fired
                 n_batches += 1
                 step += 1
                 weight = 1.0 / min(step, memory)
@@ -426,8 +429,7 @@ def _online_dictionary_learning(
                     n_nonzero_coefs=n_nonzero_coefs,
                 ) + _sweep_flops(rows, n_features, n_components)  # fmt: skip
             values = (sums / n_batches).tolist()
-            dead = 1.0 - active.to(torch.float64).mean().item()
-            for key, entry in zip(HISTORY_KEYS, (step, *values, dead, flops)):
+            for key, entry in zip(HISTORY_KEYS, (step, *values, dead.fraction(), flops)):
                 history[key].append(entry)
             value = values[0]
             _report_objective(progress, value, description, f"in epoch {epoch}")
@@ -435,6 +437,12 @@ def _online_dictionary_learning(
                 break
             previous = value
     return components, epoch, history, flops
+
+
+def _last_dead_fraction(history):
+    """``dead_fraction_``: the last logged dead fraction (0.0 without a log)."""
+    values = history["dead_fraction"]
+    return float(values[-1]) if len(values) else 0.0
 
 
 class GradientSparseCoder(BaseSparseEstimator):
@@ -549,6 +557,12 @@ class GradientSparseCoder(BaseSparseEstimator):
     history_ : dict of ndarray
         Training log with keys ``step``, ``loss``, ``mse``, ``l1``, ``l0``,
         ``dead_fraction`` and ``flops`` (cumulative).
+    dead_fraction_ : float
+        The fraction of atoms dead at the end of training: used by no code of the
+        last ``min(n_samples, 10**6)`` training rows, the autoencoders' definition
+        (with full-batch alternation, of the last step's codes of all rows). 0.0 with a
+        given ``dictionary``; always 0.0 with ``fit_algorithm="adam"``, whose codes
+        are positive.
     training_flops_ : int
         Training FLOPs, counting the inference iterations actually run.
     inference_n_iter_ : int
@@ -689,6 +703,7 @@ class GradientSparseCoder(BaseSparseEstimator):
             self.components_ = dictionary.astype(X.dtype, copy=True)
             self.n_components_ = self.components_.shape[0]
             self.history_ = history_arrays(self.history_)
+            self.dead_fraction_ = 0.0
             self.inference_n_iter_ = self.transform_max_iter
             return self
 
@@ -725,6 +740,7 @@ class GradientSparseCoder(BaseSparseEstimator):
         self.components_ = to_numpy(components)
         self.n_components_ = n_components
         self.history_ = history_arrays(self.history_)
+        self.dead_fraction_ = _last_dead_fraction(self.history_)
         return self
 
     def _fit_minibatch(self, X, n_components, generator, device):
@@ -775,6 +791,7 @@ class GradientSparseCoder(BaseSparseEstimator):
         self.n_components_ = n_components
         self.batch_size_ = batch_size
         self.history_ = history_arrays(history)
+        self.dead_fraction_ = _last_dead_fraction(self.history_)
         return self
 
     def _resolved_transform_alpha(self):

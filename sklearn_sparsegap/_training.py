@@ -15,6 +15,8 @@ __all__ = [
     "Callback",
     "Checkpoint",
     "CountFlops",
+    "DeadLatents",
+    "HeldOutHistory",
     "LogHistory",
     "ProgressBar",
     "ResampleDeadLatents",
@@ -31,6 +33,13 @@ __all__ = [
 ]
 
 HISTORY_KEYS = ("step", "loss", "mse", "l1", "l0", "dead_fraction", "flops")
+# Keys added to the history when held-out rows are given (fit(X, X_val=...)).
+HELD_OUT_KEYS = ("val_fvu", "val_l0", "val_dead_fraction")
+# A latent is dead when it has not fired on the last dead_window training rows; None
+# means min(n_samples, DEAD_WINDOW_ROWS): one epoch, capped at 10^6 rows (a latent firing
+# on fewer than one row in a million counts as dead, the usual threshold; SAELens's default
+# window is 1000 steps of 4096 rows, sparsify's 10^7 rows).
+DEAD_WINDOW_ROWS = 10**6
 
 # Full-batch training logs (and checks tol) every this many epochs (steps): each log
 # synchronises with the device. Minibatch training logs every epoch.
@@ -228,16 +237,19 @@ class LogHistory(Callback):
 
     Statistics are averaged over the steps since the last log; logs are at the end of
     every epoch (every ``FULL_BATCH_LOG_EVERY`` epochs in full batch) and of the last
-    epoch of a call;
-    ``dead_fraction`` is the fraction of latents with no non-zero code in those steps.
+    epoch of a call. ``dead_fraction`` is, with a :class:`DeadLatents` tracker
+    ``dead``, the fraction of latents dead at the log (not fired in the tracker's
+    window); without one, the fraction with no non-zero code in the steps logged.
     ``tol`` stops training when the running minimum of the logged loss improved by less
     than ``tol`` (relative) over the last ``TOL_WINDOW_STEPS`` optimiser steps (rounded
     up to whole logs); 0 disables it. It must come after :class:`CountFlops`.
     """
 
-    def __init__(self, history=None, *, tol=0.0, description="training", advice="or scale X"):
+    def __init__(self, history=None, *, tol=0.0, description="training", advice="or scale X",
+                 dead=None):
         self.history = {key: [] for key in HISTORY_KEYS} if history is None else history
         self.tol = tol
+        self.dead = dead
         self.description = description
         self.advice = advice  # the second fix the divergence error names
         self._reset()
@@ -261,19 +273,23 @@ class LogHistory(Callback):
     def on_step_end(self, state):
         if state.stats is None:
             return
-        active = active_latents(state.codes.detach())
         if self.sums is None:
-            self.sums, self.active = state.stats.clone(), active
+            self.sums = state.stats.clone()
         else:
             self.sums += state.stats
-            self.active |= active
+        if self.dead is None:
+            active = active_latents(state.codes.detach())
+            self.active = active if self.active is None else self.active | active
         self.n_logged_steps += 1
 
     def on_epoch_end(self, state):
         if self.n_logged_steps == 0 or not self._logs_this_epoch(state):
             return
         loss, mse, l1, l0 = (self.sums / self.n_logged_steps).tolist()
-        dead = 1.0 - self.active.to(torch.float64).mean().item()
+        if self.dead is not None:
+            dead = self.dead.fraction()
+        else:
+            dead = 1.0 - self.active.to(torch.float64).mean().item()
         self._reset()
         if not all(math.isfinite(v) for v in (loss, mse, l1, l0)):
             learning_rate = state.optimizer.param_groups[0]["lr"]
@@ -304,33 +320,98 @@ class LogHistory(Callback):
         self.n_logged_steps = state_dict["n_logged_steps"]
 
 
-class ResampleDeadLatents(Callback):
-    """Every ``every`` steps (counted over all calls), calls ``resample(dead)`` with the
-    boolean mask of the latents whose codes were zero on every step since the last
-    check, when there are any."""
+class DeadLatents(Callback):
+    """Tracks, per latent, the training rows since it last fired; a latent is dead when
+    that count reaches ``window`` rows (SAELens's ``dead_feature_window``, sparsify's
+    ``dead_feature_threshold``, in rows rather than steps so that it does not depend on
+    the batch size).
 
-    def __init__(self, resample, every):
-        self.resample = resample
-        self.every = every
-        self.fired = None
+    The one definition of "dead" of a fit: logged by :class:`LogHistory`, used by
+    :class:`ResampleDeadLatents` and by the AuxK loss (``mask`` before a step). Before
+    ``window`` rows have been seen no latent is dead. ``reduce(active, rows)``, when
+    given, returns the mask and row count over every data-parallel rank, so that all
+    ranks agree on which latents are dead.
+    """
+
+    def __init__(self, n_components, window, device=None, reduce=None):
+        self.window = int(window)
+        self.reduce = reduce
+        self.since = torch.zeros(n_components, dtype=torch.int64, device=device)
 
     def on_step_end(self, state):
-        active = active_latents(state.codes.detach())
-        self.fired = active if self.fired is None else self.fired | active
+        self.update(active_latents(state.codes.detach()), state.rows)
+
+    def update(self, active, rows):
+        """Count a batch of ``rows`` rows on which the latents of ``active`` fired (for
+        loops that are not :func:`train`)."""
+        if self.reduce is not None:
+            active, rows = self.reduce(active, rows)
+        self.since += rows
+        self.since.masked_fill_(active, 0)
+
+    @property
+    def mask(self):
+        """Boolean mask of the latents dead now."""
+        return self.since >= self.window
+
+    def fraction(self):
+        """The fraction of latents dead now, as a float."""
+        return self.mask.to(torch.float64).mean().item()
+
+    def revive(self, mask):
+        """Restart the window of the latents of ``mask`` (just resampled)."""
+        self.since.masked_fill_(mask.to(self.since.device), 0)
+
+    def state_dict(self):
+        return {"since": self.since.clone()}
+
+    def load_state_dict(self, state_dict):
+        self.since.copy_(state_dict["since"])
+
+
+class ResampleDeadLatents(Callback):
+    """Every ``every`` steps (counted over all calls), calls ``resample(dead)`` with the
+    boolean mask of the latents ``dead`` (a :class:`DeadLatents` tracker, which must
+    come before this callback) says are dead, when there are any, and restarts their
+    window."""
+
+    def __init__(self, resample, every, dead):
+        self.resample = resample
+        self.every = every
+        self.dead = dead
+
+    def on_step_end(self, state):
         if state.step % self.every == 0:
-            if not bool(self.fired.all()):
-                self.resample(~self.fired)
-            self.fired = None
+            dead = self.dead.mask
+            if bool(dead.any()):
+                self.resample(dead)
+                self.dead.revive(dead)
 
     def state_dict(self):
         generator = getattr(self.resample, "generator", None)
-        return {"fired": self.fired,
-                "generator": None if generator is None else generator.get_state()}
+        return {"generator": None if generator is None else generator.get_state()}
 
     def load_state_dict(self, state_dict):
-        self.fired = state_dict["fired"]
         if state_dict["generator"] is not None:
             self.resample.generator.set_state(state_dict["generator"])
+
+
+class HeldOutHistory(Callback):
+    """After each log of ``history`` (it must come after :class:`LogHistory`), appends
+    ``evaluate()``'s figures (a dict keyed by ``HELD_OUT_KEYS``) to it; with
+    ``evaluate=None`` it appends NaN, so that the history stays rectangular when one
+    call of a warm-started sequence has no held-out rows."""
+
+    def __init__(self, history, evaluate=None):
+        self.history = history
+        self.evaluate = evaluate
+
+    def on_epoch_end(self, state):
+        if len(self.history[HELD_OUT_KEYS[0]]) >= len(self.history["step"]):
+            return
+        figures = self.evaluate() if self.evaluate is not None else {}
+        for key in HELD_OUT_KEYS:
+            self.history[key].append(float(figures.get(key, math.nan)))
 
 
 class WarnIfLong(Callback):
@@ -406,13 +487,16 @@ class Checkpoint(Callback):
     ``train(..., resume_from=path)`` with the arguments of the interrupted call then
     continues from there and ends with the same model as an uninterrupted call. The
     file is written to a temporary name and renamed, so an interruption while saving
-    leaves the previous checkpoint intact.
+    leaves the previous checkpoint intact. With ``write=False`` it writes nothing but
+    still names the checkpoint's callbacks and ``config`` for resuming (the ranks of a
+    data-parallel fit other than rank 0).
     """
 
-    def __init__(self, path, every=None, config=None):
+    def __init__(self, path, every=None, config=None, write=True):
         self.path = os.fspath(path)
         self.every = every
         self.config = config
+        self.write = write
         self.callbacks = ()
 
     def on_train_begin(self, state):
@@ -424,7 +508,7 @@ class Checkpoint(Callback):
         self._every = self.every if self.every is not None else state.steps_per_epoch
 
     def on_step_end(self, state):
-        if state.step % self._every == 0:
+        if self.write and state.step % self._every == 0:
             if state.batch == state.steps_per_epoch - 1:
                 # The epoch's last step: save once the epoch-end callbacks (the history
                 # log) have run, so that the resumed fit does not skip them.

@@ -189,3 +189,39 @@ def test_gradient_function_fills_the_reconstruction_gradients(data):
     loss = 0.5 * (batch - module(batch)[1]).square().sum(1).mean() + 0.3 * codes.sum(1).mean()
     torch.testing.assert_close(stats[0], loss.detach())
     assert compute(None, False)[1] is None
+
+
+def test_auxk_gradients_match_autograd(data):
+    """The AuxK term: the k_aux largest pre-activations of the dead latents reconstruct
+    the (detached) residual through their atoms, no bias, weighted by
+    weight * min(n_dead / k_aux, 1)."""
+    from sklearn_sparsegap._modules import sae_gradients
+
+    X, _, _ = data
+    x = torch.tensor(X[:64])
+    for sizes, n_dead_latents in (((8, 16), 5), ((8, 32, 16), 12)):
+        module = _random_module(sizes, "topk", 3, True, seed=1)
+        dead = torch.zeros(16, dtype=torch.bool)
+        dead[torch.randperm(16, generator=torch.Generator().manual_seed(0))[:n_dead_latents]] = True
+        k_aux, weight = 4, 0.25
+        params = [p for p in module.parameters() if p.requires_grad]
+        pre = module.pre_activation(x)
+        codes = module.activate(pre)
+        reconstruction = module.decode(codes)
+        masked = pre.masked_fill(~dead, float("-inf"))
+        k = min(k_aux, n_dead_latents)
+        values, chosen = masked.topk(k, dim=1)
+        aux_codes = torch.zeros_like(pre).scatter(1, chosen, torch.relu(values))
+        error = (x - reconstruction).detach()
+        aux = 0.5 * (aux_codes @ module.components - error).square().sum(1).mean()
+        loss = 0.5 * (x - reconstruction).square().sum(1).mean()
+        loss = loss + weight * min(n_dead_latents / k_aux, 1.0) * aux
+        expected = torch.autograd.grad(loss, params)
+        sae_gradients(module, x, 0.0, auxk=(dead, k_aux, weight))
+        for param, grad in zip(params, expected):
+            torch.testing.assert_close(param.grad, grad)
+        # No dead latent: the plain gradients.
+        sae_gradients(module, x, 0.0, auxk=(torch.zeros(16, dtype=torch.bool), k_aux, weight))
+        plain = torch.autograd.grad(0.5 * (x - module(x)[1]).square().sum(1).mean(), params)
+        for param, grad in zip(params, plain):
+            torch.testing.assert_close(param.grad, grad)

@@ -549,3 +549,128 @@ def test_integer_input_is_computed_as_float64(data):
     est = SAEEncoder(max_iter=5, device="cpu").fit(np.round(X * 10).astype(np.int64))
     assert est.components_.dtype == np.float64
     assert est.transform(np.round(X * 10).astype(np.int64)).dtype == np.float64
+
+
+# ------------------------------------------- dead latents, held-out rows, AuxK
+def _fvu(X, reconstruction):
+    return ((X - reconstruction) ** 2).sum() / ((X - X.mean(axis=0)) ** 2).sum()
+
+
+@pytest.mark.parametrize("cls", ENCODERS)
+def test_held_out_figures_are_logged_at_every_log(cls, data):
+    X, _, _ = data
+    X_train, X_val = X[:768], X[768:]
+    est = _small(cls, max_iter=40).fit(X_train, X_val=X_val)
+    history = est.history_
+    assert {"val_fvu", "val_l0", "val_dead_fraction"} <= set(history)
+    assert len({len(values) for values in history.values()}) == 1  # rectangular
+    assert len(history["val_fvu"]) == 4  # every 10 epochs in full batch
+    # The last log is the fitted model's figures on X_val.
+    codes = est.transform(X_val)
+    assert history["val_fvu"][-1] == pytest.approx(_fvu(X_val, est.inverse_transform(codes)),
+                                                   rel=1e-6)  # fmt: skip
+    assert history["val_l0"][-1] == pytest.approx((codes != 0).sum(axis=1).mean())
+    assert history["val_dead_fraction"][-1] == pytest.approx((codes == 0).all(axis=0).mean())
+    assert history["val_fvu"][-1] < history["val_fvu"][0]
+    # Without X_val there are no held-out keys; the model does not depend on X_val.
+    plain = _small(cls, max_iter=40).fit(X_train)
+    assert "val_fvu" not in plain.history_
+    np.testing.assert_array_equal(plain.components_, est.components_)
+
+
+def test_held_out_rows_pass_through_a_pipeline_and_warm_start_stays_rectangular(data):
+    X, _, _ = data
+    pipe = make_pipeline(StandardScaler(), _small(SAEEncoder, max_iter=20))
+    # A pipeline routes the fit parameter to its step (the scaler does not see X_val,
+    # so it is passed on the encoder's scale here).
+    pipe.fit(X[:768], saeencoder__X_val=X[768:])
+    assert np.isfinite(pipe[-1].history_["val_fvu"]).all()
+    est = _small(SAEEncoder, max_iter=20, warm_start=True).fit(X[:768])
+    est.fit(X[:768], X_val=X[768:])
+    history = est.history_
+    assert len({len(values) for values in history.values()}) == 1
+    assert np.isnan(history["val_fvu"][:2]).all() and np.isfinite(history["val_fvu"][2:]).all()
+
+
+def test_bad_held_out_rows_are_rejected_naming_X_val(data):
+    X, _, _ = data
+    est = _small(SAEEncoder, max_iter=2)
+    with pytest.raises(ValueError, match="X_val has 5 features but X has 8"):
+        est.fit(X, X_val=np.ones((10, 5)))
+    bad = X[:10].copy()
+    bad[3, 2] = np.nan
+    with pytest.raises(ValueError, match="X_val"):
+        est.fit(X, X_val=bad)
+    with pytest.raises(ValueError, match="X_val"):
+        est.fit(X, X_val=X[0])
+
+
+def _topk_with_losing_latents(X, seed, auxk_alpha, **params):
+    """A TopK SAE whose latents 0-15 lose every TopK competition (their encoder rows
+    shrunk 100-fold after two epochs), then trained 20 more epochs."""
+    est = SAEEncoder(n_components=32, activation="topk", n_nonzero_coefs=3, alpha=0.0,
+                     batch_size=256, max_iter=2, random_state=seed, warm_start=True,
+                     auxk_alpha=auxk_alpha, device="cpu", **params).fit(X)  # fmt: skip
+    est.coefs_[0][:16] *= 0.01
+    est.intercepts_[0][:16] = 0.0
+    return est.set_params(max_iter=20).fit(X)
+
+
+def test_auxk_revives_dead_latents(data):
+    X, _, _ = make_sparse_dictionary_data(2048, n_features=16, n_components=32,
+                                          n_nonzero_coefs=3, random_state=0)  # fmt: skip
+    without = _topk_with_losing_latents(X, 0, auxk_alpha=0.0)
+    with_auxk = _topk_with_losing_latents(X, 0, auxk_alpha=1 / 32)
+    # Measured: 0.50 dead without AuxK, 0.34 with it (seeds 1 and 2: 0.47 -> 0.28, 0.25).
+    assert without.dead_fraction_ >= 0.4
+    assert with_auxk.dead_fraction_ <= without.dead_fraction_ - 4 / 32
+    assert with_auxk.history_["mse"][-1] < without.history_["mse"][-1]
+    # dead_fraction_ is the tracker's: latents not fired on the last epoch (the window).
+    assert without.dead_window_ == 2048
+    assert without.history_["dead_fraction"][-1] == without.dead_fraction_
+    codes = without.transform(X)
+    assert (codes == 0).all(axis=0).mean() == pytest.approx(without.dead_fraction_, abs=2 / 32)
+    with pytest.raises(ValueError, match="auxk_alpha"):
+        SAEEncoder(auxk_alpha=-1.0).fit(X)
+
+
+def test_dead_latents_are_counted_over_the_window_not_the_epoch():
+    X, _, _ = make_sparse_dictionary_data(2048, n_features=16, n_components=32,
+                                          n_nonzero_coefs=3, random_state=0)  # fmt: skip
+    dead = _topk_with_losing_latents(X, 0, auxk_alpha=0.0)
+    # A window longer than the whole fit: nothing can be dead yet, although the same
+    # latents never fired.
+    unseen = _topk_with_losing_latents(X, 0, auxk_alpha=0.0, dead_window=10**9)
+    assert dead.dead_fraction_ >= 0.4 and unseen.dead_fraction_ == 0.0
+    np.testing.assert_array_equal(unseen.components_, dead.components_)
+    # Half an epoch: more latents are dead (fired in the epoch, not in its last half).
+    half = _topk_with_losing_latents(X, 0, auxk_alpha=0.0, dead_window=1024)
+    assert half.dead_fraction_ >= dead.dead_fraction_
+    with pytest.raises(ValueError, match="dead_window"):
+        SAEEncoder(dead_window=0).fit(X)
+
+
+@pytest.mark.parametrize("cls, full_batch", [(SAEEncoder, 1e-2), (MLPEncoder, 6e-3)])
+def test_learning_rate_none_is_resolved_by_mode_and_width(cls, full_batch, data):
+    X, _, _ = data
+    params = dict(max_iter=1, random_state=0, device="cpu")
+    assert cls(**params).fit(X).learning_rate_ == full_batch
+    # Minibatches: 2e-4 / sqrt(n_components / 2**14), capped at the full-batch rate.
+    wide = cls(n_components=4096, batch_size=512, **params).fit(X)
+    assert wide.learning_rate_ == pytest.approx(4e-4)
+    assert cls(n_components=2, batch_size=512, **params).fit(X).learning_rate_ == full_batch
+    assert cls(learning_rate=3e-3, batch_size=512, **params).fit(X).learning_rate_ == 3e-3
+
+
+def test_a_relu_sae_in_minibatches_starts_with_a_small_encoder(data):
+    X, _, _ = data
+    # A learning rate too small to move anything shows the start.
+    params = dict(n_components=16, max_iter=1, learning_rate=1e-12, random_state=0,
+                  device="cpu")  # fmt: skip
+    minibatch = SAEEncoder(batch_size=256, **params).fit(X)
+    np.testing.assert_allclose(minibatch.coefs_[0], 0.1 * minibatch.components_, atol=1e-9)
+    # Full batch (the paper's task) and TopK start at the decoder's transpose.
+    for est in (SAEEncoder(**params),
+                SAEEncoder(batch_size=256, activation="topk", n_nonzero_coefs=3, **params)):
+        est.fit(X)
+        np.testing.assert_allclose(est.coefs_[0], est.components_, atol=1e-9)

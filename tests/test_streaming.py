@@ -252,6 +252,9 @@ def test_gradient_sparse_coder_minibatch_alternation_streams(tmp_path, small_blo
     assert coder.history_["step"][-1] == 10 * 8
     codes = coder.transform(disk)
     assert np.mean(np.square(X - codes @ coder.components_)) < 0.2 * np.mean(np.square(X))
+    # dead_fraction_ counts atoms unused on the last epoch (the window), as the SAEs do.
+    assert coder.dead_fraction_ == coder.history_["dead_fraction"][-1]
+    assert coder.dead_fraction_ == pytest.approx((codes == 0).all(axis=0).mean(), abs=1 / 16)
     # In memory with batch_size: the same algorithm.
     in_memory = GradientSparseCoder(**params).fit(X)
     assert dictionary_mcc(dictionary, in_memory.components_) > 0.8
@@ -259,3 +262,19 @@ def test_gradient_sparse_coder_minibatch_alternation_streams(tmp_path, small_blo
         GradientSparseCoder(**{**params, "batch_size": None}).fit(disk)
     with pytest.raises(ValueError, match="adam"):
         GradientSparseCoder(**{**params, "fit_algorithm": "adam"}).fit(disk)
+
+
+def test_held_out_rows_on_disk_are_streamed_and_checked_in_blocks(tmp_path, small_blocks):
+    X, _, _ = make_sparse_dictionary_data(1024, random_state=3)
+    X = X.astype(np.float32)
+    disk = _on_disk(tmp_path, X[768:], name="val.npy")
+    sae = SAEEncoder(n_components=16, batch_size=128, max_iter=3, random_state=0,
+                     device="cpu").fit(X[:768], X_val=disk)  # fmt: skip
+    in_memory = SAEEncoder(n_components=16, batch_size=128, max_iter=3, random_state=0,
+                           device="cpu").fit(X[:768], X_val=X[768:])  # fmt: skip
+    for key in ("val_fvu", "val_l0", "val_dead_fraction"):
+        np.testing.assert_allclose(sae.history_[key], in_memory.history_[key], rtol=1e-5)
+    bad = X[768:].copy()
+    bad[123, 4] = np.nan
+    with pytest.raises(ValueError, match="X_val contains NaN at row 123"):
+        sae.fit(X[:768], X_val=_on_disk(tmp_path, bad, name="bad.npy"))

@@ -11,6 +11,7 @@ from sklearn_sparsegap._training import (
     Callback,
     Checkpoint,
     CountFlops,
+    DeadLatents,
     LogHistory,
     ProgressBar,
     ResampleDeadLatents,
@@ -114,18 +115,58 @@ def test_divergence_raises_a_clear_error():
     assert ended.events[-1] == ("train_end", 10, 9, False)
 
 
-def test_resampling_is_called_on_schedule_with_the_latents_that_never_fired():
+def test_resampling_is_called_on_schedule_with_the_latents_dead_over_the_window():
     X, model, optimizer, compute = _problem(n_samples=12)
     X[:, 1] = 0.0  # latent 1 never fires
     X[:6, 2] = 0.0  # latent 2 fires in the second half of the data only
     calls = []
-    resample = ResampleDeadLatents(lambda dead: calls.append(dead.tolist()), every=4)
+    dead = DeadLatents(3, window=12)
+    resample = ResampleDeadLatents(lambda mask: calls.append(mask.tolist()), every=4, dead=dead)
     state = train(compute, 12, optimizer=optimizer, n_epochs=3, batch_size=3,
-                  callbacks=[resample], generator=None)  # fmt: skip
+                  callbacks=[dead, resample], generator=None)  # fmt: skip
     # Without a generator the order is still random: only the schedule is fixed.
     assert state.step == 12
-    assert len(calls) == 3  # steps 4, 8 and 12
-    assert all(dead[1] and not dead[0] for dead in calls)
+    # Steps 4, 8 and 12 (12 rows each time, the window): latent 1 is dead every time,
+    # and after each resampling its window restarts.
+    assert len(calls) == 3
+    assert all(mask[1] and not mask[0] for mask in calls)
+    assert dead.since[1] == 0 and dead.since[0] == 0
+
+
+def test_a_latent_is_dead_once_it_has_not_fired_for_the_window():
+    # Latent 0 fires in every batch, latent 1 only in the first one, latent 2 never.
+    codes = iter([torch.tensor([[1.0, 1.0, 0.0]])] + [torch.tensor([[1.0, 0.0, 0.0]])] * 9)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([param], lr=0.1)
+    seen = []
+
+    class Watch(Callback):
+        def on_step_end(self, state):
+            seen.append(dead.mask.tolist())
+
+    def compute(rows, with_stats):
+        param.grad = torch.zeros(1)
+        return next(codes), None
+
+    dead = DeadLatents(3, window=16)
+    # Batches of 4 rows: 16 rows are 4 steps.
+    train(compute, 40, optimizer=optimizer, n_epochs=1, batch_size=4,
+          generator=torch.Generator().manual_seed(0), callbacks=[dead, Watch()])  # fmt: skip
+    assert seen[2] == [False, False, False]  # 12 rows seen: nothing is dead yet
+    assert seen[3] == [False, False, True]  # 16 rows without latent 2
+    assert seen[4] == [False, True, True]  # 16 rows since latent 1 fired (in step 1)
+    assert dead.fraction() == 2 / 3
+    assert dead.since.tolist() == [0, 36, 40]
+
+
+def test_the_history_logs_the_dead_fraction_of_the_tracker():
+    X, model, optimizer, compute = _problem(n_samples=12)
+    dead = DeadLatents(3, window=6)
+    history = LogHistory(dead=dead)
+    X[:, 1] = 0.0
+    train(compute, 12, optimizer=optimizer, n_epochs=2, batch_size=3,
+          generator=torch.Generator().manual_seed(0), callbacks=[dead, history])  # fmt: skip
+    assert history.history["dead_fraction"] == [1 / 3, 1 / 3]
 
 
 def test_progress_bar_counts_epochs(capsys):
