@@ -244,10 +244,11 @@ def _one_process_on_global_batches(monkeypatch, path, kind, estimator_kind, para
 def test_minibatch_ranks_equal_one_process_on_the_same_global_batches(tmp_path, monkeypatch):
     # 101 rows: shards of 50 and 51 rows, 4 batches of 16 per epoch on each rank (the
     # 50-row shard repeats one row); TopK with k=1 leaves latents dead, resampled every
-    # 2 steps: they must be counted over the global batch, as one process counts them.
+    # 3 steps (dead: not fired on the last 2 steps): they must be counted over the global
+    # batch, as one process counts them.
     path = tmp_path / "X.npy"
     np.save(path, _data())
-    params = {"batch_size": 16, "max_iter": 4, "resample_dead_every": 2,
+    params = {"batch_size": 16, "max_iter": 4, "resample_dead_every": 3, "dead_window": 32,
               "activation": "topk", "n_nonzero_coefs": 1}  # fmt: skip
     fits = [
         # Streamed from disk (DiskBatches shards), in memory (TensorBatches shards).
