@@ -278,10 +278,6 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 broadcast_module(group, module)
             self.history_ = {key: [] for key in HISTORY_KEYS}
             self.training_flops_, self._n_steps, self.n_iter_ = 0, 0, 0
-            self.dead_window_ = (
-                min(n_samples, DEAD_WINDOW_ROWS) if self.dead_window is None
-                else self.dead_window
-            )  # fmt: skip
         else:
             self._load_module(module)
             # The stored model is folded onto X's scale; training continues on scale * X
@@ -290,13 +286,20 @@ class _BaseAutoencoder(BaseSparseEstimator):
             self.history_ = {key: list(values) for key, values in self.history_.items()}
             if decoder is not None:
                 set_decoder(module, *decoder)
+        if first or not hasattr(self, "dead_window_"):
+            # (A model loaded from another library's checkpoint continues with no
+            # resolved training settings: they are resolved on its first data.)
+            self.dead_window_ = (
+                min(n_samples, DEAD_WINDOW_ROWS) if self.dead_window is None
+                else self.dead_window
+            )  # fmt: skip
         self._trained_target = self.target
         learn_dictionary = dictionary is None and self.target == "reconstruction"
         module.components.requires_grad_(learn_dictionary)
         if self.target == "codes":
             module.intercept.requires_grad_(False)
         batch_size = self._resolved_batch_size(n_samples, streamed)
-        if first:
+        if first or not hasattr(self, "learning_rate_"):
             self.learning_rate_ = self._resolved_learning_rate(
                 full_batch=batch_size >= n_samples, n_components=n_components
             )
