@@ -84,6 +84,7 @@ def _sweep_atoms(gram, correlations, components, X, codes, generator):
 
 
 def _sweep_atoms_serial(gram, correlations, components, X, codes, generator, unused):
+    """The atom loop of :func:`_sweep_atoms` (``unused``: the atoms to resample)."""
     # R_k^T s_k = (S^T X)_k - sum_{j != k} (S^T S)_kj d_j: one product per atom with
     # the Gram rows' diagonal zeroed (a sweep is about 7 operations per atom).
     off_diagonal = gram.clone()
