@@ -57,3 +57,20 @@ def test_check_n_nonzero_coefs_names_the_parameter():
         check_n_nonzero_coefs(9, 8, 16, "gradient_pursuit")
     # Matching pursuit re-fits nothing: more atoms than features are allowed.
     assert check_n_nonzero_coefs(9, 8, 16, "mp") == 9
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_codes_under_inference_mode_equal_the_codes_without(data, algorithm):
+    # Users encode inside torch.inference_mode() (e.g. in a forward hook); the greedy
+    # solvers' worker threads must write their codes in that mode too.
+    X, D = data
+    kwargs = {"algorithm": algorithm, "alpha": 0.01, "n_nonzero_coefs": 3, "max_iter": 50}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # two row chunks on two worker threads
+    try:
+        expected, _ = encode_tensor(torch.tensor(X), torch.tensor(D), **kwargs)
+        with torch.inference_mode():
+            codes, _ = encode_tensor(torch.tensor(X), torch.tensor(D), **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+    np.testing.assert_array_equal(codes.numpy(), expected.numpy())

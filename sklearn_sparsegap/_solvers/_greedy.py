@@ -225,9 +225,14 @@ def _in_row_chunks(solver, X, atoms, norms, n_nonzero_coefs, positive):
     workers = min(threads, len(chunks))
     if workers > 1:
 
+        # Inference and grad modes are per thread: the workers take the caller's, else
+        # writing the codes of a call made under torch.inference_mode() would raise.
+        inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
         def serial_run(chunk):
             torch.set_num_threads(1)  # OpenMP's team size is per thread
-            return run(chunk)
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                return run(chunk)
 
         torch.set_num_threads(1)
         try:
