@@ -1,7 +1,7 @@
 """Benchmark training on activation sets that do not fit in memory.
 
-Measures, in one run (each fit in a fresh subprocess, whose ``ru_maxrss`` is its peak
-resident memory):
+Measures, in one run (each fit in a fresh subprocess, whose own peak resident memory,
+``VmHWM``, is reported: see ``_bench.memory``):
 
 - **Streaming SAE fit**: ``SAEEncoder.fit`` on an on-disk ``.npy`` of >= 2*10^6 x 384
   float32 (``np.load(mmap_mode="r")``, 3 GB), one epoch of minibatches streamed from
@@ -12,7 +12,7 @@ resident memory):
   against scikit-learn's ``MiniBatchDictionaryLearning`` on the same training rows of a
   real activation set (SmolLM2-135M layer 15, position 0 excluded: the attention sink),
   both scored by the FVU of OMP codes with the same number of non-zeros on held-out
-  rows, and fit time.
+  rows, and fit time (``--threads N`` gives both fits the same thread budget).
 
 The synthetic set is made by ``python benchmarks/bench_streaming.py generate`` (Zipf
 distributed sparse codes on a random overcomplete dictionary, log-normal magnitudes, a
@@ -23,7 +23,6 @@ run`` runs everything (``--quick`` for a smoke run on small sizes).
 import argparse
 import json
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -70,6 +69,12 @@ def _child(task):
 
     from sklearn_sparsegap import GradientSparseCoder, SAEEncoder, sparse_encode
 
+    if task.get("threads"):
+        # The same thread budget for torch and for every BLAS/OpenMP pool (scikit-learn's).
+        from threadpoolctl import threadpool_limits
+
+        torch.set_num_threads(task["threads"])
+        threadpool_limits(task["threads"])
     result = {"task": task["name"], "torch_threads": torch.get_num_threads()}
     if task["name"] in ("sae_streamed", "sae_in_memory"):
         X = np.load(task["path"], mmap_mode="r")
@@ -114,7 +119,9 @@ def _child(task):
         fvu = float(np.square(residual).sum() / np.square(test - test.mean(axis=0)).sum())
         result.update(seconds=seconds, fvu=fvu, l0=float((codes != 0).sum(axis=1).mean()),
                       rows=int(train.shape[0]))
-    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from _bench.memory import peak_rss_mb
+
+    result["peak_rss_mb"] = peak_rss_mb()
     result["threadpools"] = [
         {k: info[k] for k in ("user_api", "internal_api", "num_threads") if k in info}
         for info in threadpool_info()
@@ -175,14 +182,18 @@ def run(args):
         results["sae"] = {"streamed": streamed, "in_memory": in_memory}
     if "coder" in args.parts:
         data = _real_split(args.coder_train, args.coder_test, "/tmp/bench_streaming_real.npz")
-        common = dict(data=str(data), n_components=args.coder_components, k=args.k)
+        common = dict(data=str(data), n_components=args.coder_components, k=args.k,
+                      threads=args.threads)
         ours = _run_child({"name": "coder", "batch_size": args.coder_batch,
                            "epochs": args.coder_epochs, **common})
         sklearn = _run_child({"name": "sklearn_mbdl", "batch_size": args.sklearn_batch,
                               "epochs": args.sklearn_epochs, **common})
         print(f"Dictionary learning on {REAL} (position 0 excluded), "
               f"{args.coder_train} training / {args.coder_test} held-out rows, "
-              f"{args.coder_components} atoms, FVU of OMP codes with k={args.k}:")
+              f"{args.coder_components} atoms, FVU of OMP codes with k={args.k}, "
+              f"{ours['torch_threads']} torch threads"
+              + (f", every thread pool limited to {args.threads}" if args.threads else "")
+              + ":")
         for r in (ours, sklearn):
             print(f"  {r['task']:13s} {r['seconds']:8.1f} s  FVU {r['fvu']:.4f}  L0 {r['l0']:.1f}  "
                   f"peak RSS {r['peak_rss_mb']:.0f} MB")
@@ -215,6 +226,9 @@ def main():
     bench.add_argument("--sklearn-batch", type=int, default=256)
     bench.add_argument("--sklearn-epochs", type=int, default=1)
     bench.add_argument("--k", type=int, default=32)
+    bench.add_argument("--threads", type=int, default=None,
+                       help="coder part: limit torch and every BLAS/OpenMP pool of both "
+                            "fits to this many threads (default: their defaults)")
     bench.add_argument("--output", default=None)
     bench.add_argument("--quick", action="store_true",
                        help="small sizes, for a smoke run (the file is /tmp/bench_streaming_quick.npy)")

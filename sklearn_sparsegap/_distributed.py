@@ -18,6 +18,8 @@ import os
 
 import torch
 
+from ._training import active_latents
+
 
 class ProcessGroup:
     """The default process group as a fit sees it: ``rank``, ``world_size``, ``shard``."""
@@ -118,18 +120,28 @@ def _batch_rows(batch):
 
 def averaged_gradients(group, compute_gradients, params):
     """Wrap ``compute_gradients(batch, with_stats)`` so that the ``.grad`` it fills, and
-    the statistics it returns, are the row-weighted means over all ranks' batches."""
+    the statistics it returns, are the row-weighted means over all ranks' batches.
+
+    The codes it returns are summarised to one row: the number of ranks on whose batch
+    each latent fired. The training callbacks read only which latents fired
+    (``active_latents``), so the dead-latent log and resampling then see the global
+    batch, as one process would, and every rank takes the same resampling decision and
+    keeps the same callback state (rank 0's checkpoint is valid for all ranks).
+    """
 
     def compute(batch, with_stats):
         codes, stats = compute_gradients(batch, with_stats)
         rows = _batch_rows(batch)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        # One flat buffer, one all-reduce per step: the row count rides along.
-        flat = torch.cat([g.reshape(-1) * rows for g in grads]
-                         + [torch.tensor([float(rows)], dtype=grads[0].dtype,
-                                         device=grads[0].device)])  # fmt: skip
+        dtype, device = grads[0].dtype, grads[0].device
+        fired = active_latents(codes.detach()).to(dtype)
+        # One flat buffer, one all-reduce per step: the row count and the latents that
+        # fired ride along.
+        pieces = [g.reshape(-1) * rows for g in grads]
+        pieces += [fired, torch.tensor([float(rows)], dtype=dtype, device=device)]
         if with_stats:
-            flat = torch.cat([flat, stats.to(flat.dtype) * rows])
+            pieces.append(stats.to(dtype) * rows)
+        flat = torch.cat(pieces)
         group.collective("all-reduce the gradients", torch.distributed.all_reduce, flat)
         n_stats = stats.numel() if with_stats else 0
         total = flat[-1 - n_stats]
@@ -138,11 +150,47 @@ def averaged_gradients(group, compute_gradients, params):
             size = grad.numel()
             param.grad = (flat[at : at + size] / total).view_as(grad)
             at += size
+        codes = flat[at : at + fired.numel()].to(codes.dtype).unsqueeze(0)
         if with_stats:
             stats = (flat[-n_stats:] / total).to(stats.dtype)
         return codes, stats
 
     return compute
+
+
+class RankBatches:
+    """A rank's batch source whose shuffling keeps every rank's generator in step.
+
+    Each epoch draws one seed from the training generator (the same draw on every
+    rank, whatever the size of its shard) and shuffles the rank's shard with a
+    generator seeded by that seed and the rank. Shuffling the shard with the training
+    generator itself would advance it by an amount that depends on the shard's size:
+    with uneven shards the ranks' generators would drift apart, and rank 0's
+    checkpoint (the only one written) would resume the other ranks on other orders.
+    """
+
+    def __init__(self, source, rank):
+        self.source, self.rank = source, rank
+        self.n_samples = source.n_samples
+
+    def n_batches(self, batch_size):
+        return self.source.n_batches(batch_size)
+
+    def sample(self, *args, **kwargs):
+        return self.source.sample(*args, **kwargs)
+
+    def batches(self, batch_size, *, generator=None, skip=0, device=None):
+        # The seed is drawn now, not when iteration starts.
+        return self.source.batches(batch_size, generator=rank_generator(generator, self.rank),
+                                   skip=skip, device=device)  # fmt: skip
+
+
+def rank_generator(generator, rank):
+    """The epoch's shuffling generator of ``rank``: one draw from ``generator``."""
+    if generator is None:
+        return None
+    seed = int(torch.randint(2**62, (1,), generator=generator))
+    return torch.Generator().manual_seed(seed + rank)
 
 
 def active_reducer(group):

@@ -33,6 +33,7 @@ from ._base import FLOAT_DTYPES, BaseSparseEstimator, checkpoint_config
 from ._batches import DiskBatches, TensorBatches, is_streamed, iter_row_blocks
 from ._compat import Interval, StrOptions, _fit_context
 from ._distributed import (
+    RankBatches,
     active_reducer,
     averaged_gradients,
     broadcast_module,
@@ -277,10 +278,6 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 broadcast_module(group, module)
             self.history_ = {key: [] for key in HISTORY_KEYS}
             self.training_flops_, self._n_steps, self.n_iter_ = 0, 0, 0
-            self.dead_window_ = (
-                min(n_samples, DEAD_WINDOW_ROWS) if self.dead_window is None
-                else self.dead_window
-            )  # fmt: skip
         else:
             self._load_module(module)
             # The stored model is folded onto X's scale; training continues on scale * X
@@ -289,13 +286,20 @@ class _BaseAutoencoder(BaseSparseEstimator):
             self.history_ = {key: list(values) for key, values in self.history_.items()}
             if decoder is not None:
                 set_decoder(module, *decoder)
+        if first or not hasattr(self, "dead_window_"):
+            # (A model loaded from another library's checkpoint continues with no
+            # resolved training settings: they are resolved on its first data.)
+            self.dead_window_ = (
+                min(n_samples, DEAD_WINDOW_ROWS) if self.dead_window is None
+                else self.dead_window
+            )  # fmt: skip
         self._trained_target = self.target
         learn_dictionary = dictionary is None and self.target == "reconstruction"
         module.components.requires_grad_(learn_dictionary)
         if self.target == "codes":
             module.intercept.requires_grad_(False)
         batch_size = self._resolved_batch_size(n_samples, streamed)
-        if first:
+        if first or not hasattr(self, "learning_rate_"):
             self.learning_rate_ = self._resolved_learning_rate(
                 full_batch=batch_size >= n_samples, n_components=n_components
             )
@@ -360,8 +364,12 @@ class _BaseAutoencoder(BaseSparseEstimator):
         if self.checkpoint_path is not None and first and not chunk:
             path = os.fspath(self.checkpoint_path)
             config = checkpoint_config(self, X, target_codes)
-            if group is None or group.rank == 0:  # one writer
-                callbacks.append(Checkpoint(path, self.checkpoint_every, config=config))
+            if group is not None:
+                # Shards and steps per epoch depend on it: resume on as many ranks.
+                config["world_size"] = group.world_size
+            # One writer; every rank checks and restores the checkpoint when resuming.
+            callbacks.append(Checkpoint(path, self.checkpoint_every, config=config,
+                                        write=group is None or group.rank == 0))
             resume_from = path if os.path.exists(path) else None
         auxk = None
         if self.activation == "topk" and self.auxk_alpha > 0 and self.target == "reconstruction":
@@ -374,9 +382,10 @@ class _BaseAutoencoder(BaseSparseEstimator):
         )  # fmt: skip
         if group is not None:
             # Each rank trains on its own shard of the rows; see _distributed.
-            source = (
+            source = RankBatches(
                 DiskBatches(X, target_codes, dtype=dtype, shard=group.shard) if streamed
-                else TensorBatches(X_tensor, codes_tensor, shard=group.shard)
+                else TensorBatches(X_tensor, codes_tensor, shard=group.shard),
+                group.rank,
             )  # fmt: skip
             compute_gradients = averaged_gradients(
                 group, compute_gradients, [p for p in module.parameters() if p.requires_grad]

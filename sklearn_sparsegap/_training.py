@@ -487,13 +487,16 @@ class Checkpoint(Callback):
     ``train(..., resume_from=path)`` with the arguments of the interrupted call then
     continues from there and ends with the same model as an uninterrupted call. The
     file is written to a temporary name and renamed, so an interruption while saving
-    leaves the previous checkpoint intact.
+    leaves the previous checkpoint intact. With ``write=False`` it writes nothing but
+    still names the checkpoint's callbacks and ``config`` for resuming (the ranks of a
+    data-parallel fit other than rank 0).
     """
 
-    def __init__(self, path, every=None, config=None):
+    def __init__(self, path, every=None, config=None, write=True):
         self.path = os.fspath(path)
         self.every = every
         self.config = config
+        self.write = write
         self.callbacks = ()
 
     def on_train_begin(self, state):
@@ -505,7 +508,7 @@ class Checkpoint(Callback):
         self._every = self.every if self.every is not None else state.steps_per_epoch
 
     def on_step_end(self, state):
-        if state.step % self._every == 0:
+        if self.write and state.step % self._every == 0:
             if state.batch == state.steps_per_epoch - 1:
                 # The epoch's last step: save once the epoch-end callbacks (the history
                 # log) have run, so that the resumed fit does not skip them.

@@ -157,8 +157,9 @@ def _add_activations_parser(commands):
         description=(
             "Extract a language model's activations over offline text (cached on disk), "
             "hold out whole sequences, leave out position 0 (the attention sink), train "
-            "the SAE, the MLP encoder, sparse coding (LCA) and SAE+ITO on the same tokens "
-            "at the same number of latents, and print and save FVU, L0, dead fraction, "
+            "the SAE, the MLP encoder, sparse coding (OMP codes) and SAE+ITO (on that SAE) "
+            "on the same tokens at the same number of latents and the same L0, and print "
+            "and save FVU, L0, dead fraction, "
             "loss recovered, FLOPs and seconds (results.csv, results.json, fvu_vs_l0.png). "
             "--interpret adds explanations scored by detection F1 and the feature browser."
         ),

@@ -202,18 +202,44 @@ def test_gram_and_residual_greedy_forms_agree(monkeypatch, solver, positive, dty
     Dt = torch.tensor(D, dtype=dtype)
     residual_codes, residual_iter = solver(Xt, Dt, 6, positive=positive, gram=False)
     gram_codes, gram_iter = solver(Xt, Dt, 6, positive=positive, gram=True)
-    # Rows processed in chunks of 7 give the same codes.
+    # Rows processed in chunks of 7, and Gram tables split in blocks of 7 columns (the
+    # last one narrower), give the same codes.
     monkeypatch.setattr(greedy_module, "gram_chunk_rows", lambda *args: 7)
+    monkeypatch.setattr(greedy_module, "GRAM_BLOCK_ELEMENTS", 7 * D.shape[0])
     chunked_codes, _ = solver(Xt, Dt, 6, positive=positive, gram=True)
+    assert len(greedy_module._GramTables(Dt @ Dt.T, Xt @ Dt.T).blocks) == 6
     atol = 1e-10 if dtype == torch.float64 else 1e-4
     assert gram_iter == residual_iter == 6
     torch.testing.assert_close(gram_codes, residual_codes, atol=atol, rtol=0)
     torch.testing.assert_close(chunked_codes, gram_codes, atol=atol, rtol=0)
 
 
+def test_positive_omp_refit_agrees_between_forms(monkeypatch):
+    # Signed codes: some rows' least-squares fits have negative coefficients, so the
+    # non-negative refit (from G and D x in the Gram form, from the atoms otherwise)
+    # runs on those rows only.
+    X, D, _ = _data(200, n_components=40, n_features=20, k=8, distribution="normal", seed=31)
+    Xt, Dt = _tensors(X, D)
+    refits = []
+    original = greedy_module._support_least_squares
+    monkeypatch.setattr(
+        greedy_module,
+        "_support_least_squares",
+        lambda *args: refits.append(len(args[1])) or original(*args),
+    )
+    gram_codes, _ = omp(Xt, Dt, 8, positive=True, gram=True)
+    residual_codes, _ = omp(Xt, Dt, 8, positive=True, gram=False)
+    assert len(refits) == 2 and 3 <= refits[0] == refits[1] < 200
+    assert (gram_codes >= 0).all() and ((gram_codes != 0).sum(dim=1) <= 8).all()
+    torch.testing.assert_close(gram_codes, residual_codes, atol=1e-10, rtol=0)
+
+
 @pytest.mark.parametrize("solver", [omp, gradient_pursuit])
 @pytest.mark.parametrize("positive", [False, True])
-def test_float32_screening_keeps_float64_selection_on_near_ties(solver, positive):
+@pytest.mark.parametrize("block_columns", [None, 7])
+def test_float32_screening_keeps_float64_selection_on_near_ties(
+    monkeypatch, solver, positive, block_columns
+):
     # Each atom has a twin 1e-9 away: float32 cannot tell the twins apart, so every
     # selection is a near-tie that the Gram form must settle in float64, as the
     # residual form (float64 throughout) does.
@@ -223,6 +249,8 @@ def test_float32_screening_keeps_float64_selection_on_near_ties(solver, positive
     twins = D + 1e-9 * rng.standard_normal(D.shape)
     D = np.vstack([D, twins])[rng.permutation(2 * len(D))]
     Xt, Dt = _tensors(X, D)
+    if block_columns is not None:  # Gram tables in blocks of columns
+        monkeypatch.setattr(greedy_module, "GRAM_BLOCK_ELEMENTS", block_columns * len(D))
     residual_codes, _ = solver(Xt, Dt, 4, positive=positive, gram=False)
     gram_codes, _ = solver(Xt, Dt, 4, positive=positive, gram=True)
     # Picking the other twin would move a code entry, not change a rounding digit.

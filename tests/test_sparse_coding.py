@@ -111,6 +111,31 @@ def test_dictionary_sweep_lowers_the_objective(data):
     torch.testing.assert_close(atoms.norm(dim=1), torch.ones(16, dtype=torch.float64))
 
 
+def test_dictionary_sweep_runs_on_one_thread(data, monkeypatch):
+    # Its per-atom operations are too small for a thread team (on a busy machine the
+    # team's wake-ups made a 576-atom sweep 24x slower); the thread count is restored.
+    import torch
+
+    from sklearn_sparsegap import _sparse_coding
+
+    X, dictionary, codes = data
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = []
+    original = _sparse_coding._sweep_atoms_serial
+    monkeypatch.setattr(
+        _sparse_coding,
+        "_sweep_atoms_serial",
+        lambda *args: seen.append(torch.get_num_threads()) or original(*args),
+    )
+    try:
+        atoms = torch.tensor(dictionary.copy())
+        _update_dictionary(torch.tensor(X), torch.tensor(codes), atoms, torch.Generator())
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_unused_atoms_are_resampled(data):
     import torch
 

@@ -18,10 +18,16 @@ _CHECK_EVERY = 10
 MAX_GRAM_COMPONENTS = 4096
 
 # The Gram forms of OMP and gradient pursuit keep a few (rows, n_components) arrays (the
-# correlations, their scores); rows are processed in chunks of at most this many
-# elements, about 1 MiB in float32, so a chunk's arrays stay in cache between passes
-# (see :ref:`defaults` for the measurement).
-GRAM_CHUNK_ELEMENTS = 2**18
+# scores of the atoms); rows are processed in chunks of at most this many elements
+# (4 MiB in float32): larger chunks pay the per-iteration operations' fixed cost fewer
+# times (see docs/_defaults_greedy.rst for the measurement).
+GRAM_CHUNK_ELEMENTS = 2**20
+
+# The tables their correlation updates read are split into blocks of columns whose Gram
+# part has at most this many elements (1 MiB in float32, inside a core's L2 cache), in
+# at most MAX_GRAM_BLOCKS blocks (see docs/_defaults_greedy.rst).
+GRAM_BLOCK_ELEMENTS = 2**18
+MAX_GRAM_BLOCKS = 8
 
 
 def gram_form(n_features, n_components):

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from .._torch_utils import serial_if_small
 from ._common import MAX_GRAM_COMPONENTS, _normalized_atoms, _residual_threshold
-from ._common import gram_chunk_rows, greedy_gram_form, serial_when_small
+from ._common import GRAM_BLOCK_ELEMENTS, MAX_GRAM_BLOCKS, gram_chunk_rows, greedy_gram_form
+from ._common import serial_when_small
 
 
 def _select_signed(scores, positive, magnitudes=None):
@@ -34,30 +35,34 @@ def _solve_spd(system, rhs):
     return solution
 
 
-def _support_least_squares(X, atoms, support, used, positive):
+def _support_least_squares(gram, rhs, used, positive):
     """Least-squares coefficients of each sample on its selected (used) atoms.
 
-    With ``positive``, the atom with the most negative coefficient is dropped and the
-    system re-solved, batched, until no coefficient is negative (an active-set heuristic
-    for non-negative least squares on the support).
+    ``gram`` (n, k, k) holds the Gram matrices of each sample's selected atoms and
+    ``rhs`` (n, k) their correlations with the sample. With ``positive``, the atom with
+    the most negative coefficient is dropped and the system re-solved, batched over the
+    samples that still have one, until no coefficient is negative (an active-set
+    heuristic for non-negative least squares on the support).
     """
-    selected = atoms[support]  # (n, k, M)
-    gram = torch.bmm(selected, selected.transpose(1, 2))
-    rhs = torch.bmm(selected, X[:, :, None])[:, :, 0]
-    mask = used.to(X.dtype)
-    for _ in range(support.shape[1] + 1):
+    mask = used.to(rhs.dtype)
+    coef = rhs.new_zeros(rhs.shape)
+    rows = torch.arange(len(rhs), device=rhs.device)
+    for _ in range(rhs.shape[1] + 1):
+        row_mask = mask[rows]
         # Unused slots become identity rows with a zero right-hand side: coefficient 0.
-        system = gram * (mask[:, :, None] * mask[:, None, :])
-        system.diagonal(dim1=1, dim2=2).add_(1.0 - mask)
-        coef = _solve_spd(system, rhs * mask)
+        system = gram[rows] * (row_mask[:, :, None] * row_mask[:, None, :])
+        system.diagonal(dim1=1, dim2=2).add_(1.0 - row_mask)
+        solution = _solve_spd(system, rhs[rows] * row_mask)
+        coef[rows] = solution
         if not positive:
             break
-        negative = (coef < 0) & (mask > 0)
-        rows = negative.any(dim=1)
-        if not bool(rows.any()):
+        negative = (solution < 0) & (row_mask > 0)
+        again = negative.any(dim=1)
+        if not bool(again.any()):
             break
-        worst = coef.masked_fill(~negative, 0.0).argmin(dim=1)
-        mask[rows, worst[rows]] = 0.0
+        worst = solution.masked_fill(~negative, 0.0).argmin(dim=1)
+        rows = rows[again]
+        mask[rows, worst[again]] = 0.0
     coef = coef * mask
     if positive:
         coef.clamp_min_(0.0)
@@ -196,28 +201,29 @@ def _in_row_chunks(solver, X, atoms, norms, n_nonzero_coefs, positive):
     """Run a Gram-form solver on chunks of rows; the iteration count is the maximum.
 
     The Gram matrix and the correlations ``X D^T``, large products, are formed before
-    with every thread. The chunks, whose operations are too small for a thread team,
-    each run on one thread, and on the CPU up to ``torch.get_num_threads()`` chunks run
-    at once (torch releases the GIL in its kernels). On the CPU in float64 a float32
-    copy of the Gram matrix screens the atoms (see :class:`_GramCorrelations`).
+    with every thread, and so are the tables the chunks' correlation updates read
+    (:class:`_GramTables`). The chunks, whose operations are too small for a thread
+    team, each run on one thread, and on the CPU up to ``torch.get_num_threads()``
+    chunks run at once (torch releases the GIL in its kernels). Each chunk writes its
+    codes into its rows of the result.
     """
     G = atoms @ atoms.T
-    G_screen = None
-    if X.dtype == torch.float64 and X.device.type == "cpu":
-        G_screen = G.to(torch.float32)
-    rows = gram_chunk_rows(atoms.shape[0])
     correlations = X @ atoms.T
+    tables = _GramTables(G, correlations)
+    codes = X.new_zeros(correlations.shape)
+    threads = torch.get_num_threads() if X.device.type == "cpu" else 1
+    # As many rows as keep the chunk's arrays in cache, and at least one chunk a thread.
+    rows = min(gram_chunk_rows(atoms.shape[0]), -(-X.shape[0] // threads))
     chunks = [slice(start, start + rows) for start in range(0, X.shape[0], rows)]
 
     def run(chunk):
         return solver(
-            X[chunk], correlations[chunk], atoms, norms, G, G_screen, n_nonzero_coefs,
-            positive,
+            X[chunk], correlations[chunk], atoms, norms, G, tables.rows(chunk),
+            n_nonzero_coefs, positive, codes[chunk],
         )  # fmt: skip
 
-    workers = min(torch.get_num_threads(), len(chunks)) if X.device.type == "cpu" else 1
+    workers = min(threads, len(chunks))
     if workers > 1:
-        threads = torch.get_num_threads()
 
         def serial_run(chunk):
             torch.set_num_threads(1)  # OpenMP's team size is per thread
@@ -226,15 +232,53 @@ def _in_row_chunks(solver, X, atoms, norms, n_nonzero_coefs, positive):
         torch.set_num_threads(1)
         try:
             with ThreadPoolExecutor(workers) as pool:
-                results = list(pool.map(serial_run, chunks))
+                n_iter = list(pool.map(serial_run, chunks))
         finally:
             torch.set_num_threads(threads)
     else:
         chunk_flops = 2 * min(rows, X.shape[0]) * n_nonzero_coefs * atoms.shape[0]
         with serial_if_small(X.device, chunk_flops):
-            results = [run(chunk) for chunk in chunks]
-    codes = torch.cat([chunk_codes for chunk_codes, _ in results])
-    return codes, max(chunk_iter for _, chunk_iter in results)
+            n_iter = [run(chunk) for chunk in chunks]
+    return codes, max(n_iter)
+
+
+class _GramTables:
+    """The rows the correlation updates of :class:`_GramCorrelations` sum, for all chunks.
+
+    Row ``j < n_components`` is the Gram row of atom ``j``, row ``n_components + i`` is
+    sample ``i``'s ``D x`` (taken with weight 1, so one ``embedding_bag`` call gives
+    ``D x - G[:, support] coef``). On the CPU in float64 they are kept in float32 (the
+    float32 ``embedding_bag`` kernel is vectorised, the float64 one is not), and there
+    they are split into blocks of columns whose Gram part fits in a core's L2 cache
+    (``GRAM_BLOCK_ELEMENTS``): the Gram rows are re-read by every sample, and from
+    memory a call ran 2.5-4.5 times slower (docs/_defaults_greedy.rst).
+    """
+
+    def __init__(self, G, correlations):
+        on_cpu = G.device.type == "cpu"
+        self.screen = on_cpu and G.dtype == torch.float64
+        dtype = torch.float32 if self.screen else G.dtype
+        n_components = G.shape[0]
+        width = n_components
+        if on_cpu:
+            width = max(GRAM_BLOCK_ELEMENTS // n_components, 1)
+            # Each block is one call per update, with a fixed dispatch cost: few blocks.
+            width = max(width, -(-n_components // MAX_GRAM_BLOCKS))
+        n_samples = correlations.shape[0]
+        self.blocks = []
+        for start in range(0, n_components, width):
+            columns = slice(start, start + width)
+            block = G.new_empty((n_components + n_samples, G[:, columns].shape[1]), dtype=dtype)
+            block[:n_components] = G[:, columns]
+            block[n_components:] = correlations[:, columns]
+            self.blocks.append(block)
+        self.n_components, self.n_samples = n_components, n_samples
+
+    def rows(self, chunk):
+        """The tables and the table row of each sample of ``chunk`` (a slice of rows)."""
+        start, stop, _ = chunk.indices(self.n_samples)
+        own_row = torch.arange(start, stop, device=self.blocks[0].device) + self.n_components
+        return self, own_row
 
 
 def _vanished(X):
@@ -261,40 +305,57 @@ class _GramCorrelations:
     """Correlations of unit atoms with the residuals ``x - coef @ atoms[support]``.
 
     They are ``D x - G[:, support] coef``: one weighted sum of Gram rows per sample
-    (``embedding_bag``), so neither a per-sample matrix product nor a signal-space
-    vector is formed. With ``G_screen`` (a float32 copy of a float64 ``G``, whose kernel
-    is several times faster) they are computed in float32 and only screen the atoms: the
-    float32 winner is the float64 one when it leads the runner-up by more than twice a
-    bound on the float32 error, and rows where it does not (near-ties, vanished
-    residuals) are recomputed in float64. The selected atom's correlation is always
-    computed in the working precision.
+    (``embedding_bag`` over the :class:`_GramTables`, one call per block of columns),
+    so neither a per-sample matrix product nor a signal-space vector is formed. When the
+    tables are float32 copies of float64 data they only screen the atoms: the float32
+    winner is the float64 one when it leads the runner-up by more than twice a bound on
+    the float32 error, and rows where it does not (near-ties, vanished residuals) are
+    recomputed in float64. The selected atom's correlation is always computed in the
+    working precision.
     """
 
-    def __init__(self, X, alpha, G, G_screen, positive):
+    def __init__(self, X, alpha, G, tables, positive, n_nonzero_coefs):
         self.alpha, self.G, self.positive = alpha, G, positive
-        self.screen = G_screen is not None
-        self.G_screen = G if G_screen is None else G_screen
-        alpha_screen = alpha if G_screen is None else alpha.to(G_screen.dtype)
-        self.values = alpha_screen.clone()
-        self.scores = torch.empty_like(self.values)
-        # Each sample's D x is one more row of the table, taken with weight 1, so one
-        # embedding_bag call gives D x - G[:, support] coef without a pass to add it.
-        self.table = torch.cat([self.G_screen, alpha_screen])
-        n_samples, n_components = alpha.shape
-        self.own_row = torch.arange(n_components, n_components + n_samples, device=X.device)
-        self.one = self.values.new_ones((n_samples, 1))
+        tables, own_row = tables
+        self.blocks, self.screen = tables.blocks, tables.screen
+        n_samples = alpha.shape[0]
+        dtype = self.blocks[0].dtype
+        # What the selection ranks, |correlation| (the correlation itself if positive),
+        # is all that is kept of the correlations.
+        self.scores = alpha.to(dtype, copy=True)
+        if not positive:
+            self.scores.abs_()
+        self.columns = [0]
+        for block in self.blocks:
+            self.columns.append(self.columns[-1] + block.shape[1])
+        # Each sample's own D x row with weight 1, then its support with -coef.
+        self.indices = own_row.new_zeros((n_samples, n_nonzero_coefs + 1))
+        self.indices[:, 0] = own_row
+        self.weights = self.scores.new_ones((n_samples, n_nonzero_coefs + 1))
         if self.screen:
             # With unit atoms (|G| <= 1, |D x| <= ||x||), rounding D x, G and coef to
             # float32 and summing the k + 1 terms errs by at most
             # u (k + 3) (||x|| + ||coef||_1), u = eps / 2.
-            self.unit = torch.finfo(G_screen.dtype).eps  # 2u: a factor 2 of safety
+            self.unit = torch.finfo(dtype).eps  # 2u: a factor 2 of safety
             self.x_norms = torch.linalg.vector_norm(X, dim=1)
 
     def update(self, support, coef):
         """Recompute the correlations for codes ``coef`` on ``support`` (both (n, k))."""
-        indices = torch.cat([self.own_row[:, None], support], dim=1)
-        weights = torch.cat([self.one, -coef.to(self.G_screen.dtype)], dim=1)
-        self.values = F.embedding_bag(indices, self.table, per_sample_weights=weights, mode="sum")
+        k = support.shape[1]
+        self.indices[:, 1 : k + 1] = support
+        self.weights[:, 1 : k + 1] = coef
+        self.weights[:, 1 : k + 1].neg_()
+        # Contiguous copies: with strided weights torch leaves its vectorised kernel.
+        indices = self.indices[:, : k + 1].contiguous()
+        weights = self.weights[:, : k + 1].contiguous()
+        for block, start, stop in zip(self.blocks, self.columns, self.columns[1:]):
+            values = F.embedding_bag(indices, block, per_sample_weights=weights, mode="sum")
+            if len(self.blocks) == 1:
+                self.scores = values if self.positive else values.abs_()
+            elif self.positive:
+                self.scores[:, start:stop] = values
+            else:
+                torch.abs(values, out=self.scores[:, start:stop])
 
     def select(self, support, coef, vanished, done):
         """Per row: the best atom (largest ``|c|``, or largest ``c`` if positive), its
@@ -303,10 +364,6 @@ class _GramCorrelations:
         Rows in ``done`` (vanished residuals) may get any atom.
         """
         scores = self.scores
-        if self.positive:
-            scores.copy_(self.values)
-        else:
-            torch.abs(self.values, out=scores)
         index = _argmax_rows(scores)
         if self.screen:
             best = scores.gather(1, index[:, None])[:, 0]
@@ -330,7 +387,7 @@ class _GramCorrelations:
         return index, value, cross
 
 
-def _omp_gram(X, alpha, atoms, norms, G, G_screen, n_nonzero_coefs, positive):
+def _omp_gram(X, alpha, atoms, norms, G, tables, n_nonzero_coefs, positive, out):
     """Batch-OMP (Rubinstein, Zibulevsky & Elad 2008): correlations through ``G``.
 
     The same Gram-Schmidt as :func:`_omp_residual`, with each orthonormal basis vector
@@ -348,7 +405,7 @@ def _omp_gram(X, alpha, atoms, norms, G, G_screen, n_nonzero_coefs, positive):
     # skipped (it also catches re-selection once the residual is at rounding level).
     # The squared length comes from 1 - ||overlap||^2, exact only to ~K eps.
     dependent = 1000 * eps
-    correlations = _GramCorrelations(X, alpha, G, G_screen, positive)
+    correlations = _GramCorrelations(X, alpha, G, tables, positive, K)
     inverse = X.new_zeros((n_samples, K, K))
     lower = X.new_zeros((n_samples, K, K))
     projections = X.new_zeros((n_samples, K))
@@ -391,20 +448,42 @@ def _omp_gram(X, alpha, atoms, norms, G, G_screen, n_nonzero_coefs, positive):
         used[:, k] = keep
         if k + 1 < K:
             correlations.update(support[:, : k + 1], coef[:, : k + 1])
-    return _omp_codes(X, atoms, norms, lower, projections, support, used, n_iter, positive)
+    _omp_codes(
+        X, atoms, norms, lower, projections, support, used, n_iter, positive, out, (G, alpha)
+    )
+    return n_iter
 
 
-def _omp_codes(X, atoms, norms, lower, projections, support, used, n_iter, positive):
-    """Least squares on the selected atoms from the Gram-Schmidt triangle (then NNLS)."""
-    codes = X.new_zeros((X.shape[0], atoms.shape[0]))
+def _omp_codes(
+    X, atoms, norms, lower, projections, support, used, n_iter, positive, out=None, gram=None
+):
+    """Least squares on the selected atoms from the Gram-Schmidt triangle (then NNLS).
+
+    The codes are added to ``out`` (zeros) if given. ``gram``, the Gram matrix of the
+    unit atoms and the correlations ``X D^T`` if known, gives the non-negative refit its
+    systems without touching the atoms.
+    """
+    codes = X.new_zeros((X.shape[0], atoms.shape[0])) if out is None else out
     if n_iter:
         support, used = support[:, :n_iter], used[:, :n_iter]
         # lower^T @ coef = basis @ x, one batched back substitution.
         coef = torch.linalg.solve_triangular(
             lower[:, :n_iter, :n_iter].mT, projections[:, :n_iter, None], upper=True
         )[:, :, 0]
-        if positive and bool((coef < 0).any()):
-            coef = _support_least_squares(X, atoms, support, used, positive)
+        if positive:
+            # Only the rows with a negative coefficient need the non-negative refit.
+            rows = torch.nonzero((coef < 0).any(dim=1))[:, 0]
+            if len(rows):
+                selected = support[rows]
+                if gram is None:
+                    vectors = atoms[selected]  # (rows, k, M)
+                    system = torch.bmm(vectors, vectors.mT)
+                    rhs = torch.bmm(vectors, X[rows][:, :, None])[:, :, 0]
+                else:
+                    G, alpha = gram
+                    system = torch.take(G, selected[:, :, None] * len(G) + selected[:, None, :])
+                    rhs = alpha[rows].gather(1, selected)
+                coef[rows] = _support_least_squares(system, rhs, used[rows], positive)
         codes.scatter_add_(1, support, coef / norms[support])
     return codes, n_iter
 
@@ -582,7 +661,7 @@ def _gradient_pursuit_residual(X, atoms, norms, n_nonzero_coefs, positive):
     return codes, n_iter
 
 
-def _gradient_pursuit_gram(X, alpha, atoms, norms, G, G_screen, n_nonzero_coefs, positive):
+def _gradient_pursuit_gram(X, alpha, atoms, norms, G, tables, n_nonzero_coefs, positive, out):
     """Gradient pursuit with correlations through the Gram matrix.
 
     The gradient on the support is the correlations there, ``D_S x - G_SS coef``; the
@@ -592,7 +671,7 @@ def _gradient_pursuit_gram(X, alpha, atoms, norms, G, G_screen, n_nonzero_coefs,
     n_samples, n_components = alpha.shape
     K = n_nonzero_coefs
     vanished = _vanished(X)
-    correlations = _GramCorrelations(X, alpha, G, G_screen, positive)
+    correlations = _GramCorrelations(X, alpha, G, tables, positive, K)
     support = torch.zeros((n_samples, K), dtype=torch.long, device=X.device)
     slots = X.new_zeros((n_samples, K))  # 1 where a slot holds a new atom
     support_gram = X.new_zeros((n_samples, K, K))
@@ -633,11 +712,10 @@ def _gradient_pursuit_gram(X, alpha, atoms, norms, G, G_screen, n_nonzero_coefs,
         coef[:, : k + 1].addcmul_(gradient, step[:, None])
         if k + 1 < K:
             correlations.update(support[:, : k + 1], coef[:, : k + 1])
-    codes = X.new_zeros((n_samples, n_components))
     if n_iter:
         support = support[:, :n_iter]
-        codes.scatter_add_(1, support, coef[:, :n_iter] * slots[:, :n_iter] / norms[support])
-    return codes, n_iter
+        out.scatter_add_(1, support, coef[:, :n_iter] * slots[:, :n_iter] / norms[support])
+    return n_iter
 
 
 def topk_encode(X, D, n_nonzero_coefs, *, positive=False):

@@ -28,11 +28,19 @@ DEFAULT_MODULE = "model.layers.15"
 # The columns of the table, in order (see ``format_table``).
 TABLE_COLUMNS = ("method", "fvu", "mean_l0", "dead_fraction", "dense_fraction",
                  "loss_recovered", "training_flops", "inference_flops", "fit_seconds",
-                 "transform_seconds")
+                 "transform_seconds", "matched")
+# What each method is held to so the rows compare at the same sparsity (the "matched"
+# column; ``k`` is the experiment's L0). SAE+ITO's fit seconds include its SAE's.
+MATCHED = {
+    "sae": "TopK k={k}",
+    "mlp": "TopK k={k}",
+    "sparse-coding": "OMP k={k} (fit and codes)",
+    "sae+ito": "the SAE's dictionary; OMP at each token's SAE L0",
+}
 _HEADERS = {"fvu": "FVU", "mean_l0": "L0", "dead_fraction": "dead", "dense_fraction": "dense",
             "loss_recovered": "loss rec.", "training_flops": "train FLOPs",
             "inference_flops": "infer FLOPs", "fit_seconds": "fit s",
-            "transform_seconds": "transform s"}
+            "transform_seconds": "transform s", "matched": "matched"}
 
 
 def say(message, *, progress=True):
@@ -256,6 +264,8 @@ def run_method(name, estimator, X_train, X_holdout, *, model=None, module=None, 
 def _format(column, value):
     if value is None:
         return "-"
+    if isinstance(value, str):
+        return value
     if column.endswith("flops"):
         return f"{value:.3g}"
     if column.endswith("seconds"):
@@ -268,12 +278,14 @@ def _format(column, value):
 def format_table(rows):
     """The results as an aligned text table, one line per method."""
     header = [_HEADERS.get(c, c) for c in TABLE_COLUMNS]
-    lines = [[row["method"]] + [_format(c, row[c]) for c in TABLE_COLUMNS[1:]] for row in rows]
+    lines = [[row["method"]] + [_format(c, row.get(c)) for c in TABLE_COLUMNS[1:]]
+             for row in rows]
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
 
     def render(cells):
-        return "  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                         for i, (c, w) in enumerate(zip(cells, widths)))
+        # Names and the "matched" note left-aligned, numbers right-aligned.
+        return "  ".join(c.ljust(w) if i in (0, len(cells) - 1) else c.rjust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     return "\n".join([render(header), render(["-" * w for w in widths])] + [render(l) for l in lines])
 
@@ -379,7 +391,12 @@ def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tok
     record : dict
         ``rows`` (one dict per method), ``settings``, ``paths`` and ``interpret``.
     """
-    from .._methods import ACTIVATION_BUDGETS, ACTIVATION_METHODS, build_activation_method
+    from .._methods import (
+        ACTIVATION_BUDGETS,
+        ACTIVATION_METHODS,
+        activation_k,
+        build_activation_method,
+    )
 
     methods = list(ACTIVATION_METHODS if methods is None else methods)
     out = Path(out)
@@ -423,18 +440,39 @@ def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tok
                 "loss_recovered_tokens": 0 if lm_batches is None
                 else int(sum(b.numel() for b in lm_batches))}
     rows, fitted = [], {}
+    k = activation_k(n_components, n_features)
     sc_samples = ACTIVATION_BUDGETS[budget]["sc_samples"]
+    sae_seconds = None
     for name in methods:
-        estimator = build_activation_method(name, n_components=n_components,
-                                            n_features=n_features, budget=budget,
-                                            random_state=random_state, device=device)
-        # Sparse coding infers the codes of every training token at every iteration:
-        # it trains on a prefix of the (shuffled-by-document) training tokens.
-        train = X_train[:sc_samples] if name == "sparse-coding" else X_train
+        build = dict(n_components=n_components, n_features=n_features, budget=budget,
+                     random_state=random_state, device=device)
+        train = X_train
+        if name == "sae+ito":
+            # Refine the SAE this run fitted (or, without an "sae" row, one fitted here
+            # with the same settings): nothing is trained twice.
+            if "sae" not in fitted:
+                say("sae+ito: fitting its SAE", progress=progress)
+                start = time.perf_counter()
+                fitted["sae"] = build_activation_method("sae", **build).fit(X_train)
+                sae_seconds = time.perf_counter() - start
+            build["encoder"] = fitted["sae"]
+        elif name == "sparse-coding":
+            # Every epoch runs OMP on every training token: a prefix of the
+            # (shuffled-by-document) training tokens.
+            train = X_train[:sc_samples]
+        estimator = build_activation_method(name, **build)
         row, fitted[name] = run_method(name, estimator, train, X_holdout, model=model,
                                        module=module, lm_batches=lm_batches, scale=scale,
                                        progress=progress)
+        if name == "sae":
+            sae_seconds = row["fit_seconds"]
+        elif name == "sae+ito":
+            # Its cost to a user includes the SAE's training (its training FLOPs do).
+            row["fit_seconds"] += sae_seconds
+        row["matched"] = MATCHED[name].format(k=k)
         rows.append(row)
+    if "sae" not in methods:
+        fitted.pop("sae", None)
     paths = {"table": str(out / "results.csv"), "json": str(out / "results.json")}
     title = f"{model_name} {module}: {n_components} latents, {len(holdout_rows)} holdout tokens"
     try:

@@ -27,6 +27,7 @@ import json
 import os
 import warnings
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,12 @@ class ActivationWriter:
 
     Opening an existing set checks its settings against ``settings`` (refusing a
     mismatch) and cuts every file back to the committed rows.
+
+    A full shard is written, checksummed, ``fsync``-ed and recorded in the manifest by
+    one background thread while the caller fills the next one (two shard buffers, at
+    most one shard in flight), so the model's forward pass does not wait for the disk.
+    Shards are committed in order; an error of the writing thread is raised by the next
+    ``append``, ``commit`` or ``finish``.
     """
 
     def __init__(self, path, settings, shard_size):
@@ -139,9 +146,15 @@ class ActivationWriter:
         if manifest["n_features"] is not None:
             self._truncate_to_committed()
         self._handles = None
+        self._buffers = None
         self._buffer = None
         self._metadata_buffer = None
         self._n_buffered = 0
+        # Rows handed to the writing thread (committed or in flight); only the caller's
+        # thread changes it, so n_rows never counts a shard twice or not at all.
+        self._n_submitted = manifest["n_rows"]
+        self._executor = None
+        self._pending = None
 
     @property
     def n_committed(self):
@@ -150,8 +163,8 @@ class ActivationWriter:
 
     @property
     def n_rows(self):
-        """Rows on disk plus rows buffered for the next shard."""
-        return self.manifest["n_rows"] + self._n_buffered
+        """Rows on disk or being written, plus rows buffered for the next shard."""
+        return self._n_submitted + self._n_buffered
 
     def _truncate_to_committed(self):
         for field in ("activations", *METADATA_FIELDS):
@@ -184,8 +197,13 @@ class ActivationWriter:
                 f"row but the module now produces {n_features}."
             )
         storage = STORAGE_DTYPES[self.manifest["settings"]["dtype"]]
-        self._buffer = np.empty((self.shard_size, n_features), dtype=storage)
-        self._metadata_buffer = np.empty((len(METADATA_FIELDS), self.shard_size), dtype=np.int64)
+        # Two buffers: one filled by the caller, one being written by the thread.
+        self._buffers = [
+            (np.empty((self.shard_size, n_features), dtype=storage),
+             np.empty((len(METADATA_FIELDS), self.shard_size), dtype=np.int64))
+            for _ in range(2)
+        ]  # fmt: skip
+        self._buffer, self._metadata_buffer = self._buffers[0]
         self._handles = {
             field: open(self.path / _file_name(field), "ab")
             for field in ("activations", *METADATA_FIELDS)
@@ -204,16 +222,50 @@ class ActivationWriter:
             self._n_buffered = end
             start += take
             if self._n_buffered == self.shard_size:
-                self.commit()
+                self._submit()
 
-    def commit(self):
-        """Write the buffered rows as one shard and record it in the manifest."""
+    def _submit(self):
+        """Hand the buffered rows to the writing thread and switch to the other buffer."""
+        self._wait()
         if not self._n_buffered:
             return
         n = self._n_buffered
-        blocks = {"activations": self._buffer[:n]}
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="activation-writer")
+        self._pending = self._executor.submit(
+            self._write_shard, self._buffer, self._metadata_buffer, n
+        )
+        self._n_submitted += n
+        self._n_buffered = 0
+        self._buffers.reverse()
+        self._buffer, self._metadata_buffer = self._buffers[0]
+
+    def _wait(self):
+        """Wait for the shard in flight; re-raise the writing thread's error.
+
+        After an error, the rows not committed (that shard's and those buffered since)
+        are dropped, as a re-run redoes them.
+        """
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        try:
+            pending.result()
+        except BaseException:
+            self._n_buffered = 0
+            self._n_submitted = self.n_committed
+            raise
+
+    def commit(self):
+        """Write the buffered rows as one shard, and return once every shard is committed."""
+        self._submit()
+        self._wait()
+
+    def _write_shard(self, buffer, metadata_buffer, n):
+        """Write ``n`` rows as one shard and record it in the manifest (writing thread)."""
+        blocks = {"activations": buffer[:n]}
         blocks.update(
-            (field, self._metadata_buffer[i, :n]) for i, field in enumerate(METADATA_FIELDS)
+            (field, metadata_buffer[i, :n]) for i, field in enumerate(METADATA_FIELDS)
         )
         checksums = {}
         try:
@@ -241,13 +293,11 @@ class ActivationWriter:
         }
         self.manifest["shards"].append(shard)
         self.manifest["n_rows"] += n
-        self._n_buffered = 0
         write_manifest(self.path, self.manifest)
 
     def _abandon(self):
-        """Close the files and cut off any partly written shard."""
-        self.close()
-        self._n_buffered = 0
+        """Close the files and cut off any partly written shard (writing thread)."""
+        self._close_files()
         try:
             self._truncate_to_committed()
         except OSError:  # the next open cuts it off instead
@@ -262,7 +312,20 @@ class ActivationWriter:
         self.close()
 
     def close(self):
-        """Close the open files (buffered rows not committed are dropped)."""
+        """Close the open files (buffered rows not committed are dropped).
+
+        A shard already handed to the writing thread is finished first (its error, if
+        any, is left to the caller's ``commit``: closing never raises it).
+        """
+        if self._pending is not None:
+            self._pending.exception()  # waits; the shard is committed or abandoned
+            self._pending = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        self._close_files()
+
+    def _close_files(self):
         if self._handles is not None:
             for handle in self._handles.values():
                 handle.close()
