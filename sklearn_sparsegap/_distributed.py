@@ -18,8 +18,6 @@ import os
 
 import torch
 
-from ._training import active_latents
-
 
 class ProcessGroup:
     """The default process group as a fit sees it: ``rank``, ``world_size``, ``shard``."""
@@ -120,28 +118,19 @@ def _batch_rows(batch):
 
 def averaged_gradients(group, compute_gradients, params):
     """Wrap ``compute_gradients(batch, with_stats)`` so that the ``.grad`` it fills, and
-    the statistics it returns, are the row-weighted means over all ranks' batches.
-
-    The codes it returns are summarised to one row: the number of ranks on whose batch
-    each latent fired. The training callbacks read only which latents fired
-    (``active_latents``), so the dead-latent log and resampling then see the global
-    batch, as one process would, and every rank takes the same resampling decision and
-    keeps the same callback state (rank 0's checkpoint is valid for all ranks).
-    """
+    the statistics it returns, are the row-weighted means over all ranks' batches (the
+    codes stay the rank's own; which latents fired is reduced by ``active_reducer``)."""
 
     def compute(batch, with_stats):
         codes, stats = compute_gradients(batch, with_stats)
         rows = _batch_rows(batch)
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        dtype, device = grads[0].dtype, grads[0].device
-        fired = active_latents(codes.detach()).to(dtype)
-        # One flat buffer, one all-reduce per step: the row count and the latents that
-        # fired ride along.
-        pieces = [g.reshape(-1) * rows for g in grads]
-        pieces += [fired, torch.tensor([float(rows)], dtype=dtype, device=device)]
+        # One flat buffer, one all-reduce per step: the row count rides along.
+        flat = torch.cat([g.reshape(-1) * rows for g in grads]
+                         + [torch.tensor([float(rows)], dtype=grads[0].dtype,
+                                         device=grads[0].device)])  # fmt: skip
         if with_stats:
-            pieces.append(stats.to(dtype) * rows)
-        flat = torch.cat(pieces)
+            flat = torch.cat([flat, stats.to(flat.dtype) * rows])
         group.collective("all-reduce the gradients", torch.distributed.all_reduce, flat)
         n_stats = stats.numel() if with_stats else 0
         total = flat[-1 - n_stats]
@@ -150,7 +139,6 @@ def averaged_gradients(group, compute_gradients, params):
             size = grad.numel()
             param.grad = (flat[at : at + size] / total).view_as(grad)
             at += size
-        codes = flat[at : at + fired.numel()].to(codes.dtype).unsqueeze(0)
         if with_stats:
             stats = (flat[-n_stats:] / total).to(stats.dtype)
         return codes, stats

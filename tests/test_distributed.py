@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 
 import sklearn_sparsegap._sae as sae_module
 from sklearn_sparsegap import MLPEncoder, SAEEncoder, make_sparse_dictionary_data
+from sklearn_sparsegap._autoencoder import DeadLatentResampler
 from sklearn_sparsegap._batches import DiskBatches, TensorBatches
 from sklearn_sparsegap._distributed import RankBatches
 
@@ -234,11 +235,21 @@ class _GlobalBatches:
 def _one_process_on_global_batches(monkeypatch, path, kind, estimator_kind, params):
     """The single-process fit on the 2-rank fit's global batches (streamed from the
     file, as the union of what each rank reads)."""
+    resampled = []
+    original = DeadLatentResampler.__call__
+
+    def counting(self, dead):
+        resampled.append(int(dead.sum()))
+        return original(self, dead)
+
     with monkeypatch.context() as patch:
         patch.setattr(sae_module, "DiskBatches",
                       lambda *args, **kwargs: _GlobalBatches(*args, kind=kind, **kwargs))
+        patch.setattr(DeadLatentResampler, "__call__", counting)
         with _small_blocks():
-            return _estimator(estimator_kind, **params).fit(np.load(path, mmap_mode="r"))
+            est = _estimator(estimator_kind, **params).fit(np.load(path, mmap_mode="r"))
+    est.resampled_ = resampled  # latents resampled at each resampling
+    return est
 
 
 def test_minibatch_ranks_equal_one_process_on_the_same_global_batches(tmp_path, monkeypatch):
@@ -275,8 +286,9 @@ def test_minibatch_ranks_equal_one_process_on_the_same_global_batches(tmp_path, 
             for key in ("loss", "dead_fraction"):
                 np.testing.assert_allclose(fit["history"][key], single.history_[key],
                                            rtol=1e-9, atol=1e-12)  # fmt: skip
-    # The resampling did something (else the dead-latent part would test nothing).
+    # Latents were dead at a log and resampled (else the dead-latent part would test nothing).
     assert np.max(references[0].history_["dead_fraction"]) > 0
+    assert sum(references[0].resampled_) > 0 and sum(references[1].resampled_) > 0
 
 
 def test_resume_with_uneven_shards_equals_the_uninterrupted_fit(tmp_path):
