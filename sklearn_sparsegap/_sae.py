@@ -662,7 +662,8 @@ class SAEEncoder(_BaseAutoencoder):
     ``alpha=0.4`` on the scaled input, a full-batch learning rate of 1e-2, 2000 epochs)
     were chosen on the paper's N=16, M=8, K=3 task; the user guide's page on the
     defaults gives the measurements, and those of the minibatch defaults on real
-    activations.
+    activations (there a ReLU SAE's encoder starts at 0.1 times the decoder's
+    transpose, as SAELens's, and ``learning_rate=None`` follows the width).
 
     Parameters
     ----------

@@ -197,7 +197,9 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_model(tmp_path, small_b
     X = _on_disk(tmp_path, X.astype(np.float32)) if on_disk else X.astype(np.float32)
     params = dict(n_components=12, batch_size=64, max_iter=4, resample_dead_every=15,
                   random_state=0, device="cpu")
-    reference = Estimator(**params).fit(X)
+    # The held-out history and the dead-latent tracker resume too.
+    X_val = make_sparse_dictionary_data(64, random_state=4)[0].astype(np.float32)
+    reference = Estimator(**params).fit(X, X_val=X_val)
     path = tmp_path / "fit.ckpt"
     original = training.CountFlops.on_step_end
 
@@ -208,10 +210,12 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_model(tmp_path, small_b
 
     monkeypatch.setattr(training.CountFlops, "on_step_end", interrupt)
     with pytest.raises(Interrupted):
-        Estimator(**params, checkpoint_path=path, checkpoint_every=7).fit(X)
+        Estimator(**params, checkpoint_path=path, checkpoint_every=7).fit(X, X_val=X_val)
     monkeypatch.setattr(training.CountFlops, "on_step_end", original)
     assert torch.load(path, weights_only=False)["step"] == 21
-    resumed = Estimator(**params, checkpoint_path=path, checkpoint_every=7).fit(X)
+    resumed = Estimator(**params, checkpoint_path=path, checkpoint_every=7).fit(X, X_val=X_val)
+    assert "val_fvu" in resumed.history_
+    assert resumed.dead_fraction_ == reference.dead_fraction_
     np.testing.assert_array_equal(resumed.components_, reference.components_)
     for got, expected in zip(resumed.coefs_, reference.coefs_):
         np.testing.assert_array_equal(got, expected)
