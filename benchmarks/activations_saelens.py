@@ -27,7 +27,7 @@ import torch
 
 from sklearn_sparsegap._methods import ACTIVATION_K, ACTIVATION_BUDGETS, build_activation_method
 from sklearn_sparsegap.activations import load_activations, reconstruction_metrics
-from sklearn_sparsegap.activations._experiment import environment, input_scale, split_by_sequence
+from sklearn_sparsegap.activations._experiment import environment, input_scale, row_norms, split_by_sequence
 
 
 class SAELensTopK:
@@ -86,7 +86,7 @@ def main(argv=None):
     torch.manual_seed(0)
     X, metadata = load_activations(args.activations)
     n_rows = min(args.tokens, X.shape[0])
-    train_rows, holdout_rows = split_by_sequence(metadata, n_rows)
+    train_rows, holdout_rows = split_by_sequence(metadata, n_rows, norms=row_norms(X, n_rows))
     sequence = np.asarray(metadata["sequence"])[holdout_rows]
     if len(holdout_rows) > args.max_holdout:  # the same cut as the command
         holdout_rows = holdout_rows[: np.searchsorted(sequence, sequence[args.max_holdout])]

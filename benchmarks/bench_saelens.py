@@ -33,6 +33,7 @@ import torch
 
 from sklearn_sparsegap import SAEEncoder
 from sklearn_sparsegap.activations import load_activations
+from sklearn_sparsegap.activations._experiment import row_norms, usable_rows
 
 
 def fvu(X, reconstruction):
@@ -177,8 +178,11 @@ def main():
     print("threadpools:", pools, flush=True)
 
     data, metadata = load_activations(args.activations)
-    keep = np.flatnonzero(np.asarray(metadata["position"]) != 0)
-    rows = keep[: args.n_train + args.n_test]
+    # Position 0 and the rare later attention-sink rows (norm > 10x the median; one such
+    # SmolLM2 row held 80% of the test rows' variance) are left out, as the command does.
+    n_rows = min(data.shape[0], 2 * (args.n_train + args.n_test))
+    usable = usable_rows(metadata, n_rows, norms=row_norms(data, n_rows))
+    rows = np.flatnonzero(usable)[: args.n_train + args.n_test]
     X = np.asarray(data[rows], dtype=np.float32)
     X_train, X_test = X[: args.n_train], X[args.n_train :]
     n_components = args.expansion * X.shape[1]

@@ -181,6 +181,16 @@ def test_split_by_sequence_excludes_position_zero_and_keeps_sequences_whole():
     assert not set(metadata["sequence"][train]) & set(metadata["sequence"][holdout])
     with pytest.raises(ValueError, match="too few"):
         split_by_sequence(metadata, 4, holdout_fraction=0.25)
+    # Attention-sink rows after position 0 (norm ~100x the median) are left out too.
+    norms = rng.uniform(1.0, 2.0, size=n)
+    massive = np.flatnonzero(metadata["position"] == 1)[:3]
+    norms[massive] = 150.0
+    train_n, holdout_n = split_by_sequence(metadata, n, norms=norms, holdout_fraction=0.25,
+                                           random_state=1)
+    assert set(train_n) | set(holdout_n) == (set(train) | set(holdout)) - set(massive)
+    kept = split_by_sequence(metadata, n, norms=norms, max_norm_ratio=None,
+                             holdout_fraction=0.25, random_state=1)
+    assert [list(rows) for rows in kept] == [list(train), list(holdout)]
 
 
 def test_input_scale_and_holdout_sequences():

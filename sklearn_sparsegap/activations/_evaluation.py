@@ -323,8 +323,8 @@ def loss_recovered(model, batches, *, module, reconstruct, site="output", baseli
             out = activation.clone()
             rows = activation[keep]
             # The reconstruction runs outside inference mode: inference mode is
-            # per thread, and a solver that works in its own threads (the greedy
-            # solvers' row chunks) could not update tensors created under it.
+            # per thread, and a user's reconstruction that works in threads of its
+            # own could not update tensors created under it.
             with torch.inference_mode(False), torch.no_grad():
                 replacement = function(rows)
             out[keep] = replacement.to(activation.dtype)

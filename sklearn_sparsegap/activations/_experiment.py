@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .._batches import iter_row_blocks
 from ._corpora import package_docstrings, pydoc_topics, read_text_files, text_batches
 from ._evaluation import loss_recovered, reconstruction_metrics
 from ._extract import extract_activations, get_submodule, load_activations
@@ -25,6 +26,8 @@ from ._extract import extract_activations, get_submodule, load_activations
 CORPUS_PACKAGES = ("json", "email", "collections", "http", "asyncio", "unittest", "typing",
                    "argparse", "logging", "pathlib", "itertools", "functools", "csv")
 DEFAULT_MODULE = "model.layers.15"
+# Rows with a norm above this times the median are attention-sink "massive activations".
+MAX_NORM_RATIO = 10.0
 # The columns of the table, in order (see ``format_table``).
 TABLE_COLUMNS = ("method", "fvu", "mean_l0", "dead_fraction", "dense_fraction",
                  "loss_recovered", "training_flops", "inference_flops", "fit_seconds",
@@ -119,12 +122,17 @@ def prepare_activations(model, tokenizer, *, model_name, module, n_tokens, cache
     return path
 
 
-def split_by_sequence(metadata, n_rows, *, holdout_fraction=0.2, random_state=0):
-    """Train and holdout rows, split by input sequence, without position 0.
+def split_by_sequence(metadata, n_rows, *, norms=None, max_norm_ratio=MAX_NORM_RATIO,
+                      holdout_fraction=0.2, random_state=0):
+    """Train and holdout rows, split by input sequence, without attention-sink rows.
 
     Position 0 of a causal LM is an attention sink (in SmolLM2 its norm is ~100x the
-    others' and it carries nearly all the variance), so it is left out of both sets;
-    whole sequences go to one side, so no holdout context was seen in training.
+    others' and it carries nearly all the variance), so it is left out of both sets,
+    and so are the rare later tokens with the same "massive activation" (Sun et al.,
+    2024): with ``norms``, rows whose norm exceeds ``max_norm_ratio`` times the median
+    (on SmolLM2's layer 15, 12 of 119,000 rows, at positions 1, 2 and 8, carrying 78%
+    of the variance: the variance-weighted FVU would measure those rows alone).
+    Whole sequences go to one side, so no holdout context was seen in training.
 
     Parameters
     ----------
@@ -132,6 +140,11 @@ def split_by_sequence(metadata, n_rows, *, holdout_fraction=0.2, random_state=0)
         From :func:`load_activations` (``sequence`` and ``position`` are used).
     n_rows : int
         Use the first ``n_rows`` rows of the set.
+    norms : ndarray of shape (n_rows,), default=None
+        The rows' norms; None keeps every row but position 0.
+    max_norm_ratio : float or None, default=10
+        Rows with a norm above this times the median norm of the other rows are left
+        out; None keeps them.
     holdout_fraction : float, default=0.2
         Fraction of the sequences held out.
     random_state : int, default=0
@@ -155,7 +168,6 @@ def split_by_sequence(metadata, n_rows, *, holdout_fraction=0.2, random_state=0)
     if not 0 < holdout_fraction < 1:
         raise ValueError(f"holdout_fraction must be in (0, 1), got {holdout_fraction!r}.")
     sequence = np.asarray(metadata["sequence"][:n_rows])
-    position = np.asarray(metadata["position"][:n_rows])
     sequences = np.unique(sequence)
     n_holdout = int(round(holdout_fraction * len(sequences)))
     if len(sequences) < 2 or not 0 < n_holdout < len(sequences):
@@ -165,8 +177,25 @@ def split_by_sequence(metadata, n_rows, *, holdout_fraction=0.2, random_state=0)
         )
     held = np.random.default_rng(random_state).choice(sequences, n_holdout, replace=False)
     in_holdout = np.isin(sequence, held)
-    usable = position != 0
+    usable = usable_rows(metadata, n_rows, norms=norms, max_norm_ratio=max_norm_ratio)
     return np.flatnonzero(usable & ~in_holdout), np.flatnonzero(usable & in_holdout)
+
+
+def usable_rows(metadata, n_rows, *, norms=None, max_norm_ratio=MAX_NORM_RATIO):
+    """Boolean mask of the first ``n_rows`` rows that are not attention sinks: not at
+    position 0 and, with ``norms``, of norm at most ``max_norm_ratio`` times the median
+    (see ``split_by_sequence``)."""
+    usable = np.asarray(metadata["position"][:n_rows]) != 0
+    if norms is not None and max_norm_ratio is not None:
+        norms = np.asarray(norms)[:n_rows]
+        usable &= norms <= max_norm_ratio * np.median(norms[usable])
+    return usable
+
+
+def row_norms(X, n_rows):
+    """Euclidean norms of the first ``n_rows`` rows of ``X``, read in blocks."""
+    return np.concatenate([np.linalg.norm(rows.astype(np.float64), axis=1)
+                           for _, rows in iter_row_blocks(X[:n_rows])])
 
 
 def input_scale(X):
@@ -384,11 +413,13 @@ def load_rows(path, n_tokens):
 def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tokens=30_000,
                    expansion=4, methods=None, out="sparsegap-activations", cache_dir=None,
                    text_files=None, budget="default", n_loss_sequences=8,
-                   max_holdout=4096, holdout_fraction=0.2, random_state=0, device="cpu", progress=True,
-                   interpret=None):
+                   max_holdout=4096, holdout_fraction=0.2, max_norm_ratio=MAX_NORM_RATIO,
+                   random_state=0, device="cpu", progress=True, interpret=None):
     """Run the paper's §5 comparison on one model's activations and write the results.
 
-    Extracts (or reuses) the activations, splits them by sequence (position 0 left out),
+    Extracts (or reuses) the activations, splits them by sequence (position 0 and rows
+    whose norm exceeds ``max_norm_ratio`` times the median left out, see
+    ``split_by_sequence``),
     scales them to mean squared norm ``n_features``, fits every method on the same
     training tokens at the same number of latents, and measures each on the holdout
     tokens. Writes ``results.csv``, ``results.json`` and ``fvu_vs_l0.png`` to ``out``
@@ -417,9 +448,13 @@ def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tok
     X, metadata, n_rows = load_rows(path, n_tokens)
     if n_rows < n_tokens:
         say(f"the corpus gave only {n_rows} tokens (asked for {n_tokens})", progress=progress)
-    train_rows, holdout_rows = split_by_sequence(metadata, n_rows,
+    norms = row_norms(X, n_rows)
+    train_rows, holdout_rows = split_by_sequence(metadata, n_rows, norms=norms,
+                                                 max_norm_ratio=max_norm_ratio,
                                                  holdout_fraction=holdout_fraction,
                                                  random_state=random_state)
+    n_massive = int(np.sum(np.asarray(metadata["position"][:n_rows]) != 0)
+                    - len(train_rows) - len(holdout_rows))
     n_features = X.shape[1]
     n_components = int(expansion * n_features)
     X_train = np.asarray(X[train_rows], dtype=np.float32)
@@ -432,7 +467,7 @@ def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tok
         holdout_rows = holdout_rows[: max(cut, 1)]
     X_holdout = np.asarray(X[holdout_rows], dtype=np.float32) * scale
     say(f"{len(train_rows)} training / {len(holdout_rows)} holdout tokens (position 0 "
-        f"excluded), {n_features} features, {n_components} latents, input scale "
+        f"and {n_massive} massive-activation rows excluded), {n_features} features, {n_components} latents, input scale "
         f"{scale:.4g}", progress=progress)
     lm_batches = None
     if n_loss_sequences and unembedding(model) is not None:  # encoders have no LM loss
@@ -444,6 +479,7 @@ def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tok
                 "n_train": int(len(train_rows)), "n_holdout": int(len(holdout_rows)),
                 "input_scale": scale, "holdout_fraction": holdout_fraction,
                 "max_holdout": max_holdout, "random_state": random_state,
+                "max_norm_ratio": max_norm_ratio, "n_massive_excluded": n_massive,
                 "device": str(device),
                 "activations": str(path),
                 "loss_recovered_tokens": 0 if lm_batches is None
