@@ -43,6 +43,7 @@ import torch
 
 from sklearn_sparsegap import GradientSparseCoder, SAEEncoder, SAEPlusITO
 from sklearn_sparsegap.activations import fraction_variance_unexplained, load_activations
+from sklearn_sparsegap.activations._experiment import row_norms, usable_rows
 from sklearn_sparsegap.flops import sparse_encode_flops
 from sklearn_sparsegap.interop import load_sae, save_sae
 
@@ -54,12 +55,13 @@ LEARNING_RATE = 1e-3
 
 
 def load_split(path, train_tokens, test_tokens, seed=0):
-    """Training and held-out tokens (position 0 dropped), split by whole sequences."""
+    """Training and held-out tokens (position 0 and attention-sink rows dropped, as
+    ``sparsegap activations`` drops them), split by whole sequences."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # an extraction still running: its committed rows
         X, metadata = load_activations(path)
     sequence = np.asarray(metadata["sequence"])
-    keep = np.asarray(metadata["position"]) != 0
+    keep = usable_rows(metadata, X.shape[0], norms=row_norms(X, X.shape[0]))
     held_out = sequence % 10 == 0  # every tenth sequence is test data
     rng = np.random.default_rng(seed)
     train_rows = np.flatnonzero(keep & ~held_out)

@@ -138,12 +138,14 @@ def _run_child(task):
 
 
 def _real_split(n_train, n_test, scale_path):
-    """Training and held-out rows of the real set (position 0 excluded), scaled so the
-    mean squared norm is n_features (the same preprocessing for both methods)."""
+    """Training and held-out rows of the real set (position 0 and attention-sink rows
+    excluded, as ``sparsegap activations`` does), scaled so the mean squared norm is
+    n_features (the same preprocessing for both methods)."""
     from sklearn_sparsegap.activations import load_activations
+    from sklearn_sparsegap.activations._experiment import row_norms, usable_rows
 
     X, metadata = load_activations(REAL)
-    rows = np.flatnonzero(np.asarray(metadata["position"]) > 0)
+    rows = np.flatnonzero(usable_rows(metadata, X.shape[0], norms=row_norms(X, X.shape[0])))
     rng = np.random.default_rng(0)
     chosen = np.sort(rng.choice(rows, size=n_train + n_test, replace=False))
     data = np.asarray(X[chosen], dtype=np.float32)
