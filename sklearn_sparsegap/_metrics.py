@@ -35,12 +35,23 @@ def _unit_centred(columns):
     0 with everything.
     """
     n_rows, n_columns = columns.shape
-    mean = columns.sum(axis=0, dtype=np.float64) / n_rows
+    # Each column is first scaled by the power of two that brings its largest magnitude
+    # into [0.5, 1): exact, and it keeps the squares below in range (entries near 1e-184
+    # or 1e200 would underflow to a "constant" column or overflow when squared).
+    peak = np.zeros(n_columns)
+    for rows in _chunks(n_rows, n_columns):
+        np.maximum(peak, np.abs(columns[rows]).max(axis=0), out=peak)
+    shift = -np.frexp(peak)[1]
+
+    def scaled(rows):
+        return np.ldexp(np.asarray(columns[rows], dtype=np.float64), shift)
+
+    mean = sum(scaled(rows).sum(axis=0) for rows in _chunks(n_rows, n_columns)) / n_rows
     buffer = np.empty((min(n_rows, max(1, _CHUNK_ELEMENTS // n_columns)), n_columns))
     centred_square = np.zeros(n_columns)
     out = np.empty(columns.shape, dtype=np.float32)
     for rows in _chunks(n_rows, n_columns):
-        block = np.subtract(columns[rows], mean, out=buffer[: rows.stop - rows.start])
+        block = np.subtract(scaled(rows), mean, out=buffer[: rows.stop - rows.start])
         centred_square += np.einsum("ij,ij->j", block, block)
         with np.errstate(over="ignore", under="ignore"):  # checked and redone below
             out[rows] = block
@@ -53,7 +64,7 @@ def _unit_centred(columns):
         # Centred values beyond float32's range (or deep in its subnormals): redo the
         # rounding after scaling in float64, so any finite input stays accurate.
         for rows in _chunks(n_rows, n_columns):
-            block = np.subtract(columns[rows], mean, out=buffer[: rows.stop - rows.start])
+            block = np.subtract(scaled(rows), mean, out=buffer[: rows.stop - rows.start])
             np.multiply(block, scale, out=out[rows], casting="same_kind")
     else:
         out *= scale.astype(np.float32)

@@ -569,3 +569,14 @@ def test_inputs_not_modified_and_read_only_accepted(dtype):
     read_only_results = [call() for call in _calls(first, second)]
     for a, b in zip(writable_results[:-1], read_only_results[:-1]):
         assert a == b
+
+
+@pytest.mark.parametrize("magnitude", [1e-320, 1e-184, 1.0, 1e200])
+def test_mcc_does_not_depend_on_the_magnitude_of_the_codes(magnitude):
+    # Squares of entries near 1e-184 underflow and near 1e200 overflow in float64: a
+    # column of such codes is neither "constant" nor infinite.
+    first = np.array([[0.0], [1.0], [3.0]])
+    second = np.array([[1.0], [3.0], [-1.0]]) * magnitude
+    expected = abs(np.corrcoef(first[:, 0], np.array([1.0, 3.0, -1.0]))[0, 1])
+    assert mean_corr_coef(first, second) == pytest.approx(expected, abs=1e-6)
+    assert mean_corr_coef(np.array([[0.0], [1.0]]), np.array([[3.8e-184], [0.0]])) == pytest.approx(1.0)
