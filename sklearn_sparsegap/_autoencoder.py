@@ -337,16 +337,15 @@ def held_out_figures(module, X, *, scale=1.0, dtype, device):
     dict keyed ``val_fvu``, ``val_l0``, ``val_dead_fraction``.
 
     The rows are multiplied by ``scale`` (the input scaling; FVU and L0 do not depend
-    on it). FVU is ``||x - x_hat||^2 / ||x - mean(x)||^2`` summed over the rows, the
-    variance accumulated in float64.
+    on it). FVU is ``1 - r2_score(X, X_hat, multioutput="variance_weighted")``,
+    accumulated block by block (:class:`~sklearn_sparsegap._metrics.ExplainedDeviance`).
     """
     from ._batches import BLOCK_BYTES, iter_row_blocks
+    from ._metrics import ExplainedDeviance
     from ._training import active_latents
 
     n_components, n_features = module.components.shape
-    squared_error = torch.zeros((), dtype=torch.float64, device=device)
-    sum_rows = torch.zeros(n_features, dtype=torch.float64, device=device)
-    sum_squares = torch.zeros((), dtype=torch.float64, device=device)
+    deviance = ExplainedDeviance(n_features)
     n_active = torch.zeros((), dtype=torch.int64, device=device)
     fired = torch.zeros(n_components, dtype=torch.bool, device=device)
     n_rows = 0
@@ -355,15 +354,12 @@ def held_out_figures(module, X, *, scale=1.0, dtype, device):
         if scale != 1.0:
             batch = batch * scale
         codes, reconstruction = module(batch)
-        squared_error += (batch - reconstruction).square().sum(dtype=torch.float64)
-        sum_rows += batch.sum(dim=0, dtype=torch.float64)
-        sum_squares += batch.square().sum(dtype=torch.float64)
+        deviance.update(batch.cpu().numpy(), reconstruction.cpu().numpy())
         n_active += (codes != 0).sum()
         fired |= active_latents(codes)
         n_rows += batch.shape[0]
-    variance = float(sum_squares - sum_rows.square().sum() / n_rows)
     return {
-        "val_fvu": float(squared_error) / variance if variance > 0 else math.nan,
+        "val_fvu": deviance.fvu() if n_rows > 1 else math.nan,
         "val_l0": float(n_active) / n_rows,
         "val_dead_fraction": 1.0 - fired.to(torch.float64).mean().item(),
     }

@@ -21,6 +21,52 @@ _FLOAT32_SAFE_NORMS = (1e-25, 1e37)
 _CHUNK_ELEMENTS = 1 << 21
 
 
+class ExplainedDeviance:
+    """Per-column sums that ``r2_score`` needs, accumulated over row batches.
+
+    ``r2_score(X, X_pred, multioutput="variance_weighted")`` is built from two sums per
+    column j: the residual sum of squares ``num_j = sum_i (x_ij - xhat_ij)^2`` and the
+    total sum of squares ``den_j = sum_i (x_ij - mean_j)^2``. Both are sums over rows, so
+    they can be accumulated batch by batch: ``num`` directly, ``den`` with Chan et al.'s
+    pairwise update of (count, mean, centred sum of squares), which merges batches
+    without the cancellation of ``sum x^2 - n mean^2``. ``score`` then combines them
+    exactly as scikit-learn does.
+    """
+
+    def __init__(self, n_features):
+        self.count = 0
+        self.mean = np.zeros(n_features)
+        self.total = np.zeros(n_features)
+        self.residual = np.zeros(n_features)
+
+    def update(self, X, X_pred):
+        X = np.asarray(X, dtype=np.float64)
+        X_pred = np.asarray(X_pred, dtype=np.float64)
+        self.residual += np.einsum("ij,ij->j", X - X_pred, X - X_pred)
+        n = X.shape[0]
+        batch_mean = X.mean(axis=0)
+        centred = X - batch_mean
+        batch_total = np.einsum("ij,ij->j", centred, centred)
+        delta = batch_mean - self.mean
+        merged = self.count + n
+        self.total += batch_total + delta**2 * (self.count * n / merged)
+        self.mean += delta * (n / merged)
+        self.count = merged
+
+    def fvu(self):
+        """``1 - r2_score(..., multioutput="variance_weighted")`` (``force_finite=True``)."""
+        if self.count < 2:
+            raise ValueError(
+                f"the fraction of variance unexplained needs at least 2 samples, got {self.count}."
+            )
+        varying = self.total != 0
+        if not varying.any():
+            # scikit-learn's fallback for constant targets: a perfect column scores 1,
+            # any other 0, averaged uniformly.
+            return float(1.0 - np.mean(self.residual == 0))
+        return float(self.residual[varying].sum() / self.total.sum())
+
+
 def _chunks(n_rows, n_columns):
     step = max(1, _CHUNK_ELEMENTS // max(1, n_columns))
     for start in range(0, n_rows, step):

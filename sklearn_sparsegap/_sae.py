@@ -265,13 +265,15 @@ class _BaseAutoencoder(BaseSparseEstimator):
         if first:
             self.input_scale_ = self._fit_input_scale(X_tensor)
         scale = getattr(self, "input_scale_", 1.0)
+        batch_size = self._resolved_batch_size(n_samples, streamed)
+        full_batch = batch_size >= n_samples
         if first:
             initialize_autoencoder(
                 module, X_tensor, make_generator(self.random_state),
                 dictionary=dictionary_tensor, decoder=decoder, target_codes=codes_tensor,
                 scale=scale,
             )  # fmt: skip
-            if self._small_encoder_start(n_samples, streamed, hidden, dictionary):
+            if not full_batch and self._small_encoder_start(hidden, dictionary):
                 with torch.no_grad():
                     module.weights[0].mul_(MINIBATCH_RELU_ENCODER_SCALE)
             if group is not None:
@@ -298,10 +300,9 @@ class _BaseAutoencoder(BaseSparseEstimator):
         module.components.requires_grad_(learn_dictionary)
         if self.target == "codes":
             module.intercept.requires_grad_(False)
-        batch_size = self._resolved_batch_size(n_samples, streamed)
         if first or not hasattr(self, "learning_rate_"):
             self.learning_rate_ = self._resolved_learning_rate(
-                full_batch=batch_size >= n_samples, n_components=n_components
+                full_batch=full_batch, n_components=n_components
             )
         optimizer = make_adam([p for p in module.parameters() if p.requires_grad],
                               self.learning_rate_)
@@ -437,13 +438,12 @@ class _BaseAutoencoder(BaseSparseEstimator):
             X = X[torch.linspace(0, X.shape[0] - 1, MAX_SCALE_ROWS, device=X.device).long()]
         return fit_input_scale(X, centre=self.fit_intercept)
 
-    def _small_encoder_start(self, n_samples, streamed, hidden, dictionary):
-        """Whether the encoder starts at ``MINIBATCH_RELU_ENCODER_SCALE`` times the
-        decoder's transpose: a linear ReLU SAE learning its dictionary by reconstruction
-        in minibatches (full-batch fits keep the paper-task start)."""
+    def _small_encoder_start(self, hidden, dictionary):
+        """Whether a minibatch fit's encoder starts at ``MINIBATCH_RELU_ENCODER_SCALE``
+        times the decoder's transpose: a linear ReLU SAE learning its dictionary by
+        reconstruction (full-batch fits keep the paper-task start)."""
         return (self.activation == "relu" and not hidden and dictionary is None
-                and self.target == "reconstruction"
-                and self._resolved_batch_size(n_samples, streamed) < n_samples)  # fmt: skip
+                and self.target == "reconstruction")  # fmt: skip
 
     def _resolved_learning_rate(self, *, full_batch, n_components):
         """``learning_rate``; None means the full-batch default with full-batch steps,

@@ -398,7 +398,7 @@ def _online_dictionary_learning(
         ``min(n_samples, DEAD_WINDOW_ROWS)`` rows, as the autoencoders count them).
     flops : int
     """
-    from ._training import DEAD_WINDOW_ROWS, DeadLatents
+    from ._training import DEAD_WINDOW_ROWS, DeadLatents, active_latents
 
     n_components, n_features = components.shape
     dtype = components.dtype
@@ -423,7 +423,7 @@ def _online_dictionary_learning(
                 loss = (0.5 * residual.square().sum(dim=1).mean()
                         + alpha * codes.abs().sum(dim=1).mean())
                 stats = batch_statistics(loss, residual, codes)
-                dead.update((codes != 0).any(dim=0), rows)
+                dead.update(active_latents(codes), rows)
                 sums = stats if sums is None else sums + stats
                 n_batches += 1
                 step += 1

@@ -139,6 +139,12 @@ def _launch(tmp_path, job, world_size=2):
     return results
 
 
+def _assert_same_model(fit, single):
+    """A rank's fitted dictionary and codes equal the single-process estimator's."""
+    np.testing.assert_allclose(fit["components"], single.components_, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(fit["encoder"], single.transform(_data()), rtol=1e-8, atol=1e-10)
+
+
 def test_two_ranks_equal_one_process_on_the_same_global_batches(tmp_path):
     path = tmp_path / "X.npy"
     np.save(path, _data().astype(np.float32))
@@ -157,10 +163,7 @@ def test_two_ranks_equal_one_process_on_the_same_global_batches(tmp_path):
         single = _estimator(kind, **params).fit(_data())
         for rank in (0, 1):
             fit = results[rank]["fits"][index]
-            np.testing.assert_allclose(fit["components"], single.components_,
-                                       rtol=1e-9, atol=1e-11)  # fmt: skip
-            np.testing.assert_allclose(fit["encoder"], single.transform(_data()),
-                                       rtol=1e-8, atol=1e-10)  # fmt: skip
+            _assert_same_model(fit, single)
             np.testing.assert_allclose(fit["history"]["loss"], single.history_["loss"],
                                        rtol=1e-9)  # fmt: skip
             np.testing.assert_array_equal(fit["history"]["dead_fraction"],
@@ -279,10 +282,7 @@ def test_minibatch_ranks_equal_one_process_on_the_same_global_batches(tmp_path, 
         assert single.history_["step"][-1] == 16
         for rank in (0, 1):
             fit = results[rank]["fits"][index]
-            np.testing.assert_allclose(fit["components"], single.components_,
-                                       rtol=1e-9, atol=1e-11)  # fmt: skip
-            np.testing.assert_allclose(fit["encoder"], single.transform(_data()),
-                                       rtol=1e-8, atol=1e-10)  # fmt: skip
+            _assert_same_model(fit, single)
             for key in ("loss", "dead_fraction"):
                 np.testing.assert_allclose(fit["history"][key], single.history_[key],
                                            rtol=1e-9, atol=1e-12)  # fmt: skip

@@ -5,6 +5,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 
+from .._metrics import ExplainedDeviance
 from .._torch_utils import to_numpy, to_tensor
 from ._extract import call_model, hooked, model_device, split_batch
 
@@ -19,52 +20,6 @@ def _check_batch_size(batch_size):
 def _check_2d(array, name):
     if not hasattr(array, "shape") or len(array.shape) != 2:
         raise ValueError(f"{name} must be a 2-D array of shape (n_samples, n_features).")
-
-
-class _ExplainedDeviance:
-    """Per-column sums that ``r2_score`` needs, accumulated over row batches.
-
-    ``r2_score(X, X_pred, multioutput="variance_weighted")`` is built from two sums per
-    column j: the residual sum of squares ``num_j = sum_i (x_ij - xhat_ij)^2`` and the
-    total sum of squares ``den_j = sum_i (x_ij - mean_j)^2``. Both are sums over rows, so
-    they can be accumulated batch by batch: ``num`` directly, ``den`` with Chan et al.'s
-    pairwise update of (count, mean, centred sum of squares), which merges batches
-    without the cancellation of ``sum x^2 - n mean^2``. ``score`` then combines them
-    exactly as scikit-learn does.
-    """
-
-    def __init__(self, n_features):
-        self.count = 0
-        self.mean = np.zeros(n_features)
-        self.total = np.zeros(n_features)
-        self.residual = np.zeros(n_features)
-
-    def update(self, X, X_pred):
-        X = np.asarray(X, dtype=np.float64)
-        X_pred = np.asarray(X_pred, dtype=np.float64)
-        self.residual += np.einsum("ij,ij->j", X - X_pred, X - X_pred)
-        n = X.shape[0]
-        batch_mean = X.mean(axis=0)
-        centred = X - batch_mean
-        batch_total = np.einsum("ij,ij->j", centred, centred)
-        delta = batch_mean - self.mean
-        merged = self.count + n
-        self.total += batch_total + delta**2 * (self.count * n / merged)
-        self.mean += delta * (n / merged)
-        self.count = merged
-
-    def fvu(self):
-        """``1 - r2_score(..., multioutput="variance_weighted")`` (``force_finite=True``)."""
-        if self.count < 2:
-            raise ValueError(
-                f"the fraction of variance unexplained needs at least 2 samples, got {self.count}."
-            )
-        varying = self.total != 0
-        if not varying.any():
-            # scikit-learn's fallback for constant targets: a perfect column scores 1,
-            # any other 0, averaged uniformly.
-            return float(1.0 - np.mean(self.residual == 0))
-        return float(self.residual[varying].sum() / self.total.sum())
 
 
 def _row_batches(n_rows, batch_size):
@@ -115,7 +70,7 @@ def fraction_variance_unexplained(X, X_pred, *, batch_size=_DEFAULT_BATCH_SIZE):
         raise ValueError(
             f"X and X_pred must have the same shape, got {tuple(X.shape)} and {tuple(X_pred.shape)}."
         )
-    sums = _ExplainedDeviance(X.shape[1])
+    sums = ExplainedDeviance(X.shape[1])
     for rows in _row_batches(X.shape[0], batch_size):
         block, predicted = np.asarray(X[rows]), np.asarray(X_pred[rows])
         if not (np.isfinite(block).all() and np.isfinite(predicted).all()):
@@ -189,7 +144,7 @@ def reconstruction_metrics(
         raise ValueError(f"dense_threshold must be in [0, 1], got {dense_threshold!r}.")
     if not isinstance(n_bins, Integral) or n_bins < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}.")
-    sums = _ExplainedDeviance(X.shape[1])
+    sums = ExplainedDeviance(X.shape[1])
     active_counts, total_l0 = None, 0
     for rows in _row_batches(X.shape[0], batch_size):
         block = np.asarray(X[rows])
