@@ -45,10 +45,15 @@ def _fingerprint(X, n_rows=16):
                       zlib.crc32(np.ascontiguousarray(head).tobytes()))
 
 
-def checkpoint_config(estimator, X, y=None):
-    """What a checkpoint of ``estimator.fit(X, y)`` must match to be resumed: the
-    parameters that change the result and a description of the data (shape, dtype,
-    checksums of its first and last rows)."""
+def _describe(X):
+    return f"{tuple(X.shape)} {np.dtype(X.dtype).name} crc32={_fingerprint(X)}"
+
+
+def checkpoint_config(estimator, X, y=None, X_val=None):
+    """What a checkpoint of ``estimator.fit(X, y, X_val=X_val)`` must match to be
+    resumed: the parameters that change the result and a description of the data
+    (shape, dtype, checksums of its first and last rows), held-out rows included (they
+    make the history)."""
     config = {}
     for key, value in estimator.get_params(deep=False).items():
         if key in _RUN_ONLY_PARAMS:
@@ -60,9 +65,11 @@ def checkpoint_config(estimator, X, y=None):
         else:  # an array parameter (a given dictionary)
             array = np.asarray(value)
             config[key] = f"array {array.shape} crc32={zlib.crc32(np.ascontiguousarray(array).tobytes())}"
-    config["X"] = f"{tuple(X.shape)} {np.dtype(X.dtype).name} crc32={_fingerprint(X)}"
+    config["X"] = _describe(X)
     if y is not None:
         config["y"] = f"{tuple(np.shape(y))} crc32={_fingerprint(np.asarray(y))}"
+    if X_val is not None:
+        config["X_val"] = _describe(X_val)
     return config
 
 

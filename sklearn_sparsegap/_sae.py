@@ -364,7 +364,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
         resume_from = None
         if self.checkpoint_path is not None and first and not chunk:
             path = os.fspath(self.checkpoint_path)
-            config = checkpoint_config(self, X, target_codes)
+            config = checkpoint_config(self, X, target_codes, X_val)
             if group is not None:
                 # Shards and steps per epoch depend on it: resume on as many ranks.
                 config["world_size"] = group.world_size

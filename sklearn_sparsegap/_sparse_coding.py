@@ -5,6 +5,7 @@ The numeric work is :func:`_alternating_dictionary_learning` (tensors in, tensor
 """
 
 import contextlib
+import os
 from numbers import Integral, Real
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from ._base import BaseSparseEstimator
+from ._base import BaseSparseEstimator, checkpoint_config
 from ._batches import DiskBatches, TensorBatches, is_streamed
 from ._compat import Interval, StrOptions, _fit_context
 from ._solvers import ALGORITHMS, GREEDY_ALGORITHMS, default_n_nonzero_coefs, fista, ista
@@ -20,6 +21,7 @@ from ._solvers._sparse_encode import check_n_nonzero_coefs, encode_tensor
 from ._torch_utils import make_generator, serial_if_small, to_numpy, to_tensor, torch_dtype
 from ._training import (
     HISTORY_KEYS,
+    Checkpoint,
     batch_statistics,
     history_arrays,
     make_adam,
@@ -338,6 +340,57 @@ _MINIBATCH_SAMPLE_ROWS = 2**14
 _ONLINE_MEMORY_ROWS = 2**13
 
 
+class _OnlineDictionaryUpdate:
+    """The dictionary step of minibatch alternation, shaped as a torch optimiser so that
+    the one training loop (:func:`~sklearn_sparsegap._training.train`) runs it.
+
+    ``observe(batch, codes)`` hands it a minibatch and its codes; ``step()`` then updates
+    the running averages ``A = mean s s^T`` and ``B = mean s^T x`` over the last
+    ``memory_rows`` rows' worth of batches (older batches were coded with an older
+    dictionary) and gives the atoms one block-coordinate sweep on ``(A, B)``
+    (:func:`_sweep_atoms`, unused atoms resampled from the batch with ``generator``).
+    ``state_dict`` holds the averages and the generator, so a checkpoint resumes it
+    exactly.
+    """
+
+    def __init__(self, components, *, batch_size, memory_rows, generator):
+        n_components, n_features = components.shape
+        self.components = components
+        self.param_groups = [{"params": [components]}]  # where train() finds the device
+        options = dict(dtype=components.dtype, device=components.device)
+        self.gram = torch.zeros(n_components, n_components, **options)
+        self.correlations = torch.zeros(n_components, n_features, **options)
+        self.memory = max(1, memory_rows // batch_size)
+        self.generator = generator
+        self.n_updates = 0
+        self._observed = None
+
+    def observe(self, batch, codes):
+        self._observed = batch, codes
+
+    @torch.no_grad()
+    def step(self):
+        batch, codes = self._observed
+        self._observed = None
+        self.n_updates += 1
+        weight = 1.0 / min(self.n_updates, self.memory)
+        rows = batch.shape[0]
+        self.gram.mul_(1.0 - weight).add_(codes.T @ codes, alpha=weight / rows)
+        self.correlations.mul_(1.0 - weight).add_(codes.T @ batch, alpha=weight / rows)
+        _sweep_atoms(self.gram, self.correlations, self.components, batch, codes,
+                     self.generator)  # fmt: skip
+
+    def state_dict(self):
+        return {"gram": self.gram.clone(), "correlations": self.correlations.clone(),
+                "n_updates": self.n_updates, "generator": self.generator.get_state()}
+
+    def load_state_dict(self, state_dict):
+        self.gram.copy_(state_dict["gram"])
+        self.correlations.copy_(state_dict["correlations"])
+        self.n_updates = state_dict["n_updates"]
+        self.generator.set_state(state_dict["generator"])
+
+
 @torch.no_grad()
 def _online_dictionary_learning(
     source,
@@ -351,19 +404,17 @@ def _online_dictionary_learning(
     batch_size=1024,
     tol=0.0,
     generator=None,
-    device="cpu",
+    checkpoint=None,
     verbose=0,
     description="dictionary learning",
 ):
     """Learn a dictionary by minibatch alternation (online dictionary learning,
-    Mairal et al. 2010).
+    Mairal et al. 2010), with the library's training loop.
 
-    For each minibatch of ``source`` (a batch source of ``_batches``, rows only), the
-    codes are inferred with ``algorithm`` on the current dictionary (from zero, at most
-    ``_INNER_MAX_ITER`` iterations, or one greedy encode), the running averages
-    ``A = mean s s^T`` and ``B = mean s^T x`` over the last ``_ONLINE_MEMORY_ROWS``
-    rows' worth of batches are updated, and the atoms get one block-coordinate sweep on
-    ``(A, B)`` (:func:`_sweep_atoms`, unused atoms resampled from the batch). Memory is
+    Each step infers the codes of one minibatch of ``source`` (a batch source of
+    ``_batches``, rows only) with ``algorithm`` on the current dictionary (from zero, at
+    most ``_INNER_MAX_ITER`` iterations, or one greedy encode), then updates the
+    dictionary (:class:`_OnlineDictionaryUpdate`). Memory is
     ``O(n_components * (n_components + n_features))`` plus one batch, whatever the
     number of samples.
 
@@ -382,10 +433,15 @@ def _online_dictionary_learning(
     batch_size : int
         Rows per minibatch.
     tol : float
-        Stop after an epoch whose mean objective is lower than the previous epoch's by
-        less than ``tol`` times it (0: run every epoch).
+        Stop when the lowest epoch-mean objective improved by less than ``tol`` times
+        it over the last ``TOL_WINDOW_STEPS`` steps, rounded up to whole epochs (the
+        autoencoders' rule; 0: run every epoch).
     generator : torch.Generator
-        Draws the minibatch order and resampled atoms.
+        Draws the minibatch order; the resampled atoms are drawn from a generator
+        seeded from it.
+    checkpoint : Checkpoint or None
+        Saves the fit as it goes; when its file exists, the fit resumes from it and
+        ends with the dictionary an uninterrupted fit gives.
 
     Returns
     -------
@@ -398,52 +454,62 @@ def _online_dictionary_learning(
         ``min(n_samples, DEAD_WINDOW_ROWS)`` rows, as the autoencoders count them).
     flops : int
     """
-    from ._training import DEAD_WINDOW_ROWS, DeadLatents, active_latents
+    from ._training import (
+        DEAD_WINDOW_ROWS, CountFlops, DeadLatents, LogHistory, ProgressBar, WarnIfLong,
+    )  # fmt: skip
 
     n_components, n_features = components.shape
-    dtype = components.dtype
-    gram = torch.zeros(n_components, n_components, dtype=dtype, device=device)
-    correlations = torch.zeros(n_components, n_features, dtype=dtype, device=device)
-    memory = max(1, _ONLINE_MEMORY_ROWS // batch_size)
+    # Its own generator: a checkpoint taken mid-epoch replays the batch order from the
+    # epoch's start, which must not replay the resampling draws as well.
+    resampling = torch.Generator(device="cpu")
+    resampling.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
+    update = _OnlineDictionaryUpdate(components, batch_size=batch_size,
+                                     memory_rows=_ONLINE_MEMORY_ROWS, generator=resampling)
+    model = torch.nn.Module()
+    model.register_buffer("components", components)  # the same tensor, restored in place
+    n_iter = [1]
+
+    def infer_codes(batch, with_stats):
+        codes, n_iter[0] = _infer_codes(
+            batch, components, alpha, algorithm=algorithm,
+            n_nonzero_coefs=n_nonzero_coefs, positive=positive, init=None,
+        )  # fmt: skip
+        update.observe(batch, codes)
+        if not with_stats:
+            return codes, None
+        residual = batch - codes @ components
+        loss = (0.5 * residual.square().sum(dim=1).mean()
+                + alpha * codes.abs().sum(dim=1).mean())
+        return codes, batch_statistics(loss, residual, codes)
+
+    def step_flops(rows):
+        return sparse_encode_flops(
+            algorithm, n_features, n_components, rows, n_iter=max(n_iter[0], 1),
+            n_nonzero_coefs=n_nonzero_coefs,
+        ) + _sweep_flops(rows, n_features, n_components)  # fmt: skip
+
     history = {key: [] for key in HISTORY_KEYS}
-    dead = DeadLatents(n_components, min(source.n_samples, DEAD_WINDOW_ROWS), device)
-    flops, step, epoch, previous = 0, 0, 0, np.inf
-    progress = tqdm(total=n_epochs, desc=description, disable=not verbose, leave=False)
+    dead = DeadLatents(n_components, min(source.n_samples, DEAD_WINDOW_ROWS), components.device)
+    callbacks = [
+        CountFlops(step_flops),
+        dead,
+        LogHistory(history, tol=tol, description=description, dead=dead,
+                   advice="check that X is finite and well scaled"),
+        WarnIfLong(description, "Set max_iter (epochs) lower, or fit on a subset of X, "
+                                "to shorten it."),
+        ProgressBar(description, disable=not verbose),
+    ]  # fmt: skip
+    resume_from = None
+    if checkpoint is not None:
+        callbacks.append(checkpoint)
+        resume_from = checkpoint.path if os.path.exists(checkpoint.path) else None
     iteration_flops = 2 * batch_size * n_components * min(n_components, n_features)
-    with serial_if_small(device, iteration_flops), contextlib.closing(progress):
-        for epoch in range(1, n_epochs + 1):
-            sums, n_batches = None, 0
-            for batch in source.batches(batch_size, generator=generator, device=device):
-                rows = batch.shape[0]
-                codes, n_iter = _infer_codes(
-                    batch, components, alpha, algorithm=algorithm,
-                    n_nonzero_coefs=n_nonzero_coefs, positive=positive, init=None,
-                )  # fmt: skip
-                residual = batch - codes @ components
-                loss = (0.5 * residual.square().sum(dim=1).mean()
-                        + alpha * codes.abs().sum(dim=1).mean())
-                stats = batch_statistics(loss, residual, codes)
-                dead.update(active_latents(codes), rows)
-                sums = stats if sums is None else sums + stats
-                n_batches += 1
-                step += 1
-                weight = 1.0 / min(step, memory)
-                gram.mul_(1.0 - weight).add_(codes.T @ codes, alpha=weight / rows)
-                correlations.mul_(1.0 - weight).add_(codes.T @ batch, alpha=weight / rows)
-                _sweep_atoms(gram, correlations, components, batch, codes, generator)
-                flops += sparse_encode_flops(
-                    algorithm, n_features, n_components, rows, n_iter=max(n_iter, 1),
-                    n_nonzero_coefs=n_nonzero_coefs,
-                ) + _sweep_flops(rows, n_features, n_components)  # fmt: skip
-            values = (sums / n_batches).tolist()
-            for key, entry in zip(HISTORY_KEYS, (step, *values, dead.fraction(), flops)):
-                history[key].append(entry)
-            value = values[0]
-            _report_objective(progress, value, description, f"in epoch {epoch}")
-            if tol > 0 and 0 <= previous - value < tol * abs(previous):
-                break
-            previous = value
-    return components, epoch, history, flops
+    with serial_if_small(components.device, iteration_flops):
+        state = train(
+            infer_codes, source, optimizer=update, n_epochs=n_epochs, batch_size=batch_size,
+            generator=generator, model=model, callbacks=callbacks, resume_from=resume_from,
+        )  # fmt: skip
+    return components, state.epoch, history, state.flops
 
 
 def _last_dead_fraction(history):
@@ -527,8 +593,7 @@ class GradientSparseCoder(BaseSparseEstimator):
         updates the atoms. Memory is then bounded by the batch and the dictionary: this
         is the mode for data that does not fit in memory (an on-disk ``X``, e.g. from
         :func:`~sklearn_sparsegap.activations.load_activations`, is streamed from disk
-        and requires it). There is no pruning of a larger start; ``tol`` compares
-        the mean objective of successive epochs. Stored, capped at ``n_samples``, as
+        and requires it). There is no pruning of a larger start. Stored, capped at ``n_samples``, as
         ``batch_size_``. ``fit_algorithm="adam"`` has no minibatch mode.
     transform_max_iter : int, default=1000
         Iteration budget of the inference in ``transform`` for ``"fista"``, ``"ista"``
@@ -543,9 +608,22 @@ class GradientSparseCoder(BaseSparseEstimator):
           less than ``tol`` times its previous value;
         - ``"adam"``: stop when the lowest objective logged (every 10 steps) improved by
           less than ``tol`` times its value over the last 100 steps; 0 runs all
-          ``max_iter`` steps.
+          ``max_iter`` steps;
+        - with ``batch_size``: the same rule on the objective averaged over each epoch
+          (over the last 100 minibatches, rounded up to whole epochs), as the
+          autoencoders stop.
     learning_rate : float, default=3e-3
         Adam step size, used only by ``fit_algorithm="adam"``.
+    checkpoint_path : str or path-like, default=None
+        With ``batch_size`` (minibatch alternation) only: where ``fit`` saves its
+        training state (dictionary, running statistics, counters, random generators,
+        history), every ``checkpoint_every`` minibatches. When the file exists at the
+        start of ``fit`` training resumes from it, mid-epoch too, and ends with the
+        dictionary an uninterrupted fit with the same seed gives. A checkpoint saved
+        with other parameters or other data is refused with a ``ValueError`` saying
+        what differs; delete the file to start over. The file is kept after the fit.
+    checkpoint_every : int, default=None
+        Minibatches between checkpoints; None saves at the end of every epoch.
     random_state : int, RandomState instance or None, default=None
         Seeds the dictionary initialisation and atom resampling.
     device : str, default="auto"
@@ -631,6 +709,8 @@ class GradientSparseCoder(BaseSparseEstimator):
         "transform_max_iter": [Interval(Integral, 1, None, closed="left")],
         "tol": [Interval(Real, 0, None, closed="left")],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "checkpoint_path": [str, os.PathLike, None],
+        "checkpoint_every": [Interval(Integral, 1, None, closed="left"), None],
         "random_state": ["random_state"],
         "device": [str],
         "verbose": ["verbose"],
@@ -652,6 +732,8 @@ class GradientSparseCoder(BaseSparseEstimator):
         transform_max_iter=1000,
         tol=1e-6,
         learning_rate=3e-3,
+        checkpoint_path=None,
+        checkpoint_every=None,
         random_state=None,
         device="auto",
         verbose=0,
@@ -669,6 +751,8 @@ class GradientSparseCoder(BaseSparseEstimator):
         self.transform_max_iter = transform_max_iter
         self.tol = tol
         self.learning_rate = learning_rate
+        self.checkpoint_path = checkpoint_path
+        self.checkpoint_every = checkpoint_every
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -719,6 +803,11 @@ class GradientSparseCoder(BaseSparseEstimator):
         generator = make_generator(self.random_state)
         if self.batch_size is not None or is_streamed(X):
             return self._fit_minibatch(X, n_components, generator, device)
+        if self.checkpoint_path is not None:
+            raise ValueError(
+                "checkpoint_path is only used by minibatch alternation: set batch_size "
+                "(e.g. 1024), or checkpoint_path=None for a full-batch fit."
+            )
         X_tensor = to_tensor(X, device=device, dtype=torch_dtype(X.dtype))
         if self.fit_algorithm == "adam":
             components = _initial_dictionary(X_tensor, n_components, generator)
@@ -774,6 +863,10 @@ class GradientSparseCoder(BaseSparseEstimator):
             source = TensorBatches(to_tensor(X, device=device, dtype=dtype))
             sample = source.sample(_MINIBATCH_SAMPLE_ROWS)
         n_nonzero = self._n_nonzero(n_features, n_components)
+        checkpoint = None
+        if self.checkpoint_path is not None:
+            checkpoint = Checkpoint(self.checkpoint_path, self.checkpoint_every,
+                                    config=checkpoint_config(self, X))  # fmt: skip
         components, self.n_iter_, history, self.training_flops_ = (
             _online_dictionary_learning(
                 source,
@@ -786,7 +879,7 @@ class GradientSparseCoder(BaseSparseEstimator):
                 batch_size=batch_size,
                 tol=self.tol,
                 generator=generator,
-                device=device,
+                checkpoint=checkpoint,
                 verbose=self.verbose,
                 description=type(self).__name__,
             )

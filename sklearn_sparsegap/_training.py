@@ -251,7 +251,8 @@ class LogHistory(Callback):
         self.tol = tol
         self.dead = dead
         self.description = description
-        self.advice = advice  # the second fix the divergence error names
+        # The second fix the divergence error names (the only one without a learning rate).
+        self.advice = advice
         self._reset()
         self.best = []
 
@@ -292,10 +293,14 @@ class LogHistory(Callback):
             dead = 1.0 - self.active.to(torch.float64).mean().item()
         self._reset()
         if not all(math.isfinite(v) for v in (loss, mse, l1, l0)):
-            learning_rate = state.optimizer.param_groups[0]["lr"]
+            learning_rate = state.optimizer.param_groups[0].get("lr")
+            fix = (
+                f"Lower learning_rate (currently {learning_rate:g}) {self.advice}"
+                if learning_rate is not None  # a dictionary update has no step size
+                else self.advice[:1].upper() + self.advice[1:]
+            )
             raise ValueError(
-                f"{self.description} diverged at step {state.step}: the loss is {loss}. "
-                f"Lower learning_rate (currently {learning_rate:g}) {self.advice}."
+                f"{self.description} diverged at step {state.step}: the loss is {loss}. {fix}."
             )
         for key, value in zip(HISTORY_KEYS, (state.step, loss, mse, l1, l0, dead, state.flops)):
             self.history[key].append(value)

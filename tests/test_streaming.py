@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import sklearn_sparsegap._batches as batches_module
+from sklearn_sparsegap import _sparse_coding as sparse_coding
 from sklearn_sparsegap import _training as training
 from sklearn_sparsegap import _validation
 from sklearn_sparsegap import (
@@ -225,6 +226,45 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_model(tmp_path, small_b
     assert resumed.training_flops_ == reference.training_flops_
 
 
+@pytest.mark.parametrize("on_disk", [True, False], ids=["disk", "memory"])
+def test_an_interrupted_minibatch_dictionary_fit_resumes_to_the_uninterrupted_one(
+        tmp_path, small_blocks, monkeypatch, on_disk):
+    X, _, _ = make_sparse_dictionary_data(640, random_state=5)
+    X = _on_disk(tmp_path, X.astype(np.float32)) if on_disk else X.astype(np.float32)
+    # 48 atoms for 8 features and statistics of one batch: atoms fall unused and are
+    # resampled at most steps, so the resampling generator has to resume too.
+    monkeypatch.setattr(sparse_coding, "_ONLINE_MEMORY_ROWS", 64)
+    params = dict(n_components=48, batch_size=64, max_iter=4, fit_algorithm="omp",
+                  transform_n_nonzero_coefs=3, tol=0.0, random_state=0, device="cpu")
+    reference = GradientSparseCoder(**params).fit(X)
+    path = tmp_path / "coder.ckpt"
+    original = training.CountFlops.on_step_end
+
+    def interrupt(self, state):
+        original(self, state)
+        if state.step == 23:  # mid-epoch (10 steps per epoch), after the save at step 21
+            raise Interrupted
+
+    monkeypatch.setattr(training.CountFlops, "on_step_end", interrupt)
+    with pytest.raises(Interrupted):
+        GradientSparseCoder(**params, checkpoint_path=path, checkpoint_every=7).fit(X)
+    monkeypatch.setattr(training.CountFlops, "on_step_end", original)
+    assert torch.load(path, weights_only=False)["step"] == 21
+    resumed = GradientSparseCoder(**params, checkpoint_path=path, checkpoint_every=7).fit(X)
+    np.testing.assert_array_equal(resumed.components_, reference.components_)
+    for key in reference.history_:
+        np.testing.assert_array_equal(resumed.history_[key], reference.history_[key])
+    assert resumed.n_iter_ == reference.n_iter_ == 4
+    assert resumed.training_flops_ == reference.training_flops_
+    assert resumed.dead_fraction_ == reference.dead_fraction_
+    # Other data or parameters are refused; a full-batch fit cannot checkpoint.
+    with pytest.raises(ValueError, match="alpha=0.03 there, 0.1 here"):
+        GradientSparseCoder(**params, alpha=0.1, checkpoint_path=path).fit(X)
+    with pytest.raises(ValueError, match="checkpoint_path is only used by minibatch"):
+        GradientSparseCoder(**{**params, "batch_size": None}, checkpoint_path=path).fit(
+            np.asarray(X))
+
+
 def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
     X, _, _ = make_sparse_dictionary_data(200, random_state=0)
     path = tmp_path / "fit.ckpt"
@@ -239,6 +279,14 @@ def test_a_checkpoint_of_another_configuration_is_refused(tmp_path):
     # A finished checkpoint resumed with the same configuration is the same model.
     np.testing.assert_array_equal(SAEEncoder(**params).fit(X).components_,
                                   SAEEncoder(**{**params, "checkpoint_path": None}).fit(X).components_)
+    # Held-out rows make the history: other ones (or none) are refused as well.
+    X_val = X[:20]
+    SAEEncoder(**{**params, "checkpoint_path": tmp_path / "val.ckpt"}).fit(X, X_val=X_val)
+    with pytest.raises(ValueError, match=r"X_val=.*there, '<unset>' here"):
+        SAEEncoder(**{**params, "checkpoint_path": tmp_path / "val.ckpt"}).fit(X)
+    with pytest.raises(ValueError, match="X_val=.*crc32"):
+        SAEEncoder(**{**params, "checkpoint_path": tmp_path / "val.ckpt"}).fit(
+            X, X_val=X[20:40])
 
 
 def test_gradient_sparse_coder_minibatch_alternation_streams(tmp_path, small_blocks):
