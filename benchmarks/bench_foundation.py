@@ -16,8 +16,9 @@ small smoke run; ``--no-baseline`` to skip the scikit-learn / naive comparisons)
 """
 
 import argparse
+import os
 import platform
-import resource
+import sys
 import time
 import tracemalloc
 
@@ -25,6 +26,9 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from sklearn_sparsegap import make_sparse_dictionary_data, mean_corr_coef
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _bench.memory import peak_rss_mb  # noqa: E402
 
 
 def _timed(func, *args, repeats=1, **kwargs):
@@ -210,8 +214,7 @@ def main(argv=None):
         bench_generator(args)
     if "mcc" not in args.skip:
         bench_mcc(args)
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"\nprocess max RSS: {maxrss / 1024:.0f} MB")
+    print(f"\nprocess max RSS: {peak_rss_mb():.0f} MB")
 
 
 if __name__ == "__main__":
