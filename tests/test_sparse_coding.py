@@ -312,6 +312,23 @@ def test_alternating_dictionary_learning_raises_on_divergence(data):
         )  # fmt: skip
 
 
+def test_minibatch_dictionary_learning_raises_on_divergence(data):
+    import torch
+
+    from sklearn_sparsegap._batches import TensorBatches
+    from sklearn_sparsegap._sparse_coding import _online_dictionary_learning
+
+    X, _, _ = data
+    X_bad = torch.tensor(X)
+    X_bad[3, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"diverged at step 4: .* Check that X is finite"):
+        _online_dictionary_learning(
+            TensorBatches(X_bad), torch.eye(8, dtype=torch.float64), 0.03,
+            algorithm="omp", n_nonzero_coefs=3, n_epochs=2, batch_size=len(X) // 4,
+            generator=torch.Generator().manual_seed(0),
+        )  # fmt: skip
+
+
 @pytest.mark.parametrize("max_iter", [1, 2, 10, 30, 300])
 def test_pruning_schedule(max_iter):
     kept = [_n_atoms_after(step, 32, 16, max_iter) for step in range(1, max_iter + 1)]
