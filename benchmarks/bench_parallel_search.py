@@ -16,6 +16,7 @@ Usage::
 """
 
 import argparse
+import contextlib
 import os
 import time
 
@@ -58,7 +59,7 @@ def _search(X, codes, n_jobs, backend=None):
         n_jobs=n_jobs,
     )
     cpu, wall = _cpu_seconds(), time.perf_counter()
-    with parallel_config(backend=backend):
+    with parallel_config(backend=backend) if backend else contextlib.nullcontext():
         search.fit(X, codes)
     wall = time.perf_counter() - wall
     # Workers that exited during the search are not counted; loky keeps them alive.
