@@ -1,7 +1,9 @@
 """Iterative sparse coding: dictionary learning by alternating minimisation.
 
-The numeric work is :func:`_alternating_dictionary_learning` (tensors in, tensors out);
-:class:`GradientSparseCoder` validates, converts once and stores the results.
+The numeric work is :func:`_alternating_dictionary_learning` (full batch) and
+:func:`_online_dictionary_learning` (minibatches, on the library's training loop, with
+checkpoints); tensors in, tensors out. :class:`GradientSparseCoder` validates, converts
+once and stores the results.
 """
 
 import contextlib
