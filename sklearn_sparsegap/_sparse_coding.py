@@ -22,8 +22,14 @@ from ._solvers import ALGORITHMS, GREEDY_ALGORITHMS, default_n_nonzero_coefs, fi
 from ._solvers._sparse_encode import check_n_nonzero_coefs, encode_tensor
 from ._torch_utils import make_generator, serial_if_small, to_numpy, to_tensor, torch_dtype
 from ._training import (
+    DEAD_WINDOW_ROWS,
     HISTORY_KEYS,
     Checkpoint,
+    CountFlops,
+    DeadLatents,
+    LogHistory,
+    ProgressBar,
+    WarnIfLong,
     batch_statistics,
     history_arrays,
     make_adam,
@@ -456,10 +462,6 @@ def _online_dictionary_learning(
         ``min(n_samples, DEAD_WINDOW_ROWS)`` rows, as the autoencoders count them).
     flops : int
     """
-    from ._training import (
-        DEAD_WINDOW_ROWS, CountFlops, DeadLatents, LogHistory, ProgressBar, WarnIfLong,
-    )  # fmt: skip
-
     n_components, n_features = components.shape
     # Its own generator: a checkpoint taken mid-epoch replays the batch order from the
     # epoch's start, which must not replay the resampling draws as well.
@@ -947,9 +949,6 @@ class GradientSparseCoder(BaseSparseEstimator):
             if not with_stats:
                 return codes, None
             return codes, batch_statistics(loss, residual, codes)
-
-        # Local import: this method alone uses the loop's callbacks.
-        from ._training import CountFlops, LogHistory, ProgressBar
 
         def step_flops(rows):
             return sparse_coding_training_flops(n_features, n_components, rows)

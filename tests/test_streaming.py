@@ -190,6 +190,21 @@ class Interrupted(Exception):
     pass
 
 
+def _interrupted_fit(monkeypatch, fit, step=23):
+    """Run ``fit()`` until optimiser step ``step``, where it is interrupted."""
+    original = training.CountFlops.on_step_end
+
+    def interrupt(self, state):
+        original(self, state)
+        if state.step == step:
+            raise Interrupted
+
+    monkeypatch.setattr(training.CountFlops, "on_step_end", interrupt)
+    with pytest.raises(Interrupted):
+        fit()
+    monkeypatch.setattr(training.CountFlops, "on_step_end", original)
+
+
 @pytest.mark.parametrize("on_disk", [True, False], ids=["disk", "memory"])
 @pytest.mark.parametrize("Estimator", [SAEEncoder, MLPEncoder])
 def test_an_interrupted_fit_resumes_to_the_uninterrupted_model(tmp_path, small_blocks,
@@ -202,17 +217,9 @@ def test_an_interrupted_fit_resumes_to_the_uninterrupted_model(tmp_path, small_b
     X_val = make_sparse_dictionary_data(64, random_state=4)[0].astype(np.float32)
     reference = Estimator(**params).fit(X, X_val=X_val)
     path = tmp_path / "fit.ckpt"
-    original = training.CountFlops.on_step_end
-
-    def interrupt(self, state):
-        original(self, state)
-        if state.step == 23:  # mid-epoch (10 steps per epoch), after the save at step 21
-            raise Interrupted
-
-    monkeypatch.setattr(training.CountFlops, "on_step_end", interrupt)
-    with pytest.raises(Interrupted):
-        Estimator(**params, checkpoint_path=path, checkpoint_every=7).fit(X, X_val=X_val)
-    monkeypatch.setattr(training.CountFlops, "on_step_end", original)
+    # Step 23 is mid-epoch (10 steps per epoch), after the save at step 21.
+    _interrupted_fit(monkeypatch, lambda: Estimator(
+        **params, checkpoint_path=path, checkpoint_every=7).fit(X, X_val=X_val))
     assert torch.load(path, weights_only=False)["step"] == 21
     resumed = Estimator(**params, checkpoint_path=path, checkpoint_every=7).fit(X, X_val=X_val)
     assert "val_fvu" in resumed.history_
@@ -238,17 +245,9 @@ def test_an_interrupted_minibatch_dictionary_fit_resumes_to_the_uninterrupted_on
                   transform_n_nonzero_coefs=3, tol=0.0, random_state=0, device="cpu")
     reference = GradientSparseCoder(**params).fit(X)
     path = tmp_path / "coder.ckpt"
-    original = training.CountFlops.on_step_end
-
-    def interrupt(self, state):
-        original(self, state)
-        if state.step == 23:  # mid-epoch (10 steps per epoch), after the save at step 21
-            raise Interrupted
-
-    monkeypatch.setattr(training.CountFlops, "on_step_end", interrupt)
-    with pytest.raises(Interrupted):
-        GradientSparseCoder(**params, checkpoint_path=path, checkpoint_every=7).fit(X)
-    monkeypatch.setattr(training.CountFlops, "on_step_end", original)
+    # Step 23 is mid-epoch (10 steps per epoch), after the save at step 21.
+    _interrupted_fit(monkeypatch, lambda: GradientSparseCoder(
+        **params, checkpoint_path=path, checkpoint_every=7).fit(X))
     assert torch.load(path, weights_only=False)["step"] == 21
     resumed = GradientSparseCoder(**params, checkpoint_path=path, checkpoint_every=7).fit(X)
     np.testing.assert_array_equal(resumed.components_, reference.components_)
