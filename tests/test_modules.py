@@ -39,12 +39,14 @@ def test_analytic_gradients_match_autograd(data):
     from sklearn_sparsegap._modules import sae_gradients
 
     configurations = [
-        (sizes, activation, k, fit_intercept)
+        (sizes, activation, k, sparse, fit_intercept)
         for sizes in ((8, 16), (8, 32, 16), (8, 12, 10, 16))
-        for activation, k in (("relu", None), ("topk", 3))
+        for activation, k, sparse in (
+            ("relu", None, False), ("topk", 3, False), ("topk", 3, True)
+        )
         for fit_intercept in (True, False)
     ]
-    for sizes, activation, k, fit_intercept in configurations:
+    for sizes, activation, k, sparse, fit_intercept in configurations:
         module = _random_module(sizes, activation, k, fit_intercept, seed=0)
         params = [p for p in module.parameters() if p.requires_grad]
         codes, reconstruction = module(x)
@@ -52,9 +54,10 @@ def test_analytic_gradients_match_autograd(data):
             1
         ).mean()
         expected = torch.autograd.grad(loss, params)
-        _, stats = sae_gradients(module, x, 0.3, with_stats=True)
+        returned, stats = sae_gradients(module, x, 0.3, with_stats=True, sparse=sparse)
         for param, grad in zip(params, expected):
             torch.testing.assert_close(param.grad, grad)
+        torch.testing.assert_close(returned, codes.detach())
         torch.testing.assert_close(stats[0], loss.detach())
 
 
@@ -199,7 +202,13 @@ def test_auxk_gradients_match_autograd(data):
 
     X, _, _ = data
     x = torch.tensor(X[:64])
-    for sizes, n_dead_latents in (((8, 16), 5), ((8, 32, 16), 12)):
+    cases = [
+        (sizes, n_dead_latents, sparse)
+        for sizes, n_dead_latents in (((8, 16), 5), ((8, 32, 16), 12))
+        # The sparse step also adds up a dead latent that is among a row's top k.
+        for sparse in (False, True)
+    ]
+    for sizes, n_dead_latents, sparse in cases:
         module = _random_module(sizes, "topk", 3, True, seed=1)
         dead = torch.zeros(16, dtype=torch.bool)
         dead[torch.randperm(16, generator=torch.Generator().manual_seed(0))[:n_dead_latents]] = True
@@ -217,11 +226,42 @@ def test_auxk_gradients_match_autograd(data):
         loss = 0.5 * (x - reconstruction).square().sum(1).mean()
         loss = loss + weight * min(n_dead_latents / k_aux, 1.0) * aux
         expected = torch.autograd.grad(loss, params)
-        sae_gradients(module, x, 0.0, auxk=(dead, k_aux, weight))
+        assert bool((codes[:, dead] != 0).any())
+        sae_gradients(module, x, 0.0, auxk=(dead, k_aux, weight), sparse=sparse)
         for param, grad in zip(params, expected):
             torch.testing.assert_close(param.grad, grad)
         # No dead latent: the plain gradients.
-        sae_gradients(module, x, 0.0, auxk=(torch.zeros(16, dtype=torch.bool), k_aux, weight))
+        no_dead = torch.zeros(16, dtype=torch.bool)
+        sae_gradients(module, x, 0.0, auxk=(no_dead, k_aux, weight), sparse=sparse)
         plain = torch.autograd.grad(0.5 * (x - module(x)[1]).square().sum(1).mean(), params)
         for param, grad in zip(params, plain):
             torch.testing.assert_close(param.grad, grad)
+
+
+def test_sparse_topk_step_trains_the_dense_steps_model():
+    """A TopK SAE wide enough for the sparse step (k = 2 of 64 latents) follows the
+    dense step's trajectory: same codes and dictionary up to float32 rounding."""
+    import numpy as np
+
+    from sklearn_sparsegap import SAEEncoder
+    from sklearn_sparsegap import _modules
+
+    X, _, _ = make_sparse_dictionary_data(
+        256, n_features=16, n_components=64, n_nonzero_coefs=2, random_state=0
+    )
+    X = X.astype(np.float32)
+    params = dict(
+        n_components=64, activation="topk", n_nonzero_coefs=2, batch_size=64, max_iter=5,
+        random_state=0,
+    )  # fmt: skip
+    module = SparseAutoencoderModule((16, 64), activation="topk", k=2)
+    assert _modules.uses_sparse_topk_step(module)
+    sparse = SAEEncoder(**params).fit(X)
+    original = _modules.uses_sparse_topk_step
+    try:
+        _modules.uses_sparse_topk_step = lambda module: False
+        dense = SAEEncoder(**params).fit(X)
+    finally:
+        _modules.uses_sparse_topk_step = original
+    np.testing.assert_allclose(sparse.components_, dense.components_, atol=1e-4)
+    np.testing.assert_allclose(sparse.transform(X), dense.transform(X), atol=1e-3)
