@@ -15,6 +15,11 @@ import io
 
 import numpy as np
 import torch
+
+# torch.optim's first optimiser of a process imports torch._dynamo (about 2 s): import it
+# with SAELens, so that a benchmark importing this module before any timing charges it
+# to neither library's fit, whichever fits first.
+import torch._dynamo  # noqa: F401
 from sae_lens import (
     SAETrainer,
     StandardTrainingSAE,

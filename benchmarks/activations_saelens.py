@@ -102,6 +102,8 @@ def main(argv=None):
     ours.set_params(max_iter=args.epochs, device="cpu")
     theirs = SAELensTopK(n_components, k, epochs=args.epochs,
                          batch_size=budget["batch_size"], lr=budget["learning_rate"])
+    import _saelens  # noqa: F401  (SAELens and torch._dynamo, before any timing)
+
     rows = []
     for name, model in (("sparsegap TopK SAE", ours), ("SAELens TopK SAE", theirs)):
         start = time.perf_counter()

@@ -177,11 +177,7 @@ def main():
              for p in threadpoolctl.threadpool_info()]  # fmt: skip
     print("threadpools:", pools, flush=True)
 
-    # torch.optim's first optimiser of a process imports torch._dynamo (about 2 s here):
-    # whichever library fitted first would pay it inside its timed fit, so both
-    # libraries, and it, are imported before any timing.
-    import sae_lens  # noqa: F401
-    import torch._dynamo  # noqa: F401
+    import _saelens  # noqa: F401  (SAELens and torch._dynamo, before any timing)
 
     data, metadata = load_activations(args.activations)
     # Position 0 and the rare later attention-sink rows (norm > 10x the median; one such
