@@ -320,7 +320,8 @@ def sae_gradients(module, x, alpha, with_stats=False, auxk=None, sparse=None):
     after the encoder's dense product, the decoder, ``residual @ D^T`` and the
     gradients of the decoder and of the encoder's last layer only touch the ``k``
     active latents of each row, which at SAE widths (k = 32 of 2,304) makes a step
-    2-3 times faster.
+    2-3 times faster. The FLOPs a fit reports (``flops.encoder_training_flops``) keep
+    the paper's dense count, so they do not depend on which step ran.
 
     Returns
     -------

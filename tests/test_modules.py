@@ -265,3 +265,24 @@ def test_sparse_topk_step_trains_the_dense_steps_model():
         _modules.uses_sparse_topk_step = original
     np.testing.assert_allclose(sparse.components_, dense.components_, atol=1e-4)
     np.testing.assert_allclose(sparse.transform(X), dense.transform(X), atol=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_sparse_topk_step_matches_dense():
+    """The sparse TopK step's kernels (embedding_bag, sampled_addmm, CSR products) on
+    the GPU give the dense step's gradients, AuxK included."""
+    from sklearn_sparsegap._modules import sae_gradients
+
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(128, 16, generator=generator, dtype=torch.float64).cuda()
+    module = _random_module((16, 32, 64), "topk", 3, True, seed=2).cuda()
+    dead = torch.zeros(64, dtype=torch.bool, device="cuda")
+    dead[::3] = True
+    grads = {}
+    for sparse in (False, True):
+        codes, stats = sae_gradients(
+            module, x, 0.1, with_stats=True, auxk=(dead, 4, 0.5), sparse=sparse
+        )
+        grads[sparse] = [codes, stats] + [p.grad for p in module.parameters() if p.requires_grad]
+    for dense_value, sparse_value in zip(grads[False], grads[True]):
+        torch.testing.assert_close(sparse_value, dense_value)
