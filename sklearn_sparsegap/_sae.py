@@ -363,15 +363,15 @@ class _BaseAutoencoder(BaseSparseEstimator):
         callbacks.append(ProgressBar(type(self).__name__, disable=not self.verbose))
         resume_from = None
         if self.checkpoint_path is not None and first and not chunk:
-            path = os.fspath(self.checkpoint_path)
             config = checkpoint_config(self, X, target_codes, X_val)
             if group is not None:
                 # Shards and steps per epoch depend on it: resume on as many ranks.
                 config["world_size"] = group.world_size
             # One writer; every rank checks and restores the checkpoint when resuming.
-            callbacks.append(Checkpoint(path, self.checkpoint_every, config=config,
-                                        write=group is None or group.rank == 0))
-            resume_from = path if os.path.exists(path) else None
+            checkpoint = Checkpoint(self.checkpoint_path, self.checkpoint_every, config=config,
+                                    write=group is None or group.rank == 0)  # fmt: skip
+            callbacks.append(checkpoint)
+            resume_from = checkpoint.resume_path
         auxk = None
         if self.activation == "topk" and self.auxk_alpha > 0 and self.target == "reconstruction":
             # Gao et al.'s k_aux: half the input dimension (sparsify's d_in // 2).

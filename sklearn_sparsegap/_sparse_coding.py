@@ -506,7 +506,7 @@ def _online_dictionary_learning(
     resume_from = None
     if checkpoint is not None:
         callbacks.append(checkpoint)
-        resume_from = checkpoint.path if os.path.exists(checkpoint.path) else None
+        resume_from = checkpoint.resume_path
     iteration_flops = 2 * batch_size * n_components * min(n_components, n_features)
     with serial_if_small(components.device, iteration_flops):
         state = train(

@@ -504,6 +504,12 @@ class Checkpoint(Callback):
         self.write = write
         self.callbacks = ()
 
+    @property
+    def resume_path(self):
+        """``path`` when a checkpoint is there (the fit resumes from it), else None: what
+        ``train``'s ``resume_from`` takes."""
+        return self.path if os.path.exists(self.path) else None
+
     def on_train_begin(self, state):
         if state.callbacks[-1] is not self:
             # It saves at on_step_end: callbacks after it would miss that step.
