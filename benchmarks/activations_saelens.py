@@ -17,8 +17,6 @@ one run, not runs of different days.
 """
 
 import argparse
-import contextlib
-import io
 import json
 import time
 
@@ -28,50 +26,6 @@ import torch
 from sklearn_sparsegap._methods import ACTIVATION_K, ACTIVATION_BUDGETS, build_activation_method
 from sklearn_sparsegap.activations import load_activations, reconstruction_metrics
 from sklearn_sparsegap.activations._experiment import environment, input_scale, row_norms, split_by_sequence
-
-
-class SAELensTopK:
-    """A SAELens ``TopKTrainingSAE`` trained by ``SAETrainer`` on shuffled minibatches."""
-
-    def __init__(self, n_components, k, *, epochs, batch_size, lr, random_state=0):
-        self.n_components, self.k, self.epochs = n_components, k, epochs
-        self.batch_size, self.lr, self.random_state = batch_size, lr, random_state
-
-    def fit(self, X):
-        from sae_lens import SAETrainer, TopKTrainingSAE, TopKTrainingSAEConfig
-        from sae_lens.config import LoggingConfig, SAETrainerConfig
-
-        X = torch.as_tensor(X, dtype=torch.float32)
-        n_samples, n_features = X.shape
-        torch.manual_seed(self.random_state)
-        sae = TopKTrainingSAE(TopKTrainingSAEConfig(
-            k=self.k, d_in=n_features, d_sae=self.n_components, dtype="float32", device="cpu"))
-        n_batches = n_samples // self.batch_size
-        config = SAETrainerConfig(
-            total_training_samples=self.epochs * n_batches * self.batch_size,
-            train_batch_size_samples=self.batch_size, lr=self.lr, lr_end=self.lr / 10,
-            device="cpu", logger=LoggingConfig(log_to_wandb=False))
-        generator = torch.Generator().manual_seed(self.random_state)
-
-        def batches():
-            while True:
-                order = torch.randperm(n_samples, generator=generator)
-                for i in range(n_batches):
-                    yield X[order[i * self.batch_size:(i + 1) * self.batch_size]]
-
-        with contextlib.redirect_stderr(io.StringIO()):
-            self.sae_ = SAETrainer(cfg=config, sae=sae, data_provider=batches()).fit()
-        self.sae_.eval()
-        self.components_ = self.sae_.W_dec.detach().numpy().copy()
-        return self
-
-    def transform(self, X):
-        with torch.no_grad():
-            return self.sae_.encode(torch.as_tensor(np.asarray(X), dtype=torch.float32)).numpy()
-
-    def inverse_transform(self, codes):
-        with torch.no_grad():
-            return self.sae_.decode(torch.as_tensor(np.asarray(codes))).numpy()
 
 
 def main(argv=None):
@@ -100,10 +54,10 @@ def main(argv=None):
     k = max(1, min(ACTIVATION_K, n_features // 2, n_components))
     ours = build_activation_method("sae", n_components=n_components, n_features=n_features)
     ours.set_params(max_iter=args.epochs, device="cpu")
-    theirs = SAELensTopK(n_components, k, epochs=args.epochs,
-                         batch_size=budget["batch_size"], lr=budget["learning_rate"])
-    import _saelens  # noqa: F401  (SAELens and torch._dynamo, before any timing)
+    from _saelens import SAELensSAE  # SAELens and torch._dynamo, before any timing
 
+    theirs = SAELensSAE(n_components, k=k, epochs=args.epochs,
+                        batch_size=budget["batch_size"], lr=budget["learning_rate"])
     rows = []
     for name, model in (("sparsegap TopK SAE", ours), ("SAELens TopK SAE", theirs)):
         start = time.perf_counter()

@@ -20,8 +20,6 @@ dropped; the last ``--n-test`` rows (after the training rows) are held out.
 """
 
 import argparse
-import contextlib
-import io
 import json
 import platform
 import time
@@ -102,50 +100,12 @@ def ours(X_train, X_test, *, n_components, batch_size, epochs, seed, **params):
 
 def saelens(X_train, X_test, *, n_components, batch_size, epochs, seed, k=None, l1=1.0,
             lr=3e-4):
-    from sae_lens import (
-        SAETrainer,
-        StandardTrainingSAE,
-        StandardTrainingSAEConfig,
-        TopKTrainingSAE,
-        TopKTrainingSAEConfig,
-    )
-    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from _saelens import SAELensSAE
 
-    X = torch.as_tensor(X_train)
-    n_samples, n_features = X.shape
-    common = dict(d_in=n_features, d_sae=n_components, dtype="float32", device="cpu")
-    torch.manual_seed(seed)
-    if k is None:
-        sae = StandardTrainingSAE(StandardTrainingSAEConfig(l1_coefficient=l1, **common))
-    else:
-        sae = TopKTrainingSAE(TopKTrainingSAEConfig(k=k, **common))
-    steps_per_epoch = n_samples // batch_size
-    trainer_cfg = SAETrainerConfig(
-        total_training_samples=epochs * steps_per_epoch * batch_size,
-        train_batch_size_samples=batch_size,
-        lr=lr,  # 3e-4: SAETrainerConfig's default
-        lr_end=3e-5,
-        device="cpu",
-        logger=LoggingConfig(log_to_wandb=False),
-    )
-    generator = torch.Generator().manual_seed(seed)
-
-    def batches():
-        while True:
-            order = torch.randperm(n_samples, generator=generator)
-            for start in range(0, steps_per_epoch * batch_size, batch_size):
-                yield X[order[start : start + batch_size]]
-
-    trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches())
-    start = time.perf_counter()
-    with contextlib.redirect_stderr(io.StringIO()):
-        sae = trainer.fit()
-    seconds = time.perf_counter() - start
-    sae.eval()
-    with torch.no_grad():
-        codes = sae.encode(torch.as_tensor(X_test))
-        reconstruction = sae.decode(codes)
-    return codes.numpy(), reconstruction.numpy(), seconds
+    sae = SAELensSAE(n_components, k=k, l1_coefficient=l1, batch_size=batch_size,
+                     epochs=epochs, lr=lr, random_state=seed).fit(X_train)  # fmt: skip
+    codes = sae.transform(X_test)
+    return codes, sae.inverse_transform(codes), sae.train_seconds_
 
 
 def main():
