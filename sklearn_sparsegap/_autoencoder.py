@@ -49,10 +49,12 @@ def fit_input_scale(X, centre=False):
 
     With ``centre`` the norms are those of ``X - mean(X)``: a model with a decoder bias
     reconstructs the mean through it, and on activations with a large shared offset
-    the raw norms would shrink the rest. 1.0 when every row is zero. Accumulated in
-    float64, over blocks of rows: a float64 copy of 65,536 rows of 576 features would
-    take 300 MB and most of a second.
+    the raw norms would shrink the rest. 1.0 when every row is zero, or there is none.
+    Accumulated in float64 over blocks of rows: a float64 copy of 65,536 rows of 576
+    features would take 300 MB and most of a second.
     """
+    if X.shape[0] == 0:
+        return 1.0
     blocks = X.split(SCALE_BLOCK_ROWS)
     mean = 0.0
     if centre:

@@ -31,6 +31,17 @@ def test_fit_input_scale_gives_mean_squared_norm_n_features():
     assert fit_input_scale(torch.zeros(4, 3)) == 1.0
     centred = fit_input_scale(X, centre=True)
     assert (centred * (X - X.mean(dim=0))).square().sum(dim=1).mean().item() == pytest.approx(12.0)
+    assert fit_input_scale(torch.zeros(0, 3)) == 1.0
+
+
+def test_fit_input_scale_of_float32_rows_over_several_blocks_is_float64_accurate():
+    # More rows than one accumulation block, in float32, with a shared offset 30x the
+    # spread: the float64 accumulation must not lose the centred norms to it.
+    generator = torch.Generator().manual_seed(0)
+    X = torch.randn(9000, 12, generator=generator) + 30.0
+    reference = X.double() - X.double().mean(dim=0)
+    expected = (12.0 / reference.square().sum(dim=1).mean().item()) ** 0.5
+    assert fit_input_scale(X, centre=True) == pytest.approx(expected, rel=1e-12)
 
 
 @pytest.mark.parametrize("activation", ["relu", "topk", "jumprelu"])
