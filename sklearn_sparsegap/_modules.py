@@ -254,6 +254,11 @@ def uses_sparse_topk_step(module):
     return module.activation == "topk" and 16 * module.k <= module.components.shape[0]
 
 
+def _column_sums(grad):
+    """``grad.sum(dim=0)`` of a tensor or a ``_RowSparse``."""
+    return grad.column_sums() if isinstance(grad, _RowSparse) else grad.sum(dim=0)
+
+
 def _encoder_backward(module, inputs, grad):
     """Backpropagate ``grad`` (d loss / d last pre-activation, a tensor or a
     ``_RowSparse``) through the encoder, filling ``.grad`` of its weights and biases;
@@ -268,7 +273,7 @@ def _encoder_backward(module, inputs, grad):
                 grad.transpose_matmul(inputs[layer]) if sparse else grad.T @ inputs[layer]
             )
         if bias.requires_grad:
-            bias.grad = grad.column_sums() if sparse else grad.sum(dim=0)
+            bias.grad = _column_sums(grad)
         if layer > 0:
             grad = _relu_backward(
                 grad.matmul(weight) if sparse else grad @ weight, inputs[layer]
@@ -370,11 +375,7 @@ def sae_gradients(module, x, alpha, with_stats=False, auxk=None, sparse=None):
     first_grad = _encoder_backward(module, inputs, grad)
     if intercept.requires_grad:
         # The decoder bias is also subtracted at the input.
-        first_sums = (
-            first_grad.column_sums() if isinstance(first_grad, _RowSparse)
-            else first_grad.sum(dim=0)
-        )
-        intercept.grad = residual.mean(dim=0) - first_sums @ module.weights[0]
+        intercept.grad = residual.mean(dim=0) - _column_sums(first_grad) @ module.weights[0]
     if components.requires_grad:
         components.grad = active.transpose_matmul(residual) if sparse else codes.T @ residual
         components.grad.div_(n_samples)

@@ -238,7 +238,7 @@ def test_auxk_gradients_match_autograd(data):
             torch.testing.assert_close(param.grad, grad)
 
 
-def test_sparse_topk_step_trains_the_dense_steps_model():
+def test_sparse_topk_step_trains_the_dense_steps_model(monkeypatch):
     """A TopK SAE wide enough for the sparse step (k = 2 of 64 latents) follows the
     dense step's trajectory: same codes and dictionary up to float32 rounding."""
     import numpy as np
@@ -257,12 +257,8 @@ def test_sparse_topk_step_trains_the_dense_steps_model():
     module = SparseAutoencoderModule((16, 64), activation="topk", k=2)
     assert _modules.uses_sparse_topk_step(module)
     sparse = SAEEncoder(**params).fit(X)
-    original = _modules.uses_sparse_topk_step
-    try:
-        _modules.uses_sparse_topk_step = lambda module: False
-        dense = SAEEncoder(**params).fit(X)
-    finally:
-        _modules.uses_sparse_topk_step = original
+    monkeypatch.setattr(_modules, "uses_sparse_topk_step", lambda module: False)
+    dense = SAEEncoder(**params).fit(X)
     np.testing.assert_allclose(sparse.components_, dense.components_, atol=1e-4)
     np.testing.assert_allclose(sparse.transform(X), dense.transform(X), atol=1e-3)
 
