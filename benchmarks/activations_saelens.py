@@ -23,9 +23,10 @@ import time
 import numpy as np
 import torch
 
-from sklearn_sparsegap._methods import ACTIVATION_K, ACTIVATION_BUDGETS, build_activation_method
+from sklearn_sparsegap.experiments._methods import ACTIVATION_K, ACTIVATION_BUDGETS, build_activation_method
 from sklearn_sparsegap.activations import load_activations, reconstruction_metrics
-from sklearn_sparsegap.activations._experiment import environment, input_scale, row_norms, split_by_sequence
+from sklearn_sparsegap.activations._rows import input_scale, row_norms, split_by_sequence
+from sklearn_sparsegap.experiments._activations import environment
 
 
 def main(argv=None):

@@ -43,7 +43,7 @@ import torch
 
 from sklearn_sparsegap import GradientSparseCoder, SAEEncoder, SAEPlusITO
 from sklearn_sparsegap.activations import fraction_variance_unexplained, load_activations
-from sklearn_sparsegap.activations._experiment import row_norms, usable_rows
+from sklearn_sparsegap.activations._rows import row_norms, usable_rows
 from sklearn_sparsegap.flops import sparse_encode_flops
 from sklearn_sparsegap.interop import load_sae, save_sae
 

@@ -32,7 +32,7 @@ from sklearn_sparsegap import (
     make_sparse_dictionary_data,
     mean_corr_coef,
 )
-from sklearn_sparsegap._methods import synthetic_ito_params
+from sklearn_sparsegap.experiments._methods import synthetic_ito_params
 
 
 def timed(function):

@@ -31,7 +31,7 @@ import torch
 
 from sklearn_sparsegap import SAEEncoder
 from sklearn_sparsegap.activations import load_activations
-from sklearn_sparsegap.activations._experiment import row_norms, usable_rows
+from sklearn_sparsegap.activations._rows import row_norms, usable_rows
 
 
 def fvu(X, reconstruction):

@@ -142,7 +142,7 @@ def _real_split(n_train, n_test, scale_path):
     excluded, as ``sparsegap activations`` does), scaled so the mean squared norm is
     n_features (the same preprocessing for both methods)."""
     from sklearn_sparsegap.activations import load_activations
-    from sklearn_sparsegap.activations._experiment import row_norms, usable_rows
+    from sklearn_sparsegap.activations._rows import row_norms, usable_rows
 
     X, metadata = load_activations(REAL)
     rows = np.flatnonzero(usable_rows(metadata, X.shape[0], norms=row_norms(X, X.shape[0])))

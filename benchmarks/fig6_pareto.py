@@ -15,7 +15,7 @@ the authors' l1_penalty_experiment.json (mean over 3 runs, 100k steps).
 
 Discrepancies followed: the code's lr 3e-3 for every model (the paper does not say) and
 100k steps; the "paper" profile uses the whole lambda grid of the code. Kept from the
-shared methods (the authors' code vs ``sklearn_sparsegap._methods``): our SAE encoder starts as
+shared methods (the authors' code vs ``sklearn_sparsegap.experiments._methods``): our SAE encoder starts as
 the decoder's transpose (theirs is random). The quick profile trains for far fewer steps (the exp-codes need
 about 10/lr = 3.3k Adam steps just to grow from exp(-10), so sparse coding gets 10k).
 

@@ -12,7 +12,7 @@ import time
 from sklearn.frozen import FrozenEstimator
 
 from sklearn_sparsegap import SAEEncoder, SAEPlusITO, make_sparse_dictionary_data, mean_corr_coef
-from sklearn_sparsegap._methods import synthetic_ito_params
+from sklearn_sparsegap.experiments._methods import synthetic_ito_params
 
 X, D, codes = make_sparse_dictionary_data(2048, n_components=16, n_features=8,
                                           n_nonzero_coefs=3, random_state=0)

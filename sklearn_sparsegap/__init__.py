@@ -20,8 +20,7 @@ from ._metrics import (
 from ._sae import MLPEncoder, SAEEncoder
 from ._solvers import sparse_encode
 from ._sparse_coding import GradientSparseCoder
-
-__version__ = "0.2.0"
+from ._version import __version__
 
 __all__ = [
     "GradientSparseCoder",

@@ -6,18 +6,16 @@ exactly what the in-memory call returns for those rows; columns are one chunk (r
 if needed). The fitted model (or the dictionary) enters the graph as a single key, so a
 distributed scheduler sends it to each worker once, not once per chunk. dask is imported
 only when the input already is a dask array: the library does not depend on it.
+
+This module is a leaf: it imports nothing of the package. The solvers' lazy encoding
+lives with the solvers (``_solvers._sparse_encode.dask_sparse_encode``) and the lazy
+activation set with the store (``activations._store.activations_as_dask``).
 """
 
 import sys
 import uuid
-from pathlib import Path
 
 import numpy as np
-
-# Rows per chunk of an activation set opened as a dask array when none is given: ~64 MB
-# of float32 at 256 features, enough work per task to hide the scheduler's overhead.
-DEFAULT_CHUNK_ROWS = 65536
-
 
 def is_dask_array(X):
     """Whether ``X`` is a ``dask.array.Array`` (without importing dask)."""
@@ -25,7 +23,7 @@ def is_dask_array(X):
     return module is not None and isinstance(X, module.Array)
 
 
-def _model_key(obj):
+def model_key(obj):
     """``obj`` as one delayed key of a graph (shipped once, whatever the chunk count)."""
     import dask
 
@@ -33,7 +31,7 @@ def _model_key(obj):
     return dask.delayed(obj, pure=True, traverse=False, name=name)
 
 
-def _rows_chunked(X, name="X"):
+def rows_chunked(X, name="X"):
     """Check a 2-D dask array with known columns and make its columns a single chunk."""
     if X.ndim != 2:
         raise ValueError(
@@ -77,7 +75,7 @@ def map_rows(function, X, estimator, n_columns):
         ``(ndarray block, estimator) -> ndarray`` of shape ``(len(block), n_columns)``
         and the dtype of ``block``.
     X : dask.array.Array of shape (n_samples, n_input_columns)
-        Checked and single-chunk in columns (see ``_rows_chunked``).
+        Checked and single-chunk in columns (see ``rows_chunked``).
     estimator : object
         Enters the graph once.
     n_columns : int
@@ -89,7 +87,7 @@ def map_rows(function, X, estimator, n_columns):
     """
     return X.map_blocks(
         function,
-        _model_key(estimator),
+        model_key(estimator),
         chunks=(X.chunks[0], (n_columns,)),
         dtype=X.dtype,
         meta=np.empty((0, n_columns), dtype=X.dtype),
@@ -98,140 +96,14 @@ def map_rows(function, X, estimator, n_columns):
 
 def dask_transform(estimator, X):
     """The estimator's ``transform`` of a dask array, as a dask array (lazy)."""
-    X = _rows_chunked(X)
+    X = rows_chunked(X)
     _check_n_columns(X, estimator.n_features_in_, "was fitted on", "transform")
     return map_rows(_transform_block, X, estimator, estimator.components_.shape[0])
 
 
 def dask_inverse_transform(estimator, X):
     """The estimator's ``inverse_transform`` of dask codes, as a dask array (lazy)."""
-    X = _rows_chunked(X)
+    X = rows_chunked(X)
     n_components, n_features = estimator.components_.shape
     _check_n_columns(X, n_components, "has n_components =", "inverse_transform")
     return map_rows(_inverse_transform_block, X, estimator, n_features)
-
-
-class _Encoder:
-    """``sparse_encode`` with everything but the rows bound: the one object in the graph."""
-
-    def __init__(self, dictionary, parameters):
-        self.dictionary = dictionary
-        self.parameters = parameters
-
-    def __call__(self, block, init=None):
-        from ._solvers import sparse_encode
-
-        return sparse_encode(block, self.dictionary, init=init, **self.parameters)
-
-
-def _encode_block(block, encoder):
-    return encoder(block)
-
-
-def _encode_block_from(block, init, encoder):
-    return encoder(block, init)
-
-
-def dask_sparse_encode(X, dictionary, *, init, return_n_iter, **parameters):
-    """:func:`sparse_encode` of a dask ``X``, as a dask array (lazy).
-
-    ``dictionary`` is an in-memory array (validated by the caller's rules here, once);
-    ``init`` may be in memory or a dask array and is cut into the row chunks of ``X``.
-    """
-    from ._solvers._sparse_encode import GREEDY_ALGORITHMS, check_n_nonzero_coefs
-    from ._validation import check_dictionary
-
-    if return_n_iter:
-        raise ValueError(
-            "return_n_iter=True needs the iterations of every chunk, which a lazy dask "
-            "result does not have; call sparse_encode on the chunks you need, or on an "
-            "in-memory X."
-        )
-    if is_dask_array(dictionary):
-        dictionary = dictionary.compute()
-    X = _rows_chunked(X)
-    dictionary = check_dictionary(dictionary, n_features=X.shape[1])
-    algorithm = parameters["algorithm"]
-    if algorithm in GREEDY_ALGORITHMS:
-        # Checked here, not at compute time in every chunk.
-        check_n_nonzero_coefs(parameters["n_nonzero_coefs"], X.shape[1], dictionary.shape[0],
-                              algorithm)
-    # One dtype for the whole result: that of X, as in the in-memory call.
-    dictionary = dictionary.astype(X.dtype, copy=False)
-    n_components = dictionary.shape[0]
-    encoder = _model_key(_Encoder(dictionary, parameters))
-    out = {
-        "chunks": (X.chunks[0], (n_components,)),
-        "dtype": X.dtype,
-        "meta": np.empty((0, n_components), dtype=X.dtype),
-    }
-    if init is None:
-        return X.map_blocks(_encode_block, encoder, **out)
-    import dask.array as da
-
-    if not is_dask_array(init):
-        from ._validation import check_matrix
-
-        init = da.from_array(check_matrix(init, "init"), chunks=-1)
-    if init.ndim != 2 or init.shape[1] != n_components or init.shape[0] != X.shape[0]:
-        raise ValueError(
-            f"init must have shape (n_samples, n_components) = "
-            f"({X.shape[0]}, {n_components}), got {init.shape}."
-        )
-    init = init.rechunk((X.chunks[0], -1))
-    return da.map_blocks(_encode_block_from, X, init, encoder, **out)
-
-
-class ActivationRows:
-    """Rows of an on-disk activation set, read on demand: what ``da.from_array`` slices.
-
-    It pickles as its path and shape, never its data, so every worker of a cluster opens
-    the file itself (the path must be readable there) and reads only its chunks.
-    """
-
-    ndim = 2
-
-    def __init__(self, path, shape, stored, dtype):
-        self.path = str(path)
-        self.shape = tuple(shape)
-        self.stored = stored
-        self.dtype = np.dtype(dtype)
-
-    def __reduce__(self):
-        return type(self), (self.path, self.shape, self.stored, self.dtype)
-
-    def __getitem__(self, key):
-        from .activations._store import STORAGE_DTYPES, _bfloat16_to_float32
-
-        memmap = np.memmap(
-            self.path, dtype=STORAGE_DTYPES[self.stored], mode="r", shape=self.shape
-        )
-        rows = memmap[key]
-        if self.stored == "bfloat16":
-            rows = _bfloat16_to_float32(rows)
-        # A copy: the chunk must not keep the file mapped once it leaves the worker.
-        return np.array(rows, dtype=self.dtype)
-
-
-def activations_as_dask(path, manifest, *, dtype=None, chunk_rows=None):
-    """An activation set's committed rows as a lazy dask array of row chunks."""
-    import dask.array as da
-
-    stored = manifest["settings"]["dtype"]
-    shape = (manifest["n_rows"], manifest["n_features"])
-    if dtype is None:
-        # bfloat16 has no numpy dtype: its chunks are converted to float32.
-        dtype = np.float32 if stored == "bfloat16" else np.dtype(stored)
-    elif np.dtype(dtype).kind != "f":
-        raise ValueError(f"dtype must be a floating dtype, got {dtype!r}.")
-    if chunk_rows is None:
-        chunk_rows = DEFAULT_CHUNK_ROWS
-    elif int(chunk_rows) < 1:
-        raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows!r}.")
-    rows = ActivationRows(
-        Path(path) / manifest["files"]["activations"], shape, stored, dtype
-    )
-    return da.from_array(
-        rows, chunks=(int(chunk_rows), -1), asarray=False, fancy=False, inline_array=False,
-        name=f"activations-{uuid.uuid4().hex}",
-    )

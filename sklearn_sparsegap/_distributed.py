@@ -59,7 +59,7 @@ def library_versions():
     import numpy
     import sklearn
 
-    from . import __version__
+    from ._version import __version__
 
     return {
         "sklearn_sparsegap": __version__,

@@ -8,7 +8,7 @@ import platform
 import sys
 import time
 
-from ._compare import (
+from .experiments._compare import (
     CODE_DISTRIBUTIONS,
     METHODS,
     METRICS,
@@ -64,7 +64,7 @@ def _method_list(text):
 
 
 def _version():
-    from . import __version__
+    from ._version import __version__
 
     return __version__
 
@@ -136,7 +136,7 @@ def _positive_float(text):
 
 
 def _activation_methods(text):
-    from ._methods import ACTIVATION_METHODS
+    from .experiments._methods import ACTIVATION_METHODS
 
     return _names_from(text, ACTIVATION_METHODS)
 
@@ -149,7 +149,7 @@ def _default_cache():
 
 
 def _add_activations_parser(commands):
-    from ._methods import ACTIVATION_METHODS
+    from .experiments._methods import ACTIVATION_METHODS
 
     parser = commands.add_parser(
         "activations",
@@ -436,13 +436,13 @@ def _check_activations_arguments(args):
 def _run_activations(args):
     from .activations import load_model
     from ._torch_utils import resolve_device
-    from .activations._experiment import (
+    from .experiments._activations import (
         DEFAULT_MODULE,
         check_module,
         format_table,
         run_experiment,
-        say,
     )
+    from .experiments._report import say
 
     progress = not args.quiet
     device = str(resolve_device(args.device))

@@ -182,7 +182,7 @@ def test_benchmark_methods_are_the_package_definitions(bench):
     """Benchmarks and ``sparsegap compare`` build each method through one definition; the
     paper flavour has the authors' settings."""
     from sklearn_sparsegap import paper_l1_to_alpha
-    from sklearn_sparsegap._methods import build_method
+    from sklearn_sparsegap.experiments._methods import build_method
 
     datasets = importlib.import_module("_bench.datasets")
     methods = importlib.import_module("_bench.methods")

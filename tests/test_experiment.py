@@ -8,13 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from sklearn_sparsegap._methods import ACTIVATION_METHODS, build_activation_method
-from sklearn_sparsegap.activations._experiment import (
-    cache_path,
-    holdout_sequences,
-    input_scale,
-    split_by_sequence,
-)
+from sklearn_sparsegap.experiments._methods import ACTIVATION_METHODS, build_activation_method
+from sklearn_sparsegap.activations._rows import holdout_sequences, input_scale, split_by_sequence
+from sklearn_sparsegap.experiments._activations import cache_path
 from sklearn_sparsegap.cli import main
 
 transformers = pytest.importorskip("transformers")

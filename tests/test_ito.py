@@ -249,7 +249,7 @@ def test_bad_parameters(data):
 def test_synthetic_refinement_recovers_known_dictionary_codes(data):
     # The synthetic experiments' settings: transform_alpha a fraction of the encoder's
     # alpha and a refitted intercept.
-    from sklearn_sparsegap._methods import synthetic_ito_params
+    from sklearn_sparsegap.experiments._methods import synthetic_ito_params
 
     X, dictionary, codes = data
     encoder = SAEEncoder(dictionary=dictionary, max_iter=300, random_state=0, device="cpu")
@@ -480,7 +480,7 @@ def test_l0_matching_alpha_bisection():
 
 
 def test_synthetic_experiments_keep_their_ito_settings():
-    from sklearn_sparsegap._methods import PAPER_ITO_ITER, build_method, paper_alpha
+    from sklearn_sparsegap.experiments._methods import PAPER_ITO_ITER, build_method, paper_alpha
 
     library = build_method("sae+ito", n_components=16, n_features=8, n_nonzero_coefs=3)
     params = library.get_params()

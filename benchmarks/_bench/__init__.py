@@ -2,7 +2,7 @@
 
 ``datasets``    the tasks: the paper's generator with the code distribution as a parameter,
                 the train/test split, the seeds;
-``methods``     the methods on a task (each defined once, in ``sklearn_sparsegap._methods``,
+``methods``     the methods on a task (each defined once, in ``sklearn_sparsegap.experiments._methods``,
                 which ``sparsegap compare`` uses too), in the authors' settings and in the
                 library's defaults;
 ``objective``   what is measured on a fitted method (MCC, dictionary MCC, MSE, L0, FLOPs);

@@ -1,6 +1,6 @@
 """The methods, on a benchmark :class:`~_bench.datasets.Task`.
 
-Every method is defined once, in ``sklearn_sparsegap._methods`` (which ``sparsegap
+Every method is defined once, in ``sklearn_sparsegap.experiments._methods`` (which ``sparsegap
 compare`` uses too); :func:`build` only reads the task's sizes and dictionary. Two
 flavours: ``"paper"`` (the authors' code settings for the paper's §4) and ``"library"``
 (the estimators' own defaults).
@@ -8,7 +8,7 @@ flavours: ``"paper"`` (the authors' code settings for the paper's §4) and ``"li
 
 import numpy as np
 
-from sklearn_sparsegap._methods import (
+from sklearn_sparsegap.experiments._methods import (
     FLAVOURS,
     METHODS,
     PAPER_ITO_ITER,
@@ -17,7 +17,7 @@ from sklearn_sparsegap._methods import (
     SCENARIOS,
     build_method,
 )
-from sklearn_sparsegap._methods import paper_alpha as _paper_alpha
+from sklearn_sparsegap.experiments._methods import paper_alpha as _paper_alpha
 
 __all__ = [
     "FLAVOURS", "METHODS", "PAPER_ITO_ITER", "PAPER_L1", "PAPER_LEARNING_RATE", "SCENARIOS",

@@ -7,8 +7,8 @@ import numpy as np
 from sklearn.frozen import FrozenEstimator
 
 from sklearn_sparsegap import SAEPlusITO, dictionary_mcc, mean_corr_coef, mean_l0
-from sklearn_sparsegap._compare import measure as _library_measure
-from sklearn_sparsegap._methods import synthetic_ito_params
+from sklearn_sparsegap.experiments._compare import measure as _library_measure
+from sklearn_sparsegap.experiments._methods import synthetic_ito_params
 
 # The authors' activity thresholds: L0 is the fraction of entries with |s| > threshold;
 # the Pareto curves (Fig. 6) report all four.

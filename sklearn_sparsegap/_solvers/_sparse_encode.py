@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .._compat import Interval, StrOptions, validate_params
-from .._dask import dask_sparse_encode, is_dask_array
+from .._dask import is_dask_array, model_key, rows_chunked
 from .._torch_utils import resolve_device, to_numpy, to_tensor, torch_dtype
 from .._validation import check_dictionary, check_matrix
 from ._adam import adam_codes
@@ -375,3 +375,70 @@ def sparse_encode(
     if return_n_iter:
         return codes, n_iter
     return codes
+
+
+# dask: the rows of a lazy X are encoded chunk by chunk by the in-memory sparse_encode.
+
+
+class _Encoder:
+    """``sparse_encode`` with everything but the rows bound: the one object in the graph."""
+
+    def __init__(self, dictionary, parameters):
+        self.dictionary = dictionary
+        self.parameters = parameters
+
+    def __call__(self, block, init=None):
+        return sparse_encode(block, self.dictionary, init=init, **self.parameters)
+
+
+def _encode_block(block, encoder):
+    return encoder(block)
+
+
+def _encode_block_from(block, init, encoder):
+    return encoder(block, init)
+
+
+def dask_sparse_encode(X, dictionary, *, init, return_n_iter, **parameters):
+    """:func:`sparse_encode` of a dask ``X``, as a dask array (lazy).
+
+    ``dictionary`` is an in-memory array (validated by the caller's rules here, once);
+    ``init`` may be in memory or a dask array and is cut into the row chunks of ``X``.
+    """
+    if return_n_iter:
+        raise ValueError(
+            "return_n_iter=True needs the iterations of every chunk, which a lazy dask "
+            "result does not have; call sparse_encode on the chunks you need, or on an "
+            "in-memory X."
+        )
+    if is_dask_array(dictionary):
+        dictionary = dictionary.compute()
+    X = rows_chunked(X)
+    dictionary = check_dictionary(dictionary, n_features=X.shape[1])
+    algorithm = parameters["algorithm"]
+    if algorithm in GREEDY_ALGORITHMS:
+        # Checked here, not at compute time in every chunk.
+        check_n_nonzero_coefs(parameters["n_nonzero_coefs"], X.shape[1], dictionary.shape[0],
+                              algorithm)
+    # One dtype for the whole result: that of X, as in the in-memory call.
+    dictionary = dictionary.astype(X.dtype, copy=False)
+    n_components = dictionary.shape[0]
+    encoder = model_key(_Encoder(dictionary, parameters))
+    out = {
+        "chunks": (X.chunks[0], (n_components,)),
+        "dtype": X.dtype,
+        "meta": np.empty((0, n_components), dtype=X.dtype),
+    }
+    if init is None:
+        return X.map_blocks(_encode_block, encoder, **out)
+    import dask.array as da
+
+    if not is_dask_array(init):
+        init = da.from_array(check_matrix(init, "init"), chunks=-1)
+    if init.ndim != 2 or init.shape[1] != n_components or init.shape[0] != X.shape[0]:
+        raise ValueError(
+            f"init must have shape (n_samples, n_components) = "
+            f"({X.shape[0]}, {n_components}), got {init.shape}."
+        )
+    init = init.rechunk((X.chunks[0], -1))
+    return da.map_blocks(_encode_block_from, X, init, encoder, **out)

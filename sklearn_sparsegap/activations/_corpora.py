@@ -1,12 +1,20 @@
 """Offline text corpora and their tokenisation into model batches."""
 
+import hashlib
 import importlib
 import inspect
 import pkgutil
+import sys
 from numbers import Integral
 from pathlib import Path
 
+import numpy as np
 import torch
+
+# Standard-library packages whose docstrings join the pydoc topics in the offline corpus
+# (stdlib only, so the corpus is the same wherever this Python version runs).
+CORPUS_PACKAGES = ("json", "email", "collections", "http", "asyncio", "unittest", "typing",
+                   "argparse", "logging", "pathlib", "itertools", "functools", "csv")
 
 
 def pydoc_topics():
@@ -214,3 +222,40 @@ def text_batches(texts, tokenizer, *, batch_size=8, max_length=128):
                 pending = []
     if pending:
         yield emit(pending)
+
+
+def offline_corpus(random_state=0):
+    """The default text: pydoc topics and standard-library docstrings, shuffled by document.
+
+    Shuffling mixes the alphabetically sorted topics, so a prefix of the corpus (what
+    ``--tokens`` takes) is not one corner of the reference manual.
+
+    Parameters
+    ----------
+    random_state : int, default=0
+        Seed of the document order.
+
+    Returns
+    -------
+    texts : list of str
+        The documents.
+
+    Examples
+    --------
+    >>> from sklearn_sparsegap.activations._corpora import offline_corpus
+    >>> texts = offline_corpus()
+    >>> len(texts) > 100 and texts == offline_corpus()
+    True
+    """
+    texts = pydoc_topics() + package_docstrings(CORPUS_PACKAGES)
+    order = np.random.default_rng(random_state).permutation(len(texts))
+    return [texts[i] for i in order]
+
+
+def corpus_texts(text_files=None):
+    """``(texts, corpus key)``: the user's files, or the offline corpus."""
+    if text_files:
+        texts = read_text_files(text_files)
+        digest = hashlib.sha1("\0".join(texts).encode()).hexdigest()[:12]
+        return texts, f"files-{digest}"
+    return offline_corpus(), f"offline-v1-py{sys.version_info[0]}.{sys.version_info[1]}"

@@ -10,8 +10,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .._dask import activations_as_dask
-from ._store import METADATA_FIELDS, STORAGE_DTYPES, ActivationWriter, open_activation_set
+from ._store import (
+    METADATA_FIELDS,
+    STORAGE_DTYPES,
+    ActivationWriter,
+    activations_as_dask,
+    open_activation_set,
+)
 
 # Batch keys that describe the rows rather than being inputs of the model.
 _ROW_KEYS = ("document", "special_tokens_mask")

@@ -25,6 +25,7 @@ copy on disk.
 
 import json
 import os
+import uuid
 import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,9 @@ METADATA_FIELDS = ("document", "sequence", "position", "token")
 ACTIVATIONS_FILE = "activations.bin"
 
 # numpy has no bfloat16: its rows are stored as their raw 16-bit patterns.
+# Rows per chunk of an activation set opened as a dask array when none is given: ~64 MB
+# of float32 at 256 features, enough work per task to hide the scheduler's overhead.
+DEFAULT_CHUNK_ROWS = 65536
 STORAGE_DTYPES = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
 
 
@@ -407,3 +411,56 @@ def open_activation_set(path, *, dtype=None, verify=False, convert=True):
             X = np.asarray(X, dtype=target)
             X.flags.writeable = False
     return X, metadata, manifest
+
+
+class ActivationRows:
+    """Rows of an on-disk activation set, read on demand: what ``da.from_array`` slices.
+
+    It pickles as its path and shape, never its data, so every worker of a cluster opens
+    the file itself (the path must be readable there) and reads only its chunks.
+    """
+
+    ndim = 2
+
+    def __init__(self, path, shape, stored, dtype):
+        self.path = str(path)
+        self.shape = tuple(shape)
+        self.stored = stored
+        self.dtype = np.dtype(dtype)
+
+    def __reduce__(self):
+        return type(self), (self.path, self.shape, self.stored, self.dtype)
+
+    def __getitem__(self, key):
+        memmap = np.memmap(
+            self.path, dtype=STORAGE_DTYPES[self.stored], mode="r", shape=self.shape
+        )
+        rows = memmap[key]
+        if self.stored == "bfloat16":
+            rows = _bfloat16_to_float32(rows)
+        # A copy: the chunk must not keep the file mapped once it leaves the worker.
+        return np.array(rows, dtype=self.dtype)
+
+
+def activations_as_dask(path, manifest, *, dtype=None, chunk_rows=None):
+    """An activation set's committed rows as a lazy dask array of row chunks."""
+    import dask.array as da
+
+    stored = manifest["settings"]["dtype"]
+    shape = (manifest["n_rows"], manifest["n_features"])
+    if dtype is None:
+        # bfloat16 has no numpy dtype: its chunks are converted to float32.
+        dtype = np.float32 if stored == "bfloat16" else np.dtype(stored)
+    elif np.dtype(dtype).kind != "f":
+        raise ValueError(f"dtype must be a floating dtype, got {dtype!r}.")
+    if chunk_rows is None:
+        chunk_rows = DEFAULT_CHUNK_ROWS
+    elif int(chunk_rows) < 1:
+        raise ValueError(f"chunk_rows must be a positive number of rows, got {chunk_rows!r}.")
+    rows = ActivationRows(
+        Path(path) / manifest["files"]["activations"], shape, stored, dtype
+    )
+    return da.from_array(
+        rows, chunks=(int(chunk_rows), -1), asarray=False, fancy=False, inline_array=False,
+        name=f"activations-{uuid.uuid4().hex}",
+    )

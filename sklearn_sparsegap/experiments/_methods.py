@@ -14,7 +14,11 @@ paper writes, and Adam on the per-sample objective equals theirs up to Adam's ep
 (docs/results.md discusses each).
 """
 
-from ._metrics import paper_l1_to_alpha
+from .._baselines import LarsDictionaryLearning
+from .._ito import SAEPlusITO
+from .._metrics import paper_l1_to_alpha
+from .._sae import MLPEncoder, SAEEncoder
+from .._sparse_coding import GradientSparseCoder
 
 SCENARIOS = ("unknown", "known-dictionary", "known-codes")
 FLAVOURS = ("library", "paper")
@@ -126,14 +130,6 @@ def build_method(
     estimator : estimator object
         Unfitted.
     """
-    from . import (
-        GradientSparseCoder,
-        LarsDictionaryLearning,
-        MLPEncoder,
-        SAEEncoder,
-        SAEPlusITO,
-    )
-
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
     if scenario not in SCENARIOS:
@@ -283,13 +279,11 @@ def build_activation_method(
 
     Examples
     --------
-    >>> from sklearn_sparsegap._methods import build_activation_method
+    >>> from sklearn_sparsegap.experiments._methods import build_activation_method
     >>> coder = build_activation_method("sparse-coding", n_components=2304, n_features=576)
     >>> coder.fit_algorithm, coder.transform_n_nonzero_coefs
     ('omp', 32)
     """
-    from . import GradientSparseCoder, MLPEncoder, SAEEncoder, SAEPlusITO
-
     if method not in ACTIVATION_METHODS:
         raise ValueError(
             f"method must be one of {', '.join(ACTIVATION_METHODS)}; got {method!r}."

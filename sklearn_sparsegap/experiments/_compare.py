@@ -5,8 +5,8 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-from ._datasets import make_sparse_dictionary_data
-from ._metrics import dead_fraction, dictionary_mcc, mean_corr_coef, mean_l0, normalized_mse
+from .._datasets import make_sparse_dictionary_data
+from .._metrics import dead_fraction, dictionary_mcc, mean_corr_coef, mean_l0, normalized_mse
 from ._methods import COMPARE_METHODS, SCENARIOS, build_method, supports
 
 METHODS = COMPARE_METHODS

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._experiment import say
+from ._report import say
 
 PROTOCOL_NAMES = ("paper", "delphi")
 
