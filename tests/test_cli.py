@@ -98,16 +98,16 @@ def test_recorded_run_agrees_with_a_fresh_run(capsys, tmp_path):
 
 
 def test_readme_table_is_the_recorded_run():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
+    sys.path.insert(0, str(ROOT / "docs"))
     try:
         readme_compare = importlib.import_module("readme_compare")
     finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+        sys.path.remove(str(ROOT / "docs"))
     block = readme_compare.readme_block((ROOT / "README.md").read_text())
     assert block is not None, "README has lost its generated compare-table block"
     assert block == readme_compare.render(cli.load_runs(RECORD)), (
         "README.md's compare table differs from docs/results/compare/compare.json: "
-        "run `python benchmarks/readme_compare.py`"
+        "run `python docs/readme_compare.py`"
     )
 
 

@@ -7,14 +7,14 @@
                 library's defaults;
 ``objective``   what is measured on a fitted method (MCC, dictionary MCC, MSE, L0, FLOPs);
 ``references``  the paper's and the authors' numbers, stored as JSON in
-                ``benchmarks/references/``;
+                ``benchmarks/paper/references/``;
 ``runner``      profiles, the command line, joblib sweeps, learning curves, dataset
                 variants (an experiment rerun on another distribution), JSON/PNG output
                 and the summary table;
 ``plots``       the figure helpers (matplotlib, imported only when figures are drawn).
 
-Each experiment script (``benchmarks/fig*.py`` and friends) defines ``PROFILES``, a
+Each experiment script (``benchmarks/paper/fig*.py`` and friends) defines ``PROFILES``, a
 ``run(settings, n_jobs, progress)`` returning plain records (with a ``distribution``
 parameter where its data take one), ``figures(result)`` and ``summary(result)``, and ends
-with ``runner.main(...)``. ``benchmarks/run_all.py`` is the one runner of them all.
+with ``runner.main(...)``. ``benchmarks/paper/run_all.py`` is the one runner of them all.
 """

@@ -1,4 +1,4 @@
-"""The paper's and the authors' recorded numbers, stored as data in ``benchmarks/references/``.
+"""The paper's and the authors' recorded numbers, stored as data in ``benchmarks/paper/references/``.
 
 One JSON file per experiment: ``experiment`` (the paper's figure or appendix), ``source``
 (where the numbers come from and what they are), optional ``notes``, and ``tables``: named
@@ -10,7 +10,7 @@ import json
 from functools import cache
 from pathlib import Path
 
-REFERENCES = Path(__file__).resolve().parents[1] / "references"
+REFERENCES = Path(__file__).resolve().parents[1] / "paper" / "references"
 
 
 @cache

@@ -17,7 +17,7 @@ Two known-dictionary settings, codes scored by latent MCC against the true codes
    Adam inference, next to scikit-learn's ``lasso_cd`` (positive, alpha 0.01), ``lasso_lars``
    and ``omp``.
 
-Run ``python benchmarks/bench_sparse_encode.py`` (``--quick`` for a smaller smoke run,
+Run ``python benchmarks/speed/bench_sparse_encode.py`` (``--quick`` for a smaller smoke run,
 ``--help`` for options). Timings are the best of ``--repeats`` calls; absolute seconds drift
 between runs and machines, so compare the ratios printed in the same run.
 """

@@ -4,7 +4,7 @@ Opens ``OUT/interpret/METHOD.html`` from its file URL in Debian's Chromium (driv
 playwright, no browser download), fails on any console error or network request, sorts
 the list by F1, opens the best-scored feature's page and saves a PNG::
 
-    python benchmarks/wild_screenshot.py sparsegap-activations mlp docs/_static/wild_browser.png
+    python docs/wild_screenshot.py sparsegap-activations mlp docs/_static/wild_browser.png
 """
 
 import argparse

@@ -9,7 +9,7 @@ never active on the held-out rows, and training throughput (rows/s of the fit).
 
 Run with the peers environment (SAELens installed) and this checkout on the path::
 
-    PYTHONPATH=$PWD /work/venv-peers/bin/python benchmarks/bench_saelens.py \\
+    PYTHONPATH=$PWD /work/venv-peers/bin/python benchmarks/peers/bench_saelens.py \\
         --activations /work/data/smol_l15 --n-train 100000 --batch-size 1024 \\
         --alphas 0.5,1,3,8 --l1 2,5,10,20
 
@@ -22,6 +22,7 @@ dropped; the last ``--n-test`` rows (after the training rows) are held out.
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import numpy as np
 import threadpoolctl
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from sklearn_sparsegap import SAEEncoder
 from sklearn_sparsegap.activations import load_activations
 from sklearn_sparsegap.activations._rows import row_norms, usable_rows
@@ -100,7 +102,7 @@ def ours(X_train, X_test, *, n_components, batch_size, epochs, seed, **params):
 
 def saelens(X_train, X_test, *, n_components, batch_size, epochs, seed, k=None, l1=1.0,
             lr=3e-4):
-    from _saelens import SAELensSAE
+    from _bench.saelens import SAELensSAE
 
     sae = SAELensSAE(n_components, k=k, l1_coefficient=l1, batch_size=batch_size,
                      epochs=epochs, lr=lr, random_state=seed).fit(X_train)  # fmt: skip
@@ -137,7 +139,7 @@ def main():
              for p in threadpoolctl.threadpool_info()]  # fmt: skip
     print("threadpools:", pools, flush=True)
 
-    import _saelens  # noqa: F401  (SAELens and torch._dynamo, before any timing)
+    import _bench.saelens  # noqa: F401  (SAELens and torch._dynamo, before any timing)
 
     data, metadata = load_activations(args.activations)
     # Position 0 and the rare later attention-sink rows (norm > 10x the median; one such

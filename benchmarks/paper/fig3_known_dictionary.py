@@ -36,11 +36,15 @@ only at small ITO budgets: the "ITO kept" column and panel (c) show when the ref
 wins); FISTA FLOPs count the whole iteration budget (an upper bound: its tolerance stops
 it earlier).
 
-    python benchmarks/fig3_known_dictionary.py --profile quick
+    python benchmarks/paper/fig3_known_dictionary.py --profile quick
 """
+
+import sys
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import plots, references, runner
 from _bench.datasets import SEED_KNOWN, make_task
 from _bench.methods import build

@@ -43,11 +43,15 @@ K = 3 and 9), one seed, 5,000 training steps (a tenth of the paper's) and the pa
 not a reproduction of the paper's. ``paper``: both flavours over the full grid, 3 seeds,
 50,000 steps for the paper flavour (several CPU-hours in all).
 
-    python benchmarks/fig5_regimes.py --profile quick --n-jobs 2
+    python benchmarks/paper/fig5_regimes.py --profile quick --n-jobs 2
 """
+
+import sys
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import plots, references, runner
 from _bench.datasets import SEED_REGIMES, make_task
 from _bench.methods import build

@@ -19,9 +19,13 @@ shared methods (the authors' code vs ``sklearn_sparsegap.experiments._methods``)
 the decoder's transpose (theirs is random). The quick profile trains for far fewer steps (the exp-codes need
 about 10/lr = 3.3k Adam steps just to grow from exp(-10), so sparse coding gets 10k).
 
-    python benchmarks/fig6_pareto.py --profile quick
+    python benchmarks/paper/fig6_pareto.py --profile quick
 """
 
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import references, runner
 from _bench.datasets import SEED_UNKNOWN, make_task
 from _bench.methods import build, paper_alpha

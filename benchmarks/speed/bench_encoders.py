@@ -6,21 +6,24 @@ time beside reference numbers (the authors' code, SAELens and a plain torch SAE,
 on this task when the project started), then SAE training throughput at a real
 SAE shape next to torch's own matmul throughput measured in the same run. With the optional
 sae-lens installed (``pip install -e ".[benchmark]"``), SAELens's standard and TopK SAEs
-are trained on the same data in the unknown-dictionary scenario (see _saelens.py).
+are trained on the same data in the unknown-dictionary scenario (see _bench/saelens.py).
 
-    python benchmarks/bench_encoders.py            # everything (a few minutes on 2 cores)
-    python benchmarks/bench_encoders.py --quick    # 2 seeds, smaller throughput run
-    python benchmarks/bench_encoders.py --only "^(SAE|MLP H=(64|256))" --skip-throughput
+    python benchmarks/speed/bench_encoders.py            # everything (a few minutes on 2 cores)
+    python benchmarks/speed/bench_encoders.py --quick    # 2 seeds, smaller throughput run
+    python benchmarks/speed/bench_encoders.py --only "^(SAE|MLP H=(64|256))" --skip-throughput
 """
 
 import argparse
 import re
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import threadpoolctl
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from sklearn_sparsegap import (
     MLPEncoder,
     SAEEncoder,
@@ -54,12 +57,12 @@ OLD_MLP_DEFAULTS = dict(hidden_layer_sizes=(256,), learning_rate=3e-3, max_iter=
 
 
 def _saelens():
-    """``_saelens.SAELensSAE``, or None when sae-lens is not installed.
+    """``_bench.saelens.SAELensSAE``, or None when sae-lens is not installed.
 
     Imported lazily: sae_lens takes several seconds to import and is optional.
     """
     try:
-        from _saelens import SAELensSAE
+        from _bench.saelens import SAELensSAE
     except ModuleNotFoundError as error:
         if error.name != "sae_lens":
             raise  # installed but broken: show it, do not skip silently

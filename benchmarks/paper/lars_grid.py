@@ -39,11 +39,15 @@ reference cells inside that grid (its measured wall times, which set this profil
 128, 256}, M ∈ {8, 16, 32}, K ∈ {3, 6, 9}, one run (as the authors), both distributions,
 "LARS (App. H)" on every signed cell (hours: its fits take minutes from N=64 on).
 
-    python benchmarks/lars_grid.py --profile quick --n-jobs 2
+    python benchmarks/paper/lars_grid.py --profile quick --n-jobs 2
 """
+
+import sys
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import plots, references, runner
 from _bench.datasets import SEED_REGIMES, make_task
 from _bench.methods import build

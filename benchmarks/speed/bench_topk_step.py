@@ -6,7 +6,7 @@ and last encoder-layer gradients on the ``k`` active latents of each row only) w
 same module and batch, checks they give the same gradients, and prints the ratio, so
 the rule can be re-checked on another machine or device::
 
-    python benchmarks/bench_topk_step.py --n-features 576 --n-components 2304 \\
+    python benchmarks/speed/bench_topk_step.py --n-features 576 --n-components 2304 \\
         --batch-size 1024 --ks 8,32,128,288,576
 """
 

@@ -33,11 +33,15 @@ the same steps; ``SAEPlusITO`` keeps, per sample, whichever of the SAE codes and
 refined codes has the lower objective (the "ITO kept" column says how often ITO won);
 FISTA FLOPs count the whole iteration budget of the ITO (an upper bound).
 
-    python benchmarks/fig4_unknown_dictionary.py --profile quick
+    python benchmarks/paper/fig4_unknown_dictionary.py --profile quick
 """
+
+import sys
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import plots, references, runner
 from _bench.datasets import SEED_UNKNOWN, make_task
 from _bench.methods import build

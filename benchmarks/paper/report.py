@@ -5,29 +5,30 @@ experiment's printed summary table, recomputed from ``docs/results/<experiment>/
 (so the tables in the docs are exactly what the run produced); ``{{times}}`` becomes the
 per-experiment wall times recorded in each experiment's ``result.json`` (its latest run).
 
-    python benchmarks/run_all.py --profile quick --out docs/results
-    python benchmarks/report.py
+    python benchmarks/paper/run_all.py --profile quick --out docs/results
+    python benchmarks/paper/report.py
 
 With ``--figures`` it also redraws every experiment's PNG figures from its stored
 ``result.json`` (no re-run: the figures are functions of the recorded numbers).
 """
 
 import argparse
-
 import json
 import re
+import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import runner
 from run_all import EXPERIMENTS, experiment
 
-DOCS = Path(__file__).resolve().parents[1] / "docs"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 def _summary(name, results):
     path = results / name / "result.json"
     if not path.exists():
-        return (f"(no results yet: run `python benchmarks/run_all.py --profile quick --only {name} "
+        return (f"(no results yet: run `python benchmarks/paper/run_all.py --profile quick --only {name} "
                 "--out docs/results`)")
     result = json.loads(path.read_text())
     header = f"{result['profile']} profile, {result['seconds']:.0f} s, torch {result['environment']['torch']}"

@@ -20,7 +20,7 @@
 
 Usage::
 
-    python benchmarks/bench_10m.py --path /work/data/synthetic_10m_384 \\
+    python benchmarks/speed/bench_10m.py --path /work/data/synthetic_10m_384 \\
         --n-rows 10000000 --sizes 1000000 10000000 --steps 200 --encode-rows 65536
 """
 
@@ -32,10 +32,11 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench.memory import memory_status, peak_rss_mb  # noqa: E402
 from bench_dask import N_FEATURES, STREAM_ROWS, synthetic_rows  # noqa: E402
 

@@ -9,11 +9,15 @@ The dashed line is the FLOP count at which the MLPs first beat the SAE's final s
 (averaged over the paper-setting widths, as in the authors' notebook; the library MLP is
 left out). Paper §4.1; the authors' numbers are in ``references/fig2_known_codes.json``.
 
-    python benchmarks/fig2_known_codes.py --profile quick
+    python benchmarks/paper/fig2_known_codes.py --profile quick
 """
+
+import sys
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import plots, references, runner
 from _bench.datasets import SEED_KNOWN, make_task
 from _bench.methods import build

@@ -14,9 +14,9 @@ Measures, in one run (each fit in a fresh subprocess, whose own peak resident me
   both scored by the FVU of OMP codes with the same number of non-zeros on held-out
   rows, and fit time (``--threads N`` gives both fits the same thread budget).
 
-The synthetic set is made by ``python benchmarks/bench_streaming.py generate`` (Zipf
+The synthetic set is made by ``python benchmarks/speed/bench_streaming.py generate`` (Zipf
 distributed sparse codes on a random overcomplete dictionary, log-normal magnitudes, a
-mean offset and Gaussian noise, written in chunks). ``python benchmarks/bench_streaming.py
+mean offset and Gaussian noise, written in chunks). ``python benchmarks/speed/bench_streaming.py
 run`` runs everything (``--quick`` for a smoke run on small sizes).
 """
 
@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 
 SYNTHETIC = Path("/work/data/synthetic_2m_384.npy")
 REAL = Path("/work/data/smol_l15")

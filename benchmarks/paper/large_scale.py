@@ -48,11 +48,15 @@ epoch; far longer on a loaded machine), and 25 times more per checkpoint on 500k
 "train MCC" column is the same metric on as many training samples as test samples
 (over- or under-fitting).
 
-    python benchmarks/large_scale.py --profile quick
+    python benchmarks/paper/large_scale.py --profile quick
 """
+
+import sys
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import plots, references, runner
 from _bench.datasets import SEED_KNOWN, make_task
 from _bench.methods import build

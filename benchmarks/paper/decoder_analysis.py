@@ -29,14 +29,17 @@ Profiles: smoke (N=6, M=4, K=2, 64 samples, 5 steps, H=8), quick (the paper's da
 sizes, 5,000 steps instead of 50,000, 2 seeds: a few minutes on 2 cores), paper (50,000
 steps, one seed as the authors' notebook).
 
-    python benchmarks/decoder_analysis.py --profile quick
+    python benchmarks/paper/decoder_analysis.py --profile quick
 """
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import runner
 from _bench.datasets import SEED_UNKNOWN, make_task
 from _bench.methods import build

@@ -11,23 +11,23 @@ Measures, in one run on the same data:
   (``np.corrcoef`` on the stacked columns + ``scipy.optimize.linear_sum_assignment``),
   whose MCC is printed to show both agree.
 
-Run ``python benchmarks/bench_foundation.py`` (``--help`` for sizes; ``--quick`` for a
+Run ``python benchmarks/speed/bench_foundation.py`` (``--help`` for sizes; ``--quick`` for a
 small smoke run; ``--no-baseline`` to skip the scikit-learn / naive comparisons).
 """
 
 import argparse
-import os
 import platform
 import sys
 import time
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from sklearn_sparsegap import make_sparse_dictionary_data, mean_corr_coef
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench.memory import peak_rss_mb  # noqa: E402
 
 

@@ -1,10 +1,10 @@
 """Every paper experiment in one run, with one profile; writes each experiment's results
 folder under ``--out`` and ``run_all.json`` with the per-experiment and total wall times.
 
-    python benchmarks/run_all.py --profile quick --out docs/results
-    python benchmarks/run_all.py --profile quick --only zipf --out docs/results
+    python benchmarks/paper/run_all.py --profile quick --out docs/results
+    python benchmarks/paper/run_all.py --profile quick --only zipf --out docs/results
 
-Each experiment is a script (``benchmarks/<name>.py``, also runnable alone) or a dataset
+Each experiment is a script (``benchmarks/paper/<name>.py``, also runnable alone) or a dataset
 variant: experiments rerun on another code distribution of the generator (``zipf``:
 Figs. 2-4 on the paper's App. D Zipf codes, one seed per part in the quick profile).
 """
@@ -12,9 +12,11 @@ Figs. 2-4 on the paper's App. D Zipf codes, one seed per part in the quick profi
 import argparse
 import importlib
 import json
+import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import runner
 
 # Dataset variants: name -> (parts: record key -> experiment script, distribution, title).

@@ -12,7 +12,7 @@ it.
 
 Usage::
 
-    python benchmarks/bench_dask.py [--n-rows 131072] [--chunk-rows 8192] [--k 16]
+    python benchmarks/speed/bench_dask.py [--n-rows 131072] [--chunk-rows 8192] [--k 16]
 """
 
 import argparse

@@ -24,7 +24,7 @@ The data are scaled once so that the mean squared norm of a training token equal
 number of features (as SAELens does); FVU does not depend on that scale. Run from the
 repository root (minutes on 2 CPU cores)::
 
-    python benchmarks/bench_amortisation_gap.py [--activations /work/data/smol_l15]
+    python benchmarks/speed/bench_amortisation_gap.py [--activations /work/data/smol_l15]
         [--train-tokens 60000] [--test-tokens 8192] [--epochs 4] [--quick]
         [--output docs/results/amortisation_gap/amortisation_gap.json]
 """

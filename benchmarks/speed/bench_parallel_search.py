@@ -12,7 +12,7 @@ thread count torch uses inside a worker and the BLAS/threadpool configuration.
 
 Usage::
 
-    python benchmarks/bench_parallel_search.py [--n-samples 2048] [--repeats 1]
+    python benchmarks/speed/bench_parallel_search.py [--n-samples 2048] [--repeats 1]
 """
 
 import argparse

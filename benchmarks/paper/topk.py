@@ -29,13 +29,16 @@ l1_vs_topk_experiment.json.
 Discrepancies followed: the code's 100k training steps at lr 3e-3 and 10k test-time Adam
 steps (the paper says 20k + 1k), 2 runs, optimize-top-k at lr 0.9 for 1,000 steps.
 
-    python benchmarks/topk.py --profile quick
+    python benchmarks/paper/topk.py --profile quick
 """
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import references, runner
 from _bench.datasets import SEED_UNKNOWN, make_task
 from _bench.methods import authors_optimize_topk, build, keep_topk, paper_alpha

@@ -9,9 +9,9 @@
    both measured in this process after one untimed warm-up fit of each).
 3. SAEPlusITO on an unknown dictionary against its own SAE.
 
-The large-scale known-dictionary comparison is benchmarks/bench_sparse_encode.py.
+The large-scale known-dictionary comparison is benchmarks/speed/bench_sparse_encode.py.
 
-    python benchmarks/bench_inference.py [--seeds 0 1 2 3 4] [--sections known unknown ito]
+    python benchmarks/speed/bench_inference.py [--seeds 0 1 2 3 4] [--sections known unknown ito]
 """
 
 import argparse

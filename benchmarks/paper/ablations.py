@@ -20,11 +20,15 @@ says 1e-4 and 50k) and the bias script's learning rates (1e-3 for SAE and sparse
 raises the learning rates (stated in its settings), runs three of the six widths and one
 model seed for the width sweep (its cost grows as N*H: H=512 on N=64 is ~15x H=16).
 
-    python benchmarks/ablations.py --profile quick
+    python benchmarks/paper/ablations.py --profile quick
 """
+
+import sys
+from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import references, runner
 from _bench.datasets import SEED_UNKNOWN, make_task
 from _bench.methods import build, paper_alpha

@@ -16,7 +16,7 @@ Adam at ``LR`` on full batches. Real LM activations come from the real-activatio
 Needs the benchmark extra (``pip install -e ".[benchmark]"``; see docs/interop.rst for
 the torchvision quirk). Run from the repository root::
 
-    python benchmarks/interop_demo.py [--quick]
+    python benchmarks/peers/interop_demo.py [--quick]
 """
 
 import argparse

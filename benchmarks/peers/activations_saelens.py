@@ -8,7 +8,7 @@ measured on the same holdout tokens (FVU, L0, dead fraction, fit seconds, tokens
 Run in the peers environment (SAELens installed), pointing at an activation set made by
 ``sparsegap activations`` (its path is printed and in ``results.json``)::
 
-    PYTHONPATH=. /work/venv-peers/bin/python benchmarks/activations_saelens.py \\
+    PYTHONPATH=. /work/venv-peers/bin/python benchmarks/peers/activations_saelens.py \\
         --activations ~/.cache/sklearn-sparsegap/activations/SmolLM2-...-model-layers-15-... \\
         --tokens 20000 --expansion 2 --epochs 5
 
@@ -18,11 +18,14 @@ one run, not runs of different days.
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from sklearn_sparsegap.experiments._methods import ACTIVATION_K, ACTIVATION_BUDGETS, build_activation_method
 from sklearn_sparsegap.activations import load_activations, reconstruction_metrics
 from sklearn_sparsegap.activations._rows import input_scale, row_norms, split_by_sequence
@@ -55,7 +58,7 @@ def main(argv=None):
     k = max(1, min(ACTIVATION_K, n_features // 2, n_components))
     ours = build_activation_method("sae", n_components=n_components, n_features=n_features)
     ours.set_params(max_iter=args.epochs, device="cpu")
-    from _saelens import SAELensSAE  # SAELens and torch._dynamo, before any timing
+    from _bench.saelens import SAELensSAE  # SAELens and torch._dynamo, before any timing
 
     theirs = SAELensSAE(n_components, k=k, epochs=args.epochs,
                         batch_size=budget["batch_size"], lr=budget["learning_rate"])
