@@ -10,6 +10,7 @@ the number of latents and examples kept, never on the number of tokens.
 """
 
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -492,6 +493,296 @@ def _logit_effects(W_U, components, n_logits, chunk=1024):
     return [torch.cat(out[key]).numpy() for key in ("tt", "tv", "bt", "bv")]
 
 
+class _DocumentLayout(NamedTuple):
+    """Where each row's document starts and stops, and the fixed-length windows."""
+
+    run_start: np.ndarray  # first row of each row's document
+    run_stop: np.ndarray  # one past the last row of each row's document
+    window_id: np.ndarray  # window of each row (windows restart at every document)
+    window_starts: np.ndarray  # first row of each window
+
+
+def _document_layout(document, starts, n_tokens, window_length):
+    """Cut the rows into documents (contiguous runs) and windows of ``window_length``."""
+    run = np.cumsum(np.r_[True, document[1:] != document[:-1]]) - 1
+    run_start = starts[run]
+    run_stop = np.r_[starts[1:], n_tokens][run]
+    offset = np.arange(n_tokens) - run_start
+    window_start_mask = offset % window_length == 0
+    window_id = np.cumsum(window_start_mask) - 1
+    window_starts = np.flatnonzero(window_start_mask)
+    return _DocumentLayout(run_start, run_stop, window_id, window_starts)
+
+
+def _batch_cuts(window_starts, n_tokens, batch_size):
+    """Batch boundaries: about ``batch_size`` rows each, rounded down to whole windows."""
+    cuts = np.unique(
+        window_starts[
+            np.searchsorted(window_starts, np.arange(0, n_tokens, batch_size), "right") - 1
+        ]
+    )
+    return np.r_[cuts, n_tokens]
+
+
+def _offer_firing_tokens(top, sample, codes, fires, start, seed):
+    """Offer a batch's firing (row, latent) pairs to the top-k and the uniform sample.
+
+    Top-k keeps the largest values, ties to the earliest row; the sample keeps the
+    smallest hash keys, so neither depends on how the rows were batched.
+    """
+    local_rows, columns = torch.nonzero(fires, as_tuple=True)
+    values = codes[local_rows, columns].numpy()
+    rows = local_rows.numpy() + start
+    columns = columns.numpy()
+    top.offer(columns, -values.astype(np.float64), rows, [values])
+    keys = _hash_keys(torch.as_tensor(rows), columns, fires.shape[1], seed)
+    sample.offer(columns, keys.astype(np.float64), rows, [values])
+
+
+def _offer_quiet_windows(quiet, fires, batch_window_id, seed):
+    """Offer the (window, latent) pairs of a batch where the latent never fires.
+
+    ``batch_window_id`` is the window of each row of the batch (whole windows only).
+    """
+    local = torch.as_tensor(batch_window_id - batch_window_id[0])
+    n_windows = int(local[-1]) + 1
+    window_fires = torch.zeros(n_windows, fires.shape[1]).index_add_(
+        0, local, fires.to(torch.float32)
+    ) > 0
+    quiet_windows, quiet_columns = torch.nonzero(~window_fires, as_tuple=True)
+    windows = quiet_windows.numpy() + int(batch_window_id[0])
+    quiet_columns = quiet_columns.numpy()
+    keys = _hash_keys(torch.as_tensor(windows), quiet_columns, fires.shape[1], seed)
+    quiet.offer(quiet_columns, keys.astype(np.float64), windows, [])
+
+
+class _StreamedStatistics(NamedTuple):
+    """What one pass over the rows keeps per latent."""
+
+    count: np.ndarray  # tokens on which the latent fires
+    total: np.ndarray  # sum of its firing activations (float64)
+    maximum: np.ndarray  # largest firing activation, 0 if none (float32)
+    top: _KeptPerColumn  # top-activating rows
+    sample: _KeptPerColumn  # uniform sample of firing rows
+    quiet: _KeptPerColumn  # uniform sample of windows where it never fires
+
+
+def _stream_latent_statistics(encoder, X, cuts, window_id, n_latents, *, n_top,
+                              sample_size, n_random, threshold, seed):
+    """Encode ``X`` batch by batch (between ``cuts``) and keep per-latent statistics."""
+    count = torch.zeros(n_latents, dtype=torch.int64)
+    total = torch.zeros(n_latents, dtype=torch.float64)
+    maximum = torch.zeros(n_latents, dtype=torch.float32)
+    top = _KeptPerColumn(n_latents, n_top, [np.float32])
+    sample = _KeptPerColumn(n_latents, sample_size, [np.float32])
+    quiet = _KeptPerColumn(n_latents, max(n_random, 1), [])
+    for start, stop in zip(cuts[:-1], cuts[1:]):
+        codes = _transform(encoder, X, start, stop, n_latents)
+        fires = codes > threshold
+        count += fires.sum(0)
+        firing_codes = torch.where(fires, codes, 0)
+        total += firing_codes.sum(0, dtype=torch.float64)
+        maximum = torch.maximum(maximum, firing_codes.amax(0))
+        _offer_firing_tokens(top, sample, codes, fires, start, seed)
+        if n_random:
+            _offer_quiet_windows(quiet, fires, window_id[start:stop], seed + 1)
+    return _StreamedStatistics(count.numpy(), total.numpy(), maximum.numpy(), top,
+                               sample, quiet)
+
+
+def _activation_histograms(sample_rows, sample_values, maximum, count, n_bins):
+    """Histogram of each live latent's sampled activations on [0, max], scaled to its
+    number of firing tokens (zeros for a latent that never fires)."""
+    n_latents = len(count)
+    histogram_counts = np.zeros((n_latents, n_bins))
+    histogram_edges = np.zeros((n_latents, n_bins + 1))
+    for latent in np.flatnonzero(count != 0):
+        values = sample_values[latent, sample_rows[latent] >= 0]
+        counts, edges = np.histogram(
+            values, bins=n_bins, range=(0.0, float(maximum[latent]) or 1.0)
+        )
+        histogram_counts[latent] = counts * (count[latent] / max(len(values), 1))
+        histogram_edges[latent] = edges
+    return histogram_counts, histogram_edges
+
+
+def _quantile_examples(sample_rows, sample_values, top_rows, dead, n_quantiles,
+                       n_per_quantile, seed):
+    """Choose ``n_per_quantile`` sampled rows from each activation-quantile bin.
+
+    The top examples are left out; within a latent the chosen rows run from the lowest
+    bin up, strongest first inside a bin. Returns the rows and their bins (-1 padding).
+    """
+    n_latents = len(dead)
+    quantile_rows = np.full((n_latents, n_quantiles * n_per_quantile), -1, dtype=np.int64)
+    quantile_bins = np.full((n_latents, n_quantiles * n_per_quantile), -1, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    for latent in np.flatnonzero(~dead):
+        valid = sample_rows[latent] >= 0
+        rows, values = sample_rows[latent, valid], sample_values[latent, valid]
+        keep = ~np.isin(rows, top_rows[latent])
+        rows, values = rows[keep], values[keep]
+        if len(rows) == 0 or n_per_quantile == 0:
+            continue
+        order = np.lexsort((rows, values))
+        filled = 0
+        for bin_index, members in enumerate(np.array_split(order, n_quantiles)):
+            if len(members) == 0:
+                continue
+            chosen = rng.choice(members, min(n_per_quantile, len(members)), replace=False)
+            chosen = chosen[np.argsort(-values[chosen], kind="stable")]
+            quantile_rows[latent, filled : filled + len(chosen)] = rows[chosen]
+            quantile_bins[latent, filled : filled + len(chosen)] = bin_index
+            filled += len(chosen)
+    return quantile_rows, quantile_bins
+
+
+def _context_rows(example_rows, layout, left, right):
+    """Rows of the window around each example, and which of them are inside its
+    document (``example_rows`` -1 means no example: nothing inside)."""
+    centre = np.where(example_rows >= 0, example_rows, 0)
+    context_rows = centre[..., None] + np.arange(-left, right + 1)
+    inside = (
+        (example_rows[..., None] >= 0)
+        & (context_rows >= layout.run_start[centre][..., None])
+        & (context_rows < layout.run_stop[centre][..., None])
+    )
+    return np.where(inside, context_rows, 0), inside
+
+
+def _reencode_context_activations(encoder, X, context_rows, inside, batch_size):
+    """Each latent's activation on the rows of its contexts (0 outside), re-encoding
+    every needed row once, ``batch_size`` rows at a time."""
+    context_activations = np.zeros(context_rows.shape, dtype=np.float32)
+    latent_index = np.broadcast_to(
+        np.arange(context_rows.shape[0])[:, None, None], context_rows.shape
+    )
+    pair_rows = context_rows[inside]
+    pair_latents = latent_index[inside]
+    unique_rows, inverse = np.unique(pair_rows, return_inverse=True)
+    pair_values = np.zeros(len(pair_rows), dtype=np.float32)
+    order = np.argsort(inverse, kind="stable")
+    sorted_inverse = inverse[order]
+    for chunk_start in range(0, len(unique_rows), batch_size):
+        chunk = unique_rows[chunk_start : chunk_start + batch_size]
+        # Re-encoding row by row keeps memmap reads to the rows needed.
+        codes = encoder.transform(np.asarray(X[chunk])) if len(chunk) else None
+        codes = np.asarray(codes, dtype=np.float32)
+        lo, hi = np.searchsorted(sorted_inverse, [chunk_start, chunk_start + len(chunk)])
+        members = order[lo:hi]
+        pair_values[members] = codes[inverse[members] - chunk_start, pair_latents[members]]
+    context_activations[inside] = pair_values
+    return context_activations
+
+
+def _quiet_window_tokens(quiet, layout, token, n_random, window_length):
+    """Token ids of each latent's sampled non-firing windows (-1 padding, and past the
+    end of the window's document)."""
+    n_latents, n_tokens = quiet.n_columns, len(token)
+    random_tokens = np.full((n_latents, n_random, window_length), -1, dtype=np.int32)
+    if not n_random:
+        return random_tokens
+    _, quiet_windows, = quiet.dense([np.inf, -1])
+    quiet_windows = quiet_windows[:, :n_random]
+    quiet_valid = quiet_windows >= 0
+    first = layout.window_starts[np.where(quiet_valid, quiet_windows, 0)]
+    window_rows = first[..., None] + np.arange(window_length)
+    ok = quiet_valid[..., None] & (
+        window_rows < layout.run_stop[np.minimum(first, n_tokens - 1)][..., None]
+    )
+    window_rows = np.minimum(window_rows, n_tokens - 1)
+    filled = np.where(ok, token[window_rows], -1)
+    random_tokens[:, : filled.shape[1]] = filled
+    return random_tokens
+
+
+def _compute_feature_statistics(encoder, X, components, metadata, starts, vocabulary,
+                                W_U, *, batch_size, n_top, n_quantiles, n_per_quantile,
+                                n_random, left, right, window_length, n_logits,
+                                n_histogram_bins, sample_size, threshold, seed):
+    """The steps of :func:`compute_feature_statistics`, on validated arguments."""
+    n_tokens, n_latents = int(X.shape[0]), components.shape[0]
+    token = metadata["token"]
+    layout = _document_layout(metadata["document"], starts, n_tokens, window_length)
+    cuts = _batch_cuts(layout.window_starts, n_tokens, batch_size)
+    streamed = _stream_latent_statistics(
+        encoder, X, cuts, layout.window_id, n_latents, n_top=n_top,
+        sample_size=sample_size, n_random=n_random, threshold=threshold, seed=seed,
+    )
+    count = streamed.count
+    dead = count == 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean_activation = np.where(dead, np.nan, streamed.total / np.maximum(count, 1))
+    _, top_rows, _ = streamed.top.dense([np.inf, -1, 0.0])
+    _, sample_rows, sample_values = streamed.sample.dense([np.inf, -1, 0.0])
+    histogram_counts, histogram_edges = _activation_histograms(
+        sample_rows, sample_values, streamed.maximum, count, n_histogram_bins
+    )
+    quantile_rows, quantile_bins = _quantile_examples(
+        sample_rows, sample_values, top_rows, dead, n_quantiles, n_per_quantile, seed
+    )
+    example_rows = np.concatenate([top_rows, quantile_rows], axis=1)
+    example_quantile = np.concatenate(
+        [np.full(top_rows.shape, -1, dtype=np.int64), quantile_bins], axis=1
+    )
+    context_rows, inside = _context_rows(example_rows, layout, left, right)
+    context_activations = _reencode_context_activations(
+        encoder, X, context_rows, inside, batch_size
+    )
+    random_tokens = _quiet_window_tokens(
+        streamed.quiet, layout, token, n_random, window_length
+    )
+    logits = [None] * 4 if W_U is None else _logit_effects(W_U, components, n_logits)
+    return FeatureStatistics(
+        n_tokens=n_tokens,
+        n_latents=n_latents,
+        n_firing=count,
+        frequency=count / n_tokens,
+        mean_activation=mean_activation,
+        max_activation=streamed.maximum.astype(np.float64),
+        dead=dead,
+        example_rows=example_rows,
+        example_quantile=example_quantile,
+        context_tokens=np.where(inside, token[context_rows], -1).astype(np.int32),
+        context_activations=context_activations,
+        random_tokens=random_tokens,
+        histogram_counts=histogram_counts,
+        histogram_edges=histogram_edges,
+        top_logit_tokens=logits[0],
+        top_logit_values=logits[1],
+        bottom_logit_tokens=logits[2],
+        bottom_logit_values=logits[3],
+        vocabulary=vocabulary,
+        left=left,
+        right=right,
+        width=left + 1 + right,
+        n_top=n_top,
+        window_length=window_length,
+        threshold=float(threshold),
+    )
+
+
+def _check_encoder_and_X(encoder, X):
+    """The encoder's ``components_`` and ``X`` as an indexable 2-D array with rows."""
+    if not hasattr(encoder, "transform") or not hasattr(encoder, "components_"):
+        raise ValueError(
+            "encoder must be fitted and have transform and components_, got "
+            f"{type(encoder).__name__}."
+        )
+    components = np.asarray(encoder.components_)
+    if components.ndim != 2:
+        raise ValueError("encoder.components_ must be 2-D (n_latents, n_features).")
+    if hasattr(X, "iloc"):  # a DataFrame: index rows by position below
+        X = X.to_numpy()
+    if not hasattr(X, "shape") or len(X.shape) != 2:
+        X = np.asarray(X)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_tokens, n_features), got {X.ndim}-D.")
+    if int(X.shape[0]) == 0:
+        raise ValueError("X has no rows.")
+    return components, X
+
+
 def compute_feature_statistics(
     encoder,
     X,
@@ -580,211 +871,21 @@ def compute_feature_statistics(
     >>> bool(np.allclose(stats.frequency, (X > 0).mean(axis=0)))
     True
     """
-    if not hasattr(encoder, "transform") or not hasattr(encoder, "components_"):
-        raise ValueError(
-            "encoder must be fitted and have transform and components_, got "
-            f"{type(encoder).__name__}."
+    components, X = _check_encoder_and_X(encoder, X)
+    sizes = {
+        name: _check_positive_int(value, name, minimum)
+        for name, value, minimum in (
+            ("batch_size", batch_size, 1), ("n_top", n_top, 1),
+            ("n_quantiles", n_quantiles, 1), ("n_per_quantile", n_per_quantile, 0),
+            ("n_random", n_random, 0), ("left", left, 0), ("right", right, 0),
+            ("window_length", window_length, 1), ("n_logits", n_logits, 1),
+            ("n_histogram_bins", n_histogram_bins, 1), ("sample_size", sample_size, 1),
         )
-    components = np.asarray(encoder.components_)
-    if components.ndim != 2:
-        raise ValueError("encoder.components_ must be 2-D (n_latents, n_features).")
-    n_latents = components.shape[0]
-    if hasattr(X, "iloc"):  # a DataFrame: index rows by position below
-        X = X.to_numpy()
-    if not hasattr(X, "shape") or len(X.shape) != 2:
-        X = np.asarray(X)
-        if X.ndim != 2:
-            raise ValueError(f"X must be 2-D (n_tokens, n_features), got {X.ndim}-D.")
-    n_tokens = int(X.shape[0])
-    if n_tokens == 0:
-        raise ValueError("X has no rows.")
-    batch_size = _check_positive_int(batch_size, "batch_size")
-    n_top = _check_positive_int(n_top, "n_top")
-    n_quantiles = _check_positive_int(n_quantiles, "n_quantiles")
-    n_per_quantile = _check_positive_int(n_per_quantile, "n_per_quantile", 0)
-    n_random = _check_positive_int(n_random, "n_random", 0)
-    left = _check_positive_int(left, "left", 0)
-    right = _check_positive_int(right, "right", 0)
-    window_length = _check_positive_int(window_length, "window_length")
-    n_logits = _check_positive_int(n_logits, "n_logits")
-    n_histogram_bins = _check_positive_int(n_histogram_bins, "n_histogram_bins")
-    sample_size = _check_positive_int(sample_size, "sample_size")
+    }
     seed = int(np.random.default_rng(random_state).integers(2**31))
-    arrays, starts = _check_metadata(metadata, n_tokens)
-    token = arrays["token"]
+    arrays, starts = _check_metadata(metadata, int(X.shape[0]))
     vocab = None if vocabulary is None else TokenVocabulary(vocabulary)
-
-    # Document runs and fixed-length windows inside them.
-    run = np.cumsum(np.r_[True, arrays["document"][1:] != arrays["document"][:-1]]) - 1
-    run_start = starts[run]
-    run_stop = np.r_[starts[1:], n_tokens][run]
-    offset = np.arange(n_tokens) - run_start
-    window_start_mask = offset % window_length == 0
-    window_id = np.cumsum(window_start_mask) - 1
-    window_starts = np.flatnonzero(window_start_mask)
-    cuts = np.unique(
-        window_starts[
-            np.searchsorted(window_starts, np.arange(0, n_tokens, batch_size), "right") - 1
-        ]
-    )
-    cuts = np.r_[cuts, n_tokens]
-
-    count = torch.zeros(n_latents, dtype=torch.int64)
-    total = torch.zeros(n_latents, dtype=torch.float64)
-    maximum = torch.zeros(n_latents, dtype=torch.float32)
-    top = _KeptPerColumn(n_latents, n_top, [np.float32])
-    sample = _KeptPerColumn(n_latents, sample_size, [np.float32])
-    quiet = _KeptPerColumn(n_latents, max(n_random, 1), [])
-
-    for start, stop in zip(cuts[:-1], cuts[1:]):
-        codes = _transform(encoder, X, start, stop, n_latents)
-        fires = codes > threshold
-        count += fires.sum(0)
-        firing_codes = torch.where(fires, codes, 0)
-        total += firing_codes.sum(0, dtype=torch.float64)
-        maximum = torch.maximum(maximum, firing_codes.amax(0))
-        local_rows, columns = torch.nonzero(fires, as_tuple=True)
-        values = codes[local_rows, columns].numpy()
-        rows = local_rows.numpy() + start
-        columns = columns.numpy()
-        # Top-k: largest value first, ties to the earliest row.
-        top.offer(columns, -values.astype(np.float64), rows, [values])
-        # Uniform sample of firing tokens: smallest hash keys.
-        keys = _hash_keys(torch.as_tensor(rows), columns, n_latents, seed)
-        sample.offer(columns, keys.astype(np.float64), rows, [values])
-        if n_random:
-            local = torch.as_tensor(window_id[start:stop] - window_id[start])
-            n_windows = int(local[-1]) + 1
-            window_fires = torch.zeros(n_windows, n_latents).index_add_(
-                0, local, fires.to(torch.float32)
-            ) > 0
-            quiet_windows, quiet_columns = torch.nonzero(~window_fires, as_tuple=True)
-            windows = quiet_windows.numpy() + int(window_id[start])
-            quiet_columns = quiet_columns.numpy()
-            keys = _hash_keys(torch.as_tensor(windows), quiet_columns, n_latents, seed + 1)
-            quiet.offer(quiet_columns, keys.astype(np.float64), windows, [])
-
-    count_np = count.numpy()
-    dead = count_np == 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        mean_activation = np.where(dead, np.nan, total.numpy() / np.maximum(count_np, 1))
-
-    # Top examples (rows of -1 are missing examples).
-    _, top_rows_np, _ = top.dense([np.inf, -1, 0.0])
-
-    # Quantile samples and histogram from the uniform sample of firing tokens.
-    _, sample_rows, sample_values = sample.dense([np.inf, -1, 0.0])
-    sample_valid = sample_rows >= 0
-    n_quantile_examples = n_quantiles * n_per_quantile
-    quantile_rows = np.full((n_latents, n_quantile_examples), -1, dtype=np.int64)
-    quantile_bins = np.full((n_latents, n_quantile_examples), -1, dtype=np.int64)
-    histogram_counts = np.zeros((n_latents, n_histogram_bins))
-    histogram_edges = np.zeros((n_latents, n_histogram_bins + 1))
-    rng = np.random.default_rng(seed)
-    for latent in np.flatnonzero(~dead):
-        valid = sample_valid[latent]
-        rows_l, values_l = sample_rows[latent, valid], sample_values[latent, valid]
-        counts, edges = np.histogram(
-            values_l, bins=n_histogram_bins, range=(0.0, float(maximum[latent]) or 1.0)
-        )
-        histogram_counts[latent] = counts * (count_np[latent] / max(len(values_l), 1))
-        histogram_edges[latent] = edges
-        keep = ~np.isin(rows_l, top_rows_np[latent])
-        rows_l, values_l = rows_l[keep], values_l[keep]
-        if len(rows_l) == 0 or n_per_quantile == 0:
-            continue
-        order = np.lexsort((rows_l, values_l))
-        filled = 0
-        for bin_index, members in enumerate(np.array_split(order, n_quantiles)):
-            if len(members) == 0:
-                continue
-            chosen = rng.choice(members, min(n_per_quantile, len(members)), replace=False)
-            chosen = chosen[np.argsort(-values_l[chosen], kind="stable")]
-            quantile_rows[latent, filled : filled + len(chosen)] = rows_l[chosen]
-            quantile_bins[latent, filled : filled + len(chosen)] = bin_index
-            filled += len(chosen)
-
-    example_rows = np.concatenate([top_rows_np, quantile_rows], axis=1)
-    example_quantile = np.concatenate(
-        [np.full(top_rows_np.shape, -1, dtype=np.int64), quantile_bins], axis=1
-    )
-
-    # Context windows around each example: token ids and the latent's activations,
-    # re-encoding only the rows they cover.
-    width = left + 1 + right
-    shifts = np.arange(-left, right + 1)
-    centre = np.where(example_rows >= 0, example_rows, 0)
-    context_rows = centre[..., None] + shifts
-    inside = (
-        (example_rows[..., None] >= 0)
-        & (context_rows >= run_start[centre][..., None])
-        & (context_rows < run_stop[centre][..., None])
-    )
-    context_rows = np.where(inside, context_rows, 0)
-    context_tokens = np.where(inside, token[context_rows], -1).astype(np.int32)
-    context_activations = np.zeros(context_rows.shape, dtype=np.float32)
-    latent_index = np.broadcast_to(
-        np.arange(n_latents)[:, None, None], context_rows.shape
-    )
-    pair_rows = context_rows[inside]
-    pair_latents = latent_index[inside]
-    unique_rows, inverse = np.unique(pair_rows, return_inverse=True)
-    pair_values = np.zeros(len(pair_rows), dtype=np.float32)
-    order = np.argsort(inverse, kind="stable")
-    sorted_inverse = inverse[order]
-    for chunk_start in range(0, len(unique_rows), batch_size):
-        chunk = unique_rows[chunk_start : chunk_start + batch_size]
-        # Re-encoding row by row keeps memmap reads to the rows needed.
-        codes = encoder.transform(np.asarray(X[chunk])) if len(chunk) else None
-        codes = np.asarray(codes, dtype=np.float32)
-        lo, hi = np.searchsorted(sorted_inverse, [chunk_start, chunk_start + len(chunk)])
-        members = order[lo:hi]
-        pair_values[members] = codes[inverse[members] - chunk_start, pair_latents[members]]
-    context_activations[inside] = pair_values
-
-    # Non-firing windows: token ids of each chosen window.
-    random_tokens = np.full((n_latents, n_random, window_length), -1, dtype=np.int32)
-    if n_random:
-        _, quiet_windows, = quiet.dense([np.inf, -1])
-        quiet_windows = quiet_windows[:, :n_random]
-        quiet_valid = quiet_windows >= 0
-        first = window_starts[np.where(quiet_valid, quiet_windows, 0)]
-        window_rows = first[..., None] + np.arange(window_length)
-        ok = quiet_valid[..., None] & (
-            window_rows < run_stop[np.minimum(first, n_tokens - 1)][..., None]
-        )
-        window_rows = np.minimum(window_rows, n_tokens - 1)
-        filled = np.where(ok, token[window_rows], -1)
-        random_tokens[:, : filled.shape[1]] = filled
-
-    logits = [None] * 4
-    if W_U is not None:
-        logits = _logit_effects(W_U, components, n_logits)
-
-    return FeatureStatistics(
-        n_tokens=n_tokens,
-        n_latents=n_latents,
-        n_firing=count_np,
-        frequency=count_np / n_tokens,
-        mean_activation=mean_activation,
-        max_activation=maximum.numpy().astype(np.float64),
-        dead=dead,
-        example_rows=example_rows,
-        example_quantile=example_quantile,
-        context_tokens=context_tokens,
-        context_activations=context_activations,
-        random_tokens=random_tokens,
-        histogram_counts=histogram_counts,
-        histogram_edges=histogram_edges,
-        top_logit_tokens=logits[0],
-        top_logit_values=logits[1],
-        bottom_logit_tokens=logits[2],
-        bottom_logit_values=logits[3],
-        vocabulary=vocab,
-        left=left,
-        right=right,
-        width=width,
-        n_top=n_top,
-        window_length=window_length,
-        threshold=float(threshold),
+    return _compute_feature_statistics(
+        encoder, X, components, arrays, starts, vocab, W_U, threshold=threshold,
+        seed=seed, **sizes,
     )
