@@ -1,519 +1,44 @@
 """Iterative sparse coding: dictionary learning by alternating minimisation.
 
-The numeric work is :func:`_alternating_dictionary_learning` (full batch) and
-:func:`_online_dictionary_learning` (minibatches, on the library's training loop, with
-checkpoints); tensors in, tensors out. :class:`GradientSparseCoder` validates, converts
-once and stores the results.
+The numeric work is in ``_dict_learning``: :func:`_alternating_dictionary_learning` (full
+batch), :func:`_online_dictionary_learning` (minibatches, on the library's training loop,
+with checkpoints) and :func:`_adam_dictionary_learning` (the paper's procedure); tensors
+in, tensors out. :class:`GradientSparseCoder` validates, converts once and stores the
+results.
 """
 
-import contextlib
 import os
 from numbers import Integral, Real
 
-import numpy as np
-import torch
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
 from ._base import BaseSparseEstimator, checkpoint_config
 from ._batches import DiskBatches, TensorBatches, is_streamed
 from ._compat import Interval, StrOptions, _fit_context
-from ._solvers import ALGORITHMS, GREEDY_ALGORITHMS, default_n_nonzero_coefs, fista, ista
-from ._solvers._sparse_encode import check_n_nonzero_coefs, encode_tensor
-from ._torch_utils import make_generator, serial_if_small, to_numpy, to_tensor, torch_dtype
-from ._training import (
-    DEAD_WINDOW_ROWS,
-    HISTORY_KEYS,
-    Checkpoint,
-    CountFlops,
-    DeadLatents,
-    LogHistory,
-    ProgressBar,
-    WarnIfLong,
-    batch_statistics,
-    history_arrays,
-    make_adam,
-    renormalize_atoms,
-    train,
+from ._dict_learning import (
+    _adam_dictionary_learning,
+    _alternating_dictionary_learning,
+    _initial_dictionary,
+    _online_dictionary_learning,
 )
+from ._solvers import ALGORITHMS, GREEDY_ALGORITHMS, default_n_nonzero_coefs
+from ._solvers._sparse_encode import check_n_nonzero_coefs, encode_tensor
+from ._torch_utils import make_generator, to_numpy, to_tensor, torch_dtype
+from ._training import HISTORY_KEYS, Checkpoint, history_arrays
 from ._validation import check_dictionary
-from .flops import sparse_coding_training_flops, sparse_encode_flops
+from .flops import sparse_encode_flops
 
-# Inner solver iterations per outer iteration: the codes are warm-started and the
-# dictionary moves between outer iterations anyway, so solving them exactly is wasted.
-_INNER_MAX_ITER = 20
-_INNER_TOL = 1e-4
-# An atom whose codes have squared norm below this is unused and gets resampled.
-_UNUSED_ATOM_TOL = 1e-10
-# The paper's exp-parametrised codes start at exp(-10).
-_ADAM_LOG_INIT = -10.0
 # The alternation starts with _OVERCOMPLETE times ``n_components`` atoms and drops the
 # least used ones, in equal steps, from outer iteration _PRUNE_START until _PRUNE_END, so
 # spare atoms cover every direction before the fit must choose between them (see
 # :ref:`defaults`).
 _OVERCOMPLETE = 2
-_PRUNE_START = 20
-_PRUNE_END = 52
 # ``transform_alpha=None`` with a learned dictionary: alpha / _TRANSFORM_ALPHA_DIVISOR.
 _TRANSFORM_ALPHA_DIVISOR = 10
 
 
-@torch.no_grad()
-def _update_dictionary(X, codes, components, generator):
-    """One block-coordinate sweep over the atoms, in place (cf. scikit-learn's
-    ``_update_dict``).
-
-    With the codes fixed, the unit-norm atom minimising the objective is the normalised
-    direction ``R_k^T s_k`` of the residual ``R_k = X - S D + s_k d_k`` that excludes
-    atom ``k``, so every sweep lowers the objective. The sweep works on the Gram
-    matrices ``S^T S`` and ``S^T X``: ``R_k^T s_k = (S^T X)_k - (S^T S)_k D +
-    (S^T S)_{kk} d_k``, a few operations on ``(n_components, n_features)`` arrays per
-    atom however many samples there are. Unused atoms are pointed at the residual of a
-    sample drawn with probability proportional to its squared reconstruction error.
-
-    Returns
-    -------
-    n_unused : int
-        Number of atoms resampled.
-    """
-    return _sweep_atoms(codes.T @ codes, codes.T @ X, components, X, codes, generator)
-
-
-@torch.no_grad()
-def _sweep_atoms(gram, correlations, components, X, codes, generator):
-    """The sweep of :func:`_update_dictionary` from the statistics ``gram = S^T S`` and
-    ``correlations = S^T X`` (of the data, or running averages over minibatches);
-    unused atoms are resampled from the samples ``X`` with codes ``codes``."""
-    usage = gram.diagonal()
-    unused = set(torch.nonzero(usage < _UNUSED_ATOM_TOL)[:, 0].tolist())
-    # One thread: each atom's few (n_components, n_features) operations are too small
-    # for a thread team, whose wake-ups made the sweep 10-30x slower on a busy machine.
-    with serial_if_small(components.device, 2 * components.numel()):
-        _sweep_atoms_serial(gram, correlations, components, X, codes, generator, unused)
-    return len(unused)
-
-
-def _sweep_atoms_serial(gram, correlations, components, X, codes, generator, unused):
-    """The atom loop of :func:`_sweep_atoms` (``unused``: the atoms to resample)."""
-    # R_k^T s_k = (S^T X)_k - sum_{j != k} (S^T S)_kj d_j: one product per atom with
-    # the Gram rows' diagonal zeroed (a sweep is about 7 operations per atom).
-    off_diagonal = gram.clone()
-    off_diagonal.diagonal().zero_()
-    errors = None
-    for atom in range(components.shape[0]):
-        if atom in unused:
-            # The samples' errors once per sweep, not once per unused atom: an unused
-            # atom has no codes, so resampling one leaves them as they were, and one
-            # (samples x atoms x features) product per unused atom made a minibatch
-            # sweep of 2,304 atoms with ~1,000 unused take ~50 s (SmolLM2, k = 32).
-            if errors is None:
-                errors = (X - codes @ components).square().sum(dim=1).cpu()
-            sample = int(torch.multinomial(errors + 1e-30, 1, generator=generator))
-            direction = X[sample] - codes[sample] @ components
-            components[atom] = direction / direction.norm().clamp_min(1e-12)
-            continue
-        direction = torch.addmv(correlations[atom], components.T, off_diagonal[atom], alpha=-1.0)
-        norm = torch.linalg.vector_norm(direction)
-        # A zero direction (the other atoms explain the residual) keeps the atom.
-        components[atom] = torch.where(
-            norm > 1e-12, direction.div_(norm.clamp_min(1e-12)), components[atom]
-        )
-
-
-def _sweep_flops(n_samples, n_features, n_components):
-    """FLOPs of :func:`_update_dictionary`: the two Gram products, then per atom one
-    ``(n_components, n_features)`` product."""
-    return 2 * n_samples * n_components * (n_components + n_features) + (
-        2 * n_components * n_components * n_features
-    )
-
-
-def _initial_dictionary(X, n_components, generator):
-    """Unit-norm atoms from randomly chosen samples (Gaussian where a chosen sample is
-    zero, or when there are fewer samples than atoms).
-
-    Data-initialised atoms start inside the signal cone, where the alternation reaches
-    the true dictionary in fewer outer iterations than from Gaussian atoms.
-    """
-    atoms = torch.randn(n_components, X.shape[1], generator=generator, dtype=X.dtype)
-    atoms = atoms.to(X.device)
-    n_drawn = min(n_components, X.shape[0])
-    rows = torch.randperm(X.shape[0], generator=generator)[:n_drawn].to(X.device)
-    drawn = X[rows]
-    nonzero = drawn.norm(dim=1) > 0
-    atoms[:n_drawn][nonzero] = drawn[nonzero]
-    renormalize_atoms(atoms)
-    return atoms
-
-
-def _n_atoms_after(step, n_start, n_components, max_iter):
-    """Atoms kept after outer iteration ``step`` of the pruning schedule: all of them
-    until ``_PRUNE_START``, ``n_components`` from ``_PRUNE_END`` on (both pulled in when
-    ``max_iter`` is smaller), linear in between."""
-    end = min(_PRUNE_END, max_iter)
-    start = min(_PRUNE_START, end - 1)
-    if step <= start:
-        return n_start
-    if step >= end:
-        return n_components
-    extra = n_start - n_components
-    return n_components + int(np.ceil(extra * (end - step) / (end - start)))
-
-
-def _infer_codes(X, components, alpha, *, algorithm, n_nonzero_coefs, positive, init):
-    """The inference step of one outer iteration: codes and iterations run."""
-    if algorithm in ("fista", "ista"):
-        solver = fista if algorithm == "fista" else ista
-        return solver(
-            X, components, alpha, positive=positive, max_iter=_INNER_MAX_ITER,
-            tol=_INNER_TOL, init=init,
-        )  # fmt: skip
-    n_nonzero = None
-    if algorithm in GREEDY_ALGORITHMS:
-        n_nonzero = min(n_nonzero_coefs, components.shape[0])
-    return encode_tensor(
-        X, components, algorithm=algorithm, alpha=alpha, n_nonzero_coefs=n_nonzero,
-        positive=positive, max_iter=_INNER_MAX_ITER, tol=_INNER_TOL,
-    )  # fmt: skip
-
-
-def _log_iteration(history, step, X, codes, components, alpha, flops):
-    """Append one outer iteration to ``history`` (keys ``HISTORY_KEYS``); return the
-    objective. One host synchronisation per call."""
-    residual = X - codes @ components
-    loss = 0.5 * residual.square().sum(dim=1).mean() + alpha * codes.abs().sum(dim=1).mean()
-    dead = 1.0 - (codes != 0).any(dim=0).to(X.dtype).mean()
-    values = torch.cat([batch_statistics(loss, residual, codes), dead[None]]).tolist()
-    for key, entry in zip(HISTORY_KEYS, (step, *values, flops)):
-        history[key].append(entry)
-    return values[0]
-
-
-def _report_objective(progress, value, description, when):
-    """Advance the progress bar with the objective; a non-finite one stops the fit."""
-    if not np.isfinite(value):
-        raise ValueError(
-            f"{description} diverged {when} (objective {value}); "
-            "check that X is finite and well scaled."
-        )
-    progress.update(1)
-    progress.set_postfix(objective=f"{value:.4g}", refresh=False)
-
-
-@torch.no_grad()
-def _alternating_dictionary_learning(
-    X,
-    init_dictionary,
-    alpha,
-    *,
-    n_components,
-    algorithm="fista",
-    n_nonzero_coefs=None,
-    positive=True,
-    max_iter=300,
-    tol=1e-6,
-    generator=None,
-    verbose=0,
-    description="dictionary learning",
-):
-    """Learn a dictionary by alternating code inference and dictionary sweeps.
-
-    Minimises ``0.5 * ||x - s @ D||^2 + alpha * ||s||_1`` (averaged over samples) over the
-    codes and a dictionary with unit-norm atoms. Each outer iteration infers the codes of
-    every sample with ``algorithm`` (warm-started ``"fista"``/``"ista"``, at most
-    ``_INNER_MAX_ITER`` iterations; or one greedy encode) and updates the dictionary by
-    one block-coordinate sweep (:func:`_update_dictionary`). ``init_dictionary`` may have
-    more rows than ``n_components``: the least used atoms are then dropped in equal steps
-    between outer iterations ``_PRUNE_START`` and ``_PRUNE_END``. After every sweep the
-    dictionary is extrapolated, ``D + beta_t (D - D_prev)`` renormalised, with Nesterov's
-    ``beta_t``, restarted whenever the objective went up (so the logged loss is not
-    monotone).
-
-    Parameters
-    ----------
-    X : Tensor of shape (n_samples, n_features)
-        Training data. Not modified.
-    init_dictionary : Tensor of shape (n_start, n_features)
-        Unit-norm initial atoms, ``n_start >= n_components``. Not modified.
-    alpha : float
-        L1 penalty.
-    n_components : int
-        Atoms left at the end.
-    algorithm : str, default="fista"
-        Inference algorithm (any of ``ALGORITHMS`` but ``"adam"``).
-    n_nonzero_coefs : int or None, default=None
-        K of the greedy algorithms (capped by the current number of atoms); None means
-        :func:`default_n_nonzero_coefs` of the final shape.
-    positive : bool, default=True
-        Non-negative codes.
-    max_iter : int, default=300
-        Maximum outer iterations.
-    tol : float, default=1e-6
-        Stop when, with ``n_components`` atoms left, one outer iteration lowered the
-        objective by less than ``tol`` times its previous value.
-    generator : torch.Generator or None, default=None
-        Draws the samples that replace unused atoms.
-    verbose : int, default=0
-        Show a tqdm progress bar with the objective.
-    description : str, default="dictionary learning"
-        Progress-bar label and subject of the divergence error.
-
-    Returns
-    -------
-    dictionary : Tensor of shape (n_components, n_features)
-        The learned atoms.
-    codes : Tensor of shape (n_samples, n_components)
-        The codes of the last inference step.
-    n_iter : int
-        Outer iterations run.
-    history : dict of lists
-        One entry per outer iteration under each of ``HISTORY_KEYS`` (``flops``
-        cumulative).
-    flops : int
-        FLOPs of the inference iterations actually run and of the sweeps.
-
-    Raises
-    ------
-    ValueError
-        If the objective becomes non-finite.
-    """
-    n_samples, n_features = X.shape
-    components = init_dictionary.clone()
-    n_start = components.shape[0]
-    if n_nonzero_coefs is None:
-        n_nonzero_coefs = default_n_nonzero_coefs(n_features, n_components)
-    history = {key: [] for key in HISTORY_KEYS}
-    codes = None
-    previous = np.inf
-    flops = 0
-    step = 0
-    # Nesterov's momentum sequence for the dictionary extrapolation.
-    momentum_t = 1.0
-    components_before = components.clone()
-    progress = tqdm(total=max_iter, desc=description, disable=not verbose, leave=False)
-    # An inference iteration is a product of the codes with an (n_start, n_start) or
-    # (n_start, n_features) matrix; below the threshold one thread is faster.
-    iteration_flops = 2 * n_samples * n_start * min(n_start, n_features)
-    with serial_if_small(X.device, iteration_flops), contextlib.closing(progress):
-        for _ in range(max_iter):
-            n_atoms = components.shape[0]
-            codes, n_iter = _infer_codes(
-                X, components, alpha, algorithm=algorithm, n_nonzero_coefs=n_nonzero_coefs,
-                positive=positive, init=codes,
-            )  # fmt: skip
-            flops += sparse_encode_flops(
-                algorithm, n_features, n_atoms, n_samples, n_iter=max(n_iter, 1),
-                n_nonzero_coefs=min(n_nonzero_coefs, n_atoms),
-            )  # fmt: skip
-            _update_dictionary(X, codes, components, generator)
-            flops += _sweep_flops(n_samples, n_features, n_atoms)
-            step += 1
-            value = _log_iteration(history, step, X, codes, components, alpha, flops)
-            _report_objective(progress, value, description, f"at iteration {step}")
-
-            n_keep = _n_atoms_after(step, n_start, n_components, max_iter)
-            if n_keep < n_atoms:
-                # Drop the least used atoms; tol is judged on the final atom count.
-                usage = codes.square().sum(dim=0)
-                keep = torch.argsort(usage, descending=True)[:n_keep].sort().values
-                components, codes = components[keep].contiguous(), codes[:, keep]
-                components_before = components.clone()
-                previous = np.inf
-                continue
-            converged = 0 <= previous - value < tol * abs(previous)
-            if n_atoms == n_components and converged:
-                break
-            # Extrapolate the dictionary; restart the momentum when the objective went up.
-            if value > previous:
-                momentum_t, beta = 1.0, 0.0
-            else:
-                next_t = (1.0 + np.sqrt(1.0 + 4.0 * momentum_t**2)) / 2.0
-                momentum_t, beta = next_t, (momentum_t - 1.0) / next_t
-            current = components.clone()
-            if beta:
-                components.add_(components - components_before, alpha=beta)
-                renormalize_atoms(components)
-            components_before = current
-            previous = value
-    return components, codes, step, history, flops
-
-
 # Rows of the bounded sample a minibatch fit initialises its atoms from.
 _MINIBATCH_SAMPLE_ROWS = 2**14
-# Minibatch alternation: the dictionary statistics average the last this many rows'
-# worth of batches (older batches were coded with an older dictionary). On SmolLM2
-# layer-15 activations (576 atoms, batches of 1024, OMP k=32, held-out FVU) 2**13 reached
-# in 3 epochs the FVU that 2**16 reached in 6 (0.1826 against 0.1829); 2**12 did as well,
-# 2**11 was much worse (0.194 after 2 epochs); the paper's task was unchanged.
-_ONLINE_MEMORY_ROWS = 2**13
-
-
-class _OnlineDictionaryUpdate:
-    """The dictionary step of minibatch alternation, shaped as a torch optimiser so that
-    the one training loop (:func:`~sklearn_sparsegap._training.train`) runs it.
-
-    ``observe(batch, codes)`` hands it a minibatch and its codes; ``step()`` then updates
-    the running averages ``A = mean s s^T`` and ``B = mean s^T x`` over the last
-    ``memory_rows`` rows' worth of batches (older batches were coded with an older
-    dictionary) and gives the atoms one block-coordinate sweep on ``(A, B)``
-    (:func:`_sweep_atoms`, unused atoms resampled from the batch with ``generator``).
-    ``state_dict`` holds the averages and the generator, so a checkpoint resumes it
-    exactly.
-    """
-
-    def __init__(self, components, *, batch_size, memory_rows, generator):
-        n_components, n_features = components.shape
-        self.components = components
-        self.param_groups = [{"params": [components]}]  # where train() finds the device
-        options = dict(dtype=components.dtype, device=components.device)
-        self.gram = torch.zeros(n_components, n_components, **options)
-        self.correlations = torch.zeros(n_components, n_features, **options)
-        self.memory = max(1, memory_rows // batch_size)
-        self.generator = generator
-        self.n_updates = 0
-        self._observed = None
-
-    def observe(self, batch, codes):
-        self._observed = batch, codes
-
-    @torch.no_grad()
-    def step(self):
-        batch, codes = self._observed
-        self._observed = None
-        self.n_updates += 1
-        weight = 1.0 / min(self.n_updates, self.memory)
-        rows = batch.shape[0]
-        self.gram.mul_(1.0 - weight).add_(codes.T @ codes, alpha=weight / rows)
-        self.correlations.mul_(1.0 - weight).add_(codes.T @ batch, alpha=weight / rows)
-        _sweep_atoms(self.gram, self.correlations, self.components, batch, codes,
-                     self.generator)  # fmt: skip
-
-    def state_dict(self):
-        return {"gram": self.gram.clone(), "correlations": self.correlations.clone(),
-                "n_updates": self.n_updates, "generator": self.generator.get_state()}
-
-    def load_state_dict(self, state_dict):
-        self.gram.copy_(state_dict["gram"])
-        self.correlations.copy_(state_dict["correlations"])
-        self.n_updates = state_dict["n_updates"]
-        self.generator.set_state(state_dict["generator"])
-
-
-@torch.no_grad()
-def _online_dictionary_learning(
-    source,
-    components,
-    alpha,
-    *,
-    algorithm="fista",
-    n_nonzero_coefs=None,
-    positive=True,
-    n_epochs=1,
-    batch_size=1024,
-    tol=0.0,
-    generator=None,
-    checkpoint=None,
-    verbose=0,
-    description="dictionary learning",
-):
-    """Learn a dictionary by minibatch alternation (online dictionary learning,
-    Mairal et al. 2010), with the library's training loop.
-
-    Each step infers the codes of one minibatch of ``source`` (a batch source of
-    ``_batches``, rows only) with ``algorithm`` on the current dictionary (from zero, at
-    most ``_INNER_MAX_ITER`` iterations, or one greedy encode), then updates the
-    dictionary (:class:`_OnlineDictionaryUpdate`). Memory is
-    ``O(n_components * (n_components + n_features))`` plus one batch, whatever the
-    number of samples.
-
-    Parameters
-    ----------
-    source : TensorBatches or DiskBatches
-        The training rows.
-    components : Tensor of shape (n_components, n_features)
-        Unit-norm initial atoms; updated in place and returned.
-    alpha : float
-        L1 penalty of the inference (and of the logged objective).
-    algorithm, n_nonzero_coefs, positive
-        As in :func:`_alternating_dictionary_learning`.
-    n_epochs : int
-        Passes over the data at most.
-    batch_size : int
-        Rows per minibatch.
-    tol : float
-        Stop when the lowest epoch-mean objective improved by less than ``tol`` times
-        it over the last ``TOL_WINDOW_STEPS`` steps, rounded up to whole epochs (the
-        autoencoders' rule; 0: run every epoch).
-    generator : torch.Generator
-        Draws the minibatch order; the resampled atoms are drawn from a generator
-        seeded from it.
-    checkpoint : Checkpoint or None
-        Saves the fit as it goes; when its file exists, the fit resumes from it and
-        ends with the dictionary an uninterrupted fit gives.
-
-    Returns
-    -------
-    dictionary : Tensor of shape (n_components, n_features)
-    n_epochs : int
-        Epochs run.
-    history : dict of lists
-        One entry per epoch (statistics averaged over its batches, measured before each
-        batch's dictionary update; ``dead_fraction`` the latents not used on the last
-        ``min(n_samples, DEAD_WINDOW_ROWS)`` rows, as the autoencoders count them).
-    flops : int
-    """
-    n_components, n_features = components.shape
-    # Its own generator: a checkpoint taken mid-epoch replays the batch order from the
-    # epoch's start, which must not replay the resampling draws as well.
-    resampling = torch.Generator(device="cpu")
-    resampling.manual_seed(int(torch.randint(2**62, (1,), generator=generator)))
-    update = _OnlineDictionaryUpdate(components, batch_size=batch_size,
-                                     memory_rows=_ONLINE_MEMORY_ROWS, generator=resampling)
-    model = torch.nn.Module()
-    model.register_buffer("components", components)  # the same tensor, restored in place
-    n_iter = [1]
-
-    def infer_codes(batch, with_stats):
-        codes, n_iter[0] = _infer_codes(
-            batch, components, alpha, algorithm=algorithm,
-            n_nonzero_coefs=n_nonzero_coefs, positive=positive, init=None,
-        )  # fmt: skip
-        update.observe(batch, codes)
-        if not with_stats:
-            return codes, None
-        residual = batch - codes @ components
-        loss = (0.5 * residual.square().sum(dim=1).mean()
-                + alpha * codes.abs().sum(dim=1).mean())
-        return codes, batch_statistics(loss, residual, codes)
-
-    def step_flops(rows):
-        return sparse_encode_flops(
-            algorithm, n_features, n_components, rows, n_iter=max(n_iter[0], 1),
-            n_nonzero_coefs=n_nonzero_coefs,
-        ) + _sweep_flops(rows, n_features, n_components)  # fmt: skip
-
-    history = {key: [] for key in HISTORY_KEYS}
-    dead = DeadLatents(n_components, min(source.n_samples, DEAD_WINDOW_ROWS), components.device)
-    callbacks = [
-        CountFlops(step_flops),
-        dead,
-        LogHistory(history, tol=tol, description=description, dead=dead,
-                   advice="check that X is finite and well scaled"),
-        WarnIfLong(description, "Set max_iter (epochs) lower, or fit on a subset of X, "
-                                "to shorten it."),
-        ProgressBar(description, disable=not verbose),
-    ]  # fmt: skip
-    resume_from = None
-    if checkpoint is not None:
-        callbacks.append(checkpoint)
-        resume_from = checkpoint.resume_path
-    iteration_flops = 2 * batch_size * n_components * min(n_components, n_features)
-    with serial_if_small(components.device, iteration_flops):
-        state = train(
-            infer_codes, source, optimizer=update, n_epochs=n_epochs, batch_size=batch_size,
-            generator=generator, model=model, callbacks=callbacks, resume_from=resume_from,
-        )  # fmt: skip
-    return components, state.epoch, history, state.flops
 
 
 def _last_dead_fraction(history):
@@ -779,75 +304,82 @@ class GradientSparseCoder(BaseSparseEstimator):
             The fitted estimator.
         """
         X = self._validate_X(X, reset=True)
-        n_samples, n_features = X.shape
+        n_features = X.shape[1]
         device = self._resolved_device()
         self.device_ = str(device)
         self.transform_alpha_ = self._resolved_transform_alpha()
         self.transform_algorithm_ = self._resolved_transform_algorithm()
-        self.history_ = {key: [] for key in HISTORY_KEYS}
-        self.training_flops_ = 0
-        self.n_iter_ = 0
         if self.dictionary is not None:
-            dictionary = check_dictionary(self.dictionary, n_features=n_features)
-            if self.n_components is not None and dictionary.shape[0] != self.n_components:
-                raise ValueError(
-                    f"dictionary has {dictionary.shape[0]} rows (atoms) but "
-                    f"n_components={self.n_components}."
-                )
-            self._check_n_nonzero_coefs(n_features, dictionary.shape[0])
-            self.components_ = dictionary.astype(X.dtype, copy=True)
-            self.n_components_ = self.components_.shape[0]
-            self.history_ = history_arrays(self.history_)
-            self.dead_fraction_ = 0.0
-            self.inference_n_iter_ = self.transform_max_iter
-            return self
-
+            return self._store_dictionary(X)
         n_components = n_features if self.n_components is None else self.n_components
         self._check_n_nonzero_coefs(n_features, n_components)
         generator = make_generator(self.random_state)
         if self.batch_size is not None or is_streamed(X):
-            return self._fit_minibatch(X, n_components, generator, device)
+            components, history = self._fit_minibatch(X, n_components, generator, device)
+        else:
+            components, history = self._fit_full_batch(X, n_components, generator, device)
+        self.components_ = to_numpy(components)
+        self.n_components_ = n_components
+        self.history_ = history_arrays(history)
+        self.dead_fraction_ = _last_dead_fraction(self.history_)
+        return self
+
+    def _store_dictionary(self, X):
+        """``fit`` with a given ``dictionary``: check it against ``X`` and store it."""
+        dictionary = check_dictionary(self.dictionary, n_features=X.shape[1])
+        if self.n_components is not None and dictionary.shape[0] != self.n_components:
+            raise ValueError(
+                f"dictionary has {dictionary.shape[0]} rows (atoms) but "
+                f"n_components={self.n_components}."
+            )
+        self._check_n_nonzero_coefs(X.shape[1], dictionary.shape[0])
+        self.components_ = dictionary.astype(X.dtype, copy=True)
+        self.n_components_ = self.components_.shape[0]
+        self.history_ = history_arrays({key: [] for key in HISTORY_KEYS})
+        self.training_flops_ = 0
+        self.n_iter_ = 0
+        self.dead_fraction_ = 0.0
+        self.inference_n_iter_ = self.transform_max_iter
+        return self
+
+    def _fit_full_batch(self, X, n_components, generator, device):
+        """Alternation (or Adam) on the whole of ``X``: :func:`_alternating_dictionary_learning`
+        or :func:`_adam_dictionary_learning`. Returns the dictionary and the history."""
         if self.checkpoint_path is not None:
             raise ValueError(
                 "checkpoint_path is only used by minibatch alternation: set batch_size "
                 "(e.g. 1024), or checkpoint_path=None for a full-batch fit."
             )
-        X_tensor = to_tensor(X, device=device, dtype=torch_dtype(X.dtype))
+        X = to_tensor(X, device=device, dtype=torch_dtype(X.dtype))
+        description = type(self).__name__
         if self.fit_algorithm == "adam":
-            components = _initial_dictionary(X_tensor, n_components, generator)
-            components, _ = self._fit_adam(X_tensor, components, generator)
-        else:
             components, _, self.n_iter_, history, self.training_flops_ = (
-                _alternating_dictionary_learning(
-                    X_tensor,
-                    _initial_dictionary(X_tensor, _OVERCOMPLETE * n_components, generator),
-                    self.alpha,
-                    n_components=n_components,
-                    algorithm=self.fit_algorithm,
-                    n_nonzero_coefs=self._n_nonzero(n_features, n_components),
-                    positive=self.positive_code,
-                    max_iter=self.max_iter,
-                    tol=self.tol,
-                    generator=generator,
-                    verbose=self.verbose,
-                    description=type(self).__name__,
+                _adam_dictionary_learning(
+                    X, _initial_dictionary(X, n_components, generator), self.alpha,
+                    learning_rate=self.learning_rate, n_epochs=self.max_iter, tol=self.tol,
+                    verbose=self.verbose, description=description,
                 )
             )
-            self.history_ = history
-            # The iterations inference on the final dictionary takes: inference_flops'
-            # default.
-            _, self.inference_n_iter_ = self._codes(X_tensor, components)
-        self.components_ = to_numpy(components)
-        self.n_components_ = n_components
-        self.history_ = history_arrays(self.history_)
-        self.dead_fraction_ = _last_dead_fraction(self.history_)
-        return self
+            self.inference_n_iter_ = self.transform_max_iter
+            return components, history
+        components, _, self.n_iter_, history, self.training_flops_ = (
+            _alternating_dictionary_learning(
+                X, _initial_dictionary(X, _OVERCOMPLETE * n_components, generator), self.alpha,
+                n_components=n_components, algorithm=self.fit_algorithm,
+                n_nonzero_coefs=self._n_nonzero(X.shape[1], n_components),
+                positive=self.positive_code, max_iter=self.max_iter, tol=self.tol,
+                generator=generator, verbose=self.verbose, description=description,
+            )
+        )
+        # The iterations inference on the final dictionary takes: inference_flops' default.
+        _, self.inference_n_iter_ = self._codes(X, components)
+        return components, history
 
     def _fit_minibatch(self, X, n_components, generator, device):
         """Online dictionary learning over minibatches of ``X`` (in memory or streamed
-        from disk); see :func:`_online_dictionary_learning`."""
+        from disk): :func:`_online_dictionary_learning`. Returns the dictionary and the
+        history."""
         n_samples, n_features = X.shape
-        streamed = is_streamed(X)
         if self.fit_algorithm == "adam":
             raise ValueError(
                 "fit_algorithm='adam' trains one code per training sample, which needs "
@@ -860,7 +392,7 @@ class GradientSparseCoder(BaseSparseEstimator):
             )
         batch_size = min(self.batch_size, n_samples)
         dtype = torch_dtype(X.dtype)
-        if streamed:
+        if is_streamed(X):
             source = DiskBatches(X, dtype=dtype)
             sample = source.sample(_MINIBATCH_SAMPLE_ROWS, device)
         else:
@@ -873,30 +405,19 @@ class GradientSparseCoder(BaseSparseEstimator):
                                     config=checkpoint_config(self, X))  # fmt: skip
         components, self.n_iter_, history, self.training_flops_ = (
             _online_dictionary_learning(
-                source,
-                _initial_dictionary(sample, n_components, generator),
-                self.alpha,
+                source, _initial_dictionary(sample, n_components, generator), self.alpha,
                 algorithm=self.fit_algorithm,
                 n_nonzero_coefs=n_nonzero if self.fit_algorithm in GREEDY_ALGORITHMS else None,
-                positive=self.positive_code,
-                n_epochs=self.max_iter,
-                batch_size=batch_size,
-                tol=self.tol,
-                generator=generator,
-                checkpoint=checkpoint,
-                verbose=self.verbose,
-                description=type(self).__name__,
+                positive=self.positive_code, n_epochs=self.max_iter, batch_size=batch_size,
+                tol=self.tol, generator=generator, checkpoint=checkpoint,
+                verbose=self.verbose, description=type(self).__name__,
             )
         )
         # inference_flops' default: the iterations inference takes on one batch of the
         # (evenly spaced) sample.
         _, self.inference_n_iter_ = self._codes(sample[:batch_size], components)
-        self.components_ = to_numpy(components)
-        self.n_components_ = n_components
         self.batch_size_ = batch_size
-        self.history_ = history_arrays(history)
-        self.dead_fraction_ = _last_dead_fraction(self.history_)
-        return self
+        return components, history
 
     def _resolved_transform_alpha(self):
         if self.transform_alpha is not None:
@@ -924,50 +445,6 @@ class GradientSparseCoder(BaseSparseEstimator):
         if self.transform_n_nonzero_coefs is not None:
             return self.transform_n_nonzero_coefs
         return default_n_nonzero_coefs(n_features, n_components)
-
-    def _fit_adam(self, X, components, generator):
-        """The paper's sparse coding: Adam on exp-parametrised codes and the dictionary."""
-        n_samples, n_features = X.shape
-        n_components = components.shape[0]
-        log_codes = torch.nn.Parameter(
-            torch.full((n_samples, n_components), _ADAM_LOG_INIT, dtype=X.dtype, device=X.device)
-        )
-        atoms = torch.nn.Parameter(components.clone())
-        optimizer = make_adam([log_codes, atoms], self.learning_rate)
-        alpha = self.alpha
-
-        def compute_gradients(indices, with_stats):
-            log_codes.grad, atoms.grad = None, None
-            rows = log_codes if indices is None else log_codes[indices]
-            batch = X if indices is None else X[indices]
-            codes = rows.exp()
-            residual = batch - codes @ atoms
-            loss = 0.5 * residual.square().sum(dim=1).mean() + alpha * codes.sum(dim=1).mean()
-            # The loop averages over the batch; the code gradients of each sample should
-            # not shrink with the number of samples.
-            (loss * batch.shape[0]).backward()
-            if not with_stats:
-                return codes, None
-            return codes, batch_statistics(loss, residual, codes)
-
-        def step_flops(rows):
-            return sparse_coding_training_flops(n_features, n_components, rows)
-
-        callbacks = [
-            CountFlops(step_flops),
-            LogHistory(self.history_, tol=self.tol, description=type(self).__name__),
-            ProgressBar(type(self).__name__, disable=not self.verbose),
-        ]
-        # A step is about six products of the size of one: that decides the threads.
-        with serial_if_small(X.device, step_flops(n_samples) // 6):
-            state = train(
-                compute_gradients, n_samples, optimizer=optimizer, n_epochs=self.max_iter,
-                atoms=atoms, callbacks=callbacks,
-            )  # fmt: skip
-        self.n_iter_ = state.epoch
-        self.training_flops_ = state.flops
-        self.inference_n_iter_ = self.transform_max_iter
-        return atoms.detach(), log_codes.detach().exp()
 
     def _codes(self, X, components):
         """Codes of ``X`` on ``components`` with the transform settings, and the

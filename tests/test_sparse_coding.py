@@ -11,7 +11,7 @@ from sklearn_sparsegap import (
     mean_corr_coef,
     sparse_encode,
 )
-from sklearn_sparsegap._sparse_coding import (
+from sklearn_sparsegap._dict_learning import (
     _PRUNE_END,
     _PRUNE_START,
     _alternating_dictionary_learning,
@@ -116,15 +116,15 @@ def test_dictionary_sweep_runs_on_one_thread(data, monkeypatch):
     # team's wake-ups made a 576-atom sweep 24x slower); the thread count is restored.
     import torch
 
-    from sklearn_sparsegap import _sparse_coding
+    from sklearn_sparsegap import _dict_learning
 
     X, dictionary, codes = data
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     seen = []
-    original = _sparse_coding._sweep_atoms_serial
+    original = _dict_learning._sweep_atoms_serial
     monkeypatch.setattr(
-        _sparse_coding,
+        _dict_learning,
         "_sweep_atoms_serial",
         lambda *args: seen.append(torch.get_num_threads()) or original(*args),
     )
@@ -316,7 +316,7 @@ def test_minibatch_dictionary_learning_raises_on_divergence(data):
     import torch
 
     from sklearn_sparsegap._batches import TensorBatches
-    from sklearn_sparsegap._sparse_coding import _online_dictionary_learning
+    from sklearn_sparsegap._dict_learning import _online_dictionary_learning
 
     X, _, _ = data
     X_bad = torch.tensor(X)
@@ -390,7 +390,7 @@ def test_sweep_resamples_every_unused_atom_from_the_samples():
     errors are computed once per sweep, so 64 redraws cost one product."""
     import torch
 
-    from sklearn_sparsegap._sparse_coding import _sweep_atoms
+    from sklearn_sparsegap._dict_learning import _sweep_atoms
 
     generator = torch.Generator().manual_seed(0)
     X = torch.randn(32, 8, dtype=torch.float64, generator=generator)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import sklearn_sparsegap._batches as batches_module
-from sklearn_sparsegap import _sparse_coding as sparse_coding
+from sklearn_sparsegap import _dict_learning as dict_learning
 from sklearn_sparsegap import _training as training
 from sklearn_sparsegap import _validation
 from sklearn_sparsegap import (
@@ -240,7 +240,7 @@ def test_an_interrupted_minibatch_dictionary_fit_resumes_to_the_uninterrupted_on
     X = _on_disk(tmp_path, X.astype(np.float32)) if on_disk else X.astype(np.float32)
     # 48 atoms for 8 features and statistics of one batch: atoms fall unused and are
     # resampled at most steps, so the resampling generator has to resume too.
-    monkeypatch.setattr(sparse_coding, "_ONLINE_MEMORY_ROWS", 64)
+    monkeypatch.setattr(dict_learning, "_ONLINE_MEMORY_ROWS", 64)
     params = dict(n_components=48, batch_size=64, max_iter=4, fit_algorithm="omp",
                   transform_n_nonzero_coefs=3, tol=0.0, random_state=0, device="cpu")
     reference = GradientSparseCoder(**params).fit(X)
