@@ -684,44 +684,14 @@ def train(
         _restore(resume_from, state, callbacks)
     batches = None
     try:
-        for callback in callbacks:
-            callback.on_train_begin(state)
+        _notify(callbacks, "on_train_begin", state)
         while state.epoch < state.end_epoch and not state.stop:
-            for callback in callbacks:
-                callback.on_epoch_begin(state)
-            if source is not None:
-                if generator is not None and not state.full_batch:
-                    state.epoch_generator_state = generator.get_state()
-                batches = source.batches(
-                    None if state.full_batch else batch_size, generator=generator,
-                    skip=state.batch, device=device,
-                )  # fmt: skip
-            elif state.full_batch:
-                batches = [None][state.batch:]
-            else:
-                if generator is not None:
-                    state.epoch_generator_state = generator.get_state()
-                order = torch.randperm(n_samples, generator=generator).to(device)
-                batches = order.split(batch_size)[state.batch:]
-            for indices in batches:
-                state.want_stats = False
-                for callback in callbacks:
-                    callback.on_step_begin(state)
-                state.codes, state.stats = compute_gradients(indices, state.want_stats)
-                if project:
-                    project_atom_gradients(atoms)
-                optimizer.step()
-                if project:
-                    renormalize_atoms(atoms)
-                state.indices = indices
-                state.rows = _batch_rows(indices, n_samples)
-                state.step += 1
-                for callback in callbacks:
-                    callback.on_step_end(state)
-                state.batch += 1
+            _notify(callbacks, "on_epoch_begin", state)
+            batches = _epoch_batches(state, source, device)
+            for batch in batches:
+                _train_step(state, batch, compute_gradients, callbacks, atoms if project else None)
             state.batch = 0
-            for callback in callbacks:
-                callback.on_epoch_end(state)
+            _notify(callbacks, "on_epoch_end", state)
             state.epoch += 1
     except BaseException as error:
         state.error = error
@@ -729,9 +699,57 @@ def train(
     finally:
         if hasattr(batches, "close"):  # stop a source's read-ahead
             batches.close()
-        for callback in callbacks:
-            callback.on_train_end(state)
+        _notify(callbacks, "on_train_end", state)
     return state
+
+
+def _notify(callbacks, hook, state):
+    """Call the method ``hook`` of every callback, in order, with ``state``."""
+    for callback in callbacks:
+        getattr(callback, hook)(state)
+
+
+def _epoch_batches(state, source, device):
+    """The batches of the epoch under way, less the ``state.batch`` already done (a
+    resumed mid-epoch checkpoint): from ``source`` when given, else LongTensors of
+    sample indices in an order drawn from ``state.generator`` (``[None]`` for the full
+    batch). Before drawing a minibatch order it keeps the generator's state in
+    ``state.epoch_generator_state``, from which a checkpoint replays the order."""
+    generator = state.generator
+    if source is not None:
+        if generator is not None and not state.full_batch:
+            state.epoch_generator_state = generator.get_state()
+        return source.batches(
+            None if state.full_batch else state.batch_size, generator=generator,
+            skip=state.batch, device=device,
+        )  # fmt: skip
+    if state.full_batch:
+        return [None][state.batch :]
+    if generator is not None:
+        state.epoch_generator_state = generator.get_state()
+    order = torch.randperm(state.n_samples, generator=generator).to(device)
+    return order.split(state.batch_size)[state.batch :]
+
+
+def _train_step(state, batch, compute_gradients, callbacks, atoms=None):
+    """One optimiser step on ``batch``: ``compute_gradients``, then the step; ``atoms``
+    (when given) have their gradient projected on the sphere's tangent before it and
+    are renormalised after it. Notifies ``on_step_begin`` and ``on_step_end`` and
+    advances ``state``'s counters."""
+    state.want_stats = False
+    _notify(callbacks, "on_step_begin", state)
+    state.codes, state.stats = compute_gradients(batch, state.want_stats)
+    if atoms is not None:
+        project_atom_gradients(atoms)
+    state.optimizer.step()
+    if atoms is not None:
+        renormalize_atoms(atoms)
+    state.indices = batch
+    state.rows = _batch_rows(batch, state.n_samples)
+    state.step += 1
+    _notify(callbacks, "on_step_end", state)
+    state.batch += 1
+
 
 def _batch_rows(batch, n_samples):
     if batch is None:

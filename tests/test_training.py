@@ -229,3 +229,71 @@ def test_a_checkpoint_from_other_callbacks_is_refused(tmp_path):
     with pytest.raises(ValueError, match="last"):
         train(compute, len(X), optimizer=optimizer, n_epochs=4, model=model,
               callbacks=[Checkpoint(path, every=2), LogHistory()])
+
+
+def _state(n_samples, batch_size, generator=None, optimizer=None):
+    from sklearn_sparsegap._training import TrainingState
+
+    return TrainingState(optimizer=optimizer, generator=generator, model=None,
+                         n_samples=n_samples, batch_size=batch_size, step=0, epoch=0,
+                         end_epoch=1)  # fmt: skip
+
+
+def test_epoch_batches_cover_every_sample_once_and_replay_from_the_saved_state():
+    from sklearn_sparsegap._training import _epoch_batches
+
+    assert _epoch_batches(_state(10, None), None, "cpu") == [None]
+    generator = torch.Generator().manual_seed(0)
+    state = _state(10, 4, generator)
+    batches = _epoch_batches(state, None, "cpu")
+    assert [len(b) for b in batches] == [4, 4, 2]
+    assert sorted(torch.cat(batches).tolist()) == list(range(10))
+    # A checkpoint taken after the first batch replays the same order, less that batch.
+    generator.set_state(state.epoch_generator_state)
+    state.batch = 1
+    replayed = _epoch_batches(state, None, "cpu")
+    assert [b.tolist() for b in replayed] == [b.tolist() for b in batches[1:]]
+
+
+def test_epoch_batches_of_a_batch_source_skip_the_batches_done():
+    from sklearn_sparsegap._batches import TensorBatches
+    from sklearn_sparsegap._training import _epoch_batches
+
+    rows = torch.arange(20.0).reshape(10, 2)
+    state = _state(10, 4, torch.Generator().manual_seed(0))
+    first = list(_epoch_batches(state, TensorBatches(rows), "cpu"))
+    assert sum(b.shape[0] for b in first) == 10
+    state.generator.set_state(state.epoch_generator_state)
+    state.batch = 2
+    rest = list(_epoch_batches(state, TensorBatches(rows), "cpu"))
+    assert len(rest) == 1 and torch.equal(rest[0], first[2])
+
+
+def test_train_step_keeps_atoms_on_the_sphere_and_advances_the_counters():
+    from sklearn_sparsegap._training import _train_step
+
+    atoms = torch.nn.Parameter(torch.eye(3, dtype=torch.float64))
+    optimizer = torch.optim.SGD([atoms], lr=0.5)
+    target = torch.ones(3, 3, dtype=torch.float64)
+    seen = []
+
+    def compute_gradients(batch, with_stats):
+        seen.append(with_stats)
+        atoms.grad = atoms.detach() - target  # pulls every atom towards (1, 1, 1)
+        return atoms.detach(), None
+
+    class WantStats(Callback):
+        def on_step_begin(self, state):
+            state.want_stats = True
+
+    recorder = Recorder()
+    state = _state(5, None, optimizer=optimizer)
+    _train_step(state, None, compute_gradients, (WantStats(), recorder), atoms)
+    assert seen == [True]
+    torch.testing.assert_close(atoms.detach().norm(dim=1), torch.ones(3, dtype=torch.float64))
+    assert not torch.equal(atoms.detach(), torch.eye(3, dtype=torch.float64))
+    assert (state.step, state.batch, state.rows) == (1, 1, 5)
+    assert recorder.events == [("step_end", 1, 0, 0, 5)]
+    # The next step asks for statistics only if a callback wants them again.
+    _train_step(state, None, compute_gradients, (recorder,), atoms)
+    assert seen == [True, False] and state.step == 2
