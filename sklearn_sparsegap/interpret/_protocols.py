@@ -285,6 +285,73 @@ def _run_latent(stats, latent, protocol, backend, scorers, settings, min_firing,
                        negatives, judges, settings, rng)
 
 
+def _check_protocol_arguments(stats, backend, protocol, scorers, latents, min_firing,
+                              n_jobs):
+    """Validate the arguments of :func:`explain_and_score` and fill in the defaults.
+
+    Returns the protocol's settings, the scorers (a tuple), the latents (an array),
+    ``min_firing`` and ``n_jobs``.
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}.")
+    settings = PROTOCOLS[protocol]
+    if scorers is None:
+        scorers = settings["scorers"]
+    scorers = tuple(scorers)
+    unknown = set(scorers) - set(settings["scorers"])
+    if not scorers or unknown:
+        raise ValueError(
+            f"scorers for protocol {protocol!r} must be a non-empty subset of "
+            f"{settings['scorers']}, got {scorers!r}."
+        )
+    if stats.vocabulary is None:
+        raise ValueError(
+            "stats has no vocabulary: pass vocabulary= to compute_feature_statistics."
+        )
+    for name in ("explain", "detect", "fuzz"):
+        if not callable(getattr(backend, name, None)):
+            raise ValueError(f"backend must have a callable {name}(), got {backend!r}.")
+    if min_firing is None:
+        min_firing = settings["min_firing"]
+    if latents is None:
+        latents = np.arange(stats.n_latents)
+    latents = np.asarray(latents)
+    if latents.ndim != 1 or latents.dtype.kind not in "iu" or (
+        len(latents) and (latents.min() < 0 or latents.max() >= stats.n_latents)
+    ):
+        raise ValueError(f"latents must be 1-D integers in [0, {stats.n_latents}).")
+    if n_jobs is None:
+        n_jobs = getattr(backend, "max_workers", 1)
+    if not isinstance(n_jobs, numbers.Integral) or n_jobs < 1:
+        raise ValueError(f"n_jobs must be an integer >= 1, got {n_jobs!r}.")
+    return settings, scorers, latents, min_firing, n_jobs
+
+
+def _negative_latents(stats, n_needed):
+    """Latents whose top contexts can be another latent's negatives (the paper's
+    protocol): latents that fire, with at least ``n_needed`` top contexts."""
+    filled = (stats.example_rows[:, : stats.n_top] >= 0).sum(axis=1)
+    return np.flatnonzero(~stats.dead & (filled >= n_needed))
+
+
+def _evaluate_latents(evaluate, latents, n_jobs):
+    """``evaluate`` of every latent, in the order of ``latents``, on ``n_jobs`` threads."""
+    if n_jobs == 1:
+        return [evaluate(latent) for latent in latents]
+    with ThreadPoolExecutor(n_jobs) as pool:
+        return list(pool.map(evaluate, latents))
+
+
+def _as_columns(per_latent):
+    """The rows of every latent, in order, as one dict of lists (one per column)."""
+    results = {column: [] for column in _COLUMNS}
+    for rows in per_latent:
+        for row in rows:
+            for column in _COLUMNS:
+                results[column].append(row[column])
+    return results
+
+
 def explain_and_score(
     stats,
     backend,
@@ -352,56 +419,15 @@ def explain_and_score(
     >>> results["scorer"], results["f1"]
     (['detection', 'fuzzing'], [1.0, 1.0])
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol must be one of {sorted(PROTOCOLS)}, got {protocol!r}.")
-    settings = PROTOCOLS[protocol]
-    if scorers is None:
-        scorers = settings["scorers"]
-    scorers = tuple(scorers)
-    unknown = set(scorers) - set(settings["scorers"])
-    if not scorers or unknown:
-        raise ValueError(
-            f"scorers for protocol {protocol!r} must be a non-empty subset of "
-            f"{settings['scorers']}, got {scorers!r}."
-        )
-    if stats.vocabulary is None:
-        raise ValueError(
-            "stats has no vocabulary: pass vocabulary= to compute_feature_statistics."
-        )
-    for name in ("explain", "detect", "fuzz"):
-        if not callable(getattr(backend, name, None)):
-            raise ValueError(f"backend must have a callable {name}(), got {backend!r}.")
-    if min_firing is None:
-        min_firing = settings["min_firing"]
-    if latents is None:
-        latents = np.arange(stats.n_latents)
-    latents = np.asarray(latents)
-    if latents.ndim != 1 or latents.dtype.kind not in "iu" or (
-        len(latents) and (latents.min() < 0 or latents.max() >= stats.n_latents)
-    ):
-        raise ValueError(f"latents must be 1-D integers in [0, {stats.n_latents}).")
-    if n_jobs is None:
-        n_jobs = getattr(backend, "max_workers", 1)
-    if not isinstance(n_jobs, numbers.Integral) or n_jobs < 1:
-        raise ValueError(f"n_jobs must be an integer >= 1, got {n_jobs!r}.")
+    settings, scorers, latents, min_firing, n_jobs = _check_protocol_arguments(
+        stats, backend, protocol, scorers, latents, min_firing, n_jobs
+    )
     seed = int(np.random.default_rng(random_state).integers(2**31))
     # Negatives of the paper's protocol come from latents with a full set of top contexts.
-    n_needed = settings.get("n_positive", 1)
-    filled = (stats.example_rows[:, : stats.n_top] >= 0).sum(axis=1)
-    other_latents = np.flatnonzero(~stats.dead & (filled >= n_needed))
+    other_latents = _negative_latents(stats, settings.get("n_positive", 1))
 
     def run(latent):
         return _run_latent(stats, int(latent), protocol, backend, scorers, settings,
                            min_firing, seed, other_latents)
 
-    if n_jobs == 1:
-        per_latent = [run(latent) for latent in latents]
-    else:
-        with ThreadPoolExecutor(n_jobs) as pool:
-            per_latent = list(pool.map(run, latents))
-    results = {column: [] for column in _COLUMNS}
-    for rows in per_latent:
-        for row in rows:
-            for column in _COLUMNS:
-                results[column].append(row[column])
-    return results
+    return _as_columns(_evaluate_latents(run, latents, n_jobs))
