@@ -535,6 +535,152 @@ def test_loss_recovered_reuses_a_baseline(tmp_path):
     assert partial["ce_clean"] == full["ce_clean"] and abs(partial["score"] - 1) > 1e-3
 
 
+# ------------------------------------------------- the named steps of the extraction
+from sklearn_sparsegap.activations import _extract  # noqa: E402
+from sklearn_sparsegap.activations import _evaluation  # noqa: E402
+
+
+def _settings(**changes):
+    return {**_extract._extraction_settings(TinyLM(), "blocks.1", "output", "float32", False),
+            **changes}
+
+
+def test_extraction_settings_tell_models_apart():
+    """A re-run resumes only with the same model and settings: the settings say which."""
+    first = _extract._extraction_settings(TinyLM(seed=0), "blocks.1", "output", "float32", 0)
+    assert first == _extract._extraction_settings(TinyLM(seed=0), "blocks.1", "output",
+                                                  "float32", False)
+    assert first["drop_special_tokens"] is False
+    other = _extract._extraction_settings(TinyLM(seed=1), "blocks.1", "output", "float32", 0)
+    assert other["model"]["crc32"] != first["model"]["crc32"]
+    assert other["model"]["n_parameters"] == first["model"]["n_parameters"]
+
+
+def test_check_resumed_batch_refuses_another_stream():
+    stored = np.array([5, 6, 7, 8])
+    # A batch of 3 kept rows starting at row 2: rows 2 and 3 are on disk.
+    _extract._check_resumed_batch(np.array([7, 8, 9]), stored, 2, 4, 1, "acts")
+    with pytest.raises(ValueError, match="batch 1 differs from the batches this set at path='acts'"):
+        _extract._check_resumed_batch(np.array([7, 3, 9]), stored, 2, 4, 1, "acts")
+
+
+def test_capture_activation_is_the_module_output_as_float32():
+    model, batches = TinyLM(), make_batches(1)
+    batch = batches[0]
+    expected = reference(model, batches, 1)[0]
+    settings = _settings()
+    with torch.inference_mode(), _extract.hooked(model, "blocks.1", "output", stop=True) as captured:
+        activation = _extract._capture_activation(
+            model, dict(batch), torch.device("cpu"), captured, settings, 0, batch["input_ids"].shape)
+        assert model.blocks[2].n_calls == 0  # the forward pass stopped at the hook
+        with pytest.raises(ValueError, match=r"expected \(batch, seq, d\) matching input_ids \(1, 1\)"):
+            _extract._capture_activation(model, dict(batch), "cpu", captured, settings, 0, (1, 1))
+    assert activation.dtype == np.float32 and activation.shape == (*batch["input_ids"].shape, WIDTH)
+    np.testing.assert_array_equal(activation[batch["attention_mask"].bool().numpy()], expected)
+    with torch.inference_mode(), _extract.hooked(model, "blocks.1", "output", stop=True) as captured:
+        with pytest.raises(ValueError, match="module='blocks.1' was not called .* batch 4"):
+            _extract._capture_activation(lambda **_: None, dict(batch), "cpu", captured,
+                                         settings, 4, batch["input_ids"].shape)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_append_finite_keeps_the_rows_before_a_non_finite_one(tmp_path, dtype):
+    settings = _settings(dtype=dtype)
+    writer = _store.ActivationWriter(tmp_path / "w", settings, 4)
+    rows = np.arange(15, dtype=np.float32).reshape(5, 3)
+    rows[3, 1] = 7e4 if dtype == "float16" else np.nan  # float16 overflows to inf
+    metadata = np.arange(20, dtype=np.int64).reshape(4, 5)  # document, sequence, position, token
+    with np.errstate(over="ignore"):
+        stored = _extract._to_storage(rows, dtype)
+    with pytest.raises(ValueError, match=r"row 3 of the set \(batch 2, document 3, position 13, "
+                                         r"token 18\) in the output of module='blocks.1' stored as "
+                                         + dtype):
+        _extract._append_finite(writer, stored, metadata, settings, 2)
+    _extract._commit_and_close(writer)  # what the extraction does when it stops on an error
+    with pytest.warns(UserWarning, match="interrupted"):
+        X, stored = load_activations(tmp_path / "w")
+    np.testing.assert_array_equal(X, rows[:3].astype(dtype))
+    np.testing.assert_array_equal(stored["token"], [15, 16, 17])
+
+
+def test_extract_batches_skips_stored_rows_and_stops_at_max_tokens(tmp_path):
+    from tqdm.auto import tqdm
+
+    model, batches = TinyLM(), make_batches(4)
+    expected, tokens, _, _ = reference(model, batches, 1)
+    n_first = int(batches[0]["attention_mask"].sum())
+    settings = _settings()
+    extract_activations(model, batches[:1], module="blocks.1", path=tmp_path / "e",
+                        progress=False, shard_size=4)
+    model.n_forward = 0
+    writer = _store.ActivationWriter(tmp_path / "e", settings, 4)
+    assert writer.n_committed == n_first
+    with torch.inference_mode(), _extract.hooked(model, "blocks.1", "output", stop=True) as captured:
+        complete = _extract._extract_batches(
+            model, batches, writer, captured, settings,
+            resume=(writer.n_committed, writer.committed_tokens()),
+            max_tokens=n_first + 5, path="e", bar=tqdm(disable=True))
+        assert complete is False and writer.n_rows == n_first + 5
+        assert model.n_forward == 1  # the first batch was on disk: the model did not run
+        writer.finish(complete=False, max_tokens_reached=True)
+    X, _ = load_activations(tmp_path / "e")
+    np.testing.assert_array_equal(X, expected[: n_first + 5])
+
+
+def test_check_baseline_reads_an_earlier_result():
+    assert _evaluation._check_baseline(None) is None
+    result = {"score": 0.5, "ce_clean": 1, "ce_ablation": "3.5", "n_tokens": 7.0}
+    assert _evaluation._check_baseline(result) == {"clean": 1.0, "ablation": 3.5, "n_tokens": 7}
+    with pytest.raises(ValueError, match="baseline must be a result of loss_recovered"):
+        _evaluation._check_baseline({"ce_clean": 1.0})
+
+
+def test_splice_replaces_only_the_kept_positions_of_a_copy():
+    activation = torch.arange(12.0).reshape(1, 4, 3)
+    keep = torch.tensor([[True, False, True, False]])
+    out = _evaluation._splice(keep, torch.zeros_like)(activation)
+    assert torch.equal(activation, torch.arange(12.0).reshape(1, 4, 3))  # not modified
+    assert torch.equal(out[0, [0, 2]], torch.zeros(2, 3))
+    assert torch.equal(out[0, [1, 3]], activation[0, [1, 3]])
+    halves = _evaluation._splice(keep, lambda rows: (rows / 2).double())(activation)
+    assert halves.dtype == activation.dtype and float(halves[0, 2, 0]) == 3.0
+
+
+def test_cross_entropy_sums_per_run_and_tokens():
+    model, batches = TinyLM(), make_batches(2)
+    model.train()
+    sums, n_tokens = _evaluation._cross_entropy_sums(
+        model, batches, module="blocks.1", site="output",
+        runs={"clean": None, "same": lambda x: x, "zeros": torch.zeros_like})
+    assert model.training  # the training mode is restored
+    assert n_tokens == sum(int(b["attention_mask"][:, 1:].sum()) for b in batches)
+    assert sums["same"] == sums["clean"] and sums["zeros"] != sums["clean"]
+
+    class SkipsTheBlocks(TinyLM):
+        def forward(self, input_ids, attention_mask=None):
+            return self.head(self.embed(input_ids))
+
+    with pytest.raises(ValueError, match="module='blocks.1' was not called .* batch 0"):
+        _evaluation._cross_entropy_sums(SkipsTheBlocks(), batches, module="blocks.1",
+                                        site="output", runs={"clean": None})
+
+
+def test_loss_recovered_score_known_values_and_errors():
+    score = _evaluation._loss_recovered_score(
+        {"clean": 10.0, "ablation": 30.0, "reconstruction": 15.0}, 10, None)
+    assert score == {"score": 0.75, "ce_clean": 1.0, "ce_ablation": 3.0,
+                     "ce_reconstruction": 1.5, "n_tokens": 10}
+    reference_ = {"clean": 1.0, "ablation": 3.0, "n_tokens": 10}
+    assert _evaluation._loss_recovered_score({"reconstruction": 15.0}, 10, reference_) == score
+    with pytest.raises(ValueError, match="same batches"):
+        _evaluation._loss_recovered_score({"reconstruction": 15.0}, 9, reference_)
+    with pytest.raises(ValueError, match="no predicted tokens"):
+        _evaluation._loss_recovered_score({"reconstruction": 0.0}, 0, reference_)
+    with pytest.raises(ValueError, match="score is undefined"):
+        _evaluation._loss_recovered_score({"clean": 1.0, "ablation": 1.0, "reconstruction": 1.0},
+                                          1, None)
+
+
 def test_tiny_transformers_llama(tmp_path):
     transformers = pytest.importorskip("transformers")
     config = transformers.LlamaConfig(

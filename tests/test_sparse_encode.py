@@ -74,3 +74,75 @@ def test_codes_under_inference_mode_equal_the_codes_without(data, algorithm):
     finally:
         torch.set_num_threads(threads)
     np.testing.assert_array_equal(codes.numpy(), expected.numpy())
+
+
+# ------------------------------------------------------- the named steps of sparse_encode
+def test_resolve_max_iter_gives_each_algorithm_its_documented_default():
+    assert front_end._resolve_max_iter("fista", None) == 1000
+    assert front_end._resolve_max_iter("adam", None) == 10_000  # the paper's test-time count
+    assert front_end._resolve_max_iter("paper_lca", None) == 300
+    assert front_end._resolve_max_iter("omp", None) == 1  # greedy: no iteration budget
+    assert front_end._resolve_max_iter("fista", 7) == 7
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_block_solver_runs_the_named_algorithm(data, algorithm):
+    X, D = data
+    X_t, D_t = torch.tensor(X[:40]), torch.tensor(D)
+    solve = front_end._block_solver(algorithm, D_t, alpha=0.01, n_nonzero_coefs=3,
+                                    positive=True, max_iter=30, tol=0.0, lipschitz=None)
+    codes, n_iter = solve(X_t, None)
+    direct = {
+        "fista": lambda: front_end.fista(X_t, D_t, 0.01, positive=True, max_iter=30, tol=0.0),
+        "ista": lambda: front_end.ista(X_t, D_t, 0.01, positive=True, max_iter=30, tol=0.0),
+        "lca": lambda: front_end.lca(X_t, D_t, 0.01, positive=True, max_iter=30, tol=0.0),
+        "adam": lambda: front_end.adam_codes(X_t, D_t, 0.01, max_iter=30, tol=0.0),
+        "paper_lca": lambda: front_end.adaptive_projected_gradient(
+            X_t, D_t, 0.01, max_iter=30, tol=0.0),
+    }.get(algorithm, lambda: front_end._GREEDY_SOLVERS[algorithm](X_t, D_t, 3, positive=True))
+    expected, expected_iter = direct()
+    assert torch.equal(codes, expected) and n_iter == expected_iter
+    if algorithm in front_end.GREEDY_ALGORITHMS:
+        assert int((codes != 0).sum(dim=1).max()) <= 3
+
+
+def test_encode_in_blocks_reports_the_slowest_block():
+    X = torch.arange(10.0)[:, None]
+    calls = []
+
+    def solve(block, init):
+        calls.append((len(block), init is None))
+        return block * 2, len(block)  # "iterations" = block length
+
+    codes, n_iter = front_end._encode_in_blocks(solve, X, None, 4, 1)
+    assert calls == [(4, True), (4, True), (2, True)]
+    assert torch.equal(codes, X * 2) and n_iter == 4
+    codes, n_iter = front_end._encode_in_blocks(solve, X, torch.zeros(10, 1), 16, 1)
+    assert calls[-1] == (10, False) and n_iter == 10  # one block: init is passed on
+
+
+def test_check_encode_inputs_names_the_wrong_argument():
+    X, D = np.ones((5, 3)), np.random.default_rng(0).normal(size=(4, 3))
+    checked_X, checked_D, init = front_end._check_encode_inputs(X, D, np.zeros((5, 4)))
+    assert checked_X.shape == (5, 3) and checked_D.shape == (4, 3) and init.shape == (5, 4)
+    with pytest.raises(ValueError, match=r"init must have shape .* = \(5, 4\), got \(5, 3\)"):
+        front_end._check_encode_inputs(X, D, np.zeros((5, 3)))
+    with pytest.raises(ValueError, match="dictionary"):
+        front_end._check_encode_inputs(X, D[:, :2], None)
+
+
+def test_check_greedy_k_checks_only_greedy_algorithms():
+    assert front_end._check_greedy_k("fista", 50, 8, 16) is None  # ignored, as documented
+    assert front_end._check_greedy_k("omp", None, 200, 1000) == 20
+    with pytest.raises(ValueError, match="n_nonzero_coefs=17 exceeds n_components=16"):
+        front_end._check_greedy_k("topk", 17, 8, 16)
+
+
+def test_encode_arrays_converts_once_and_keeps_the_dtype(data):
+    X, D = data
+    for dtype in (np.float32, np.float64):
+        codes, n_iter = front_end._encode_arrays(
+            X.astype(dtype), D.astype(dtype), None, device="cpu", algorithm="topk",
+            n_nonzero_coefs=2)
+        assert isinstance(codes, np.ndarray) and codes.dtype == dtype and n_iter == 1
+        assert ((codes != 0).sum(axis=1) == 2).all()

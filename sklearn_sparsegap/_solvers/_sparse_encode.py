@@ -170,10 +170,8 @@ def encode_tensor(
     >>> codes
     tensor([[3., 0.]], dtype=torch.float64)
     """
-    n_samples = X.shape[0]
     n_components, n_features = D.shape
-    if max_iter is None:
-        max_iter = DEFAULT_MAX_ITER.get(algorithm, 1)
+    max_iter = _resolve_max_iter(algorithm, max_iter)
     if algorithm in GREEDY_ALGORITHMS:
         if n_nonzero_coefs is None:
             n_nonzero_coefs = default_n_nonzero_coefs(n_features, n_components)
@@ -183,9 +181,23 @@ def encode_tensor(
         width = max(n_components, n_nonzero_coefs * n_features)
     rows = _block_rows(width)
     lipschitz = None
-    if algorithm in ("ista", "fista", "lca") and n_samples > rows:
+    if algorithm in ("ista", "fista", "lca") and X.shape[0] > rows:
         # Shared by the blocks instead of one eigenvalue problem each.
         lipschitz = lipschitz_constant(D)
+    solve = _block_solver(
+        algorithm, D, alpha=alpha, n_nonzero_coefs=n_nonzero_coefs, positive=positive,
+        max_iter=max_iter, tol=tol, lipschitz=lipschitz,
+    )  # fmt: skip
+    return _encode_in_blocks(solve, X, init, rows, n_components)
+
+
+def _resolve_max_iter(algorithm, max_iter):
+    """``max_iter``, or the algorithm's ``DEFAULT_MAX_ITER`` (1 for the greedy ones)."""
+    return DEFAULT_MAX_ITER.get(algorithm, 1) if max_iter is None else max_iter
+
+
+def _block_solver(algorithm, D, *, alpha, n_nonzero_coefs, positive, max_iter, tol, lipschitz):
+    """``solve(X_block, init_block) -> (codes, n_iter)``: ``algorithm`` on dictionary ``D``."""
 
     def solve(X_block, init_block):
         if algorithm in ("ista", "fista"):
@@ -207,6 +219,12 @@ def encode_tensor(
             )
         return _GREEDY_SOLVERS[algorithm](X_block, D, n_nonzero_coefs, positive=positive)
 
+    return solve
+
+
+def _encode_in_blocks(solve, X, init, rows, n_components):
+    """``solve`` on blocks of ``rows`` rows of ``X`` (and ``init``): codes, max ``n_iter``."""
+    n_samples = X.shape[0]
     if n_samples <= rows:
         return solve(X, init)
     codes = X.new_empty((n_samples, n_components))
@@ -343,38 +361,53 @@ def sparse_encode(
             alpha=alpha, n_nonzero_coefs=n_nonzero_coefs, positive=positive,
             max_iter=max_iter, tol=tol, device=device,
         )  # fmt: skip
+    X, dictionary, init = _check_encode_inputs(X, dictionary, init)
+    n_nonzero = _check_greedy_k(algorithm, n_nonzero_coefs, X.shape[1], dictionary.shape[0])
+    codes, n_iter = _encode_arrays(
+        X, dictionary, init, device=device, algorithm=algorithm, alpha=alpha,
+        n_nonzero_coefs=n_nonzero, positive=positive,
+        max_iter=_resolve_max_iter(algorithm, max_iter), tol=tol,
+    )  # fmt: skip
+    return (codes, n_iter) if return_n_iter else codes
+
+
+def _check_encode_inputs(X, dictionary, init):
+    """``X``, ``dictionary`` and ``init`` checked against each other, as arrays."""
     X = check_matrix(X, "X")
     dictionary = check_dictionary(dictionary, n_features=X.shape[1])
-    n_samples, n_features = X.shape
-    n_components = dictionary.shape[0]
     if init is not None:
         init = check_matrix(init, "init")
-        if init.shape != (n_samples, n_components):
-            raise ValueError(
-                f"init must have shape (n_samples, n_components) = "
-                f"({n_samples}, {n_components}), got {init.shape}."
-            )
-    n_nonzero = None
-    if algorithm in GREEDY_ALGORITHMS:
-        n_nonzero = check_n_nonzero_coefs(n_nonzero_coefs, n_features, n_components, algorithm)
-    if max_iter is None:
-        max_iter = DEFAULT_MAX_ITER.get(algorithm, 1)
+        _check_init_shape(init.shape, X.shape[0], dictionary.shape[0])
+    return X, dictionary, init
 
+
+def _check_init_shape(shape, n_samples, n_components):
+    if tuple(shape) != (n_samples, n_components):
+        raise ValueError(
+            f"init must have shape (n_samples, n_components) = "
+            f"({n_samples}, {n_components}), got {shape}."
+        )
+
+
+def _check_greedy_k(algorithm, n_nonzero_coefs, n_features, n_components):
+    """The checked K of a greedy ``algorithm``; None for the others (they have no K)."""
+    if algorithm not in GREEDY_ALGORITHMS:
+        return None
+    return check_n_nonzero_coefs(n_nonzero_coefs, n_features, n_components, algorithm)
+
+
+def _encode_arrays(X, dictionary, init, *, device, **parameters):
+    """:func:`encode_tensor` between the one conversion to tensors and the one back."""
     device = resolve_device(device)
     dtype = torch_dtype(X.dtype)
-    # The one conversion in and the one out; everything between is tensors.
     with torch.no_grad():
         codes, n_iter = encode_tensor(
             to_tensor(X, device=device, dtype=dtype),
             to_tensor(dictionary, device=device, dtype=dtype),
-            algorithm=algorithm, alpha=alpha, n_nonzero_coefs=n_nonzero, positive=positive,
-            max_iter=max_iter, tol=tol,
             init=None if init is None else to_tensor(init, device=device, dtype=dtype),
-        )  # fmt: skip
-    codes = to_numpy(codes)
-    if return_n_iter:
-        return codes, n_iter
-    return codes
+            **parameters,
+        )
+    return to_numpy(codes), n_iter
 
 
 # dask: the rows of a lazy X are encoded chunk by chunk by the in-memory sparse_encode.
@@ -415,11 +448,9 @@ def dask_sparse_encode(X, dictionary, *, init, return_n_iter, **parameters):
         dictionary = dictionary.compute()
     X = rows_chunked(X)
     dictionary = check_dictionary(dictionary, n_features=X.shape[1])
-    algorithm = parameters["algorithm"]
-    if algorithm in GREEDY_ALGORITHMS:
-        # Checked here, not at compute time in every chunk.
-        check_n_nonzero_coefs(parameters["n_nonzero_coefs"], X.shape[1], dictionary.shape[0],
-                              algorithm)
+    # K is checked here, not at compute time in every chunk.
+    _check_greedy_k(parameters["algorithm"], parameters["n_nonzero_coefs"], X.shape[1],
+                    dictionary.shape[0])
     # One dtype for the whole result: that of X, as in the in-memory call.
     dictionary = dictionary.astype(X.dtype, copy=False)
     n_components = dictionary.shape[0]
@@ -435,10 +466,6 @@ def dask_sparse_encode(X, dictionary, *, init, return_n_iter, **parameters):
 
     if not is_dask_array(init):
         init = da.from_array(check_matrix(init, "init"), chunks=-1)
-    if init.ndim != 2 or init.shape[1] != n_components or init.shape[0] != X.shape[0]:
-        raise ValueError(
-            f"init must have shape (n_samples, n_components) = "
-            f"({X.shape[0]}, {n_components}), got {init.shape}."
-        )
+    _check_init_shape(init.shape, X.shape[0], n_components)
     init = init.rechunk((X.chunks[0], -1))
     return da.map_blocks(_encode_block_from, X, init, encoder, **out)

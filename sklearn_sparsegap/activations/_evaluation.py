@@ -200,6 +200,102 @@ def _logits(output):
     return output
 
 
+def _check_baseline(baseline):
+    """``{"clean", "ablation", "n_tokens"}`` of an earlier result, or None without one."""
+    if baseline is None:
+        return None
+    try:
+        return {"clean": float(baseline["ce_clean"]),
+                "ablation": float(baseline["ce_ablation"]),
+                "n_tokens": int(baseline["n_tokens"])}  # fmt: skip
+    except (TypeError, KeyError, ValueError):
+        raise ValueError(
+            "baseline must be a result of loss_recovered (with ce_clean, ce_ablation "
+            f"and n_tokens), got {baseline!r}."
+        ) from None
+
+
+def _splice(keep, function):
+    """A hook replacement putting ``function(rows)`` at the ``keep`` positions of a copy."""
+
+    def replace(activation):
+        out = activation.clone()
+        rows = activation[keep]
+        # The reconstruction runs outside inference mode: inference mode is
+        # per thread, and a user's reconstruction that works in threads of its
+        # own could not update tensors created under it.
+        with torch.inference_mode(False), torch.no_grad():
+            replacement = function(rows)
+        out[keep] = replacement.to(activation.dtype)
+        return out
+
+    return replace
+
+
+def _cross_entropy_sums(model, batches, *, module, site, runs):
+    """Summed next-token cross-entropy of each run over all batches, and the token count.
+
+    ``runs`` maps a name to the replacement function of the hooked activation's kept
+    rows (None runs the model as it is).
+    """
+    device = model_device(model)
+    sums = dict.fromkeys(runs, 0.0)
+    n_tokens = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for index, batch in enumerate(batches):
+                inputs, input_ids, mask, _ = split_batch(batch, index)
+                input_ids, mask = input_ids.to(device), mask.to(device)
+                predicted = mask[:, 1:] & mask[:, :-1]
+                targets = input_ids[:, 1:][predicted]
+                n_tokens += int(predicted.sum())
+                for name, function in runs.items():
+                    replace = None if function is None else _splice(mask, function)
+                    with hooked(model, module, site, replace=replace) as captured:
+                        logits = _logits(call_model(model, inputs, device))
+                    if "activation" not in captured:
+                        raise ValueError(
+                            f"module={module!r} was not called during the forward pass of "
+                            f"batch {index}."
+                        )
+                    logits = logits[:, :-1][predicted].float()
+                    sums[name] += float(
+                        torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+                    )
+    finally:
+        model.train(was_training)
+    return sums, n_tokens
+
+
+def _loss_recovered_score(sums, n_tokens, reference):
+    """The result dict from the summed cross-entropies (``reference``: a checked baseline)."""
+    if n_tokens == 0:
+        raise ValueError("batches hold no predicted tokens (every sequence is shorter than 2).")
+    ce = {name: total / n_tokens for name, total in sums.items()}
+    if reference is not None:
+        if reference["n_tokens"] != n_tokens:
+            raise ValueError(
+                f"baseline was measured on {reference['n_tokens']} predicted tokens, these "
+                f"batches have {n_tokens}: it must come from the same batches."
+            )
+        ce.update(clean=reference["clean"], ablation=reference["ablation"])
+    gap = ce["ablation"] - ce["clean"]
+    if gap == 0:
+        raise ValueError(
+            "zero ablation does not change the loss at this module, so the loss-recovered "
+            "score is undefined."
+        )
+    return {
+        "score": (ce["ablation"] - ce["reconstruction"]) / gap,
+        "ce_clean": ce["clean"],
+        "ce_ablation": ce["ablation"],
+        "ce_reconstruction": ce["reconstruction"],
+        "n_tokens": n_tokens,
+    }
+
+
 def loss_recovered(model, batches, *, module, reconstruct, site="output", baseline=None):
     """How much of the language-modelling loss a reconstruction keeps (SAEBench's score).
 
@@ -255,81 +351,9 @@ def loss_recovered(model, batches, *, module, reconstruct, site="output", baseli
     True
     """
     reconstructor = _as_reconstructor(reconstruct)
-    runs = (("clean", None), ("ablation", torch.zeros_like), ("reconstruction", reconstructor))
-    if baseline is not None:
-        try:
-            reference = {"clean": float(baseline["ce_clean"]),
-                         "ablation": float(baseline["ce_ablation"]),
-                         "n_tokens": int(baseline["n_tokens"])}
-        except (TypeError, KeyError, ValueError):
-            raise ValueError(
-                "baseline must be a result of loss_recovered (with ce_clean, ce_ablation "
-                f"and n_tokens), got {baseline!r}."
-            ) from None
-        runs = runs[2:]
-    device = model_device(model)
-    sums = {"clean": 0.0, "ablation": 0.0, "reconstruction": 0.0}
-    n_tokens = 0
-    was_training = model.training
-    model.eval()
-
-    def splice(keep, function):
-        def replace(activation):
-            out = activation.clone()
-            rows = activation[keep]
-            # The reconstruction runs outside inference mode: inference mode is
-            # per thread, and a user's reconstruction that works in threads of its
-            # own could not update tensors created under it.
-            with torch.inference_mode(False), torch.no_grad():
-                replacement = function(rows)
-            out[keep] = replacement.to(activation.dtype)
-            return out
-
-        return replace
-
-    try:
-        with torch.inference_mode():
-            for index, batch in enumerate(batches):
-                inputs, input_ids, mask, _ = split_batch(batch, index)
-                input_ids, mask = input_ids.to(device), mask.to(device)
-                predicted = mask[:, 1:] & mask[:, :-1]
-                targets = input_ids[:, 1:][predicted]
-                n_tokens += int(predicted.sum())
-                for name, function in runs:
-                    replace = None if function is None else splice(mask, function)
-                    with hooked(model, module, site, replace=replace) as captured:
-                        logits = _logits(call_model(model, inputs, device))
-                    if "activation" not in captured:
-                        raise ValueError(
-                            f"module={module!r} was not called during the forward pass of "
-                            f"batch {index}."
-                        )
-                    logits = logits[:, :-1][predicted].float()
-                    sums[name] += float(
-                        torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
-                    )
-    finally:
-        model.train(was_training)
-    if n_tokens == 0:
-        raise ValueError("batches hold no predicted tokens (every sequence is shorter than 2).")
-    ce = {name: total / n_tokens for name, total in sums.items()}
-    if baseline is not None:
-        if reference["n_tokens"] != n_tokens:
-            raise ValueError(
-                f"baseline was measured on {reference['n_tokens']} predicted tokens, these "
-                f"batches have {n_tokens}: it must come from the same batches."
-            )
-        ce.update(clean=reference["clean"], ablation=reference["ablation"])
-    gap = ce["ablation"] - ce["clean"]
-    if gap == 0:
-        raise ValueError(
-            "zero ablation does not change the loss at this module, so the loss-recovered "
-            "score is undefined."
-        )
-    return {
-        "score": (ce["ablation"] - ce["reconstruction"]) / gap,
-        "ce_clean": ce["clean"],
-        "ce_ablation": ce["ablation"],
-        "ce_reconstruction": ce["reconstruction"],
-        "n_tokens": n_tokens,
-    }
+    reference = _check_baseline(baseline)
+    runs = {"reconstruction": reconstructor}
+    if reference is None:
+        runs = {"clean": None, "ablation": torch.zeros_like, **runs}
+    sums, n_tokens = _cross_entropy_sums(model, batches, module=module, site=site, runs=runs)
+    return _loss_recovered_score(sums, n_tokens, reference)

@@ -206,7 +206,7 @@ def _row_metadata(input_ids, mask, keep, extra, first_sequence):
     ).astype(np.int64, copy=False)
 
 
-def _validate(module, path, max_tokens, dtype, shard_size):
+def _validate(module, path, max_tokens, dtype, shard_size, site):
     if not isinstance(path, (str, Path)):
         raise ValueError(f"path must be a str or pathlib.Path, got {type(path).__name__}.")
     if max_tokens is not None and (
@@ -219,6 +219,19 @@ def _validate(module, path, max_tokens, dtype, shard_size):
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}.")
     if not isinstance(module, str):
         raise ValueError(f"module must be a dotted submodule name (str), got {module!r}.")
+    if site not in _SITES:
+        raise ValueError(f"site must be one of {_SITES}, got {site!r}.")
+
+
+def _extraction_settings(model, module, site, dtype, drop_special_tokens):
+    """What an activation set was extracted with: a re-run must match it to resume."""
+    return {
+        "module": module,
+        "site": site,
+        "dtype": dtype,
+        "drop_special_tokens": bool(drop_special_tokens),
+        "model": _model_fingerprint(model),
+    }
 
 
 def _to_storage(rows, dtype):
@@ -237,6 +250,106 @@ def _finite_rows(stored, dtype):
     if np.isfinite(stored).all():
         return None
     return np.isfinite(stored).all(axis=1)
+
+
+def _check_resumed_batch(kept_ids, stored_tokens, rows_seen, committed, index, path):
+    """Raise unless the batch's kept tokens match the ones already on disk for its rows."""
+    n_stored = min(len(kept_ids), committed - rows_seen)
+    if not np.array_equal(kept_ids[:n_stored], stored_tokens[rows_seen : rows_seen + n_stored]):
+        raise ValueError(
+            f"batch {index} differs from the batches this set at "
+            f"path={str(path)!r} was extracted from; resuming needs the "
+            "same batches in the same order."
+        )
+
+
+def _capture_activation(model, inputs, device, captured, settings, index, ids_shape):
+    """Run the model on one batch up to the hook: the ``(batch, seq, d)`` float32 array."""
+    module, site = settings["module"], settings["site"]
+    captured.clear()
+    try:
+        call_model(model, inputs, device)
+    except _StopForward:
+        pass
+    if "activation" not in captured:
+        raise ValueError(
+            f"module={module!r} was not called during the forward pass of batch {index}."
+        )
+    activation = captured["activation"]
+    if activation.ndim != 3 or activation.shape[:2] != ids_shape:
+        raise ValueError(
+            f"the {site} of module={module!r} has shape "
+            f"{tuple(activation.shape)}; expected (batch, seq, d) matching "
+            f"input_ids {tuple(ids_shape)}."
+        )
+    return activation.detach().to("cpu", torch.float32).numpy()
+
+
+def _append_finite(writer, stored, metadata, settings, index):
+    """Append rows in storage dtype; at a non-finite row, keep the rows before it and raise."""
+    # Checked after conversion: float16 overflows to inf above 65504.
+    finite = _finite_rows(stored, settings["dtype"])
+    if finite is not None:
+        bad = int(np.flatnonzero(~finite)[0])
+        writer.append(stored[:bad], metadata[:, :bad])
+        row = dict(zip(METADATA_FIELDS, metadata[:, bad].tolist()))
+        raise ValueError(
+            f"non-finite activation at row {writer.n_rows} of the set "
+            f"(batch {index}, document {row['document']}, position "
+            f"{row['position']}, token {row['token']}) in the {settings['site']} of "
+            f"module={settings['module']!r} stored as {settings['dtype']}; the rows before "
+            "it are kept."
+        )
+    writer.append(stored, metadata)
+
+
+def _extract_batches(model, batches, writer, captured, settings, *, resume, max_tokens, path,
+                     bar):  # fmt: skip
+    """Append the kept rows of every batch not yet on disk; False if ``max_tokens`` stopped it.
+
+    ``resume`` is ``(rows committed, their tokens)``: batches (partly) on disk are
+    checked against them and their stored rows skipped, without running the model.
+    """
+    committed, stored_tokens = resume
+    device = model_device(model)
+    rows_seen, n_sequences = 0, 0
+    for index, batch in enumerate(batches):
+        inputs, input_ids, mask, extra = split_batch(batch, index)
+        # Row bookkeeping in numpy: small torch ops pay for waking the thread
+        # pool on every call, which on a busy machine costs more than the copy.
+        keep = _keep_mask(mask, extra, settings["drop_special_tokens"], index).cpu().numpy()
+        ids = input_ids.cpu().numpy()
+        n_keep = int(keep.sum())
+        first_sequence = n_sequences
+        n_sequences += input_ids.shape[0]
+        if rows_seen < committed:
+            _check_resumed_batch(ids[keep], stored_tokens, rows_seen, committed, index, path)
+        if rows_seen + n_keep <= committed:
+            rows_seen += n_keep
+            continue
+        skip = max(0, committed - rows_seen)
+        take = n_keep - skip
+        if max_tokens is not None:
+            take = min(take, max_tokens - writer.n_rows)
+        activation = _capture_activation(
+            model, inputs, device, captured, settings, index, input_ids.shape
+        )
+        metadata = _row_metadata(ids, mask.cpu().numpy(), keep, extra, first_sequence)
+        stored = _to_storage(activation[keep][skip : skip + take], settings["dtype"])
+        _append_finite(writer, stored, metadata[:, skip : skip + take], settings, index)
+        rows_seen += skip + take
+        bar.update(take)
+        if max_tokens is not None and writer.n_rows >= max_tokens:
+            return False
+    return True
+
+
+def _commit_and_close(writer):
+    """Commit every row extracted so far (a re-run resumes after them), then close."""
+    try:
+        writer.commit()
+    finally:
+        writer.close()
 
 
 def extract_activations(
@@ -328,107 +441,25 @@ def extract_activations(
     ...     X.shape, metadata["token"].tolist(), metadata["position"].tolist()
     ((5, 8), [1, 2, 3, 4, 5], [0, 1, 2, 0, 1])
     """
-    _validate(module, path, max_tokens, dtype, shard_size)
-    if site not in _SITES:
-        raise ValueError(f"site must be one of {_SITES}, got {site!r}.")
+    _validate(module, path, max_tokens, dtype, shard_size, site)
     get_submodule(model, module)
-    settings = {
-        "module": module,
-        "site": site,
-        "dtype": dtype,
-        "drop_special_tokens": bool(drop_special_tokens),
-        "model": _model_fingerprint(model),
-    }
+    settings = _extraction_settings(model, module, site, dtype, drop_special_tokens)
     writer = ActivationWriter(path, settings, shard_size)
     if writer.manifest["complete"] or (max_tokens is not None and writer.n_committed >= max_tokens):
         writer.close()
         return Path(path)
-    committed = writer.n_committed
-    stored_tokens = writer.committed_tokens()
-    device = model_device(model)
+    resume = writer.n_committed, writer.committed_tokens()
     was_training = model.training
     model.eval()
-    bar = tqdm(total=max_tokens, initial=committed, unit="tok", disable=not progress)
-    rows_seen, n_sequences = 0, 0
-    complete = True
+    bar = tqdm(total=max_tokens, initial=resume[0], unit="tok", disable=not progress)
     try:
         with torch.inference_mode(), hooked(model, module, site, stop=True) as captured:
-            for index, batch in enumerate(batches):
-                inputs, input_ids, mask, extra = split_batch(batch, index)
-                # Row bookkeeping in numpy: small torch ops pay for waking the thread
-                # pool on every call, which on a busy machine costs more than the copy.
-                keep = _keep_mask(mask, extra, drop_special_tokens, index).cpu().numpy()
-                ids = input_ids.cpu().numpy()
-                n_keep = int(keep.sum())
-                first_sequence = n_sequences
-                n_sequences += input_ids.shape[0]
-                if rows_seen < committed:
-                    # (Partly) on disk: check the stream is the one extracted before.
-                    n_stored = min(n_keep, committed - rows_seen)
-                    if not np.array_equal(
-                        ids[keep][:n_stored],
-                        stored_tokens[rows_seen : rows_seen + n_stored],
-                    ):
-                        raise ValueError(
-                            f"batch {index} differs from the batches this set at "
-                            f"path={str(path)!r} was extracted from; resuming needs the "
-                            "same batches in the same order."
-                        )
-                if rows_seen + n_keep <= committed:
-                    rows_seen += n_keep
-                    continue
-                skip = max(0, committed - rows_seen)
-                take = n_keep - skip
-                if max_tokens is not None:
-                    take = min(take, max_tokens - writer.n_rows)
-                captured.clear()
-                try:
-                    call_model(model, inputs, device)
-                except _StopForward:
-                    pass
-                if "activation" not in captured:
-                    raise ValueError(
-                        f"module={module!r} was not called during the forward pass of "
-                        f"batch {index}."
-                    )
-                activation = captured["activation"]
-                if activation.ndim != 3 or activation.shape[:2] != input_ids.shape:
-                    raise ValueError(
-                        f"the {site} of module={module!r} has shape "
-                        f"{tuple(activation.shape)}; expected (batch, seq, d) matching "
-                        f"input_ids {tuple(input_ids.shape)}."
-                    )
-                activation = activation.detach().to("cpu", torch.float32).numpy()
-                rows = activation[keep][skip : skip + take]
-                metadata = _row_metadata(ids, mask.cpu().numpy(), keep, extra, first_sequence)
-                metadata = metadata[:, skip : skip + take]
-                stored = _to_storage(rows, dtype)
-                # Checked after conversion: float16 overflows to inf above 65504.
-                finite = _finite_rows(stored, dtype)
-                if finite is not None:
-                    bad = int(np.flatnonzero(~finite)[0])
-                    writer.append(stored[:bad], metadata[:, :bad])
-                    row = dict(zip(METADATA_FIELDS, metadata[:, bad].tolist()))
-                    raise ValueError(
-                        f"non-finite activation at row {writer.n_rows} of the set "
-                        f"(batch {index}, document {row['document']}, position "
-                        f"{row['position']}, token {row['token']}) in the {site} of "
-                        f"module={module!r} stored as {dtype}; the rows before it are kept."
-                    )
-                writer.append(stored, metadata)
-                rows_seen += skip + take
-                bar.update(take)
-                if max_tokens is not None and writer.n_rows >= max_tokens:
-                    complete = False
-                    break
+            complete = _extract_batches(model, batches, writer, captured, settings, resume=resume,
+                                        max_tokens=max_tokens, path=path, bar=bar)
         writer.finish(complete=complete, max_tokens_reached=not complete)
     except BaseException:
-        # Keep every row extracted so far (shards are whole rows of whole batches'
-        # prefixes), so a re-run resumes after them.
-        try:
-            writer.commit()
-        finally:
-            writer.close()
+        # Shards are whole rows of whole batches' prefixes: keep every row so far.
+        _commit_and_close(writer)
         raise
     finally:
         bar.close()
