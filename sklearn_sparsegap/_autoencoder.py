@@ -1,30 +1,75 @@
 """The numerics of the amortised encoders, on tensors: initialisation, the
 least-squares decoder of known codes, the gradient functions the training loop calls,
-and dead-latent resampling.
+dead-latent resampling, and :func:`fit_autoencoder`, the one training function.
 
-``_sae.py`` validates the input once and calls these; nothing here sees numpy arrays
-or estimator parameters.
+``_sae.py`` validates the input once, resolves the defaults into an
+:class:`AutoencoderSettings` and calls :func:`fit_autoencoder`; nothing here sees
+estimator parameters, and numpy arrays only at the data's way in and the fitted state's
+way out.
 """
 
 import math
+from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
-from ._modules import cosine_gradients, heaviside_step, sae_gradients
-from ._training import batch_statistics, cosine_loss, renormalize_atoms
+from ._batches import DiskBatches, TensorBatches, iter_row_blocks
+from ._distributed import (
+    RankBatches,
+    active_reducer,
+    averaged_gradients,
+    broadcast_module,
+    sync_after_resampling,
+)
+from ._modules import SparseAutoencoderModule, cosine_gradients, heaviside_step, sae_gradients
+from ._torch_utils import (
+    make_generator,
+    serial_if_small,
+    state_to_numpy,
+    state_to_torch,
+    to_numpy,
+    to_tensor,
+)
+from ._training import (
+    HELD_OUT_KEYS,
+    HISTORY_KEYS,
+    Checkpoint,
+    CountFlops,
+    DeadLatents,
+    HeldOutHistory,
+    LogHistory,
+    ProgressBar,
+    ResampleDeadLatents,
+    WarnIfLong,
+    batch_statistics,
+    cosine_loss,
+    history_arrays,
+    make_adam,
+    renormalize_atoms,
+    train,
+)
+from .flops import encoder_training_flops
 
 __all__ = [
+    "AutoencoderData",
+    "AutoencoderSettings",
+    "AutoencoderState",
     "DeadLatentResampler",
     "data_scale",
+    "fit_autoencoder",
     "fit_input_scale",
     "fit_output_layer",
     "fold_input_scale",
     "held_out_figures",
     "initialize_autoencoder",
     "least_squares_decoder",
+    "load_weights",
     "make_gradient_function",
+    "make_module",
     "merge_code_moments",
     "set_decoder",
+    "training_generator",
 ]
 
 # Initial JumpReLU threshold (Rajamanoharan et al. 2024).
@@ -41,6 +86,11 @@ RESAMPLE_POOL = 8192
 # The input scale is estimated on at most this many evenly spaced rows.
 MAX_SCALE_ROWS = 2**16
 SCALE_BLOCK_ROWS = 4096
+# A ReLU SAE trained in minibatches starts its encoder at this multiple of the decoder's
+# transpose (SAELens starts its tied encoder at decoder norm 0.1): with small starting
+# codes the L1 penalty sparsifies instead of shrinking every code, which matters with a
+# few hundred steps (see the defaults page: SAELens side by side).
+MINIBATCH_RELU_ENCODER_SCALE = 0.1
 
 
 def fit_input_scale(X, centre=False):
@@ -420,3 +470,419 @@ class DeadLatentResampler:
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in state:
                     state[key][dead_index] = 0.0
+
+
+# ---------------------------------------------------------------------------- training
+
+
+@dataclass
+class AutoencoderData:
+    """The validated training problem, on the host.
+
+    ``X`` is a numpy array, or a memmap streamed from disk in minibatches when
+    ``streamed``; ``target_codes`` the known codes (``target="codes"``) or None;
+    ``X_val`` held-out rows or None; ``dictionary`` a fixed dictionary or None.
+    """
+
+    X: object
+    target_codes: object = None
+    X_val: object = None
+    dictionary: object = None
+    streamed: bool = False
+
+
+@dataclass
+class AutoencoderSettings:
+    """What :func:`fit_autoencoder` needs besides the data, every default resolved: the
+    architecture, the objective, the schedule and the run (``checkpoint`` is None or
+    ``(path, every, config)``; ``description`` and ``advice`` name the estimator and
+    the fix in messages)."""
+
+    n_components: int
+    hidden_layer_sizes: tuple
+    activation: str
+    k: object
+    fit_intercept: bool
+    target: str
+    alpha: float
+    codes_loss: str
+    rescale: bool
+    fit_scale: bool
+    small_encoder_start: bool
+    auxk_alpha: float
+    batch_size: int
+    n_epochs: int
+    learning_rate: float
+    dead_window: int
+    tol: float
+    resample_dead_every: object
+    random_state: object
+    device: object
+    dtype: object
+    description: str
+    advice: str
+    verbose: bool = False
+    checkpoint: object = None
+    chunk: bool = False
+
+
+@dataclass
+class AutoencoderState:
+    """A fitted autoencoder in numpy arrays: where a fit ends and where the next one
+    (``warm_start``, ``partial_fit``) continues.
+
+    The weights are on X's scale (folded); ``trained_biases`` are the biases as trained
+    on ``input_scale * X`` (None when the scale is 1), from which training continues
+    exactly. ``code_moments`` are the running moments of known codes (``partial_fit``).
+    """
+
+    components: object
+    intercept: object
+    coefs: list
+    intercepts: list
+    threshold: object = None
+    trained_biases: object = None
+    input_scale: float = 1.0
+    history: dict = field(default_factory=dict)
+    optimizer_state: object = None
+    dead_since: object = None
+    n_steps: int = 0
+    n_epochs: int = 0
+    training_flops: int = 0
+    code_moments: object = None
+    dead_fraction: float = math.nan
+    zero_code_fraction: float = 0.0
+
+
+def make_module(n_features, n_components, *, hidden_layer_sizes=(), activation="relu", k=None,
+                fit_intercept=True, device="cpu", dtype=torch.float32):
+    """An untrained :class:`SparseAutoencoderModule` of this architecture."""
+    return SparseAutoencoderModule(
+        (n_features, *hidden_layer_sizes, n_components),
+        activation=activation,
+        k=k,
+        fit_intercept=fit_intercept,
+    ).to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def load_weights(module, state):
+    """Copy the weights of ``state`` (an :class:`AutoencoderState`, on X's scale) into
+    ``module``, in the module's dtype and on its device."""
+    device, dtype = module.components.device, module.components.dtype
+
+    def put(param, value):
+        param.copy_(to_tensor(value, device=device, dtype=dtype))
+
+    put(module.components, state.components)
+    put(module.intercept, state.intercept)
+    for weight, value in zip(module.weights, state.coefs):
+        put(weight, value)
+    for bias, value in zip(module.biases, state.intercepts):
+        put(bias, value)
+    if state.threshold is not None:
+        put(module.log_threshold, np.log(state.threshold))
+
+
+@torch.no_grad()
+def _load_trained_biases(module, state):
+    """Continue on ``input_scale * X`` from the biases as trained (folding the stored
+    ones back would round them)."""
+    if state.trained_biases is None:
+        fold_input_scale(module, state.input_scale)
+        return
+    device, dtype = module.components.device, module.components.dtype
+    for param, value in zip((module.intercept, module.log_threshold, *module.biases),
+                            state.trained_biases):
+        param.copy_(to_tensor(value, device=device, dtype=dtype))
+
+
+def training_generator(random_state, n_steps=None):
+    """The CPU generator of one fit's draws; continuing after ``n_steps`` steps
+    (``partial_fit``, ``warm_start``) shifts its seed, so minibatch orders differ."""
+    generator = make_generator(random_state)
+    if n_steps is not None:
+        generator.manual_seed(generator.initial_seed() + n_steps)
+    return generator
+
+
+def _training_tensors(data, settings):
+    """``(source, X, codes, dictionary)``: the rows the loop draws from (None: ``X`` in
+    memory), and the tensors of the initialisation, on the device. A streamed ``X``
+    gives a bounded sample of rows (``MAX_INIT_ROWS``) for the initialisation and the
+    resampling pool."""
+    device, dtype = settings.device, settings.dtype
+    source = None
+    if data.streamed:
+        source = DiskBatches(data.X, data.target_codes, dtype=dtype)
+        sample = source.sample(MAX_INIT_ROWS, device)
+        X, codes = (sample, None) if data.target_codes is None else sample
+    else:
+        X = to_tensor(data.X, device=device, dtype=dtype)
+        codes = (
+            None if data.target_codes is None
+            else to_tensor(data.target_codes, device=device, dtype=dtype)
+        )  # fmt: skip
+    dictionary = (
+        None if data.dictionary is None
+        else to_tensor(data.dictionary, device=device, dtype=dtype)
+    )  # fmt: skip
+    return source, X, codes, dictionary
+
+
+def _known_codes_decoder(data, X, codes, dictionary, previous_moments, *, fit_intercept,
+                         device):
+    """``(decoder, moments)`` on known codes: the least-squares ``(dictionary,
+    intercept)`` of X on the codes over every chunk so far (``previous_moments``, the
+    running moments), and the updated moments (on the CPU)."""
+    if data.streamed:
+        moments = previous_moments
+        for start, rows in iter_row_blocks(data.X):
+            moments = merge_code_moments(
+                moments,
+                to_tensor(data.target_codes[start : start + len(rows)], device=device),
+                to_tensor(rows, device=device),
+            )  # fmt: skip
+    else:
+        moments = merge_code_moments(previous_moments, codes, X)
+    decoder = least_squares_decoder(moments, fit_intercept, dictionary)
+    moments = {
+        key: value.cpu() if torch.is_tensor(value) else value for key, value in moments.items()
+    }
+    return decoder, moments
+
+
+def _sampled_input_scale(X, settings):
+    """The input scale: 1.0 unless ``fit_scale``; else estimated on at most
+    ``MAX_SCALE_ROWS`` evenly spaced rows of ``X`` (a tensor)."""
+    if not settings.fit_scale:
+        return 1.0
+    if X.shape[0] > MAX_SCALE_ROWS:
+        X = X[torch.linspace(0, X.shape[0] - 1, MAX_SCALE_ROWS, device=X.device).long()]
+    return fit_input_scale(X, centre=settings.fit_intercept)
+
+
+def _start_module(module, settings, previous, *, X, codes, dictionary, decoder, scale,
+                  full_batch, group):
+    """Put ``module`` where training starts: initialised (a first fit, broadcast to
+    every rank) or the ``previous`` state continued. Returns the history lists."""
+    if previous is None:
+        initialize_autoencoder(
+            module, X, make_generator(settings.random_state), dictionary=dictionary,
+            decoder=decoder, target_codes=codes, scale=scale,
+        )  # fmt: skip
+        if not full_batch and settings.small_encoder_start:
+            with torch.no_grad():
+                module.weights[0].mul_(MINIBATCH_RELU_ENCODER_SCALE)
+        if group is not None:
+            broadcast_module(group, module)
+        return {key: [] for key in HISTORY_KEYS}
+    load_weights(module, previous)
+    _load_trained_biases(module, previous)
+    if decoder is not None:
+        set_decoder(module, *decoder)
+    return {key: list(values) for key, values in previous.history.items()}
+
+
+def _training_callbacks(module, optimizer, settings, previous, *, history, X, X_val, scale,
+                        step_flops, group):
+    """``(callbacks, dead, resume_from)``: the loop's callbacks in order (FLOPs, dead
+    latents, the history, held-out figures, resampling, warnings, progress,
+    checkpoints), the dead-latent tracker (one definition of dead for the history, the
+    resampling and AuxK) and the checkpoint to resume from (or None)."""
+    device = settings.device
+    dead = DeadLatents(settings.n_components, settings.dead_window, device,
+                       reduce=None if group is None else active_reducer(group))  # fmt: skip
+    if previous is not None and previous.dead_since is not None:
+        dead.since.copy_(torch.as_tensor(previous.dead_since))
+    log = LogHistory(history, tol=settings.tol if previous is None else 0.0,
+                     description=settings.description, advice=settings.advice, dead=dead)
+    start_flops = 0 if previous is None else previous.training_flops
+    callbacks = [CountFlops(step_flops, start=start_flops), dead, log]
+    if X_val is not None or HELD_OUT_KEYS[0] in history:
+        n_logged = len(history["step"])
+        for key in HELD_OUT_KEYS:  # earlier logs had no held-out rows
+            values = history.setdefault(key, [])
+            values.extend([float("nan")] * (n_logged - len(values)))
+
+        def evaluate():
+            return held_out_figures(module, X_val, scale=scale, dtype=settings.dtype,
+                                    device=device)
+
+        callbacks.append(HeldOutHistory(history, None if X_val is None else evaluate))
+    # Resampling moves atoms: a given dictionary (or known codes' decoder) stays as given.
+    if settings.resample_dead_every is not None and module.components.requires_grad:
+        n_steps = None if previous is None else previous.n_steps
+        resampler = DeadLatentResampler(
+            module, optimizer, X, training_generator(settings.random_state, n_steps),
+            scale=scale,
+        )  # fmt: skip
+        callbacks.append(ResampleDeadLatents(resampler, settings.resample_dead_every, dead))
+        if group is not None:
+            callbacks.append(sync_after_resampling(group, module, optimizer,
+                                                   settings.resample_dead_every))
+    callbacks.append(WarnIfLong(
+        settings.description,
+        "Set max_iter (epochs) lower, or fit on a subset of X, to shorten it.",
+    ))  # fmt: skip
+    callbacks.append(ProgressBar(settings.description, disable=not settings.verbose))
+    resume_from = None
+    if settings.checkpoint is not None:
+        path, every, config = settings.checkpoint
+        # One writer; every rank checks and restores the checkpoint when resuming.
+        checkpoint = Checkpoint(path, every, config=config,
+                                write=group is None or group.rank == 0)  # fmt: skip
+        callbacks.append(checkpoint)
+        resume_from = checkpoint.resume_path
+    return callbacks, dead, resume_from
+
+
+def _gradients_and_source(module, settings, data, *, X, codes, source, scale, dead, group):
+    """``(compute_gradients, source)`` for the loop: the objective's gradient function
+    (with AuxK on TopK reconstruction) and, under DDP, each rank's shard of the rows with
+    gradients averaged over the ranks."""
+    auxk = None
+    if (settings.activation == "topk" and settings.auxk_alpha > 0
+            and settings.target == "reconstruction"):
+        # Gao et al.'s k_aux: half the input dimension (sparsify's d_in // 2).
+        auxk = (dead, max(1, data.X.shape[1] // 2), settings.auxk_alpha)
+    compute_gradients = make_gradient_function(
+        module, X, codes, alpha=settings.alpha, codes_loss=settings.codes_loss,
+        rescale=settings.rescale, streamed=data.streamed or group is not None, scale=scale,
+        auxk=auxk,
+    )  # fmt: skip
+    if group is None:
+        return compute_gradients, source
+    # Each rank trains on its own shard of the rows; see _distributed.
+    source = RankBatches(
+        DiskBatches(data.X, data.target_codes, dtype=settings.dtype, shard=group.shard)
+        if data.streamed else TensorBatches(X, codes, shard=group.shard),
+        group.rank,
+    )  # fmt: skip
+    trained = [p for p in module.parameters() if p.requires_grad]
+    return averaged_gradients(group, compute_gradients, trained), source
+
+
+@torch.no_grad()
+def zero_code_fraction(module, X, scale, max_rows):
+    """The fraction of (at most ``max_rows`` evenly spaced) rows of ``X`` whose codes
+    are all zero: a fit that reconstructs nothing."""
+    if X.shape[0] > max_rows:
+        X = X[torch.linspace(0, X.shape[0] - 1, max_rows, device=X.device).long()]
+    codes = module.encode(X * scale if scale != 1.0 else X)
+    return float((codes == 0).all(dim=1).to(torch.float64).mean())
+
+
+def fit_autoencoder(data, settings, previous=None, *, group=None, zero_code_rows=8192):
+    """Train an amortised encoder (SAE or MLP) and return its fitted state.
+
+    Parameters
+    ----------
+    data : AutoencoderData
+        The validated rows (in memory or streamed from disk), known codes, held-out
+        rows and fixed dictionary.
+    settings : AutoencoderSettings
+        The resolved architecture, objective and schedule.
+    previous : AutoencoderState, default=None
+        The state to continue from (``warm_start``, ``partial_fit``); None starts
+        afresh.
+    group : distributed group, default=None
+        Train data-parallel over its ranks (``_distributed``).
+    zero_code_rows : int, default=8192
+        At most this many training rows measure ``zero_code_fraction``.
+
+    Returns
+    -------
+    state : AutoencoderState
+        The model folded onto X's scale, its history, optimiser state and counters.
+    """
+    device, dtype = settings.device, settings.dtype
+    source, X, codes, dictionary = _training_tensors(data, settings)
+    n_samples, n_features = data.X.shape
+    module = make_module(
+        n_features, settings.n_components, hidden_layer_sizes=settings.hidden_layer_sizes,
+        activation=settings.activation, k=settings.k, fit_intercept=settings.fit_intercept,
+        device=device, dtype=dtype,
+    )  # fmt: skip
+    decoder = None
+    code_moments = None if previous is None else previous.code_moments
+    if settings.target == "codes":
+        # No decoder is trained on known codes: the least-squares decoder of X on the
+        # codes (over every partial_fit chunk so far) serves inverse_transform, the
+        # rescaling and the logged mse.
+        decoder, code_moments = _known_codes_decoder(
+            data, X, codes, dictionary, code_moments if settings.chunk else None,
+            fit_intercept=settings.fit_intercept, device=device,
+        )  # fmt: skip
+    scale = _sampled_input_scale(X, settings) if previous is None else previous.input_scale
+    full_batch = settings.batch_size >= n_samples
+    history = _start_module(module, settings, previous, X=X, codes=codes,
+                            dictionary=dictionary, decoder=decoder, scale=scale,
+                            full_batch=full_batch, group=group)  # fmt: skip
+    learn_dictionary = data.dictionary is None and settings.target == "reconstruction"
+    module.components.requires_grad_(learn_dictionary)
+    if settings.target == "codes":
+        module.intercept.requires_grad_(False)
+    optimizer = make_adam([p for p in module.parameters() if p.requires_grad],
+                          settings.learning_rate)
+    if previous is not None and previous.optimizer_state is not None:
+        optimizer.load_state_dict(state_to_torch(previous.optimizer_state, device))
+
+    def step_flops(rows):
+        return encoder_training_flops(
+            n_features, settings.n_components, rows,
+            hidden_layer_sizes=settings.hidden_layer_sizes, learn_dictionary=learn_dictionary,
+        )  # fmt: skip
+
+    callbacks, dead, resume_from = _training_callbacks(
+        module, optimizer, settings, previous, history=history, X=X, X_val=data.X_val,
+        scale=scale, step_flops=step_flops, group=group,
+    )  # fmt: skip
+    compute_gradients, source = _gradients_and_source(
+        module, settings, data, X=X, codes=codes, source=source, scale=scale, dead=dead,
+        group=group,
+    )  # fmt: skip
+    n_steps = None if previous is None else previous.n_steps
+    # A step's forward and backward passes are about six products of similar size;
+    # the size of one product decides whether a second thread helps.
+    with serial_if_small(device, step_flops(settings.batch_size) // 6):
+        loop = train(
+            compute_gradients,
+            n_samples if source is None else source,
+            optimizer=optimizer,
+            n_epochs=settings.n_epochs,
+            batch_size=settings.batch_size,
+            generator=training_generator(settings.random_state, n_steps),
+            atoms=module.components if learn_dictionary else None,
+            model=module,
+            callbacks=callbacks,
+            start_step=0 if previous is None else previous.n_steps,
+            start_epoch=0 if previous is None else previous.n_epochs,
+            resume_from=resume_from,
+        )
+    zero = 0.0
+    if settings.target == "reconstruction" and X.shape[0]:
+        zero = zero_code_fraction(module, X, scale, zero_code_rows)
+    trained_biases = (
+        [to_numpy(b) for b in (module.intercept, module.log_threshold, *module.biases)]
+        if scale != 1.0 else None
+    )  # fmt: skip
+    fold_input_scale(module, 1.0 / scale)
+    return AutoencoderState(
+        components=to_numpy(module.components),
+        intercept=to_numpy(module.intercept),
+        coefs=[to_numpy(w) for w in module.weights],
+        intercepts=[to_numpy(b) for b in module.biases],
+        threshold=to_numpy(module.threshold) if settings.activation == "jumprelu" else None,
+        trained_biases=trained_biases,
+        input_scale=scale,
+        history=history_arrays(history),
+        optimizer_state=state_to_numpy(optimizer.state_dict()),
+        dead_since=dead.since.cpu().numpy(),
+        n_steps=loop.step,
+        n_epochs=loop.epoch,
+        training_flops=loop.flops,
+        code_moments=code_moments,
+        dead_fraction=dead.fraction(),
+        zero_code_fraction=zero,
+    )

@@ -11,66 +11,26 @@ import warnings
 from numbers import Integral, Real
 
 import numpy as np
-import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.validation import check_is_fitted
 
 from ._autoencoder import (
-    MAX_INIT_ROWS,
-    MAX_SCALE_ROWS,
-    DeadLatentResampler,
+    AutoencoderData,
+    AutoencoderSettings,
+    AutoencoderState,
     data_scale,
-    fit_input_scale,
-    fold_input_scale,
-    held_out_figures,
-    initialize_autoencoder,
-    least_squares_decoder,
-    make_gradient_function,
-    merge_code_moments,
-    set_decoder,
+    fit_autoencoder,
+    load_weights,
+    make_module,
 )
 from ._base import FLOAT_DTYPES, BaseSparseEstimator, checkpoint_config
-from ._batches import DiskBatches, TensorBatches, is_streamed, iter_row_blocks
+from ._batches import is_streamed
 from ._compat import Interval, StrOptions, _fit_context
-from ._distributed import (
-    RankBatches,
-    active_reducer,
-    averaged_gradients,
-    broadcast_module,
-    check_versions,
-    current_group,
-    rank_device,
-    sync_after_resampling,
-)
-from ._modules import SparseAutoencoderModule
-from ._torch_utils import (
-    make_generator,
-    resolve_device,
-    serial_if_small,
-    state_to_numpy,
-    state_to_torch,
-    to_numpy,
-    to_tensor,
-    torch_dtype,
-)
-from ._training import (
-    DEAD_WINDOW_ROWS,
-    HELD_OUT_KEYS,
-    HISTORY_KEYS,
-    Checkpoint,
-    CountFlops,
-    DeadLatents,
-    HeldOutHistory,
-    LogHistory,
-    ProgressBar,
-    ResampleDeadLatents,
-    WarnIfLong,
-    history_arrays,
-    make_adam,
-    train,
-)
+from ._distributed import check_versions, current_group, rank_device
+from ._torch_utils import resolve_device, torch_dtype
+from ._training import DEAD_WINDOW_ROWS
 from ._validation import check_dictionary, check_finite_rows, check_matrix, check_same_rows
-from .flops import encoder_inference_flops, encoder_training_flops
+from .flops import encoder_inference_flops
 
 # Default optimiser steps (max_iter=None, rounded up to whole epochs) per target; see
 # the user guide's defaults page.
@@ -89,11 +49,6 @@ ZERO_CODE_ROWS = 8192
 # 1/sqrt(n_components / 2^14) (Gao et al. 2024's fit), capped at the full-batch default.
 MINIBATCH_LEARNING_RATE = 2e-4
 MINIBATCH_LEARNING_RATE_WIDTH = 2**14
-# A ReLU SAE trained in minibatches starts its encoder at this multiple of the decoder's
-# transpose (SAELens starts its tied encoder at decoder norm 0.1): with small starting
-# codes the L1 penalty sparsifies instead of shrinking every code, which matters with a
-# few hundred steps (see the defaults page: SAELens side by side).
-MINIBATCH_RELU_ENCODER_SCALE = 0.1
 
 
 class _BaseAutoencoder(BaseSparseEstimator):
@@ -192,7 +147,27 @@ class _BaseAutoencoder(BaseSparseEstimator):
                          X_val=X_val)  # fmt: skip
 
     def _fit(self, X, y, *, n_epochs, first, chunk=False, X_val=None):
-        # Validation: everything below works on tensors.
+        # validate -> resolve -> fit_autoencoder (the numerics) -> store.
+        data = self._validated_data(X, y, X_val, first=first)
+        group = current_group()
+        if group is not None:
+            check_versions(group)
+        settings = self._resolved_settings(data, n_epochs=n_epochs, first=first, chunk=chunk,
+                                           group=group)  # fmt: skip
+        state = fit_autoencoder(data, settings, None if first else self._fitted_state(),
+                                group=group, zero_code_rows=ZERO_CODE_ROWS)  # fmt: skip
+        self._store_state(state)
+        self._warn_if_codes_are_zero(state.zero_code_fraction)
+        self._trained_target = self.target
+        self.device_ = str(settings.device)
+        self.n_components_ = settings.n_components
+        self.max_iter_ = settings.n_epochs if not chunk else getattr(self, "max_iter_", 1)
+        self.batch_size_ = settings.batch_size
+        return self
+
+    def _validated_data(self, X, y, X_val, *, first):
+        """The training problem as :class:`AutoencoderData`: ``X`` (a memmap stays on
+        disk), the known codes, the held-out rows and the fixed dictionary, checked."""
         if not first and self.target != self._trained_target:
             raise ValueError(
                 f"target={self.target!r} but the estimator was trained with "
@@ -204,90 +179,32 @@ class _BaseAutoencoder(BaseSparseEstimator):
         if not first and not streamed:
             X = X.astype(self.components_.dtype, copy=False)
         n_samples, n_features = X.shape
-        target_codes = self._check_target(y, n_samples)
-        X_val = self._check_X_val(X_val, n_features)
         dictionary = None
         if self.dictionary is not None:
             dictionary = check_dictionary(self.dictionary, n_features=n_features)
-        n_components = self._check_n_components(n_features, dictionary, target_codes)
+        return AutoencoderData(
+            X=X, target_codes=self._check_target(y, n_samples),
+            X_val=self._check_X_val(X_val, n_features), dictionary=dictionary,
+            streamed=streamed,
+        )  # fmt: skip
+
+    def _resolved_settings(self, data, *, n_epochs, first, chunk, group):
+        """Every default resolved (and stored: ``learning_rate_``, ``dead_window_``)
+        into the :class:`AutoencoderSettings` of this fit."""
+        n_samples, n_features = data.X.shape
+        n_components = self._check_n_components(n_features, data.dictionary, data.target_codes)
         hidden = self._hidden_layer_sizes()
-
-        group = current_group()
-        if group is not None:
-            check_versions(group)
-        device = self._resolved_device() if group is None else resolve_device(rank_device(self.device))
-        dtype = torch_dtype(X.dtype if first else self.components_.dtype)
-        source = None
-        if streamed:
-            # Streamed from disk: the initialisation and the resampling pool use a bounded
-            # sample of rows, the training loop the source's minibatches.
-            source = DiskBatches(X, target_codes, dtype=dtype)
-            sample = source.sample(MAX_INIT_ROWS, device)
-            X_tensor, codes_tensor = (sample, None) if target_codes is None else sample
-        else:
-            X_tensor = to_tensor(X, device=device, dtype=dtype)
-            codes_tensor = (
-                None if target_codes is None
-                else to_tensor(target_codes, device=device, dtype=dtype)
-            )  # fmt: skip
-        dictionary_tensor = (
-            None if dictionary is None else to_tensor(dictionary, device=device, dtype=dtype)
-        )
-        module = SparseAutoencoderModule(
-            (n_features, *hidden, n_components),
-            activation=self.activation,
-            k=self.n_nonzero_coefs,
-            fit_intercept=self.fit_intercept,
-        ).to(device=device, dtype=dtype)
-
-        decoder = None
-        if self.target == "codes":
-            # No decoder is trained on known codes: the least-squares decoder of X on the
-            # codes (over every partial_fit chunk so far) serves inverse_transform, the
-            # rescaling and the logged mse.
-            previous = self._code_moments if chunk and not first else None
-            if streamed:
-                moments = previous
-                for start, rows in iter_row_blocks(X):
-                    moments = merge_code_moments(
-                        moments,
-                        to_tensor(target_codes[start : start + len(rows)], device=device),
-                        to_tensor(rows, device=device),
-                    )  # fmt: skip
-            else:
-                moments = merge_code_moments(previous, codes_tensor, X_tensor)
-            decoder = least_squares_decoder(moments, self.fit_intercept, dictionary_tensor)
-            self._code_moments = {
-                key: value.cpu() if torch.is_tensor(value) else value
-                for key, value in moments.items()
-            }
-
-        if first:
-            self.input_scale_ = self._fit_input_scale(X_tensor)
-        scale = getattr(self, "input_scale_", 1.0)
-        batch_size = self._resolved_batch_size(n_samples, streamed)
-        full_batch = batch_size >= n_samples
-        if first:
-            initialize_autoencoder(
-                module, X_tensor, make_generator(self.random_state),
-                dictionary=dictionary_tensor, decoder=decoder, target_codes=codes_tensor,
-                scale=scale,
-            )  # fmt: skip
-            if not full_batch and self._small_encoder_start(hidden, dictionary):
-                with torch.no_grad():
-                    module.weights[0].mul_(MINIBATCH_RELU_ENCODER_SCALE)
-            if group is not None:
-                broadcast_module(group, module)
-            self.history_ = {key: [] for key in HISTORY_KEYS}
-            self.training_flops_, self._n_steps, self.n_iter_ = 0, 0, 0
-        else:
-            self._load_module(module)
-            # The stored model is folded onto X's scale; training continues on scale * X
-            # from the biases as trained (unfolding would round them).
-            self._load_trained_biases(module)
-            self.history_ = {key: list(values) for key, values in self.history_.items()}
-            if decoder is not None:
-                set_decoder(module, *decoder)
+        batch_size = self._resolved_batch_size(n_samples, data.streamed)
+        if data.streamed and batch_size >= n_samples:
+            raise ValueError(
+                f"X is on disk ({data.X.nbytes / 2**30:.1f} GiB, {n_samples} rows) and is "
+                f"streamed in minibatches, but batch_size={self.batch_size} means "
+                "full-batch steps on all of it: set batch_size (e.g. 4096)."
+            )
+        if n_epochs is None:
+            # The default number of steps, as whole epochs (at least one).
+            steps_per_epoch = -(-n_samples // batch_size)
+            n_epochs = max(1, -(-self._default_max_iter[self.target] // steps_per_epoch))
         if first or not hasattr(self, "dead_window_"):
             # (A model loaded from another library's checkpoint continues with no
             # resolved training settings: they are resolved on its first data.)
@@ -295,148 +212,38 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 min(n_samples, DEAD_WINDOW_ROWS) if self.dead_window is None
                 else self.dead_window
             )  # fmt: skip
-        self._trained_target = self.target
-        learn_dictionary = dictionary is None and self.target == "reconstruction"
-        module.components.requires_grad_(learn_dictionary)
-        if self.target == "codes":
-            module.intercept.requires_grad_(False)
         if first or not hasattr(self, "learning_rate_"):
             self.learning_rate_ = self._resolved_learning_rate(
-                full_batch=full_batch, n_components=n_components
+                full_batch=batch_size >= n_samples, n_components=n_components
             )
-        optimizer = make_adam([p for p in module.parameters() if p.requires_grad],
-                              self.learning_rate_)
-        if not first and getattr(self, "_optimizer_state", None) is not None:
-            optimizer.load_state_dict(state_to_torch(self._optimizer_state, device))
-
-        def step_flops(rows):
-            return encoder_training_flops(
-                n_features, n_components, rows,
-                hidden_layer_sizes=hidden, learn_dictionary=learn_dictionary,
-            )  # fmt: skip
-
-        if n_epochs is None:
-            # The default number of steps, as whole epochs (at least one).
-            steps_per_epoch = -(-n_samples // batch_size)
-            n_epochs = max(1, -(-self._default_max_iter[self.target] // steps_per_epoch))
-        if streamed and batch_size >= n_samples:
-            raise ValueError(
-                f"X is on disk ({X.nbytes / 2**30:.1f} GiB, {n_samples} rows) and is streamed "
-                f"in minibatches, but batch_size={self.batch_size} means full-batch steps "
-                "on all of it: set batch_size (e.g. 4096)."
-            )
-        advice = (
-            "or pass scale_input=True" if not self.scale_input and self.target == "reconstruction"
-            else "or lower alpha"
-        )  # fmt: skip
-        # One definition of dead for the history, the resampling and AuxK.
-        dead = DeadLatents(n_components, self.dead_window_, device,
-                           reduce=None if group is None else active_reducer(group))  # fmt: skip
-        if not first and getattr(self, "_dead_since", None) is not None:
-            dead.since.copy_(torch.as_tensor(self._dead_since))
-        history = LogHistory(self.history_, tol=self.tol if first else 0.0,
-                             description=type(self).__name__, advice=advice, dead=dead)
-        callbacks = [CountFlops(step_flops, start=self.training_flops_), dead, history]
-        if X_val is not None or HELD_OUT_KEYS[0] in self.history_:
-            n_logged = len(self.history_["step"])
-            for key in HELD_OUT_KEYS:  # earlier logs had no held-out rows
-                values = self.history_.setdefault(key, [])
-                values.extend([float("nan")] * (n_logged - len(values)))
-
-            def evaluate():
-                return held_out_figures(module, X_val, scale=scale, dtype=dtype, device=device)
-
-            callbacks.append(HeldOutHistory(self.history_, None if X_val is None else evaluate))
-        # Resampling moves atoms: a given dictionary stays as given.
-        if self.resample_dead_every is not None and learn_dictionary:
-            resampler = DeadLatentResampler(
-                module, optimizer, X_tensor, self._generator(first), scale=scale
-            )
-            callbacks.append(ResampleDeadLatents(resampler, self.resample_dead_every, dead))
-            if group is not None:
-                callbacks.append(sync_after_resampling(group, module, optimizer,
-                                                       self.resample_dead_every))
-        callbacks.append(WarnIfLong(
-            type(self).__name__,
-            "Set max_iter (epochs) lower, or fit on a subset of X, to shorten it.",
-        ))  # fmt: skip
-        callbacks.append(ProgressBar(type(self).__name__, disable=not self.verbose))
-        resume_from = None
+        device = self._resolved_device() if group is None else resolve_device(rank_device(self.device))
+        checkpoint = None
         if self.checkpoint_path is not None and first and not chunk:
-            config = checkpoint_config(self, X, target_codes, X_val)
+            config = checkpoint_config(self, data.X, data.target_codes, data.X_val)
             if group is not None:
                 # Shards and steps per epoch depend on it: resume on as many ranks.
                 config["world_size"] = group.world_size
-            # One writer; every rank checks and restores the checkpoint when resuming.
-            checkpoint = Checkpoint(self.checkpoint_path, self.checkpoint_every, config=config,
-                                    write=group is None or group.rank == 0)  # fmt: skip
-            callbacks.append(checkpoint)
-            resume_from = checkpoint.resume_path
-        auxk = None
-        if self.activation == "topk" and self.auxk_alpha > 0 and self.target == "reconstruction":
-            # Gao et al.'s k_aux: half the input dimension (sparsify's d_in // 2).
-            auxk = (dead, max(1, n_features // 2), self.auxk_alpha)
-        compute_gradients = make_gradient_function(
-            module, X_tensor, codes_tensor, alpha=self.alpha, codes_loss=self.codes_loss,
-            rescale=self._rescales(), streamed=streamed or group is not None, scale=scale,
-            auxk=auxk,
+            checkpoint = (self.checkpoint_path, self.checkpoint_every, config)
+        return AutoencoderSettings(
+            n_components=n_components, hidden_layer_sizes=hidden,
+            activation=self.activation, k=self.n_nonzero_coefs,
+            fit_intercept=self.fit_intercept, target=self.target, alpha=self.alpha,
+            codes_loss=self.codes_loss, rescale=self._rescales(),
+            fit_scale=self.scale_input and self.target == "reconstruction",
+            small_encoder_start=self._small_encoder_start(hidden, data.dictionary),
+            auxk_alpha=self.auxk_alpha, batch_size=batch_size, n_epochs=n_epochs,
+            learning_rate=self.learning_rate_, dead_window=self.dead_window_, tol=self.tol,
+            resample_dead_every=self.resample_dead_every, random_state=self.random_state,
+            device=device,
+            dtype=torch_dtype(data.X.dtype if first else self.components_.dtype),
+            description=type(self).__name__,
+            advice=(
+                "or pass scale_input=True"
+                if not self.scale_input and self.target == "reconstruction"
+                else "or lower alpha"
+            ),
+            verbose=bool(self.verbose), checkpoint=checkpoint, chunk=chunk,
         )  # fmt: skip
-        if group is not None:
-            # Each rank trains on its own shard of the rows; see _distributed.
-            source = RankBatches(
-                DiskBatches(X, target_codes, dtype=dtype, shard=group.shard) if streamed
-                else TensorBatches(X_tensor, codes_tensor, shard=group.shard),
-                group.rank,
-            )  # fmt: skip
-            compute_gradients = averaged_gradients(
-                group, compute_gradients, [p for p in module.parameters() if p.requires_grad]
-            )
-        # A step's forward and backward passes are about six products of similar size;
-        # the size of one product decides whether a second thread helps.
-        with serial_if_small(device, step_flops(batch_size) // 6):
-            state = train(
-                compute_gradients,
-                n_samples if source is None else source,
-                optimizer=optimizer,
-                n_epochs=n_epochs,
-                batch_size=batch_size,
-                generator=self._generator(first),
-                atoms=module.components if learn_dictionary else None,
-                model=module,
-                callbacks=callbacks,
-                start_step=self._n_steps,
-                start_epoch=self.n_iter_,
-                resume_from=resume_from,
-            )
-        self._n_steps = state.step
-        self.n_iter_ = state.epoch
-        self.training_flops_ = state.flops
-        self.history_ = history_arrays(self.history_)
-        self._dead_since = dead.since.cpu().numpy()
-        self.dead_fraction_ = dead.fraction()
-        self._warn_if_codes_are_zero(module, X_tensor, scale)
-        self._trained_biases = (
-            [to_numpy(b) for b in (module.intercept, module.log_threshold, *module.biases)]
-            if scale != 1.0 else None
-        )  # fmt: skip
-        fold_input_scale(module, 1.0 / scale)
-        self._store_module(module)
-        self._optimizer_state = state_to_numpy(optimizer.state_dict())
-        self.device_ = str(device)
-        self.n_components_ = n_components
-        self.max_iter_ = n_epochs if not chunk else getattr(self, "max_iter_", 1)
-        self.batch_size_ = batch_size
-        return self
-
-    def _fit_input_scale(self, X):
-        """``input_scale_``: 1.0 unless ``scale_input`` on the reconstruction target,
-        estimated on at most ``MAX_SCALE_ROWS`` evenly spaced rows of ``X`` (a tensor:
-        the data in memory, or the sample of a streamed memmap)."""
-        if not self.scale_input or self.target != "reconstruction":
-            return 1.0
-        if X.shape[0] > MAX_SCALE_ROWS:
-            X = X[torch.linspace(0, X.shape[0] - 1, MAX_SCALE_ROWS, device=X.device).long()]
-        return fit_input_scale(X, centre=self.fit_intercept)
 
     def _small_encoder_start(self, hidden, dictionary):
         """Whether a minibatch fit's encoder starts at ``MINIBATCH_RELU_ENCODER_SCALE``
@@ -487,17 +294,10 @@ class _BaseAutoencoder(BaseSparseEstimator):
             return n_samples
         return min(DEFAULT_BATCH_SIZE, n_samples)
 
-    @torch.no_grad()
-    def _warn_if_codes_are_zero(self, module, X, scale):
+    def _warn_if_codes_are_zero(self, zero):
         """A fit whose codes are (nearly) all zero is useless but not an error (the
-        penalty may simply be too large): say so. Checked on at most
-        ``ZERO_CODE_ROWS`` evenly spaced training rows."""
-        if self.target != "reconstruction" or X.shape[0] == 0:
-            return
-        if X.shape[0] > ZERO_CODE_ROWS:
-            X = X[torch.linspace(0, X.shape[0] - 1, ZERO_CODE_ROWS, device=X.device).long()]
-        codes = module.encode(X * scale if scale != 1.0 else X)
-        zero = float((codes == 0).all(dim=1).to(torch.float64).mean())
+        penalty may simply be too large): say so. ``zero`` is the fraction of (at most
+        ``ZERO_CODE_ROWS`` evenly spaced) training rows encoded to all zeros."""
         if zero >= ZERO_CODE_FRACTION:
             advice = "lower alpha" if self.scale_input else "lower alpha, or pass scale_input=True"
             warnings.warn(
@@ -505,15 +305,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 "codes at the end of training, so the model reconstructs almost nothing; "
                 f"alpha={self.alpha} is probably too large for X ({advice}).",
                 ConvergenceWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-
-    def _generator(self, first):
-        # Successive partial_fit calls draw different minibatch orders.
-        generator = make_generator(self.random_state)
-        if not first:
-            generator.manual_seed(generator.initial_seed() + self._n_steps)
-        return generator
 
     def _check_target(self, y, n_samples):
         if self.target != "codes":
@@ -571,49 +364,47 @@ class _BaseAutoencoder(BaseSparseEstimator):
         return n_components
 
     # ------------------------------------------------------------- fitted state
-    def _store_module(self, module):
-        self.components_ = to_numpy(module.components)
-        self.intercept_ = to_numpy(module.intercept)
-        self.coefs_ = [to_numpy(w) for w in module.weights]
-        self.intercepts_ = [to_numpy(b) for b in module.biases]
-        if self.activation == "jumprelu":
-            self.threshold_ = to_numpy(module.threshold)
+    def _fitted_state(self):
+        """The fitted model as the :class:`AutoencoderState` a continued fit starts from
+        (also a model loaded from another library, which has no training history)."""
+        return AutoencoderState(
+            components=self.components_, intercept=self.intercept_, coefs=self.coefs_,
+            intercepts=self.intercepts_,
+            threshold=self.threshold_ if self.activation == "jumprelu" else None,
+            trained_biases=getattr(self, "_trained_biases", None),
+            input_scale=getattr(self, "input_scale_", 1.0), history=self.history_,
+            optimizer_state=getattr(self, "_optimizer_state", None),
+            dead_since=getattr(self, "_dead_since", None), n_steps=self._n_steps,
+            n_epochs=self.n_iter_, training_flops=self.training_flops_,
+            code_moments=getattr(self, "_code_moments", None),
+        )  # fmt: skip
 
-    def _load_module(self, module):
-        device = module.components.device
-        dtype = module.components.dtype
-        with torch.no_grad():
-            module.components.copy_(to_tensor(self.components_, device=device, dtype=dtype))
-            module.intercept.copy_(to_tensor(self.intercept_, device=device, dtype=dtype))
-            for weight, value in zip(module.weights, self.coefs_):
-                weight.copy_(to_tensor(value, device=device, dtype=dtype))
-            for bias, value in zip(module.biases, self.intercepts_):
-                bias.copy_(to_tensor(value, device=device, dtype=dtype))
-            if self.activation == "jumprelu":
-                module.log_threshold.copy_(
-                    to_tensor(np.log(self.threshold_), device=device, dtype=dtype)
-                )
-
-    def _load_trained_biases(self, module):
-        trained = getattr(self, "_trained_biases", None)
-        scale = getattr(self, "input_scale_", 1.0)
-        if trained is None:
-            fold_input_scale(module, scale)
-            return
-        device, dtype = module.components.device, module.components.dtype
-        with torch.no_grad():
-            for param, value in zip((module.intercept, module.log_threshold, *module.biases),
-                                    trained):
-                param.copy_(to_tensor(value, device=device, dtype=dtype))
+    def _store_state(self, state):
+        self.components_ = state.components
+        self.intercept_ = state.intercept
+        self.coefs_ = state.coefs
+        self.intercepts_ = state.intercepts
+        if state.threshold is not None:
+            self.threshold_ = state.threshold
+        self._trained_biases = state.trained_biases
+        self.input_scale_ = state.input_scale
+        self.history_ = state.history
+        self._optimizer_state = state.optimizer_state
+        self._dead_since = state.dead_since
+        self._n_steps, self.n_iter_ = state.n_steps, state.n_epochs
+        self.training_flops_ = state.training_flops
+        self.dead_fraction_ = state.dead_fraction
+        if state.code_moments is not None:
+            self._code_moments = state.code_moments
 
     def _module(self, dtype, device):
-        module = SparseAutoencoderModule(
-            (self.components_.shape[1], *self._hidden_layer_sizes(), self.components_.shape[0]),
-            activation=self.activation,
-            k=self.n_nonzero_coefs,
-            fit_intercept=self.fit_intercept,
-        ).to(device=device, dtype=dtype)
-        self._load_module(module)
+        module = make_module(
+            self.components_.shape[1], self.components_.shape[0],
+            hidden_layer_sizes=self._hidden_layer_sizes(), activation=self.activation,
+            k=self.n_nonzero_coefs, fit_intercept=self.fit_intercept, device=device,
+            dtype=dtype,
+        )  # fmt: skip
+        load_weights(module, self._fitted_state())
         return module
 
     def _encode(self, X):

@@ -159,8 +159,8 @@ def _add_activations_parser(commands):
             "hold out whole sequences, leave out position 0 (the attention sink), train "
             "the SAE, the MLP encoder, sparse coding (OMP codes) and SAE+ITO (on that SAE) "
             "on the same tokens at the same number of latents and the same L0, and print "
-            "and save FVU, L0, dead fraction, "
-            "loss recovered, FLOPs and seconds (results.csv, results.json, fvu_vs_l0.png). "
+            "and save FVU, L0, dead fraction, loss recovered, FLOPs and seconds "
+            "(results.csv, results.json, fvu_vs_flops.png: FVU against inference FLOPs). "
             "--interpret adds explanations scored by detection F1 and the feature browser."
         ),
     )

@@ -96,7 +96,7 @@ def test_cli_end_to_end_with_interpret(tiny_model, tmp_path, capsys):
     assert by_method["sae+ito"]["training_flops"] == by_method["sae"]["training_flops"]
     assert by_method["sae+ito"]["fit_seconds"] >= by_method["sae"]["fit_seconds"]
     assert "matched" in printed and "OMP at each token's SAE L0" in printed
-    assert (out / "fvu_vs_l0.png").stat().st_size > 0
+    assert (out / "fvu_vs_flops.png").stat().st_size > 0
     assert "FVU" in printed and "sparse-coding" in printed
     # Interpretability: both protocols labelled, a browser per method, the statistics.
     interpret = out / "interpret"

@@ -2,16 +2,17 @@
 
 One function per stage, so the command line stays a thin shell and each stage is tested
 on its own: the offline corpus, the cached extraction, the split by sequence, the input
-scale, the method runs and their table, the FVU-vs-L0 plot and the interpretability step.
+scale, the method runs and their table, the FVU-vs-FLOPs plot and the interpretability step.
 """
 
 import hashlib
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,6 +26,12 @@ from ..activations._rows import (
     input_scale,
     row_norms,
     split_by_sequence,
+)
+from ._methods import (
+    ACTIVATION_BUDGETS,
+    ACTIVATION_METHODS,
+    activation_k,
+    build_activation_method,
 )
 from ._report import say
 
@@ -179,22 +186,34 @@ def format_table(rows):
     return "\n".join([render(header), render(["-" * w for w in widths])] + [render(l) for l in lines])
 
 
-def plot_fvu_vs_l0(rows, path, *, title=None):
-    """FVU (holdout) against mean L0, one marker per method, saved to ``path`` (PNG)."""
+def plot_fvu_vs_flops(rows, path, *, title=None):
+    """FVU (holdout) against inference FLOPs per token, one marker per method, saved to
+    ``path`` (PNG).
+
+    Every method is held to the same L0, so what separates them is what their codes
+    cost: the paper's compute-optimality view. The SAE+ITO point is joined to its SAE's
+    with an arrow (the same dictionary, refined codes).
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    points = {}
     for index, row in enumerate(rows):
-        ax.plot(row["mean_l0"], row["fvu"], marker="osD^vP*X"[index % 8], markersize=10,
-                linestyle="none", label=row["method"])
-    ax.set_xlabel("mean L0 (holdout tokens)")
+        flops = row["inference_flops"] / max(row["n_holdout"], 1)
+        points[row["method"]] = (flops, row["fvu"])
+        ax.plot(flops, row["fvu"], marker="osD^vP*X"[index % 8], markersize=10,
+                linestyle="none", label=f"{row['method']} (L0 {row['mean_l0']:.1f})")
+    if "sae" in points and "sae+ito" in points:
+        ax.annotate("", xy=points["sae+ito"], xytext=points["sae"],
+                    arrowprops={"arrowstyle": "->", "color": "0.5"})
+    ax.set_xscale("log")
+    ax.set_xlabel("inference FLOPs per token (encode + decode)")
     ax.set_ylabel("fraction of variance unexplained (holdout)")
     ax.set_ylim(bottom=0)
-    ax.set_xlim(left=0)
-    ax.grid(True, alpha=0.3)
+    ax.grid(True, alpha=0.3, which="both")
     if title:
         ax.set_title(title, fontsize=10)
     ax.legend(frameon=False)
@@ -261,6 +280,111 @@ def load_rows(path, n_tokens):
     return X, metadata, min(int(n_tokens), X.shape[0])
 
 
+@dataclass
+class ActivationSplit:
+    """The rows one run trains and measures on: scaled training and holdout rows, their
+    indices in the activation set, the input scale and the attention-sink count."""
+
+    X_train: np.ndarray
+    X_holdout: np.ndarray
+    train_rows: np.ndarray
+    holdout_rows: np.ndarray
+    scale: float
+    n_massive: int
+
+
+def split_activations(X, metadata, n_rows, *, max_norm_ratio=MAX_NORM_RATIO,
+                      holdout_fraction=0.2, max_holdout=4096, random_state=0):
+    """Train and holdout rows of an activation set, scaled to mean squared norm
+    ``n_features`` (the training rows' scale, :func:`input_scale`).
+
+    Whole sequences go to one side; position 0 and massive-activation rows are left out
+    (:func:`split_by_sequence`); the holdout is cut to at most ``max_holdout`` rows at
+    a sequence boundary, so contexts stay complete.
+    """
+    norms = row_norms(X, n_rows)
+    train_rows, holdout_rows = split_by_sequence(metadata, n_rows, norms=norms,
+                                                 max_norm_ratio=max_norm_ratio,
+                                                 holdout_fraction=holdout_fraction,
+                                                 random_state=random_state)
+    n_massive = int(np.sum(np.asarray(metadata["position"][:n_rows]) != 0)
+                    - len(train_rows) - len(holdout_rows))
+    X_train = np.asarray(X[train_rows], dtype=np.float32)
+    scale = input_scale(X_train)
+    X_train *= scale
+    if max_holdout is not None and len(holdout_rows) > max_holdout:
+        sequence = np.asarray(metadata["sequence"])[holdout_rows]
+        cut = np.searchsorted(sequence, sequence[max_holdout], side="left")
+        holdout_rows = holdout_rows[: max(cut, 1)]
+    X_holdout = np.asarray(X[holdout_rows], dtype=np.float32) * scale
+    return ActivationSplit(X_train, X_holdout, train_rows, holdout_rows, scale, n_massive)
+
+
+def loss_batches(model, metadata, holdout_rows, n_sequences):
+    """Token batches (of 4 sequences) of the loss-recovered splice, or None: no
+    sequences asked for, none long enough, or a model without an LM head."""
+    if not n_sequences or unembedding(model) is None:  # encoders have no LM loss
+        return None
+    tokens = holdout_sequences(metadata, holdout_rows, n_sequences=n_sequences)
+    return None if tokens is None else list(torch.split(tokens, 4))
+
+
+def run_methods(methods, split, *, n_components, budget, random_state=0, device="cpu",
+                model=None, module=None, lm_batches=None, progress=True):
+    """Fit and measure every method on the same split; returns ``(rows, fitted)``.
+
+    SAE+ITO refines the SAE this run fitted (or, without an ``"sae"`` row, one fitted
+    here with the same settings): nothing is trained twice, and its fit seconds include
+    the SAE's. Sparse coding trains on a prefix of the training rows (every epoch runs
+    OMP on every row). The clean and zero-ablation losses are measured once, with the
+    first method, and reused.
+    """
+    n_features = split.X_train.shape[1]
+    k = activation_k(n_components, n_features)
+    rows, fitted = [], {}
+    sae_seconds = None
+    for name in methods:
+        build = dict(n_components=n_components, n_features=n_features, budget=budget,
+                     random_state=random_state, device=device)
+        train = split.X_train
+        if name == "sae+ito":
+            if "sae" not in fitted:
+                say("sae+ito: fitting its SAE", progress=progress)
+                start = time.perf_counter()
+                fitted["sae"] = build_activation_method("sae", **build).fit(split.X_train)
+                sae_seconds = time.perf_counter() - start
+            build["encoder"] = fitted["sae"]
+        elif name == "sparse-coding":
+            train = split.X_train[: ACTIVATION_BUDGETS[budget]["sc_samples"]]
+        estimator = build_activation_method(name, **build)
+        row, fitted[name] = run_method(name, estimator, train, split.X_holdout, model=model,
+                                       module=module, lm_batches=lm_batches, scale=split.scale,
+                                       baseline=rows[0] if rows else None, progress=progress)
+        if name == "sae":
+            sae_seconds = row["fit_seconds"]
+        elif name == "sae+ito":
+            row["fit_seconds"] += sae_seconds
+        row["matched"] = MATCHED[name].format(k=k)
+        rows.append(row)
+    if "sae" not in methods:
+        fitted.pop("sae", None)
+    return rows, fitted
+
+
+def _interpret_holdout(fitted, split, metadata, model, tokenizer, out, interpret, progress):
+    """The interpretability step on the holdout rows (see ``_activations_interpret``)."""
+    from ._activations_interpret import run_interpret
+
+    holdout_metadata = {key: np.asarray(value[split.holdout_rows])
+                        for key, value in metadata.items()}
+    # Contexts stay within an input sequence (positions restart at each window of a
+    # document), so each sequence is a "document" of the feature statistics.
+    holdout_metadata["document"] = holdout_metadata["sequence"]
+    return run_interpret(fitted, split.X_holdout, holdout_metadata, vocabulary=tokenizer,
+                         W_U=unembedding(model), out=out / "interpret", progress=progress,
+                         **interpret)
+
+
 def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tokens=30_000,
                    expansion=4, methods=None, out="sparsegap-activations", cache_dir=None,
                    text_files=None, budget="default", n_loss_sequences=8,
@@ -268,27 +392,18 @@ def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tok
                    random_state=0, device="cpu", progress=True, interpret=None):
     """Run the paper's §5 comparison on one model's activations and write the results.
 
-    Extracts (or reuses) the activations, splits them by sequence (position 0 and rows
-    whose norm exceeds ``max_norm_ratio`` times the median left out, see
-    ``split_by_sequence``),
-    scales them to mean squared norm ``n_features``, fits every method on the same
-    training tokens at the same number of latents, and measures each on the holdout
-    tokens. Writes ``results.csv``, ``results.json`` and ``fvu_vs_l0.png`` to ``out``
-    (and, with ``interpret``, the interpretability step's outputs under
-    ``out/interpret``).
+    Extracts (or reuses) the activations (:func:`prepare_activations`), splits them by
+    sequence and scales them (:func:`split_activations`), fits every method on the same
+    training tokens at the same number of latents and measures each on the holdout
+    tokens (:func:`run_methods`). Writes ``results.csv``, ``results.json`` and
+    ``fvu_vs_flops.png`` to ``out`` (and, with ``interpret``, the interpretability
+    step's outputs under ``out/interpret``).
 
     Returns
     -------
     record : dict
         ``rows`` (one dict per method), ``settings``, ``paths`` and ``interpret``.
     """
-    from ._methods import (
-        ACTIVATION_BUDGETS,
-        ACTIVATION_METHODS,
-        activation_k,
-        build_activation_method,
-    )
-
     methods = list(ACTIVATION_METHODS if methods is None else methods)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -299,97 +414,42 @@ def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tok
     X, metadata, n_rows = load_rows(path, n_tokens)
     if n_rows < n_tokens:
         say(f"the corpus gave only {n_rows} tokens (asked for {n_tokens})", progress=progress)
-    norms = row_norms(X, n_rows)
-    train_rows, holdout_rows = split_by_sequence(metadata, n_rows, norms=norms,
-                                                 max_norm_ratio=max_norm_ratio,
-                                                 holdout_fraction=holdout_fraction,
-                                                 random_state=random_state)
-    n_massive = int(np.sum(np.asarray(metadata["position"][:n_rows]) != 0)
-                    - len(train_rows) - len(holdout_rows))
+    split = split_activations(X, metadata, n_rows, max_norm_ratio=max_norm_ratio,
+                              holdout_fraction=holdout_fraction, max_holdout=max_holdout,
+                              random_state=random_state)
     n_features = X.shape[1]
     n_components = int(expansion * n_features)
-    X_train = np.asarray(X[train_rows], dtype=np.float32)
-    scale = input_scale(X_train)
-    X_train *= scale
-    if max_holdout is not None and len(holdout_rows) > max_holdout:
-        # Whole sequences: cut at a sequence boundary so contexts stay complete.
-        sequence = np.asarray(metadata["sequence"])[holdout_rows]
-        cut = np.searchsorted(sequence, sequence[max_holdout], side="left")
-        holdout_rows = holdout_rows[: max(cut, 1)]
-    X_holdout = np.asarray(X[holdout_rows], dtype=np.float32) * scale
-    say(f"{len(train_rows)} training / {len(holdout_rows)} holdout tokens (position 0 "
-        f"and {n_massive} massive-activation rows excluded), {n_features} features, {n_components} latents, input scale "
-        f"{scale:.4g}", progress=progress)
-    lm_batches = None
-    if n_loss_sequences and unembedding(model) is not None:  # encoders have no LM loss
-        tokens = holdout_sequences(metadata, holdout_rows, n_sequences=n_loss_sequences)
-        lm_batches = None if tokens is None else list(torch.split(tokens, 4))
+    say(f"{len(split.train_rows)} training / {len(split.holdout_rows)} holdout tokens "
+        f"(position 0 and {split.n_massive} massive-activation rows excluded), "
+        f"{n_features} features, {n_components} latents, input scale {split.scale:.4g}",
+        progress=progress)
+    lm_batches = loss_batches(model, metadata, split.holdout_rows, n_loss_sequences)
     settings = {"model": str(model_name), "module": module, "n_tokens": n_rows,
                 "expansion": expansion, "n_components": n_components, "methods": methods,
                 "budget": budget, "budget_settings": ACTIVATION_BUDGETS[budget],
-                "n_train": int(len(train_rows)), "n_holdout": int(len(holdout_rows)),
-                "input_scale": scale, "holdout_fraction": holdout_fraction,
+                "n_train": int(len(split.train_rows)),
+                "n_holdout": int(len(split.holdout_rows)),
+                "input_scale": split.scale, "holdout_fraction": holdout_fraction,
                 "max_holdout": max_holdout, "random_state": random_state,
-                "max_norm_ratio": max_norm_ratio, "n_massive_excluded": n_massive,
+                "max_norm_ratio": max_norm_ratio, "n_massive_excluded": split.n_massive,
                 "device": str(device),
                 "activations": str(path),
                 "loss_recovered_tokens": 0 if lm_batches is None
                 else int(sum(b.numel() for b in lm_batches))}
-    rows, fitted = [], {}
-    k = activation_k(n_components, n_features)
-    sc_samples = ACTIVATION_BUDGETS[budget]["sc_samples"]
-    sae_seconds = None
-    for name in methods:
-        build = dict(n_components=n_components, n_features=n_features, budget=budget,
-                     random_state=random_state, device=device)
-        train = X_train
-        if name == "sae+ito":
-            # Refine the SAE this run fitted (or, without an "sae" row, one fitted here
-            # with the same settings): nothing is trained twice.
-            if "sae" not in fitted:
-                say("sae+ito: fitting its SAE", progress=progress)
-                start = time.perf_counter()
-                fitted["sae"] = build_activation_method("sae", **build).fit(X_train)
-                sae_seconds = time.perf_counter() - start
-            build["encoder"] = fitted["sae"]
-        elif name == "sparse-coding":
-            # Every epoch runs OMP on every training token: a prefix of the
-            # (shuffled-by-document) training tokens.
-            train = X_train[:sc_samples]
-        estimator = build_activation_method(name, **build)
-        # The clean and zero-ablation losses are the same for every method: measured
-        # with the first, reused by the rest.
-        row, fitted[name] = run_method(name, estimator, train, X_holdout, model=model,
-                                       module=module, lm_batches=lm_batches, scale=scale,
-                                       baseline=rows[0] if rows else None, progress=progress)
-        if name == "sae":
-            sae_seconds = row["fit_seconds"]
-        elif name == "sae+ito":
-            # Its cost to a user includes the SAE's training (its training FLOPs do).
-            row["fit_seconds"] += sae_seconds
-        row["matched"] = MATCHED[name].format(k=k)
-        rows.append(row)
-    if "sae" not in methods:
-        fitted.pop("sae", None)
+    rows, fitted = run_methods(methods, split, n_components=n_components, budget=budget,
+                               random_state=random_state, device=device, model=model,
+                               module=module, lm_batches=lm_batches, progress=progress)
     paths = {"table": str(out / "results.csv"), "json": str(out / "results.json")}
-    title = f"{model_name} {module}: {n_components} latents, {len(holdout_rows)} holdout tokens"
+    title = (f"{model_name} {module}: {n_components} latents, {len(split.holdout_rows)} "
+             "holdout tokens")
     try:
-        paths["plot"] = str(plot_fvu_vs_l0(rows, out / "fvu_vs_l0.png", title=title))
+        paths["plot"] = str(plot_fvu_vs_flops(rows, out / "fvu_vs_flops.png", title=title))
     except ImportError:
         say("matplotlib is not installed: no plot", progress=progress)
     interpret_record = None
     if interpret is not None:
-        from ._activations_interpret import run_interpret
-
-        holdout_metadata = {key: np.asarray(value[holdout_rows])
-                            for key, value in metadata.items()}
-        # Contexts stay within an input sequence (positions restart at each window of
-        # a document), so each sequence is a "document" of the feature statistics.
-        holdout_metadata["document"] = holdout_metadata["sequence"]
-        interpret_record = run_interpret(fitted, X_holdout, holdout_metadata,
-                                         vocabulary=tokenizer, W_U=unembedding(model),
-                                         out=out / "interpret", progress=progress,
-                                         **interpret)
+        interpret_record = _interpret_holdout(fitted, split, metadata, model, tokenizer, out,
+                                              interpret, progress)
         paths.update(interpret_record.pop("paths"))
     settings["seconds"] = time.perf_counter() - started
     write_results(rows, out, settings=settings, environment=environment(),

@@ -97,7 +97,7 @@ def check_settings(
             f"none of {name('methods')} {','.join(methods)} supports "
             f"{name('scenario')} {scenario}"
         )
-    from ._torch_utils import resolve_device
+    from .._torch_utils import resolve_device
 
     try:
         resolve_device(device)

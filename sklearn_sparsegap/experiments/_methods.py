@@ -130,6 +130,40 @@ def build_method(
     estimator : estimator object
         Unfitted.
     """
+    _check_method(method, scenario, flavour, dictionary)
+    paper = flavour == "paper"
+    alpha = paper_alpha(n_features, n_components, l1_penalty)
+    if method == "sae+ito":
+        encoder = build_method(
+            "sae", n_components=n_components, n_features=n_features,
+            n_nonzero_coefs=n_nonzero_coefs, dictionary=dictionary, scenario=scenario,
+            flavour=flavour, random_state=random_state, max_iter=max_iter,
+            l1_penalty=l1_penalty, device=device, **params,
+        )  # fmt: skip
+        return _ito_method(encoder, paper=paper, alpha=alpha, device=device, ito=ito)
+    common = {"random_state": random_state}
+    if max_iter is not None:
+        common["max_iter"] = max_iter
+    if method == "lars":
+        # scikit-learn's DictionaryLearning runs on the CPU only.
+        return LarsDictionaryLearning(n_components=n_components, **{**common, **params})
+    common["device"] = device
+    if scenario == "known-dictionary":
+        common["dictionary"] = dictionary
+    else:
+        common["n_components"] = n_components
+    if method == "sparse-coding":
+        if paper:
+            common.update(fit_algorithm="adam", alpha=alpha, learning_rate=PAPER_LEARNING_RATE,
+                          transform_max_iter=PAPER_ITO_ITER, tol=0.0)  # fmt: skip
+        return GradientSparseCoder(**{**common, **params})
+    common.update(_encoder_params(method, scenario, n_nonzero_coefs, paper=paper, alpha=alpha))
+    cls = MLPEncoder if method == "mlp" else SAEEncoder
+    return cls(**{**common, **params})
+
+
+def _check_method(method, scenario, flavour, dictionary):
+    """The ``ValueError`` of :func:`build_method`'s arguments, if any."""
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}.")
     if scenario not in SCENARIOS:
@@ -140,71 +174,42 @@ def build_method(
         raise ValueError(f"method {method!r} cannot run the {scenario} scenario.")
     if scenario == "known-dictionary" and dictionary is None:
         raise ValueError("the known-dictionary scenario needs the dictionary.")
-    paper = flavour == "paper"
-    alpha = paper_alpha(n_features, n_components, l1_penalty)
-    common = {"random_state": random_state}
-    if max_iter is not None and method != "sae+ito":  # SAE+ITO: its encoder's budget
-        common["max_iter"] = max_iter
 
-    if method == "sae+ito":
-        encoder = build_method(
-            "sae", n_components=n_components, n_features=n_features,
-            n_nonzero_coefs=n_nonzero_coefs, dictionary=dictionary, scenario=scenario,
-            flavour=flavour, random_state=random_state, max_iter=max_iter,
-            l1_penalty=l1_penalty, device=device, **params,
-        )  # fmt: skip
-        ito_params = {"device": device}
-        if paper:
-            ito_params.update(
-                transform_algorithm="adam", transform_max_iter=PAPER_ITO_ITER, transform_alpha=alpha
-            )
-        ito_params = synthetic_ito_params(encoder.alpha, **{**ito_params, **(ito or {})})
-        return SAEPlusITO(encoder, **ito_params)
 
-    if method in _ENCODERS:
-        estimator_params = {**common, "device": device}
-        if scenario == "known-dictionary":
-            estimator_params["dictionary"] = dictionary
-        else:
-            estimator_params["n_components"] = n_components
+def _ito_method(encoder, *, paper, alpha, device, ito):
+    """:class:`SAEPlusITO` on ``encoder``: the synthetic recipe, with the authors' Adam
+    ITO in the paper flavour; ``ito`` wins."""
+    ito_params = {"device": device}
+    if paper:
+        ito_params.update(
+            transform_algorithm="adam", transform_max_iter=PAPER_ITO_ITER, transform_alpha=alpha
+        )
+    ito_params = synthetic_ito_params(encoder.alpha, **{**ito_params, **(ito or {})})
+    return SAEPlusITO(encoder, **ito_params)
+
+
+def _encoder_params(method, scenario, n_nonzero_coefs, *, paper, alpha):
+    """The parameters that make an SAE/MLP encoder ``method`` in ``scenario``: the
+    activation, the known-codes target, and the authors' settings in the paper flavour."""
+    params = {}
+    if scenario == "known-codes":
+        params["target"] = "codes"
+    if method == "topk-sae":
+        params.update(activation="topk", n_nonzero_coefs=n_nonzero_coefs)
+    elif method == "jumprelu-sae":
+        params["activation"] = "jumprelu"
+    if paper:
+        params.update(
+            alpha=alpha,
+            learning_rate=PAPER_LEARNING_RATE,
+            # The authors' known-codes encoder is nn.Linear with its default bias.
+            fit_intercept=scenario == "known-codes",
+            # The paper trains on its unit-scale data as generated.
+            scale_input=False,
+        )
         if scenario == "known-codes":
-            estimator_params["target"] = "codes"
-        if method == "topk-sae":
-            estimator_params.update(activation="topk", n_nonzero_coefs=n_nonzero_coefs)
-        elif method == "jumprelu-sae":
-            estimator_params["activation"] = "jumprelu"
-        if paper:
-            estimator_params.update(
-                alpha=alpha,
-                learning_rate=PAPER_LEARNING_RATE,
-                # The authors' known-codes encoder is nn.Linear with its default bias.
-                fit_intercept=scenario == "known-codes",
-                # The paper trains on its unit-scale data as generated.
-                scale_input=False,
-            )
-            if scenario == "known-codes":
-                estimator_params["rescale_codes"] = False
-        cls = MLPEncoder if method == "mlp" else SAEEncoder
-        return cls(**{**estimator_params, **params})
-
-    if method == "sparse-coding":
-        estimator_params = {**common, "device": device}
-        if scenario == "known-dictionary":
-            estimator_params["dictionary"] = dictionary
-        else:
-            estimator_params["n_components"] = n_components
-        if paper:
-            estimator_params.update(
-                fit_algorithm="adam",
-                alpha=alpha,
-                learning_rate=PAPER_LEARNING_RATE,
-                transform_max_iter=PAPER_ITO_ITER,
-                tol=0.0,
-            )
-        return GradientSparseCoder(**{**estimator_params, **params})
-
-    # method == "lars": scikit-learn's DictionaryLearning runs on the CPU only.
-    return LarsDictionaryLearning(n_components=n_components, **{**common, **params})
+            params["rescale_codes"] = False
+    return params
 
 
 # ---------------------------------------------------------------------------------------
