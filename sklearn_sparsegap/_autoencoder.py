@@ -136,9 +136,16 @@ def fold_input_scale(module, factor):
 
 
 def _least_squares(design, target):
-    """Minimum-norm least squares (rank-revealing on the CPU; CUDA has QR only)."""
-    driver = "gelsd" if design.device.type == "cpu" else None
-    return torch.linalg.lstsq(design, target, driver=driver).solution
+    """Minimum-norm least squares of a possibly rank-deficient system.
+
+    Reached only when a Cholesky factorisation failed, i.e. when the system is singular
+    (a latent never active in known codes; fewer rows than features + 1 with no ridge).
+    CUDA's ``lstsq`` has only the QR driver (``gels``), which assumes full rank and
+    returns garbage or fails there, so these one-off systems are solved on the CPU with
+    the rank-revealing ``gelsd`` driver, as ``_solvers._greedy._solve_spd`` does.
+    """
+    solution = torch.linalg.lstsq(design.cpu(), target.cpu(), driver="gelsd").solution
+    return solution.to(design.device)
 
 
 def merge_code_moments(moments, codes, X):

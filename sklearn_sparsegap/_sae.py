@@ -150,10 +150,16 @@ class _BaseAutoencoder(BaseSparseEstimator):
         # validate -> resolve -> fit_autoencoder (the numerics) -> store.
         data = self._validated_data(X, y, X_val, first=first)
         group = current_group()
+        # The rank's GPU is pinned before the first collective: with NCCL, a collective
+        # issued before torch.cuda.set_device runs every rank on cuda:0 and fails.
+        if group is None:
+            device = self._resolved_device()
+        else:
+            device = resolve_device(rank_device(self.device))
         if group is not None:
             check_versions(group)
         settings = self._resolved_settings(data, n_epochs=n_epochs, first=first, chunk=chunk,
-                                           group=group)  # fmt: skip
+                                           group=group, device=device)  # fmt: skip
         state = fit_autoencoder(data, settings, None if first else self._fitted_state(),
                                 group=group, zero_code_rows=ZERO_CODE_ROWS)  # fmt: skip
         self._store_state(state)
@@ -188,7 +194,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
             streamed=streamed,
         )  # fmt: skip
 
-    def _resolved_settings(self, data, *, n_epochs, first, chunk, group):
+    def _resolved_settings(self, data, *, n_epochs, first, chunk, group, device):
         """Every default resolved (and stored: ``learning_rate_``, ``dead_window_``)
         into the :class:`AutoencoderSettings` of this fit."""
         n_samples, n_features = data.X.shape
@@ -216,7 +222,6 @@ class _BaseAutoencoder(BaseSparseEstimator):
             self.learning_rate_ = self._resolved_learning_rate(
                 full_batch=batch_size >= n_samples, n_components=n_components
             )
-        device = self._resolved_device() if group is None else resolve_device(rank_device(self.device))
         checkpoint = None
         if self.checkpoint_path is not None and first and not chunk:
             config = checkpoint_config(self, data.X, data.target_codes, data.X_val)

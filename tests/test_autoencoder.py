@@ -265,3 +265,67 @@ def test_fit_autoencoder_on_known_codes_keeps_the_decoder_and_returns_moments(pr
     recon = codes @ state.components + state.intercept
     assert float(np.mean((recon - X) ** 2)) < 1e-8
     assert isinstance(state, AutoencoderState)
+
+
+def _singular_system(device):
+    # Rank 2 in 3 unknowns: a latent never active gives such a Gram matrix.
+    design = torch.tensor([[1.0, 2.0, 0.0], [2.0, 4.0, 0.0], [0.0, 0.0, 1.0],
+                           [1.0, 2.0, 1.0]], dtype=torch.float64, device=device)
+    target = torch.tensor([[1.0], [2.0], [3.0], [4.0]], dtype=torch.float64, device=device)
+    return design, target
+
+
+def test_least_squares_is_minimum_norm_on_a_singular_system():
+    from sklearn_sparsegap._autoencoder import _least_squares
+
+    design, target = _singular_system("cpu")
+    expected = np.linalg.pinv(design.numpy()) @ target.numpy()
+    np.testing.assert_allclose(_least_squares(design, target).numpy(), expected, atol=1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_least_squares_on_cuda_matches_the_cpu_minimum_norm_answer():
+    from sklearn_sparsegap._autoencoder import _least_squares
+
+    design, target = _singular_system("cuda")
+    solution = _least_squares(design, target)
+    assert solution.device.type == "cuda"
+    expected = np.linalg.pinv(design.cpu().numpy()) @ target.cpu().numpy()
+    np.testing.assert_allclose(solution.cpu().numpy(), expected, atol=1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_known_codes_with_a_never_active_latent_fit_on_cuda(problem):
+    X, _, codes = problem
+    codes = codes.copy()
+    codes[:, 0] = 0.0  # latent 0 never active: a singular least-squares decoder
+    cpu = SAEEncoder(target="codes", max_iter=5, random_state=0, device="cpu").fit(X, codes)
+    gpu = SAEEncoder(target="codes", max_iter=5, random_state=0, device="cuda").fit(X, codes)
+    assert np.isfinite(gpu.components_).all()
+    np.testing.assert_allclose(gpu.components_, cpu.components_, atol=1e-4)
+
+
+def test_a_rank_pins_its_device_before_the_first_collective(problem, monkeypatch):
+    # With NCCL a collective issued before torch.cuda.set_device puts every rank on
+    # cuda:0 ("duplicate GPU"): rank_device must run before check_versions.
+    import sklearn_sparsegap._sae as sae_module
+
+    calls = []
+
+    class Group:
+        world_size, rank = 2, 0
+
+    class Stop(Exception):
+        pass
+
+    def check_versions(group):
+        calls.append("check_versions")
+        raise Stop
+
+    monkeypatch.setattr(sae_module, "current_group", lambda: Group())
+    monkeypatch.setattr(sae_module, "rank_device",
+                        lambda device: calls.append("rank_device") or "cpu")
+    monkeypatch.setattr(sae_module, "check_versions", check_versions)
+    with pytest.raises(Stop):
+        SAEEncoder(n_components=4, max_iter=1).fit(problem[0])
+    assert calls == ["rank_device", "check_versions"]
