@@ -161,6 +161,12 @@ def test_quantile_examples_span_bins_in_order_and_leave_out_the_top_rows():
             assert in_bin.min() > chosen[bins[0] == b - 1].max()
     again = _quantile_examples(rows, values, top_rows, np.array([False]), 4, 3, seed=7)
     np.testing.assert_array_equal(again[0], got_rows)
+    # Bins no larger than n_per_quantile: every sampled row but the top ones, once.
+    every, every_bins = _quantile_examples(rows, values, top_rows, np.array([False]),
+                                           n_quantiles=4, n_per_quantile=10, seed=7)
+    assert sorted(every[0][every[0] >= 0].tolist()) == list(range(38))
+    np.testing.assert_array_equal(every_bins[0][every[0] >= 0],
+                                  np.repeat(np.arange(4), [10, 10, 9, 9]))
     none, none_bins = _quantile_examples(rows, values, top_rows, np.array([False]), 4, 0, 7)
     assert none.shape == (1, 0) and none_bins.shape == (1, 0)
     dead, _ = _quantile_examples(rows, values, top_rows, np.array([True]), 4, 3, seed=7)

@@ -6,7 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from sklearn_sparsegap.interpret import FeatureStatistics, NGramExplainer, TokenVocabulary
+from sklearn_sparsegap.interpret import (
+    FeatureStatistics,
+    NGramExplainer,
+    TokenVocabulary,
+)
 from sklearn_sparsegap.interpret._protocols import (
     _COLUMNS,
     _as_columns,
