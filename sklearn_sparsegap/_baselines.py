@@ -242,60 +242,30 @@ class LarsDictionaryLearning(BaseSparseEstimator):
         'DictionaryLearning'
         """
         X = self._validate_X(X, reset=True)
-        n_samples, n_features = X.shape
         estimator = self._make_estimator()
         if self.batch_size is None:
-            codes = estimator.fit_transform(X)
-            n_iter = n_steps = int(estimator.n_iter_)
-            rows_per_step = n_samples
-            losses = np.asarray(estimator.error_, dtype=np.float64) / n_samples
+            codes, n_iter, n_steps, losses = _fit_dictionary_learning(estimator, X)
         else:
-            batch_losses = []
-
-            def record(local):
-                batch_losses.append(float(local.get("batch_cost", np.nan)))
-
-            estimator.set_params(callback=record)
-            try:
-                estimator.fit(X)
-            finally:
-                estimator.set_params(callback=None)
-            n_iter, n_steps = int(estimator.n_iter_), int(estimator.n_steps_)
-            rows_per_step = min(self.batch_size, n_samples)
-            codes = sparse_encode(
-                X[:rows_per_step],
-                estimator.components_,
-                algorithm="lasso_" + self._fit_algorithm(),
-                alpha=self.alpha,
+            codes, n_iter, n_steps, losses = _fit_minibatch_dictionary_learning(
+                estimator, X, algorithm="lasso_" + self._fit_algorithm(), alpha=self.alpha,
                 positive=self.positive_code,
-            )
-            losses = np.asarray(batch_losses, dtype=np.float64)
-
+            )  # fmt: skip
         self.estimator_ = estimator
         self.components_ = estimator.components_.astype(X.dtype, copy=False)
-        self.intercept_ = np.zeros(n_features, dtype=X.dtype)
+        self.intercept_ = np.zeros(X.shape[1], dtype=X.dtype)
         self.n_iter_ = n_iter
         self.n_steps_ = n_steps
         self.n_active_ = float(np.count_nonzero(codes)) / codes.shape[0]
-        n_components = self.components_.shape[0]
-
-        def flops(steps):
-            return lars_dictionary_learning_flops(
-                n_features,
-                n_components,
-                rows_per_step,
-                steps,
+        # A step (iteration or minibatch) codes the rows of ``codes``.
+        step_flops, self.training_flops_ = (
+            lars_dictionary_learning_flops(
+                X.shape[1], self.components_.shape[0], codes.shape[0], steps,
                 n_active=self.n_active_,
-            )
-
-        step_flops = flops(1)
+            )  # fmt: skip
+            for steps in (1, n_steps)
+        )
         steps = np.arange(1, losses.shape[0] + 1)
-        self.history_ = {
-            "step": steps,
-            "loss": losses,
-            "flops": steps * step_flops,
-        }
-        self.training_flops_ = flops(n_steps)
+        self.history_ = {"step": steps, "loss": losses, "flops": steps * step_flops}
         return self
 
     def transform(self, X):
@@ -361,3 +331,40 @@ class LarsDictionaryLearning(BaseSparseEstimator):
             n_active=self.n_active_,
             learn_dictionary=False,
         )
+
+
+def _fit_dictionary_learning(estimator, X):
+    """Fit the ``DictionaryLearning`` ``estimator`` on ``X``.
+
+    Returns the codes of the last coding step, the iterations run (twice: each is one
+    dictionary update) and the objective after each iteration, averaged over samples.
+    """
+    codes = estimator.fit_transform(X)
+    n_iter = int(estimator.n_iter_)
+    return codes, n_iter, n_iter, np.asarray(estimator.error_, dtype=np.float64) / X.shape[0]
+
+
+def _fit_minibatch_dictionary_learning(estimator, X, *, algorithm, alpha, positive):
+    """Fit the ``MiniBatchDictionaryLearning`` ``estimator`` on ``X``, recording the cost
+    of each minibatch (before its dictionary update) through its ``callback``, which is
+    removed again afterwards.
+
+    Returns the codes (``algorithm`` at ``alpha``) of the first ``batch_size`` rows on
+    the final dictionary, the epochs and minibatches run, and the recorded costs.
+    """
+    batch_losses = []
+
+    def record(local):
+        batch_losses.append(float(local.get("batch_cost", np.nan)))
+
+    estimator.set_params(callback=record)
+    try:
+        estimator.fit(X)
+    finally:
+        estimator.set_params(callback=None)
+    codes = sparse_encode(
+        X[: min(estimator.batch_size, X.shape[0])], estimator.components_,
+        algorithm=algorithm, alpha=alpha, positive=positive,
+    )  # fmt: skip
+    losses = np.asarray(batch_losses, dtype=np.float64)
+    return codes, int(estimator.n_iter_), int(estimator.n_steps_), losses

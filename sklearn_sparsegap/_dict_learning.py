@@ -594,10 +594,8 @@ def _adam_dictionary_learning(
     tol : float, default=0.0
         Stopping rule of :class:`~sklearn_sparsegap._training.LogHistory` (0: run every
         step).
-    verbose : int, default=0
-        Show a tqdm progress bar with the objective.
-    description : str, default="dictionary learning"
-        Progress-bar label and subject of the divergence error.
+    verbose, description
+        As in :func:`_alternating_dictionary_learning`.
 
     Returns
     -------

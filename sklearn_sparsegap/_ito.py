@@ -40,21 +40,9 @@ def _criterion(X, codes, dictionary, intercept, alpha):
 
 @torch.no_grad()
 def _refine_codes(
-    X,
-    start,
-    dictionary,
-    intercept,
-    start_intercept,
-    alpha,
-    *,
-    algorithm="omp",
-    n_nonzero_coefs=None,
-    positive=True,
-    max_iter=500,
-    tol=1e-4,
-    warm_start=True,
-    guard="l0",
-):
+    X, start, dictionary, intercept, start_intercept, alpha, *, algorithm="omp",
+    n_nonzero_coefs=None, positive=True, max_iter=500, tol=1e-4, warm_start=True, guard="l0",
+):  # fmt: skip
     """Refine amortised codes on a frozen dictionary; with a guard keep, per sample, the better.
 
     Runs ``algorithm`` on ``X - intercept`` (from ``start`` when ``warm_start``, else the
@@ -101,21 +89,37 @@ def _refine_codes(
     """
     residual = X - intercept
     if torch.is_tensor(n_nonzero_coefs):
-        codes = X.new_zeros(start.shape)
-        for budget in torch.unique(n_nonzero_coefs).tolist():
-            if budget == 0:
-                continue
-            rows = torch.nonzero(n_nonzero_coefs == budget)[:, 0]
-            codes[rows] = encode_tensor(
-                residual[rows], dictionary, algorithm=algorithm, n_nonzero_coefs=budget,
-                positive=positive,
-            )[0]  # fmt: skip
+        codes = _encode_per_sample_budget(
+            residual, dictionary, n_nonzero_coefs, algorithm=algorithm, positive=positive
+        )
     else:
         codes, _ = encode_tensor(
             residual, dictionary, algorithm=algorithm, alpha=alpha,
             n_nonzero_coefs=n_nonzero_coefs, positive=positive, max_iter=max_iter, tol=tol,
             init=start if warm_start else None,
         )  # fmt: skip
+    return _guard_codes(X, start, codes, dictionary, intercept, start_intercept, alpha, guard)
+
+
+def _encode_per_sample_budget(X, dictionary, budgets, *, algorithm, positive):
+    """Greedy codes of ``X`` with ``budgets[i]`` atoms for sample ``i``: the samples are
+    encoded in groups of equal budget; a zero budget gives zero codes."""
+    codes = X.new_zeros(X.shape[0], dictionary.shape[0])
+    for budget in torch.unique(budgets).tolist():
+        if budget == 0:
+            continue
+        rows = torch.nonzero(budgets == budget)[:, 0]
+        codes[rows] = encode_tensor(
+            X[rows], dictionary, algorithm=algorithm, n_nonzero_coefs=budget,
+            positive=positive,
+        )[0]  # fmt: skip
+    return codes
+
+
+def _guard_codes(X, start, codes, dictionary, intercept, start_intercept, alpha, guard):
+    """Keep, per sample, ``codes`` (decoded with ``intercept``) or ``start`` (decoded with
+    ``start_intercept``) by the rule ``guard`` of :func:`_refine_codes`; return the codes
+    kept and the criterion at ``start`` and at them."""
     criterion_alpha = 0.0 if guard == "l0" else alpha
     before = _criterion(X, start, dictionary, start_intercept, criterion_alpha)
     after = _criterion(X, codes, dictionary, intercept, criterion_alpha)

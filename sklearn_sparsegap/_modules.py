@@ -340,38 +340,15 @@ def sae_gradients(module, x, alpha, with_stats=False, auxk=None, sparse=None):
         sparse = uses_sparse_topk_step(module)
     inputs, pre = _encoder_pre_activation(module, x)
     if sparse:
-        active = sparse_topk(pre, module.k)
+        active, residual, grad = _sparse_output_gradient(module, pre, x, alpha)
         codes, code_values = active.to_dense(), active.values
-        residual = active.matmul(components)
-        if module.fit_intercept:
-            residual.add_(intercept)
-        residual.sub_(x)
-        # d loss / d pre-activation at the active latents (as below).
-        grad = active.sampled(residual, components.T)
-        grad = active.with_values(_relu_backward(grad.add_(alpha).div_(n_samples), code_values))
     else:
-        codes = code_values = module.activate(pre)
-        residual = torch.addmm(intercept, codes, components) if module.fit_intercept else (
-            codes @ components
-        )
-        residual.sub_(x)
-        # d loss / d pre-activation of the last layer: (residual @ D^T + alpha) where
-        # the code is active. threshold_backward is ReLU's own backward kernel: one
-        # operation, no boolean mask converted to the float dtype.
-        grad = residual @ components.T
-        grad.add_(alpha).div_(n_samples)
-        grad = _relu_backward(grad, codes)
+        codes, residual, grad = _dense_output_gradient(module, pre, x, alpha)
+        code_values = codes
     aux = None
     if auxk is not None and bool(auxk[0].any()):
         aux = _auxk_gradients(pre, residual, components, *auxk)
-        if sparse:
-            grad = _RowSparse(
-                torch.cat([grad.values, aux[0].values], dim=1),
-                torch.cat([grad.indices, aux[0].indices], dim=1),
-                grad.n_columns,
-            )
-        else:
-            grad.scatter_add_(1, aux[0].indices, aux[0].values)
+        grad = _add_auxk_gradient(grad, aux[0])
     first_grad = _encoder_backward(module, inputs, grad)
     if intercept.requires_grad:
         # The decoder bias is also subtracted at the input.
@@ -381,21 +358,69 @@ def sae_gradients(module, x, alpha, with_stats=False, auxk=None, sparse=None):
         components.grad.div_(n_samples)
         if aux is not None:
             components.grad[aux[1]] += aux[2]
-    stats = None
-    if with_stats:
-        squared = residual.square().sum() / n_samples
-        l1 = code_values.sum() / n_samples
-        stats = torch.stack(
-            [
-                0.5 * squared + alpha * l1,
-                squared / x.shape[1],
-                l1,
-                # An int32 count: summing the boolean mask into int64 costs twice as much
-                # (a quarter of the non-matmul time of a step at M=768, N=4096).
-                (code_values != 0).sum(dtype=torch.int32).to(x.dtype) / n_samples,
-            ]
-        )
+    stats = _sae_statistics(residual, code_values, alpha, x.shape[1]) if with_stats else None
     return codes, stats
+
+
+def _dense_output_gradient(module, pre, x, alpha):
+    """The codes, the residual ``x_hat - x`` and the gradient of the mean loss w.r.t. the
+    last pre-activations, for the dense step of :func:`sae_gradients`."""
+    codes = module.activate(pre)
+    components, intercept = module.components, module.intercept
+    residual = torch.addmm(intercept, codes, components) if module.fit_intercept else (
+        codes @ components
+    )
+    residual.sub_(x)
+    # d loss / d pre-activation of the last layer: (residual @ D^T + alpha) where the
+    # code is active. threshold_backward is ReLU's own backward kernel: one operation,
+    # no boolean mask converted to the float dtype.
+    grad = residual @ components.T
+    grad.add_(alpha).div_(x.shape[0])
+    return codes, residual, _relu_backward(grad, codes)
+
+
+def _sparse_output_gradient(module, pre, x, alpha):
+    """As :func:`_dense_output_gradient` for a sparse TopK step: the active latents (a
+    ``_RowSparse``), the residual and the gradient at the active latents only."""
+    components = module.components
+    active = sparse_topk(pre, module.k)
+    residual = active.matmul(components)
+    if module.fit_intercept:
+        residual.add_(module.intercept)
+    residual.sub_(x)
+    grad = active.sampled(residual, components.T)
+    grad = active.with_values(_relu_backward(grad.add_(alpha).div_(x.shape[0]), active.values))
+    return active, residual, grad
+
+
+def _add_auxk_gradient(grad, aux_grad):
+    """The pre-activation gradient ``grad`` (dense, or a ``_RowSparse``) plus the AuxK
+    term's ``aux_grad`` (a ``_RowSparse``); a dense ``grad`` is updated in place."""
+    if isinstance(grad, _RowSparse):
+        return _RowSparse(
+            torch.cat([grad.values, aux_grad.values], dim=1),
+            torch.cat([grad.indices, aux_grad.indices], dim=1),
+            grad.n_columns,
+        )
+    return grad.scatter_add_(1, aux_grad.indices, aux_grad.values)
+
+
+def _sae_statistics(residual, code_values, alpha, n_features):
+    """``(loss, mse, l1, l0)`` of a step from its residual and its (non-negative) code
+    values, as :func:`~sklearn_sparsegap._training.batch_statistics` logs them."""
+    n_samples = residual.shape[0]
+    squared = residual.square().sum() / n_samples
+    l1 = code_values.sum() / n_samples
+    return torch.stack(
+        [
+            0.5 * squared + alpha * l1,
+            squared / n_features,
+            l1,
+            # An int32 count: summing the boolean mask into int64 costs twice as much
+            # (a quarter of the non-matmul time of a step at M=768, N=4096).
+            (code_values != 0).sum(dtype=torch.int32).to(residual.dtype) / n_samples,
+        ]
+    )
 
 
 @torch.no_grad()

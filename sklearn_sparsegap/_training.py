@@ -606,20 +606,9 @@ def _restore(path, state, callbacks):
 
 
 def train(
-    compute_gradients,
-    data,
-    *,
-    optimizer,
-    n_epochs,
-    batch_size=None,
-    generator=None,
-    atoms=None,
-    model=None,
-    callbacks=(),
-    start_step=0,
-    start_epoch=0,
-    resume_from=None,
-):
+    compute_gradients, data, *, optimizer, n_epochs, batch_size=None, generator=None,
+    atoms=None, model=None, callbacks=(), start_step=0, start_epoch=0, resume_from=None,
+):  # fmt: skip
     """Minimise a loss with ``optimizer`` for ``n_epochs`` passes over the data.
 
     This is the only training loop of the library. An epoch is one full-batch step when

@@ -365,3 +365,31 @@ def test_recovers_ground_truth_with_enough_iterations():
     assert chance < 0.2
     assert mean_corr_coef(codes, lars.transform(X)) > 0.55
     assert dictionary_mcc(dictionary, lars.components_) > 0.75
+
+
+def test_full_batch_step_reports_the_mean_objective_per_iteration(data):
+    from sklearn_sparsegap._baselines import _fit_dictionary_learning
+
+    X = data[0]
+    estimator = DictionaryLearning(n_components=16, alpha=0.2, max_iter=3, fit_algorithm="lars",
+                                   transform_algorithm="lasso_lars", random_state=0)  # fmt: skip
+    codes, n_iter, n_steps, losses = _fit_dictionary_learning(estimator, X)
+    assert codes.shape == (X.shape[0], 16) and n_iter == n_steps == estimator.n_iter_
+    np.testing.assert_allclose(losses * X.shape[0], estimator.error_)
+
+
+def test_minibatch_step_records_each_minibatch_and_leaves_no_callback(data):
+    from sklearn_sparsegap._baselines import _fit_minibatch_dictionary_learning
+
+    X = data[0]
+    estimator = MiniBatchDictionaryLearning(n_components=16, alpha=0.2, max_iter=2,
+                                            batch_size=16, random_state=0)  # fmt: skip
+    codes, n_iter, n_steps, losses = _fit_minibatch_dictionary_learning(
+        estimator, X, algorithm="lasso_lars", alpha=0.2, positive=False
+    )
+    assert codes.shape == (16, 16)
+    assert (n_iter, n_steps) == (estimator.n_iter_, estimator.n_steps_)
+    assert 0 < losses.shape[0] <= n_steps and np.isfinite(losses).all()
+    # The recording callback is removed: the fitted estimator pickles and clones.
+    assert estimator.callback is None
+    pickle.loads(pickle.dumps(estimator))

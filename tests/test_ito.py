@@ -492,3 +492,47 @@ def test_synthetic_experiments_keep_their_ito_settings():
     assert paper["transform_algorithm"] == "adam" and paper["transform_max_iter"] == PAPER_ITO_ITER
     assert paper["transform_alpha"] == pytest.approx(paper_alpha(8, 16))
     assert paper["guard"] is None  # the authors' cold start is returned as it is
+
+
+def test_per_sample_budgets_encode_each_group_on_its_own():
+    import torch
+
+    from sklearn_sparsegap._ito import _encode_per_sample_budget
+    from sklearn_sparsegap._solvers._sparse_encode import encode_tensor
+
+    X, dictionary, _ = make_sparse_dictionary_data(40, random_state=1)
+    X, dictionary = torch.tensor(X), torch.tensor(dictionary)
+    budgets = torch.tensor([0, 1, 3] * 13 + [2])
+    codes = _encode_per_sample_budget(X, dictionary, budgets, algorithm="omp", positive=True)
+    assert torch.all(codes[budgets == 0] == 0)
+    assert torch.all((codes != 0).sum(dim=1) <= budgets)
+    rows = torch.nonzero(budgets == 3)[:, 0]
+    alone = encode_tensor(X[rows], dictionary, algorithm="omp", n_nonzero_coefs=3,
+                          positive=True)[0]  # fmt: skip
+    torch.testing.assert_close(codes[rows], alone)
+
+
+@pytest.mark.parametrize("guard", ["l0", "objective", None])
+def test_guard_keeps_per_sample_the_codes_its_rule_prefers(guard):
+    import torch
+
+    from sklearn_sparsegap._ito import _guard_codes
+    from sklearn_sparsegap._training import objective
+
+    dictionary = torch.eye(2, dtype=torch.float64)
+    intercept = torch.zeros(2, dtype=torch.float64)
+    X = torch.tensor([[1.0, 0.0], [1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
+    start = torch.tensor([[0.5, 0.0], [1.0, 1.0], [1.0, 0.0]], dtype=torch.float64)
+    # Row 0: refined is exact and as sparse; row 1: refined is worse; row 2: refined is
+    # exact but denser than the start.
+    refined = torch.tensor([[1.0, 0.0], [1.0, 0.0], [1.0, 1.0]], dtype=torch.float64)
+    codes, before, after = _guard_codes(X, start, refined, dictionary, intercept, intercept,
+                                        0.1, guard)  # fmt: skip
+    kept = {"l0": [True, False, False], "objective": [True, False, True],
+            None: [True, True, True]}[guard]  # fmt: skip
+    expected = torch.where(torch.tensor(kept)[:, None], refined, start)
+    torch.testing.assert_close(codes, expected)
+    alpha = 0.0 if guard == "l0" else 0.1
+    torch.testing.assert_close(before, objective(X, start, dictionary, alpha=alpha, per_sample=True))
+    torch.testing.assert_close(after, objective(X, codes if guard else refined, dictionary,
+                                                alpha=alpha, per_sample=True))  # fmt: skip

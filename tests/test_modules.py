@@ -282,3 +282,49 @@ def test_cuda_sparse_topk_step_matches_dense():
         grads[sparse] = [codes, stats] + [p.grad for p in module.parameters() if p.requires_grad]
     for dense_value, sparse_value in zip(grads[False], grads[True]):
         torch.testing.assert_close(sparse_value, dense_value)
+
+
+def test_sparse_and_dense_output_gradients_agree(data):
+    # The sparse TopK step's residual and last-layer gradient are the dense step's,
+    # restricted to the active latents.
+    from sklearn_sparsegap._modules import (
+        _dense_output_gradient,
+        _encoder_pre_activation,
+        _sparse_output_gradient,
+    )
+
+    X, _, _ = data
+    x = torch.tensor(X[:32])
+    module = _random_module([X.shape[1], 24], "topk", 3, True, seed=2)
+    with torch.no_grad():  # as in sae_gradients
+        _, pre = _encoder_pre_activation(module, x)
+        codes, residual, grad = _dense_output_gradient(module, pre, x, 0.1)
+        active, sparse_residual, sparse_grad = _sparse_output_gradient(module, pre, x, 0.1)
+    torch.testing.assert_close(active.to_dense(), codes)
+    torch.testing.assert_close(sparse_residual, residual)
+    torch.testing.assert_close(sparse_grad.to_dense(), grad)
+    torch.testing.assert_close(residual, codes @ module.components + module.intercept - x)
+
+
+def test_auxk_gradient_is_added_to_dense_and_sparse_gradients_alike():
+    from sklearn_sparsegap._modules import _add_auxk_gradient, _RowSparse
+
+    main = _RowSparse(torch.tensor([[1.0], [2.0]]), torch.tensor([[0], [3]]), 4)
+    aux = _RowSparse(torch.tensor([[0.5], [0.25]]), torch.tensor([[0], [1]]), 4)
+    dense = _add_auxk_gradient(main.to_dense(), aux)
+    expected = torch.tensor([[1.5, 0.0, 0.0, 0.0], [0.0, 0.25, 0.0, 2.0]])
+    torch.testing.assert_close(dense, expected)
+    torch.testing.assert_close(_add_auxk_gradient(main, aux).to_dense(), expected)
+
+
+def test_sae_statistics_are_the_logged_batch_statistics():
+    from sklearn_sparsegap._modules import _sae_statistics
+    from sklearn_sparsegap._training import batch_statistics
+
+    generator = torch.Generator().manual_seed(0)
+    residual = torch.randn(6, 5, generator=generator, dtype=torch.float64)
+    codes = torch.relu(torch.randn(6, 4, generator=generator, dtype=torch.float64))
+    loss = 0.5 * residual.square().sum(dim=1).mean() + 0.2 * codes.sum(dim=1).mean()
+    torch.testing.assert_close(
+        _sae_statistics(residual, codes, 0.2, 5), batch_statistics(loss, residual, codes)
+    )
