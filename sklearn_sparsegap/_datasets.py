@@ -186,7 +186,18 @@ def make_sparse_dictionary_data(
     rng = check_random_state(random_state)
     dictionary = rng.standard_normal((n_components, n_features))
     dictionary /= np.linalg.norm(dictionary, axis=1, keepdims=True)
+    support, values = _sparse_code_entries(
+        rng, n_samples, n_components, n_nonzero_coefs, code_distribution, zipf_exponent
+    )
+    codes = np.zeros((n_samples, n_components))
+    np.put_along_axis(codes, support, values, axis=1)
+    X = _noisy_signals(rng, support, values, dictionary, noise_std)
+    return X, dictionary, codes
 
+
+def _sparse_code_entries(rng, n_samples, n_components, n_nonzero_coefs, code_distribution,
+                         zipf_exponent):  # fmt: skip
+    """``(support, values)``, both ``(n_samples, n_nonzero_coefs)``: the non-zeros of the codes."""
     if code_distribution == "zipf":
         weights = _zipf_weights(n_components, zipf_exponent)
         if np.count_nonzero(weights) < n_nonzero_coefs:
@@ -203,18 +214,21 @@ def make_sparse_dictionary_data(
         np.abs(values, out=values)
     if code_distribution == "zipf":
         values *= weights[support] + 0.1
+    return support, values
 
-    codes = np.zeros((n_samples, n_components))
-    np.put_along_axis(codes, support, values, axis=1)
+
+def _noisy_signals(rng, support, values, dictionary, noise_std):
+    """``codes @ dictionary`` from the codes' non-zeros, plus Gaussian noise of ``noise_std``."""
+    n_samples, n_nonzero_coefs = values.shape
     # X = codes @ dictionary through the K-sparse structure: n * K * M multiply-adds
     # instead of n * N * M, and no temporary of the size of ``codes``.
     sparse_codes = csr_matrix(
         (values.ravel(), support.ravel(), np.arange(0, values.size + 1, n_nonzero_coefs)),
-        shape=codes.shape,
+        shape=(n_samples, dictionary.shape[0]),
     )
     X = np.asarray(sparse_codes @ dictionary)
     if noise_std > 0:
         for start in range(0, n_samples, _BLOCK_ROWS):
             block = X[start : start + _BLOCK_ROWS]
             block += noise_std * rng.standard_normal(block.shape)
-    return X, dictionary, codes
+    return X

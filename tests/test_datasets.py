@@ -313,3 +313,36 @@ def test_memory_stays_near_the_output_size():
 def test_bad_parameters_raise_value_error_naming_the_argument(kwargs, argname):
     with pytest.raises(ValueError, match=argname):
         make_sparse_dictionary_data(**{"n_samples": 10, **kwargs})
+
+
+# ------------------------------------------- the named steps of make_sparse_dictionary_data
+def test_sparse_code_entries_have_k_distinct_atoms_per_row():
+    from sklearn_sparsegap._datasets import _sparse_code_entries
+
+    for distribution in ("halfnormal", "normal", "zipf"):
+        rng = np.random.RandomState(0)
+        support, values = _sparse_code_entries(rng, 500, 12, 4, distribution, 1.0)
+        assert support.shape == values.shape == (500, 4)
+        assert all(len(set(row)) == 4 for row in support.tolist())
+        assert (support >= 0).all() and (support < 12).all()
+        assert (values >= 0).all() == (distribution != "normal")
+    # Zipf: rank 1 is chosen more often than rank 12.
+    counts = np.bincount(support.ravel(), minlength=12)
+    assert counts[0] > counts[-1]
+    with pytest.raises(ValueError, match="zipf_exponent=1000000.0 is so large"):
+        _sparse_code_entries(np.random.RandomState(0), 5, 30, 4, "zipf", 1e6)
+
+
+def test_noisy_signals_are_the_codes_times_the_dictionary_plus_noise():
+    from sklearn_sparsegap._datasets import _noisy_signals
+
+    rng = np.random.RandomState(0)
+    dictionary = rng.standard_normal((6, 3))
+    support = np.array([[0, 5], [2, 3]])
+    values = np.array([[1.0, 2.0], [-1.0, 0.5]])
+    codes = np.zeros((2, 6))
+    np.put_along_axis(codes, support, values, axis=1)
+    X = _noisy_signals(rng, support, values, dictionary, 0.0)
+    np.testing.assert_allclose(X, codes @ dictionary, rtol=1e-14)
+    noisy = _noisy_signals(np.random.RandomState(1), support, values, dictionary, 0.1)
+    assert 0 < np.abs(noisy - X).max() < 1.0

@@ -607,3 +607,79 @@ def test_dictionary_learning_library_agrees(tmp_path, rng):
         with torch.no_grad():
             np.testing.assert_allclose(back.encode(x).numpy(), codes.numpy(), atol=1e-5, rtol=1e-5,
                                        err_msg=dict_class)
+
+
+# ---------------------------------------------------- the named steps of the readers
+def test_saelens_architecture_gives_the_activation_and_checks_names(tmp_path, rng):
+    from sklearn_sparsegap.interop import _saelens
+
+    tensors = _random_tensors(rng)
+    assert _saelens._architecture_activation({"architecture": "standard"}, tensors, D_SAE,
+                                             "cfg", "w") == ("relu", None, None)
+    assert _saelens._architecture_activation({"architecture": "topk", "k": K}, tensors, D_SAE,
+                                             "cfg", "w") == ("topk", K, None)
+    activation, k, threshold = _saelens._architecture_activation(
+        {"architecture": "batchtopk"}, {**tensors, "topk_threshold": np.array(0.4)}, D_SAE,
+        "cfg", "w")
+    assert activation == "jumprelu" and k is None
+    np.testing.assert_array_equal(threshold, np.full(D_SAE, 0.4))  # one global threshold
+    _, _, threshold = _saelens._architecture_activation(
+        {"architecture": "jumprelu"}, {**tensors, "log_threshold": np.log(np.full(D_SAE, 0.5))},
+        D_SAE, "cfg", "w")
+    np.testing.assert_allclose(threshold, 0.5)
+    with pytest.raises(ValueError, match="missing tensor"):
+        _saelens._architecture_activation({"architecture": "gated"}, tensors, D_SAE, "cfg", "w")
+    with pytest.raises(ValueError, match="architecture='transcoder' is not supported"):
+        _saelens._architecture_activation({"architecture": "transcoder"}, tensors, D_SAE,
+                                          "cfg", "w")
+
+
+def test_saelens_check_tensors_names_the_bad_tensor(rng):
+    from sklearn_sparsegap.interop import _saelens
+
+    tensors = _random_tensors(rng)
+    _saelens._check_tensors(tensors, D_IN, D_SAE, "w")
+    with pytest.raises(ValueError, match="'b_enc' has shape"):
+        _saelens._check_tensors({**tensors, "b_enc": np.ones(3)}, D_IN, D_SAE, "w")
+    with pytest.raises(ValueError, match="'b_dec' has NaN"):
+        _saelens._check_tensors({**tensors, "b_dec": np.full(D_IN, np.nan)}, D_IN, D_SAE, "w")
+
+
+def test_saelens_encoder_decoder_fold_the_decoder_norms_and_the_input_shift(rng, X):
+    from sklearn_sparsegap.interop import _saelens
+
+    tensors = _random_tensors(rng)
+    config = {"architecture": "topk", "rescale_acts_by_decoder_norm": True,
+              "apply_b_dec_to_input": False}
+    encoder, bias, decoder, threshold = _saelens._encoder_decoder(config, tensors, "w")
+    assert threshold is None
+    np.testing.assert_allclose(np.linalg.norm(decoder, axis=1), 1.0, rtol=1e-12)
+    norms = np.linalg.norm(tensors["W_dec"], axis=1)
+    # Our pre-activation (x - b_dec) W^T + c is SAELens's x @ W_enc + b_enc scaled by the norms.
+    np.testing.assert_allclose((X - tensors["b_dec"]) @ encoder.T + bias,
+                               (X @ tensors["W_enc"] + tensors["b_enc"]) * norms, rtol=1e-10)
+    assert tensors["W_dec"] is not decoder  # the checkpoint's arrays are not modified
+
+
+def test_dictionary_learning_steps_check_the_config_and_the_state(tmp_path, rng):
+    from sklearn_sparsegap.interop import _dictionary_learning as dl
+
+    state, encode, decode = _dl_case(rng, "JumpReluAutoEncoder")
+    _write_dl(tmp_path, state, "JumpReluAutoEncoder")
+    trainer = dl._read_trainer(tmp_path / "config.json")
+    assert trainer["dict_class"] == "JumpReluAutoEncoder" and trainer["dict_size"] == D_SAE
+    tensors = dl._read_tensors(tmp_path / "ae.pt", "JumpReluAutoEncoder")
+    assert sorted(tensors) == sorted(state)
+    encoder, bias, decoder = dl._linear_parts(tensors, "JumpReluAutoEncoder")
+    weights = dl._dict_class_weights("JumpReluAutoEncoder", tensors, encoder, bias, decoder, "w")
+    assert weights.activation == "jumprelu"
+    x = rng.normal(size=(5, D_IN))
+    pre = (x - weights.decoder_bias) @ weights.encoder_weight.T + weights.encoder_bias
+    np.testing.assert_allclose(np.maximum(pre * (pre > weights.threshold), 0), encode(x),
+                               atol=1e-10)
+    (tmp_path / "config.json").write_text(json.dumps({"trainer": {"dict_class": "Nope"}}))
+    with pytest.raises(ValueError, match="dict_class='Nope' is not supported"):
+        dl._read_trainer(tmp_path / "config.json")
+    torch.save({"step": 1, "ae": {}, "optimizer": {}}, tmp_path / "ae.pt")
+    with pytest.raises(ValueError, match="training backup"):
+        dl._read_tensors(tmp_path / "ae.pt", "JumpReluAutoEncoder")

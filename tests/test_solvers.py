@@ -1,5 +1,7 @@
 """Tests of sparse_encode and its batched solvers (sklearn_sparsegap._solvers)."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -429,6 +431,33 @@ def test_adam_tol_and_default_iterations():
     assert n_iter == 30
     _, n_iter = adam_codes(*_tensors(X, D), 0.01, max_iter=10_000, tol=0.5)
     assert n_iter < 10_000
+
+
+def test_adam_starting_codes_follow_the_papers_rule():
+    X = torch.zeros((3, 4), dtype=torch.float64)
+    cold = adam_module._initial_log2_codes(X, 5, None)
+    assert cold.shape == (3, 5)
+    torch.testing.assert_close(cold.exp2(), torch.full((3, 5), math.exp(-10.0), dtype=torch.float64))
+    init = torch.tensor([[2.0, -1.0, 0.0]], dtype=torch.float64)
+    warm = adam_module._initial_log2_codes(X, 3, init)
+    # log(max(init, 0) + 1e-10): negative entries are treated as 0.
+    torch.testing.assert_close(warm.exp2(), torch.tensor([[2.0 + 1e-10, 1e-10, 1e-10]],
+                                                        dtype=torch.float64))
+    assert torch.equal(init, torch.tensor([[2.0, -1.0, 0.0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("n_components", [6, 40])  # Gram form and residual form
+def test_adam_objective_gradient_is_the_lasso_gradient(n_components):
+    X, D, _ = make_sparse_dictionary_data(7, n_components=n_components, n_features=8,
+                                          n_nonzero_coefs=2, random_state=0)
+    Xt, Dt = _tensors(X, D)
+    codes = torch.rand((7, n_components), dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(0))
+    variable = codes.clone().requires_grad_(True)
+    loss = 0.5 * ((Xt - variable @ Dt) ** 2).sum() + 0.01 * variable.sum()
+    loss.backward()
+    gradient = adam_module._objective_gradient(Xt, Dt, 0.01)
+    torch.testing.assert_close(gradient(codes), variable.grad, rtol=1e-10, atol=1e-12)
 
 
 # ------------------------------------------------------------- sparse_encode API

@@ -70,28 +70,9 @@ def adam_codes(
     >>> n_iter, bool((codes > 0).all())
     (100, True)
     """
-    n_components, n_features = D.shape
     beta1, beta2 = betas
-    shape = (X.shape[0], n_components)
-    # The iterate is stored as log2(codes) = log(codes) * log2(e), and Adam's step on
-    # log(codes) is scaled to match. exp2, unlike exp and sqrt, is not routed to MKL's
-    # vector math library, whose threading costs milliseconds per call on a busy machine.
-    if init is None:
-        log_codes = X.new_full(shape, _ADAM_LOG_INIT * _LOG2_E)
-    else:
-        log_codes = torch.log2(init.clamp_min(0.0) + _ADAM_INIT_OFFSET)
-    if gram_form(n_features, n_components):
-        gram = D @ D.T
-        bias = torch.mm(X, D.T).neg_().add_(alpha)  # alpha - X D^T
-
-        def gradient(codes):
-            return torch.addmm(bias, codes, gram)
-
-    else:
-
-        def gradient(codes):
-            return torch.mm(torch.addmm(X, codes, D, beta=-1.0), D.T).add_(alpha)
-
+    log_codes = _initial_log2_codes(X, D.shape[0], init)
+    gradient = _objective_gradient(X, D, alpha)
     first = torch.zeros_like(log_codes)
     second = torch.zeros_like(log_codes)
     tiny = torch.finfo(X.dtype).tiny
@@ -104,7 +85,7 @@ def adam_codes(
         second.mul_(beta2).addcmul_(grad, grad, value=1.0 - beta2)
         correction1 = 1.0 - beta1**n_iter
         correction2 = math.sqrt(1.0 - beta2**n_iter)
-        # sqrt(v) as v * rsqrt(v) (0 where v is 0), see above.
+        # sqrt(v) as v * rsqrt(v) (0 where v is 0), see _initial_log2_codes.
         denominator = second.clamp_min(tiny).rsqrt_().mul_(second).add_(eps * correction2)
         step = learning_rate * correction2 / correction1 * _LOG2_E
         log_codes.addcdiv_(first, denominator, value=-step)
@@ -114,3 +95,36 @@ def adam_codes(
         if done:
             break
     return codes, n_iter
+
+
+def _initial_log2_codes(X, n_components, init):
+    """``log2`` of the starting codes: ``exp(-10)``, or ``max(init, 0) + 1e-10``.
+
+    The iterate is stored as log2(codes) = log(codes) * log2(e), and Adam's step on
+    log(codes) is scaled to match. exp2, unlike exp and sqrt, is not routed to MKL's
+    vector math library, whose threading costs milliseconds per call on a busy machine.
+    """
+    if init is None:
+        return X.new_full((X.shape[0], n_components), _ADAM_LOG_INIT * _LOG2_E)
+    return torch.log2(init.clamp_min(0.0) + _ADAM_INIT_OFFSET)
+
+
+def _objective_gradient(X, D, alpha):
+    """``gradient(codes)``: the gradient ``(s D - x) D^T + alpha`` of the objective in s.
+
+    Through the Gram matrix when that is cheaper (:func:`gram_form`); a new tensor.
+    """
+    n_components, n_features = D.shape
+    if gram_form(n_features, n_components):
+        gram = D @ D.T
+        bias = torch.mm(X, D.T).neg_().add_(alpha)  # alpha - X D^T
+
+        def gradient(codes):
+            return torch.addmm(bias, codes, gram)
+
+    else:
+
+        def gradient(codes):
+            return torch.mm(torch.addmm(X, codes, D, beta=-1.0), D.T).add_(alpha)
+
+    return gradient

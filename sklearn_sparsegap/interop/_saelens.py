@@ -113,13 +113,38 @@ def read(folder, *, scaling_factor=None):
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     config = normalized_config(read_json(config_path))
     tensors = read_safetensors(weights_path)
-    architecture = config.get("architecture", "standard")
     d_in = config_int(config, "d_in", config_path)
     d_sae = config_int(config, "d_sae", config_path)
     if config.get("reshape_activations", "none") not in ("none", "hook_z"):
         raise ValueError(
             f"{config_path}: unknown reshape_activations={config['reshape_activations']!r}."
         )
+    activation, k, threshold = _architecture_activation(
+        config, tensors, d_sae, config_path, weights_path
+    )
+    _check_tensors(tensors, d_in, d_sae, weights_path)
+    encoder, bias, decoder, gate_threshold = _encoder_decoder(config, tensors, weights_path)
+    weights = SAEWeights(
+        encoder_weight=encoder,
+        encoder_bias=bias,
+        decoder_weight=decoder,
+        decoder_bias=tensors["b_dec"],
+        activation=activation,
+        k=k,
+        threshold=threshold if gate_threshold is None else gate_threshold,
+    )
+    # SAELens encodes s x - a b_dec (s the activation scale, a = apply_b_dec_to_input):
+    # the (1 - a) b_dec @ W_enc part joined the encoder bias; the scale is folded
+    # into the weights, so the estimator takes raw activations.
+    return fold_input_scale(weights, _scaling_factor(folder, config, scaling_factor))
+
+
+def _architecture_activation(config, tensors, d_sae, config_path, weights_path):
+    """``(activation, k, threshold)`` of the config's architecture; checks its tensor names.
+
+    A gated SAE's threshold comes from its weights (see :func:`_encoder_decoder`).
+    """
+    architecture = config.get("architecture", "standard")
     common = ["W_enc", "W_dec", "b_dec"]
     optional = ["finetuning_scaling_factor"]
     activation, k, threshold = "relu", None, None
@@ -160,6 +185,11 @@ def read(folder, *, scaling_factor=None):
             "topk, jumprelu, gated and batchtopk are; transcoders map one activation to "
             "another and are not autoencoders)."
         )
+    return activation, k, threshold
+
+
+def _check_tensors(tensors, d_in, d_sae, weights_path):
+    """Every tensor finite and of the shape ``d_in`` and ``d_sae`` give it."""
     check_finite(tensors, weights_path)
     check_shape(tensors["W_enc"], (d_in, d_sae), "W_enc", weights_path)
     check_shape(tensors["W_dec"], (d_sae, d_in), "W_dec", weights_path)
@@ -169,9 +199,18 @@ def read(folder, *, scaling_factor=None):
         if name in tensors:
             check_shape(tensors[name], (d_sae,), name, weights_path)
 
+
+def _encoder_decoder(config, tensors, weights_path):
+    """``(encoder rows, encoder bias, decoder rows, gate threshold or None)`` in our form.
+
+    What SAELens does around its two matrices (the gate, the decoder-norm rescaling of
+    TopK, the pre-6.0 fine-tuning factor, an input without ``b_dec`` subtracted) is
+    folded into them.
+    """
+    architecture = config.get("architecture", "standard")
     encoder = tensors["W_enc"].T.copy()  # (d_sae, d_in): one row per latent
     decoder = tensors["W_dec"].copy()
-    b_dec = tensors["b_dec"]
+    threshold = None
     if architecture == "gated":
         # gate = [u + b_gate > 0] and magnitude = relu(e u + b_mag), with u = x' @ W_enc
         # and e = exp(r_mag) > 0: the gate opens exactly where the magnitude
@@ -201,20 +240,8 @@ def read(folder, *, scaling_factor=None):
     # is b_dec / s and (1 - a) b_dec @ W_enc joins the encoder bias; decoding divides
     # the output by s.
     if not config.get("apply_b_dec_to_input", True):
-        bias = bias + encoder @ b_dec
-    weights = SAEWeights(
-        encoder_weight=encoder,
-        encoder_bias=bias,
-        decoder_weight=decoder,
-        decoder_bias=b_dec,
-        activation=activation,
-        k=k,
-        threshold=threshold,
-    )
-    # SAELens encodes s x - a b_dec (s the activation scale, a = apply_b_dec_to_input):
-    # the (1 - a) b_dec @ W_enc part joined the encoder bias above; the scale is folded
-    # into the weights, so the estimator takes raw activations.
-    return fold_input_scale(weights, _scaling_factor(folder, config, scaling_factor))
+        bias = bias + encoder @ tensors["b_dec"]
+    return encoder, bias, decoder, threshold
 
 
 def write(weights, folder):
