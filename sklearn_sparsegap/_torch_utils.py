@@ -13,6 +13,7 @@ from sklearn.utils import check_random_state
 __all__ = [
     "resolve_device",
     "serial_if_small",
+    "state_to_cpu",
     "state_to_numpy",
     "state_to_torch",
     "torch_dtype",
@@ -144,6 +145,27 @@ def serial_if_small(device, iteration_flops):
         yield
     finally:
         torch.set_num_threads(threads)
+
+
+def state_to_cpu(state):
+    """A (nested: dicts, lists, tuples) state with every tensor copied to the CPU.
+
+    What a checkpoint saves, so that it loads on any machine and resumes on any device:
+    the loader moves each tensor back to the device of the fit (``copy_``,
+    ``load_state_dict``). Tensors already on the CPU are cloned all the same, so the
+    saved state never aliases live training state.
+    """
+    if isinstance(state, torch.Tensor):
+        return state.detach().to("cpu", copy=True)
+    if isinstance(state, dict):
+        copy = {key: state_to_cpu(value) for key, value in state.items()}
+        if hasattr(state, "_metadata"):  # a module's state_dict: keep its versions
+            copy = type(state)(copy)
+            copy._metadata = state._metadata
+        return copy
+    if type(state) in (list, tuple):
+        return type(state)(state_to_cpu(value) for value in state)
+    return state
 
 
 def state_to_numpy(state):

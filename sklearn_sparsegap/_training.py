@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ._torch_utils import state_to_cpu
+
 __all__ = [
     "HISTORY_KEYS",
     "Callback",
@@ -277,10 +279,14 @@ class LogHistory(Callback):
         if self.sums is None:
             self.sums = state.stats.clone()
         else:
+            # A resumed checkpoint's sums come back on the CPU: follow the fit's device.
+            self.sums = self.sums.to(state.stats.device)
             self.sums += state.stats
         if self.dead is None:
             active = active_latents(state.codes.detach())
-            self.active = active if self.active is None else self.active | active
+            self.active = (
+                active if self.active is None else self.active.to(active.device) | active
+            )
         self.n_logged_steps += 1
 
     def on_epoch_end(self, state):
@@ -314,8 +320,11 @@ class LogHistory(Callback):
                 state.stop = True
 
     def state_dict(self):
+        # Tensors on the CPU: the checkpoint resumes on any device (on_step_end moves
+        # them back to the device of the running fit).
         return {"history": {k: list(v) for k, v in self.history.items()}, "best": list(self.best),
-                "sums": self.sums, "active": self.active, "n_logged_steps": self.n_logged_steps}
+                "sums": state_to_cpu(self.sums), "active": state_to_cpu(self.active),
+                "n_logged_steps": self.n_logged_steps}
 
     def load_state_dict(self, state_dict):
         for key, values in state_dict["history"].items():
@@ -368,10 +377,10 @@ class DeadLatents(Callback):
         self.since.masked_fill_(mask.to(self.since.device), 0)
 
     def state_dict(self):
-        return {"since": self.since.clone()}
+        return {"since": state_to_cpu(self.since)}
 
     def load_state_dict(self, state_dict):
-        self.since.copy_(state_dict["since"])
+        self.since.copy_(state_dict["since"])  # onto this tracker's device
 
 
 class ResampleDeadLatents(Callback):
@@ -540,7 +549,10 @@ def _callback_key(index, callback):
 def save_checkpoint(path, state, callbacks, epoch_done=False):
     """Write the training state after the current step (or, with ``epoch_done``, after
     the current epoch) to ``path`` (see :class:`Checkpoint`)."""
-    payload = {
+    # Every tensor on the CPU (a copy), so that the file resumes on any device:
+    # _restore loads it to the CPU and each state goes back to the device of the fit
+    # that resumes it (load_state_dict of modules, optimisers and callbacks).
+    payload = state_to_cpu({
         "model": state.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
         "step": state.step,
@@ -554,7 +566,7 @@ def save_checkpoint(path, state, callbacks, epoch_done=False):
             for i, callback in enumerate(callbacks)
         },
         "config": _checkpoint_config(callbacks),
-    }
+    })
     temporary = f"{path}.tmp"
     torch.save(payload, temporary)
     os.replace(temporary, path)

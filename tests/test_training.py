@@ -218,6 +218,63 @@ def test_a_fit_resumed_from_its_checkpoint_equals_an_uninterrupted_one(
     )  # fmt: skip
 
 
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _tensors(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _tensors(item)
+
+
+def test_a_mid_epoch_checkpoint_holds_cpu_copies_of_the_training_state(tmp_path):
+    # Issue 31, finding 3: the history's running sums were saved as the fit's device
+    # tensors (and aliased the live ones); a checkpoint is now device-independent.
+    path = tmp_path / "checkpoint.pt"
+    X, model, optimizer, compute = _problem(n_samples=9)
+    history, dead = LogHistory(), DeadLatents(3, window=100)
+    with pytest.raises(KeyboardInterrupt):
+        train(compute, 9, optimizer=optimizer, n_epochs=3, batch_size=3, model=model,
+              generator=torch.Generator().manual_seed(0),
+              callbacks=[history, dead, Interrupt(5), Checkpoint(path, every=4)])  # fmt: skip
+    payload = torch.load(path, weights_only=False)
+    assert payload["batch"] == 1 and not payload["epoch_done"]  # mid-epoch, after step 4
+    saved = payload["callbacks"]["0:LogHistory"]
+    assert saved["sums"] is not None and saved["active"] is not None
+    tensors = list(_tensors(payload))
+    assert len(tensors) >= 6 and all(t.device.type == "cpu" for t in tensors)
+    # Copies, not the live state: the fit went on (step 5) after the save.
+    assert not torch.equal(saved["sums"], history.sums)
+
+
+def test_restored_history_and_tracker_follow_the_device_of_the_running_fit():
+    # The checkpoint is loaded to the CPU; the next step's statistics are on the fit's
+    # device (the meta device stands in for a GPU here): the running sums must move
+    # there instead of mixing devices (before the fix: "Tensor on device meta is not on
+    # the expected device cpu" or CPU sums silently left behind).
+    history = LogHistory()
+    history.load_state_dict({
+        "history": {key: [] for key in history.history}, "best": [],
+        "sums": torch.ones(4, dtype=torch.float64), "active": torch.tensor([True, False]),
+        "n_logged_steps": 1,
+    })  # fmt: skip
+
+    class _State:
+        stats = torch.ones(4, dtype=torch.float64, device="meta")
+        codes = torch.ones(3, 2, dtype=torch.float64, device="meta")
+
+    history.on_step_end(_State())
+    assert history.sums.device.type == "meta" and history.active.device.type == "meta"
+    assert history.n_logged_steps == 2
+    dead = DeadLatents(2, window=10, device="meta")
+    dead.load_state_dict({"since": torch.tensor([3, 0])})
+    assert dead.since.device.type == "meta"
+    saved = DeadLatents(2, window=10).state_dict()["since"]
+    assert saved.device.type == "cpu"
+
+
 def test_a_checkpoint_from_other_callbacks_is_refused(tmp_path):
     path = tmp_path / "checkpoint.pt"
     X, model, optimizer, compute = _problem()
