@@ -233,7 +233,7 @@ def test_a_mid_epoch_checkpoint_holds_cpu_copies_of_the_training_state(tmp_path)
     # Issue 31, finding 3: the history's running sums were saved as the fit's device
     # tensors (and aliased the live ones); a checkpoint is now device-independent.
     path = tmp_path / "checkpoint.pt"
-    X, model, optimizer, compute = _problem(n_samples=9)
+    _, model, optimizer, compute = _problem(n_samples=9)
     history, dead = LogHistory(), DeadLatents(3, window=100)
     with pytest.raises(KeyboardInterrupt):
         train(compute, 9, optimizer=optimizer, n_epochs=3, batch_size=3, model=model,
