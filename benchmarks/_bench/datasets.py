@@ -90,3 +90,12 @@ def make_task(
         seed=seed,
         distribution=distribution,
     )
+
+
+def split_task(settings, base_seed, seed, distribution="halfnormal"):
+    """The paper's N=16, M=8, K=3 task of ``settings["n_train"]`` training and as many test
+    samples, drawn with seed ``base_seed + seed``."""
+    return make_task(
+        n_train=settings["n_train"], n_test=settings["n_train"], seed=base_seed + seed,
+        distribution=distribution,
+    )  # fmt: skip

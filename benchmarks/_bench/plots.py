@@ -87,3 +87,49 @@ def styled_curves(ax, records, styles, *, x, y, **kwargs):
     ax.set_xlabel(kwargs.get("xlabel") or x)
     ax.set_ylabel(kwargs.get("ylabel") or y)
     ax.grid(alpha=0.3)
+
+
+def label_axes(ax, xlabel, ylabel, *, log_y=False, log_x_ticks=None, x_base=10,
+               minor_ticks=False):
+    """Axis labels, a grid on major and minor ticks, a log y scale when ``log_y``; with
+    ``log_x_ticks``, a log x axis (base ``x_base``) labelled at those ticks only, its minor
+    ticks drawn unlabelled with ``minor_ticks``, else left out."""
+    if log_x_ticks is not None:
+        ax.set_xscale("log", base=x_base)
+        ax.set_xticks(log_x_ticks, [f"{t:g}" for t in log_x_ticks])
+        if minor_ticks:
+            from matplotlib.ticker import NullFormatter
+
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.minorticks_off()
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+
+
+def runs_note(result):
+    """"<profile> profile, <n> seeds, mean ± std": how many runs a figure averages."""
+    n_seeds = len({r["seed"] for r in result["records"]})
+    return f"{result['profile']} profile, {n_seeds} seeds, mean ± std"
+
+
+def finish_with_side_legend(figure, axis, title):
+    """``axis``'s legend to the right of the figure, ``title`` above it, tight layout."""
+    handles, labels = axis.get_legend_handles_labels()
+    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def finish_with_paper_marker(figure, axis, title, fmt, *, label, **style):
+    """``axis``'s legend with one more entry, the ``fmt`` marker of the paper's numbers
+    (``label``), ``title`` above the figure, tight layout."""
+    axis.plot([], [], fmt, label=label, **style)
+    axis.legend(fontsize=7)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from .datasets import DISTRIBUTIONS
 from .objective import fit_and_measure, measure
+from .tables import format_table  # noqa: F401  (the experiments' runner.format_table)
 
 PROFILES = ("smoke", "quick", "paper")
 DEFAULT_RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -36,6 +37,40 @@ def sweep(function, jobs, *, n_jobs=1, progress=True, description="sweep"):
     parallel = Parallel(n_jobs=n_jobs, return_as="generator")
     results = parallel(delayed(function)(**job) for job in jobs)
     return list(tqdm(results, total=len(jobs), desc=description, disable=not progress))
+
+
+def sweep_methods(function, methods, settings, *, n_jobs=1, progress=True,
+                  description="sweep", **common):
+    """:func:`sweep` of ``function`` over every method and seed: ``methods`` maps a label to
+    ``(method, flavour, params)``, each job gets ``settings`` and the ``common`` keywords,
+    and the records of all jobs come back as one list (method by method, seed by seed)."""
+    jobs = [
+        {"label": label, "method": m, "flavour": f, "params": p, "seed": seed,
+         "settings": settings, **common}
+        for label, (m, f, p) in methods.items()
+        for seed in range(settings["seeds"])
+    ]  # fmt: skip
+    results = sweep(function, jobs, n_jobs=n_jobs, progress=progress, description=description)
+    return [record for records in results for record in records]
+
+
+def method_sweep(function, methods, description):
+    """The ``run(settings, n_jobs, progress, distribution)`` of an experiment that is one
+    :func:`sweep_methods` of ``function`` over ``methods(settings["widths"])``."""
+
+    def run(settings, n_jobs=1, progress=True, distribution="halfnormal"):
+        return sweep_methods(
+            function, methods(settings["widths"]), settings, n_jobs=n_jobs, progress=progress,
+            description=description, distribution=distribution,
+        )  # fmt: skip
+
+    return run
+
+
+def present_mean(records, key):
+    """The mean of ``key`` over the records that hold a value for it, or None."""
+    values = [r[key] for r in records if r.get(key) is not None]
+    return float(np.mean(values)) if values else None
 
 
 def checkpoints(total, n_points):
@@ -215,25 +250,6 @@ def save(result, figures, out_dir):
     return paths
 
 
-def format_table(rows, columns, *, title=None):
-    """A plain-text table of ``rows`` (dicts) with ``columns`` (key or (key, header))."""
-    columns = [(c, c) if isinstance(c, str) else c for c in columns]
-
-    def cell(value):
-        if isinstance(value, float):
-            return f"{value:.3g}"  # three significant digits: MCCs, losses and FLOPs alike
-        return "" if value is None else str(value)
-
-    table = [[header for _, header in columns]]
-    table += [[cell(row.get(key)) for key, _ in columns] for row in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
-    lines = ["  ".join(text.ljust(width) for text, width in zip(line, widths)) for line in table]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    if title:
-        lines.insert(0, title)
-    return "\n".join(lines)
-
-
 def group_means(records, by, keys, *, keyed=False):
     """Group ``records`` by the values of the keys ``by``; per group, the mean and std of
     each of ``keys``, as rows ``{by..., key: mean, key_std: std, ..., "n": count}`` in
@@ -251,6 +267,16 @@ def group_means(records, by, keys, *, keyed=False):
         rows.append({**row, "n": len(members)})
     if keyed:
         return {tuple(row[b] for b in by): row for row in rows}
+    return rows
+
+
+def ito_method_rows(records, keys):
+    """Per method, :func:`group_means` of ``keys`` and ``kept``: the mean fraction of test
+    samples whose ITO codes were kept (None for a method without ITO)."""
+    rows = group_means(records, ["method"], keys)
+    for row in rows:
+        group = [r for r in records if r["method"] == row["method"]]
+        row["kept"] = present_mean(group, "ito_kept_fraction")
     return rows
 
 

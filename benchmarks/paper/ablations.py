@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
-from _bench import references, runner
+from _bench import plots, references, runner
 from _bench.datasets import SEED_UNKNOWN, make_task
 from _bench.methods import build, paper_alpha
 from _bench.objective import fit_and_measure, l0_key
@@ -241,20 +241,12 @@ def _width_figure(result):
             if reference:
                 ax.plot(list(reference), list(reference.values()), "x--", lw=0.8,
                         color=colour, alpha=0.7)  # fmt: skip
-        ax.set_xscale("log", base=2)
-        ticks = sorted({r["width"] for r in rows} | set(PAPER_WIDTH_MCC[(16, 8, 3)]))
-        ax.set_xticks(ticks, [str(t) for t in ticks])
-        ax.minorticks_off()
-        if key == "loss":
-            ax.set_yscale("log")
-        ax.set_xlabel("MLP hidden width H")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, which="both")
-    axes[0].plot([], [], "x--", color="grey", label="paper (authors' runs)")
-    axes[0].legend(fontsize=7)
-    figure.suptitle(f"MLP hidden width ({result['profile']} profile)")
-    figure.tight_layout()
-    return figure
+        plots.label_axes(ax, "MLP hidden width H", ylabel, log_y=key == "loss", x_base=2,
+                         log_x_ticks=sorted({r["width"] for r in rows} | set(PAPER_WIDTH_MCC[(16, 8, 3)])))
+    return plots.finish_with_paper_marker(
+        figure, axes[0], f"MLP hidden width ({result['profile']} profile)", "x--",
+        color="grey", label="paper (authors' runs)",
+    )  # fmt: skip
 
 
 def _bias_figure(result):
@@ -281,11 +273,10 @@ def _bias_figure(result):
         if key == "loss":
             ax.set_yscale("log")
         ax.grid(alpha=0.3, axis="y")
-    axes[0].plot([], [], "kx", label="paper (authors' runs)")
-    axes[0].legend(fontsize=7)
-    figure.suptitle(f"Bias ablation, N16/M8/K3 ({result['profile']} profile)")
-    figure.tight_layout()
-    return figure
+    return plots.finish_with_paper_marker(
+        figure, axes[0], f"Bias ablation, N16/M8/K3 ({result['profile']} profile)", "kx",
+        label="paper (authors' runs)",
+    )
 
 
 def figures(result):

@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import plots, references, runner
-from _bench.datasets import SEED_KNOWN, make_task
+from _bench.datasets import SEED_KNOWN, split_task
 from _bench.methods import build
 
 PROFILES = {
@@ -45,25 +45,14 @@ def _methods(widths):
 
 
 def curve_job(label, method, flavour, params, seed, settings, distribution="halfnormal"):
-    task = make_task(
-        n_train=settings["n_train"], n_test=settings["n_train"], seed=SEED_KNOWN + seed,
-        distribution=distribution,
-    )  # fmt: skip
+    task = split_task(settings, SEED_KNOWN, seed, distribution)
     estimator = build(method, task, scenario="known-codes", flavour=flavour, seed=seed, **params)
     steps = runner.checkpoints(settings["steps"], settings["points"])
     records = runner.learning_curve(estimator, task, steps, known_codes=True)
     return [{"method": label, "seed": seed, **task.describe(), **r} for r in records]
 
 
-def run(settings, n_jobs=1, progress=True, distribution="halfnormal"):
-    jobs = [
-        {"label": label, "method": m, "flavour": f, "params": p, "seed": seed,
-         "settings": settings, "distribution": distribution}
-        for label, (m, f, p) in _methods(settings["widths"]).items()
-        for seed in range(settings["seeds"])
-    ]  # fmt: skip
-    results = runner.sweep(curve_job, jobs, n_jobs=n_jobs, progress=progress, description="fig2")
-    return [record for records in results for record in records]
+run = runner.method_sweep(curve_job, _methods, description="fig2")
 
 
 final_records = runner.last_checkpoints
@@ -106,12 +95,10 @@ def figures(result):
 
 def summary(result):
     records = final_records(result["records"])
-    rows = runner.mean_std(records, "matched_corr", ["method"])
+    means = ["matched_corr", "latent_mcc", "training_flops", "fit_seconds"]
+    rows = runner.group_means(records, ["method"], means)
     for row in rows:
         group = [r for r in records if r["method"] == row["method"]]
-        row["latent_mcc"] = float(np.mean([r["latent_mcc"] for r in group]))
-        row["training_flops"] = float(np.mean([r["training_flops"] for r in group]))
-        row["fit_seconds"] = float(np.mean([r["fit_seconds"] for r in group]))
         reference = PAPER_ZIPF if group[0]["distribution"] == "zipf" else PAPER
         paper = reference.get(row["method"])
         row["paper"] = f"{paper[0]:.3f}±{paper[1]:.3f} @ {paper[2]:.3g}" if paper else "-"

@@ -42,13 +42,12 @@ it earlier).
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import plots, references, runner
-from _bench.datasets import SEED_KNOWN, make_task
+from _bench.datasets import SEED_KNOWN, split_task
 from _bench.methods import build
-from _bench.objective import measure, measure_refined
+from _bench.objective import ITO_KEPT_NOTE, measure, measure_refined
+from _bench.tables import with_std
 
 
 PROFILES = {
@@ -71,6 +70,18 @@ _PAPER_VALUES = ("latent_mcc", "latent_mcc_std", "total_flops")
 PAPER = references.lookup("fig3_known_dictionary", "halfnormal", "method", _PAPER_VALUES)
 PAPER_ZIPF = references.lookup("fig3_known_dictionary", "zipf", "method", _PAPER_VALUES)
 PAPER_NOTE = references.load("fig3_known_dictionary")["notes"]
+# The summary table's columns, and the note under it (its numbers from the run's settings).
+SUMMARY_COLUMNS = [
+    ("method", "method"), *with_std("latent_mcc", "MCC"), ("training_flops", "train FLOPs"),
+    ("inference_flops", "test FLOPs"), ("total_flops", "total FLOPs"),
+    ("fit_seconds", "fit s"), ("transform_seconds", "transform s"), ("kept", "ITO kept"),
+    ("paper", "paper MCC @ FLOPs (20k steps)"),
+]  # fmt: skip
+SUMMARY_NOTE = (
+    "ITO budgets: adam {ito_iter} iterations (lr 3e-3; authors: 20,000 at 1e-3), fista "
+    "{fista_iter} (upper bound), omp K atoms. Paper SAE peak 0.71 at ~1.5k steps (the "
+    f"authors' runs). {ITO_KEPT_NOTE} (the others keep the SAE codes)."
+)
 
 SAE_LABEL = "SAE"
 SAE_LIBRARY_LABEL = "SAE (library)"
@@ -104,19 +115,10 @@ def ito_variants(settings, task, alpha):
     }  # fmt: skip
 
 
-
-
-
-
-
-
 def curve_job(label, method, flavour, params, seed, settings, distribution="halfnormal"):
     """One encoder's training curve; for the two SAEs also their SAE+ITO variants along
     the curve, and, for the paper SAE, the ITO-iteration curves on its final state."""
-    task = make_task(
-        n_train=settings["n_train"], n_test=settings["n_train"], seed=SEED_KNOWN + seed,
-        distribution=distribution,
-    )  # fmt: skip
+    task = split_task(settings, SEED_KNOWN, seed, distribution)
     estimator = build(
         method, task, scenario="known-dictionary", flavour=flavour, seed=seed, **params
     )
@@ -161,15 +163,7 @@ def curve_job(label, method, flavour, params, seed, settings, distribution="half
     return records
 
 
-def run(settings, n_jobs=1, progress=True, distribution="halfnormal"):
-    jobs = [
-        {"label": label, "method": m, "flavour": f, "params": p, "seed": seed,
-         "settings": settings, "distribution": distribution}
-        for label, (m, f, p) in _encoders(settings["widths"]).items()
-        for seed in range(settings["seeds"])
-    ]  # fmt: skip
-    results = runner.sweep(curve_job, jobs, n_jobs=n_jobs, progress=progress, description="fig3")
-    return [record for records in results for record in records]
+run = runner.method_sweep(curve_job, _encoders, description="fig3")
 
 
 # ------------------------------------------------------------------------ reporting
@@ -201,15 +195,8 @@ def figures(result):
     plots.styled_curves(by_iter, ito, styles, x="ito_iter", y="latent_mcc", xlog=True,
          xlabel="ITO iterations on the final SAE", ylabel=ylabel)  # fmt: skip
     by_iter.set_title("(c) SAE+ITO vs ITO iterations", fontsize=9)
-    handles, labels = by_step.get_legend_handles_labels()
-    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    distribution = records[0]["distribution"]
-    figure.suptitle(
-        f"Known dictionary, {distribution} codes ({result['profile']} profile, "
-        f"{len({r['seed'] for r in records})} seeds, mean ± std)"
-    )
-    figure.tight_layout()
-    return {"known_dictionary": figure}
+    title = f"Known dictionary, {records[0]['distribution']} codes ({plots.runs_note(result)})"
+    return {"known_dictionary": plots.finish_with_side_legend(figure, by_step, title)}
 
 
 def _paper_cell(label, distribution):
@@ -225,34 +212,19 @@ def _paper_cell(label, distribution):
 def summary(result):
     records = final_records(result["records"])
     distribution = records[0]["distribution"]
-    rows = runner.mean_std(records, "latent_mcc", ["method"])
+    rows = runner.ito_method_rows(records, [
+        "latent_mcc", "training_flops", "inference_flops", "total_flops", "fit_seconds",
+        "transform_seconds",
+    ])  # fmt: skip
     for row in rows:
-        group = [r for r in records if r["method"] == row["method"]]
-        for key in ("training_flops", "inference_flops", "total_flops", "fit_seconds",
-                    "transform_seconds"):  # fmt: skip
-            row[key] = float(np.mean([r[key] for r in group]))
-        kept = [r["ito_kept_fraction"] for r in group if "ito_kept_fraction" in r]
-        row["kept"] = float(np.mean(kept)) if kept else None
         row["paper"] = _paper_cell(row["method"], distribution)
     table = runner.format_table(
-        rows,
-        [("method", "method"), ("latent_mcc", "MCC"), ("latent_mcc_std", "±"),
-         ("training_flops", "train FLOPs"), ("inference_flops", "test FLOPs"),
-         ("total_flops", "total FLOPs"), ("fit_seconds", "fit s"),
-         ("transform_seconds", "transform s"), ("kept", "ITO kept"),
-         ("paper", "paper MCC @ FLOPs (20k steps)")],
+        rows, SUMMARY_COLUMNS,
         title=f"Known dictionary ({distribution} codes), final step "
         f"{max(r['step'] for r in records)}, {rows[0]['n']} seeds; SAE+ITO total FLOPs = "
         "SAE training + SAE and ITO inference",
     )  # fmt: skip
-    settings = result["settings"]
-    note = (
-        f"ITO budgets: adam {settings['ito_iter']} iterations (lr 3e-3; authors: 20,000 at "
-        f"1e-3), fista {settings['fista_iter']} (upper bound), omp K atoms. Paper SAE peak "
-        "0.71 at ~1.5k steps (the authors' runs). ITO kept: fraction of test samples whose "
-        "refined codes beat the SAE codes' objective (the others keep the SAE codes)."
-    )
-    return f"{table}\n{note}"
+    return f"{table}\n{SUMMARY_NOTE.format(**result['settings'])}"
 
 
 if __name__ == "__main__":

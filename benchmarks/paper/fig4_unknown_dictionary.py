@@ -39,13 +39,12 @@ FISTA FLOPs count the whole iteration budget of the ITO (an upper bound).
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import plots, references, runner
-from _bench.datasets import SEED_UNKNOWN, make_task
+from _bench.datasets import SEED_UNKNOWN, split_task
 from _bench.methods import build
-from _bench.objective import measure, measure_refined
+from _bench.objective import ITO_KEPT_NOTE, measure, measure_refined
+from _bench.tables import with_std
 from sklearn_sparsegap import dictionary_mcc
 
 PROFILES = {
@@ -73,6 +72,20 @@ _PAPER_VALUES = (
 )  # fmt: skip
 PAPER = references.lookup("fig4_unknown_dictionary", "halfnormal", "method", _PAPER_VALUES)
 PAPER_ZIPF = references.lookup("fig4_unknown_dictionary", "zipf", "method", _PAPER_VALUES)
+# The summary table's columns, and the note under it (its numbers from the run's settings).
+SUMMARY_COLUMNS = [
+    ("method", "method"), ("step", "steps"), ("n_iter", "ran"),
+    *with_std("latent_mcc", "latent MCC"), *with_std("dictionary_mcc_greedy", "dict MCC"),
+    ("dictionary_mcc", "dict (Hung.)"), ("training_flops", "train FLOPs"),
+    ("inference_flops", "test FLOPs"), ("fit_seconds", "fit s"), ("kept", "ITO kept"),
+    ("paper_latent", "paper latent"), ("paper_dict", "paper dict"),
+    ("paper_flops", "paper train / test FLOPs"),
+]  # fmt: skip
+SUMMARY_NOTE = (
+    "ITO and Adam sparse-coding test inference: {ito_iter} Adam iterations (lr 3e-3; paper "
+    "10,000); FISTA ITO {fista_iter} (upper bound). 'ran': steps (or outer iterations) "
+    f"actually run. {ITO_KEPT_NOTE}."
+)
 
 SAE_LABEL = "SAE"
 
@@ -102,8 +115,6 @@ def ito_variants(settings, alpha):
     }  # fmt: skip
 
 
-
-
 def evaluate(estimator, task):
     """``measure`` plus the authors' greedy dictionary MCC and total FLOPs."""
     record = measure(estimator, task)
@@ -125,10 +136,7 @@ def refine(sae, task, params):
 
 def curve_job(label, method, flavour, params, seed, settings, distribution="halfnormal"):
     """One method's learning curve (for the paper SAE, also its SAE+ITO variants)."""
-    task = make_task(
-        n_train=settings["n_train"], n_test=settings["n_train"], seed=SEED_UNKNOWN + seed,
-        distribution=distribution,
-    )  # fmt: skip
+    task = split_task(settings, SEED_UNKNOWN, seed, distribution)
     if method == "sparse-coding" and flavour == "paper":
         params = {**params, "transform_max_iter": settings["ito_iter"]}
     estimator = build(method, task, scenario="unknown", flavour=flavour, seed=seed, **params)
@@ -148,15 +156,7 @@ def curve_job(label, method, flavour, params, seed, settings, distribution="half
     return [{**record, **common} for record in curve]
 
 
-def run(settings, n_jobs=1, progress=True, distribution="halfnormal"):
-    jobs = [
-        {"label": label, "method": m, "flavour": f, "params": p, "seed": seed,
-         "settings": settings, "distribution": distribution}
-        for label, (m, f, p) in _methods(settings["widths"]).items()
-        for seed in range(settings["seeds"])
-    ]  # fmt: skip
-    results = runner.sweep(curve_job, jobs, n_jobs=n_jobs, progress=progress, description="fig4")
-    return [record for records in results for record in records]
+run = runner.method_sweep(curve_job, _methods, description="fig4")
 
 
 # ------------------------------------------------------------------------ reporting
@@ -183,14 +183,9 @@ def figures(result):
     axes[0][1].set_title("(b) latent MCC vs training FLOPs (SAE+ITO: the SAE's)", fontsize=9)
     axes[1][0].set_title("(c) dictionary MCC vs steps (SAE+ITO = SAE)", fontsize=9)
     axes[1][1].set_title("(d) dictionary MCC vs training FLOPs", fontsize=9)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8)
-    figure.suptitle(
-        f"Unknown codes and dictionary, {records[0]['distribution']} codes "
-        f"({result['profile']} profile, {len({r['seed'] for r in records})} seeds, mean ± std)"
-    )
-    figure.tight_layout()
-    return {"unknown_dictionary": figure}
+    title = (f"Unknown codes and dictionary, {records[0]['distribution']} codes "
+             f"({plots.runs_note(result)})")
+    return {"unknown_dictionary": plots.finish_with_side_legend(figure, axes[0][0], title)}
 
 
 def _paper_cells(label, distribution):
@@ -209,41 +204,21 @@ def _paper_cells(label, distribution):
 def summary(result):
     records = final_records(result["records"])
     distribution = records[0]["distribution"]
-    rows = runner.mean_std(records, "latent_mcc", ["method"])
+    rows = runner.ito_method_rows(records, [
+        "latent_mcc", "dictionary_mcc_greedy", "dictionary_mcc", "training_flops",
+        "inference_flops", "fit_seconds", "step", "n_iter",
+    ])  # fmt: skip
     for row in rows:
-        group = [r for r in records if r["method"] == row["method"]]
-        greedy = np.array([r["dictionary_mcc_greedy"] for r in group])
-        row["dict"], row["dict_std"] = float(greedy.mean()), float(greedy.std())
-        for key in ("dictionary_mcc", "training_flops", "inference_flops", "fit_seconds",
-                    "step"):  # fmt: skip
-            row[key] = float(np.mean([r[key] for r in group]))
-        row["step"] = int(row["step"])
-        row["n_iter"] = int(np.mean([r["n_iter"] for r in group]))
-        kept = [r["ito_kept_fraction"] for r in group if "ito_kept_fraction" in r]
-        row["kept"] = float(np.mean(kept)) if kept else None
+        row["step"], row["n_iter"] = int(row["step"]), int(row["n_iter"])
         row["paper_latent"], row["paper_dict"], row["paper_flops"] = _paper_cells(
             row["method"], distribution
         )
     table = runner.format_table(
-        rows,
-        [("method", "method"), ("step", "steps"), ("n_iter", "ran"),
-         ("latent_mcc", "latent MCC"), ("latent_mcc_std", "±"),
-         ("dict", "dict MCC"), ("dict_std", "±"), ("dictionary_mcc", "dict (Hung.)"),
-         ("training_flops", "train FLOPs"), ("inference_flops", "test FLOPs"),
-         ("fit_seconds", "fit s"), ("kept", "ITO kept"),
-         ("paper_latent", "paper latent"), ("paper_dict", "paper dict"),
-         ("paper_flops", "paper train / test FLOPs")],
+        rows, SUMMARY_COLUMNS,
         title=f"Unknown codes and dictionary ({distribution} codes), final checkpoint, "
         f"{rows[0]['n']} seeds (paper: 40k steps, 5 seeds)",
     )  # fmt: skip
-    settings = result["settings"]
-    note = (
-        f"ITO and Adam sparse-coding test inference: {settings['ito_iter']} Adam iterations "
-        f"(lr 3e-3; paper 10,000); FISTA ITO {settings['fista_iter']} (upper bound). "
-        "'ran': steps (or outer iterations) actually run. ITO kept: fraction of test "
-        "samples whose refined codes beat the SAE codes' objective."
-    )
-    return f"{table}\n{note}"
+    return f"{table}\n{SUMMARY_NOTE.format(**result['settings'])}"
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
-from _bench import references, runner
-from _bench.datasets import SEED_UNKNOWN, make_task
+from _bench import plots, references, runner
+from _bench.datasets import SEED_UNKNOWN, split_task
 from _bench.methods import build, paper_alpha
 from _bench.objective import L0_THRESHOLDS, fit_and_measure, l0_key
 
@@ -81,9 +81,7 @@ def _params(label, method, flavour, task, l1_penalty, settings):
 
 
 def pareto_job(label, method, flavour, steps_key, l1_penalty, seed, settings):
-    task = make_task(
-        n_train=settings["n_train"], n_test=settings["n_train"], seed=SEED_UNKNOWN + seed
-    )
+    task = split_task(settings, SEED_UNKNOWN, seed)
     steps = settings["steps"][steps_key]
     params = _params(label, method, flavour, task, l1_penalty, settings)
     estimator = build(
@@ -164,19 +162,11 @@ def figures(result):
         if x == "l0":
             ax.axvline(true_l0, color="red", ls="--", lw=1, label=f"true L0 = {true_l0:.3g}")
         ax.set_xscale("log")
-        if y == "mse":
-            ax.set_yscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, which="both")
-    axes[0, 0].plot([], [], "x", color="grey", label="paper (authors' JSON)")
-    axes[0, 0].legend(fontsize=7)
-    figure.suptitle(
-        f"Pareto curves over the L1 penalty ({result['profile']} profile; lines: ours, "
-        "x: paper)"
-    )
-    figure.tight_layout()
-    return {"pareto": figure}
+        plots.label_axes(ax, xlabel, ylabel, log_y=y == "mse")
+    title = f"Pareto curves over the L1 penalty ({result['profile']} profile; lines: ours, x: paper)"
+    return {"pareto": plots.finish_with_paper_marker(
+        figure, axes[0, 0], title, "x", color="grey", label="paper (authors' JSON)"
+    )}  # fmt: skip
 
 
 # ------------------------------------------------------------------------ summary

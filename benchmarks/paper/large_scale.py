@@ -125,16 +125,10 @@ def curve_job(label, method, flavour, params, seed, settings):
 
 
 def run(settings, n_jobs=1, progress=True):
-    jobs = [
-        {"label": label, "method": m, "flavour": f, "params": p, "seed": seed,
-         "settings": settings}
-        for label, (m, f, p) in _methods(settings["widths"]).items()
-        for seed in range(settings["seeds"])
-    ]  # fmt: skip
-    results = runner.sweep(
-        curve_job, jobs, n_jobs=n_jobs, progress=progress, description="large_scale"
-    )
-    return [record for records in results for record in records]
+    return runner.sweep_methods(
+        curve_job, _methods(settings["widths"]), settings, n_jobs=n_jobs, progress=progress,
+        description="large_scale",
+    )  # fmt: skip
 
 
 def _crossovers(records):

@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
-from _bench import references, runner
+from _bench import plots, references, runner
 from _bench.datasets import SEED_UNKNOWN, make_task
 from _bench.methods import authors_optimize_topk, build, keep_topk, paper_alpha
 from _bench.objective import dictionary_code_metrics as code_metrics
@@ -359,7 +359,6 @@ def _sc_figure(result, label):
 
 def _sae_figure(result):
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
 
     records = [r for r in result["records"] if r["method"] in SAES]
     means = _group_means(records, ("method", "l1_penalty", "k"), KEYS)
@@ -377,20 +376,12 @@ def _sae_figure(result):
             if paper:
                 ax.plot([p[1] for p in paper.values()], [p[index] for p in paper.values()], "x",
                         color=colour, ms=6, alpha=0.7)  # fmt: skip
-        ax.set_xscale("log")
-        ticks = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
-        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        if metric == "mse":
-            ax.set_yscale("log")
-        ax.set_xlabel("L0 (fraction of active entries)")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, which="both")
-    axes[0].plot([], [], "x", color="k", label="paper (authors' JSON)")
-    axes[0].legend(fontsize=7)
-    figure.suptitle(f"SAE variants: L1, TopK, JumpReLU ({result['profile']} profile)")
-    figure.tight_layout()
-    return figure
+        plots.label_axes(ax, "L0 (fraction of active entries)", ylabel, log_y=metric == "mse",
+                         log_x_ticks=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0), minor_ticks=True)
+    return plots.finish_with_paper_marker(
+        figure, axes[0], f"SAE variants: L1, TopK, JumpReLU ({result['profile']} profile)", "x",
+        color="k", label="paper (authors' JSON)",
+    )  # fmt: skip
 
 
 def figures(result):

@@ -29,6 +29,7 @@ from sklearn_sparsegap import make_sparse_dictionary_data, mean_corr_coef
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench.memory import peak_rss_mb  # noqa: E402
+from _bench.tables import print_table  # noqa: E402
 
 
 def _timed(func, *args, repeats=1, **kwargs):
@@ -67,78 +68,39 @@ def _naive_mcc(codes_true, codes_pred):
     return float(corr[rows, cols].mean())
 
 
-def _table(title, header, rows):
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    print(f"\n{title}")
-    print(line.format(*header))
-    print(line.format(*("-" * w for w in widths)))
-    for row in rows:
-        print(line.format(*row))
+def _generator_row(name, generate, *, repeats=1, **kwargs):
+    """One generator's table row: best wall and CPU seconds, output and peak traced MB,
+    and whether every sample has exactly ``n_nonzero_coefs`` non-zeros."""
+    n_nonzero_coefs = kwargs["n_nonzero_coefs"]
+    seconds, cpu, (X, dictionary, codes) = _timed(generate, repeats=repeats, **kwargs)
+    output = X.nbytes + dictionary.nbytes + codes.nbytes
+    exact_k = bool(np.all(np.count_nonzero(codes, axis=1) == n_nonzero_coefs))
+    del X, dictionary, codes
+    peak, result = _peak_traced(generate, **kwargs)
+    del result
+    return (name, f"{seconds:.2f}", f"{cpu:.2f}", f"{output / 1e6:.0f}", f"{peak / 1e6:.0f}",
+            f"{peak / output:.2f}", "yes" if exact_k else "NO")  # fmt: skip
 
 
 def bench_generator(args):
     kwargs = dict(
+        n_samples=args.n_samples,
         n_components=args.n_components,
         n_features=args.n_features,
         n_nonzero_coefs=args.n_nonzero_coefs,
         random_state=0,
     )
-    rows = []
-    for distribution in args.distributions:
-        seconds, cpu, (X, dictionary, codes) = _timed(
-            make_sparse_dictionary_data,
-            args.n_samples,
-            code_distribution=distribution,
-            repeats=args.repeats,
-            **kwargs,
-        )
-        output = X.nbytes + dictionary.nbytes + codes.nbytes
-        exact_k = bool(np.all(np.count_nonzero(codes, axis=1) == args.n_nonzero_coefs))
-        del X, dictionary, codes
-        peak, result = _peak_traced(
-            make_sparse_dictionary_data, args.n_samples, code_distribution=distribution, **kwargs
-        )
-        del result
-        rows.append(
-            (
-                f"make_sparse_dictionary_data ({distribution})",
-                f"{seconds:.2f}",
-                f"{cpu:.2f}",
-                f"{output / 1e6:.0f}",
-                f"{peak / 1e6:.0f}",
-                f"{peak / output:.2f}",
-                "yes" if exact_k else "NO",
-            )
-        )
+    rows = [
+        _generator_row(f"make_sparse_dictionary_data ({distribution})",
+                       make_sparse_dictionary_data, repeats=args.repeats, code_distribution=distribution, **kwargs)
+        for distribution in args.distributions
+    ]  # fmt: skip
     if not args.no_baseline:
         from sklearn.datasets import make_sparse_coded_signal
 
-        sk_kwargs = dict(
-            n_samples=args.n_samples,
-            n_components=args.n_components,
-            n_features=args.n_features,
-            n_nonzero_coefs=args.n_nonzero_coefs,
-            random_state=0,
-        )
-        seconds, cpu, (X, dictionary, codes) = _timed(make_sparse_coded_signal, **sk_kwargs)
-        output = X.nbytes + dictionary.nbytes + codes.nbytes
-        exact_k = bool(np.all(np.count_nonzero(codes, axis=1) == args.n_nonzero_coefs))
-        del X, dictionary, codes
-        peak, result = _peak_traced(make_sparse_coded_signal, **sk_kwargs)
-        del result
-        rows.append(
-            (
-                "sklearn make_sparse_coded_signal (normal)",
-                f"{seconds:.2f}",
-                f"{cpu:.2f}",
-                f"{output / 1e6:.0f}",
-                f"{peak / 1e6:.0f}",
-                f"{peak / output:.2f}",
-                "yes" if exact_k else "NO",
-            )
-        )
-    _table(
+        rows.append(_generator_row("sklearn make_sparse_coded_signal (normal)",
+                                   make_sparse_coded_signal, **kwargs))
+    print_table(
         f"Generator: {args.n_samples:,} samples x {args.n_components:,} components x "
         f"K={args.n_nonzero_coefs}, {args.n_features} features",
         ("method", "seconds", "CPU s", "output MB", "peak MB", "peak/output", "exact K"),
@@ -176,7 +138,7 @@ def bench_mcc(args):
                 f"{mcc:.6f}",
             )
         )
-    _table(
+    print_table(
         f"MCC: {n:,} x {codes.shape[1]:,} true vs {n:,} x {predicted.shape[1]:,} predicted",
         ("method", "seconds", "CPU s", "MCC"),
         rows,

@@ -25,7 +25,9 @@ between runs and machines, so compare the ratios printed in the same run.
 import argparse
 import os
 import platform
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import threadpoolctl
@@ -40,6 +42,9 @@ from sklearn_sparsegap import (
     sparse_encode,
 )
 from sklearn_sparsegap.flops import sparse_encode_flops
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
+from _bench.tables import print_table  # noqa: E402
 
 
 _CPU = {}  # CPU seconds (all threads of the process) of each function's best call
@@ -61,16 +66,6 @@ def _timed(func, repeats):
         if best > 5.0:
             break
     return best, result
-
-
-def _table(title, header, rows):
-    widths = [max(len(str(x)) for x in column) for column in zip(header, *rows)]
-    line = "  ".join(f"{{:<{w}}}" for w in widths)
-    print(f"\n{title}")
-    print(line.format(*header))
-    print(line.format(*("-" * w for w in widths)))
-    for row in rows:
-        print(line.format(*row))
 
 
 def matmul_gflops(size=2048, repeats=3, dtype=torch.float32):
@@ -163,7 +158,7 @@ def bench_large(args):
                 alpha=alpha, positive=True, max_iter=max_iter,
             )  # fmt: skip
 
-    _table(
+    print_table(
         f"Known dictionary, N={N}, M={M}, K={K}, {n_samples} samples, "
         f"{torch.get_num_threads()} torch threads; load average {os.getloadavg()[0]:.1f}",
         ["method", "dtype", "seconds", "CPU s", "latent MCC", "speed-up vs sklearn omp",
@@ -215,7 +210,7 @@ def bench_small(args):
         )
         add("ours adam (the paper's ITO: 10k steps, lr 3e-3, l1 0.01)", seconds, pred)
 
-    _table(
+    print_table(
         f"Known dictionary, N={N}, M={M}, K={K}, {n_test} test samples, float64, "
         f"{torch.get_num_threads()} torch threads",
         ["method", "seconds", "latent MCC"],
