@@ -5,12 +5,13 @@ position 0 left out, inputs scaled to mean squared norm ``n_features``), with th
 number of latents, k, minibatch size, epochs and Adam learning rate, on the CPU, and are
 measured on the same holdout tokens (FVU, L0, dead fraction, fit seconds, tokens/s).
 
-Run in the peers environment (SAELens installed), pointing at an activation set made by
-``sparsegap activations`` (its path is printed and in ``results.json``)::
+Run in the peers environment (SAELens installed), pointing at the activation set
+``ACTIVATIONS_DIR`` that ``sparsegap activations`` made (it prints the path)::
 
-    PYTHONPATH=. /work/venv-peers/bin/python benchmarks/peers/activations_saelens.py \\
-        --activations ~/.cache/sklearn-sparsegap/activations/SmolLM2-...-model-layers-15-... \\
-        --tokens 20000 --expansion 2 --epochs 5
+    python3 -m venv peers && PEERS_PYTHON=peers/bin/python
+    $PEERS_PYTHON -m pip install -e ".[benchmark]"
+    PYTHONPATH=. $PEERS_PYTHON benchmarks/peers/activations_saelens.py \\
+        --activations ACTIVATIONS_DIR --tokens 20000 --expansion 2 --epochs 5
 
 Times are wall-clock on whatever else the machine is running: compare the two columns of
 one run, not runs of different days.
@@ -25,11 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from sklearn_sparsegap.experiments._methods import ACTIVATION_K, ACTIVATION_BUDGETS, build_activation_method
 from sklearn_sparsegap.activations import load_activations, reconstruction_metrics
 from sklearn_sparsegap.activations._rows import input_scale, row_norms, split_by_sequence
 from sklearn_sparsegap.experiments._activations import environment
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
+from _bench.paths import recorded_path  # noqa: E402
 
 
 def main(argv=None):
@@ -74,7 +77,8 @@ def main(argv=None):
         print(f"{name:<20} FVU {metrics['fvu']:.4f}  L0 {metrics['mean_l0']:.1f}  dead "
               f"{metrics['dead_fraction']:.3f}  fit {seconds:.1f} s  "
               f"{rows[-1]['tokens_per_second']:.0f} tok/s", flush=True)
-    record = {"settings": {**vars(args), "n_train": len(train_rows),
+    record = {"settings": {**vars(args), "activations": recorded_path(args.activations),
+                           "n_train": len(train_rows),
                            "n_holdout": len(holdout_rows), "n_components": n_components,
                            "k": k, "batch_size": budget["batch_size"],
                            "learning_rate": budget["learning_rate"]},

@@ -7,10 +7,14 @@ does), so both train on identical numbers. Reported on held-out rows: FVU
 (``||x - x_hat||^2 / ||x - mean||^2``, scale-free), mean L0, the fraction of latents
 never active on the held-out rows, and training throughput (rows/s of the fit).
 
-Run with the peers environment (SAELens installed) and this checkout on the path::
+Run with the peers environment (SAELens installed) and this checkout on the path, on an
+activation set ``ACTIVATIONS_DIR`` (the records used SmolLM2-135M's residual stream after
+layer 15, written by ``sklearn_sparsegap.activations.extract_activations``)::
 
-    PYTHONPATH=$PWD /work/venv-peers/bin/python benchmarks/peers/bench_saelens.py \\
-        --activations /work/data/smol_l15 --n-train 100000 --batch-size 1024 \\
+    python3 -m venv peers && PEERS_PYTHON=peers/bin/python
+    $PEERS_PYTHON -m pip install -e ".[benchmark]"
+    PYTHONPATH=$PWD $PEERS_PYTHON benchmarks/peers/bench_saelens.py \\
+        --activations ACTIVATIONS_DIR --n-train 100000 --batch-size 1024 \\
         --alphas 0.5,1,3,8 --l1 2,5,10,20
 
 The record goes to docs/results/saelens/<activations directory name>.json.
@@ -30,10 +34,13 @@ import numpy as np
 import threadpoolctl
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from sklearn_sparsegap import SAEEncoder
 from sklearn_sparsegap.activations import load_activations
 from sklearn_sparsegap.activations._rows import row_norms, usable_rows
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
+from _bench.options import add_activations_option, add_int_options  # noqa: E402
+from _bench.paths import recorded_path  # noqa: E402
 
 
 def fvu(X, reconstruction):
@@ -112,13 +119,9 @@ def saelens(X_train, X_test, *, n_components, batch_size, epochs, seed, k=None, 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--activations", default="/work/data/smol_l15")
-    parser.add_argument("--n-train", type=int, default=100_000)
-    parser.add_argument("--n-test", type=int, default=10_000)
-    parser.add_argument("--batch-size", type=int, default=1024)
-    parser.add_argument("--epochs", type=int, default=1)
-    parser.add_argument("--expansion", type=int, default=4)
-    parser.add_argument("--k", type=int, default=32)
+    add_activations_option(parser)
+    add_int_options(parser, n_train=100_000, n_test=10_000, batch_size=1024, epochs=1,
+                    expansion=4, k=32)
     parser.add_argument("--alphas", default="0.4,1.0,2.5", help="our L1 alphas")
     parser.add_argument("--l1", default="1,2,5", help="SAELens l1_coefficients")
     parser.add_argument("--seed", type=int, default=0)
@@ -194,7 +197,8 @@ def main():
 
     comparison = compare(results)
     record = {
-        "settings": vars(args), "input_scale": scale, "results": results,
+        "settings": {**vars(args), "activations": recorded_path(args.activations)},
+        "input_scale": scale, "results": results,
         "comparison": comparison,
         "environment": {"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
                         "machine": platform.machine(), "threadpools": pools},

@@ -20,7 +20,7 @@
 
 Usage::
 
-    python benchmarks/speed/bench_10m.py --path /work/data/synthetic_10m_384 \\
+    python benchmarks/speed/bench_10m.py --path DATA_DIR/synthetic_10m_384 \\
         --n-rows 10000000 --sizes 1000000 10000000 --steps 200 --encode-rows 65536
 """
 
@@ -142,7 +142,8 @@ def _encode(path, n_rows, model_path, k, n_workers, chunk_rows):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--path", default="/work/data/synthetic_10m_384")
+    parser.add_argument("--path", default="synthetic_10m_384",
+                        help="the activation set to write and read (15.4 GB at 10^7 rows)")
     parser.add_argument("--n-rows", type=int, default=10_000_000)
     parser.add_argument("--sizes", type=int, nargs="*", default=[1_000_000, 10_000_000],
                         help="rows trained on, one child each (none: encode with the "

@@ -24,7 +24,7 @@ The data are scaled once so that the mean squared norm of a training token equal
 number of features (as SAELens does); FVU does not depend on that scale. Run from the
 repository root (minutes on 2 CPU cores)::
 
-    python benchmarks/speed/bench_amortisation_gap.py [--activations /work/data/smol_l15]
+    python benchmarks/speed/bench_amortisation_gap.py --activations ACTIVATIONS_DIR
         [--train-tokens 60000] [--test-tokens 8192] [--epochs 4] [--quick]
         [--output docs/results/amortisation_gap/amortisation_gap.json]
 """
@@ -32,6 +32,7 @@ repository root (minutes on 2 CPU cores)::
 import argparse
 import json
 import platform
+import sys
 import tempfile
 import time
 import warnings
@@ -46,6 +47,10 @@ from sklearn_sparsegap.activations import fraction_variance_unexplained, load_ac
 from sklearn_sparsegap.activations._rows import row_norms, usable_rows
 from sklearn_sparsegap.flops import sparse_encode_flops
 from sklearn_sparsegap.interop import load_sae, save_sae
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
+from _bench.options import add_activations_option, add_int_options  # noqa: E402
+from _bench.paths import recorded_path, recorded_threadpools  # noqa: E402
 
 EXPANSION = 4
 TOPK = 32
@@ -147,15 +152,9 @@ def evaluate_sae(name, sae, X_train, X_test, fista_tokens, fista_iter):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--activations", default="/work/data/smol_l15")
-    parser.add_argument("--train-tokens", type=int, default=60_000)
-    parser.add_argument("--test-tokens", type=int, default=8192)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--fista-tokens", type=int, default=512)
-    parser.add_argument("--fista-iter", type=int, default=200)
-    parser.add_argument("--coder-tokens", type=int, default=8192)
-    parser.add_argument("--coder-iter", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
+    add_activations_option(parser)
+    add_int_options(parser, train_tokens=60_000, test_tokens=8192, epochs=4, fista_tokens=512,
+                    fista_iter=200, coder_tokens=8192, coder_iter=30, batch_size=BATCH_SIZE)
     parser.add_argument("--relu-alpha", type=float, default=RELU_ALPHA)
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE)
     parser.add_argument("--quick", action="store_true", help="tiny budgets (smoke run)")
@@ -178,10 +177,12 @@ def main():
         "topk": SAEEncoder(activation="topk", n_nonzero_coefs=TOPK, **common),
         "relu": SAEEncoder(alpha=args.relu_alpha, **common),
     }
-    record = {"data": data, "settings": {**vars(args), "expansion": EXPANSION, "topk": TOPK},
-              "models": {}, "environment": {
+    settings = {**vars(args), "activations": recorded_path(args.activations),
+                "expansion": EXPANSION, "topk": TOPK}  # fmt: skip
+    record = {"data": data, "settings": settings, "models": {}, "environment": {
                   "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                  "machine": platform.machine(), "threadpools": threadpoolctl.threadpool_info(),
+                  "machine": platform.machine(),
+                  "threadpools": recorded_threadpools(threadpoolctl.threadpool_info()),
                   "note": "2 CPU cores shared with other jobs: seconds are indicative"}}  # fmt: skip
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -31,9 +31,11 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
+from _bench.options import add_activations_option, add_int_options  # noqa: E402
+from _bench.paths import scratch  # noqa: E402
 
-SYNTHETIC = Path("/work/data/synthetic_2m_384.npy")
-REAL = Path("/work/data/smol_l15")
+# The synthetic set's default file, relative to the working directory (3 GB).
+SYNTHETIC = Path("synthetic_2m_384.npy")
 
 
 def generate(path, n_rows, n_features=384, n_latents=3072, k=32, seed=0, chunk=65536):
@@ -139,14 +141,14 @@ def _run_child(task):
     return json.loads(output.strip().splitlines()[-1])
 
 
-def _real_split(n_train, n_test, scale_path):
+def _real_split(activations, n_train, n_test, scale_path):
     """Training and held-out rows of the real set (position 0 and attention-sink rows
     excluded, as ``sparsegap activations`` does), scaled so the mean squared norm is
     n_features (the same preprocessing for both methods)."""
     from sklearn_sparsegap.activations import load_activations
     from sklearn_sparsegap.activations._rows import row_norms, usable_rows
 
-    X, metadata = load_activations(REAL)
+    X, metadata = load_activations(activations)
     rows = np.flatnonzero(usable_rows(metadata, X.shape[0], norms=row_norms(X, X.shape[0])))
     rng = np.random.default_rng(0)
     chosen = np.sort(rng.choice(rows, size=n_train + n_test, replace=False))
@@ -185,14 +187,17 @@ def run(args):
               f"(file {n_rows} x 384 float32, {path.stat().st_size / 2**30:.2f} GiB)")
         results["sae"] = {"streamed": streamed, "in_memory": in_memory}
     if "coder" in args.parts:
-        data = _real_split(args.coder_train, args.coder_test, "/tmp/bench_streaming_real.npz")
+        if args.activations is None:
+            raise SystemExit("the coder part needs --activations ACTIVATIONS_DIR")
+        data = _real_split(args.activations, args.coder_train, args.coder_test,
+                           scratch("bench_streaming_real.npz"))
         common = dict(data=str(data), n_components=args.coder_components, k=args.k,
                       threads=args.threads)
         ours = _run_child({"name": "coder", "batch_size": args.coder_batch,
                            "epochs": args.coder_epochs, **common})
         sklearn = _run_child({"name": "sklearn_mbdl", "batch_size": args.sklearn_batch,
                               "epochs": args.sklearn_epochs, **common})
-        print(f"Dictionary learning on {REAL} (position 0 excluded), "
+        print(f"Dictionary learning on {Path(args.activations).name} (position 0 excluded), "
               f"{args.coder_train} training / {args.coder_test} held-out rows, "
               f"{args.coder_components} atoms, FVU of OMP codes with k={args.k}, "
               f"{ours['torch_threads']} torch threads"
@@ -218,24 +223,18 @@ def main():
     bench = sub.add_parser("run")
     bench.add_argument("--parts", nargs="+", default=["sae", "coder"], choices=["sae", "coder"])
     bench.add_argument("--synthetic", default=str(SYNTHETIC))
-    bench.add_argument("--rows", type=int, default=2_000_000)
-    bench.add_argument("--subset", type=int, default=400_000)
-    bench.add_argument("--n-components", type=int, default=768)
-    bench.add_argument("--batch-size", type=int, default=4096)
-    bench.add_argument("--coder-train", type=int, default=20_000)
-    bench.add_argument("--coder-test", type=int, default=5_000)
-    bench.add_argument("--coder-components", type=int, default=1152)
-    bench.add_argument("--coder-batch", type=int, default=1024)
-    bench.add_argument("--coder-epochs", type=int, default=3)
-    bench.add_argument("--sklearn-batch", type=int, default=256)
-    bench.add_argument("--sklearn-epochs", type=int, default=1)
-    bench.add_argument("--k", type=int, default=32)
+    add_activations_option(bench, required=False,
+                           help="coder part: a real activation set (made by extract_activations)")
+    add_int_options(bench, rows=2_000_000, subset=400_000, n_components=768, batch_size=4096,
+                    coder_train=20_000, coder_test=5_000, coder_components=1152,
+                    coder_batch=1024, coder_epochs=3, sklearn_batch=256, sklearn_epochs=1, k=32)
     bench.add_argument("--threads", type=int, default=None,
                        help="coder part: limit torch and every BLAS/OpenMP pool of both "
                             "fits to this many threads (default: their defaults)")
     bench.add_argument("--output", default=None)
     bench.add_argument("--quick", action="store_true",
-                       help="small sizes, for a smoke run (the file is /tmp/bench_streaming_quick.npy)")
+                       help="small sizes, for a smoke run (the synthetic file is "
+                            "bench_streaming_quick.npy in the temporary directory)")
     args = parser.parse_args()
     if args.command == "generate":
         generate(Path(args.path), args.rows)
@@ -243,7 +242,7 @@ def main():
         _child(json.loads(args.task))
     else:
         if args.quick:
-            args.synthetic, args.rows, args.subset = "/tmp/bench_streaming_quick.npy", 60_000, 20_000
+            args.synthetic, args.rows, args.subset = scratch("bench_streaming_quick.npy"), 60_000, 20_000
             args.n_components, args.batch_size = 128, 1024
             args.coder_train, args.coder_test, args.coder_components = 2000, 500, 256
             args.coder_epochs = 1
