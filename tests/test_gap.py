@@ -219,6 +219,12 @@ def test_bad_inputs_one_line_exit_2(our_sae, store, tmp_path, capsys):
     assert not (tmp_path / "o").exists()
 
 
+def test_missing_module_lists_close_names(store, our_sae):
+    model, path = store
+    with pytest.raises(ValueError, match=r"'blocks\.7' is not a submodule.*blocks\.0"):
+        amortisation_gap_report(our_sae, path, model=model, module="blocks.7", progress=False)
+
+
 def test_parse_budget():
     assert parse_budget("omp-k32") == {"name": "omp-k32", "algorithm": "omp", "kind": "k",
                                        "value": 32}

@@ -494,8 +494,12 @@ def amortisation_gap_report(sae_path, activations, *, budgets=DEFAULT_BUDGETS, o
     specs = [parse_budget(b) for b in budgets]
     if not specs:
         raise ValueError("budgets: give at least one ITO budget")
-    if model is not None and module is None:
-        raise ValueError("module: the hooked submodule is needed with model")
+    if model is not None:
+        from ..activations._extract import get_submodule
+
+        if module is None:
+            raise ValueError("module: the hooked submodule is needed with model")
+        get_submodule(model, module)  # a missing module: close names listed
     X, metadata, description = open_activations(activations, max_rows=max_rows)
     sae = load_checked_sae(sae_path, X.shape[1], activations_name=str(activations),
                            scaling_factor=scaling_factor, device=device)
