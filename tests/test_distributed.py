@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import sklearn_sparsegap._sae as sae_module
+import sklearn_sparsegap._autoencoder as autoencoder_module
 from sklearn_sparsegap import MLPEncoder, SAEEncoder, make_sparse_dictionary_data
 from sklearn_sparsegap._autoencoder import DeadLatentResampler
 from sklearn_sparsegap._batches import DiskBatches, TensorBatches
@@ -110,9 +110,9 @@ def _die_at_step(step):
         return compute
 
     module.averaged_gradients = dying
-    import sklearn_sparsegap._sae as sae
+    import sklearn_sparsegap._autoencoder as autoencoder
 
-    sae.averaged_gradients = dying
+    autoencoder.averaged_gradients = dying
 
 
 def _launch(tmp_path, job, world_size=2):
@@ -246,7 +246,7 @@ def _one_process_on_global_batches(monkeypatch, path, kind, estimator_kind, para
         return original(self, dead)
 
     with monkeypatch.context() as patch:
-        patch.setattr(sae_module, "DiskBatches",
+        patch.setattr(autoencoder_module, "DiskBatches",
                       lambda *args, **kwargs: _GlobalBatches(*args, kind=kind, **kwargs))
         patch.setattr(DeadLatentResampler, "__call__", counting)
         with _small_blocks():
