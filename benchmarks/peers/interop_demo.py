@@ -11,12 +11,14 @@ the structure of LM activations (Zipf-distributed latent frequencies, a large sh
 mean, anisotropic scale, noise) and known ground-truth codes, so the latent MCC is
 reported too. SAELens and sparsify start their decoder bias at the training mean
 (dictionary_learning's TopKTrainer starts it at the geometric median by itself); all use
-Adam at ``LR`` on full batches. Real LM activations come from the real-activations issue (not here).
+Adam at ``LR`` on full batches. With ``--activations`` the data are real LM activations
+(an activation set written by ``extract_activations``), attention-sink rows left out
+unless ``--keep-sinks``; no ground truth, so no MCC.
 
 Needs the benchmark extra (``pip install -e ".[benchmark]"``; see docs/interop.rst for
 the torchvision quirk). Run from the repository root::
 
-    python benchmarks/peers/interop_demo.py [--quick]
+    python benchmarks/peers/interop_demo.py [--quick] [--activations ACTIVATIONS_DIR]
 """
 
 import argparse
@@ -140,6 +142,10 @@ def main(argv=None):
                         "no ground truth: MCC is not reported)")
     parser.add_argument("--expansion", type=int, default=4,
                         help="latents per feature with --activations")
+    parser.add_argument("--keep-sinks", action="store_true",
+                        help="with --activations, keep the attention-sink rows (position 0 and "
+                             "rows of norm above 10x the median), which sparsegap activations "
+                             "leaves out")
     args = parser.parse_args(argv)
     steps, n_train, n_test = (100, 1024, 512) if args.quick else (1000, 2048, 2048)
     torch.set_num_threads(1)
@@ -147,15 +153,26 @@ def main(argv=None):
     if args.activations:
         global N_FEATURES, N_COMPONENTS
         from sklearn_sparsegap.activations import load_activations
+        from sklearn_sparsegap.activations._rows import row_norms, usable_rows
 
-        activations, _ = load_activations(args.activations)
+        activations, metadata = load_activations(args.activations)
+        candidates = np.arange(len(activations))
+        if not args.keep_sinks:
+            # The attention sinks carry most of the variance of a causal LM's residual
+            # stream: with them in, the variance-weighted FVU measures those few rows.
+            n_rows = len(activations)
+            candidates = np.flatnonzero(
+                usable_rows(metadata, n_rows, norms=row_norms(activations, n_rows))
+            )
         # A fixed random subset of rows: neighbouring tokens are correlated.
-        rows_taken = np.random.default_rng(0).permutation(len(activations))[: n_train + n_test]
+        rows_taken = np.random.default_rng(0).permutation(candidates)[: n_train + n_test]
         X = np.asarray(activations[np.sort(rows_taken)], dtype=np.float32)
         X = X[np.random.default_rng(1).permutation(len(X))]
         N_FEATURES, N_COMPONENTS = X.shape[1], args.expansion * X.shape[1]
         codes = None
-        print(f"data: {args.activations}: {len(activations)} rows, M={N_FEATURES}; "
+        print(f"data: {Path(args.activations).name}: {len(activations)} rows "
+              f"({len(candidates)} {'with' if args.keep_sinks else 'without'} the attention "
+              f"sinks), M={N_FEATURES}; "
               f"{len(X) - n_test} train / {n_test} test rows, N={N_COMPONENTS}, SAE k={K}; "
               f"{steps} full-batch steps")
         n_train = len(X) - n_test
