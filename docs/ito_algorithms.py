@@ -21,7 +21,7 @@ sae = SAEEncoder(dictionary=D, alpha=0.2, scale_input=False, max_iter=2000, lear
                  random_state=0, device="cpu")
 
 # The synthetic settings (FISTA at 0.025 x the SAE's alpha, refitted bias, objective guard;
-# _methods.synthetic_ito_params) under each algorithm, then SAEPlusITO's own defaults
+# experiments._methods.synthetic_ito_params) under each algorithm, then SAEPlusITO's own defaults
 # (OMP at each sample's SAE L0, "l0" guard).
 settings = [
     ("fista", dict()),  # transform_alpha = 0.025 * 0.2, refitted decoder bias

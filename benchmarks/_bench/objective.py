@@ -92,7 +92,7 @@ def measure_refined(sae, task, ito_params):
     refined codes differ from the SAE's (with ``init="encoder"`` SAEPlusITO keeps a
     sample's SAE codes when refining did not lower its objective).
     """
-    # The synthetic experiments keep their ITO settings (see _methods.synthetic_ito_params).
+    # The synthetic experiments keep their ITO settings (see experiments._methods.synthetic_ito_params).
     ito_params = synthetic_ito_params(sae.alpha, **ito_params)
     ito = SAEPlusITO(FrozenEstimator(sae), **ito_params).fit(task.X_train)
     record, codes = measure(ito, task, return_codes=True)

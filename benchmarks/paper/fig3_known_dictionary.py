@@ -13,7 +13,7 @@ true dictionary, and is shown:
 - with our FISTA ITO (positive lasso, same objective, both inits) and OMP (K = the true 3
   atoms, greedy, init-free);
 - and ``SAEPlusITO`` with the synthetic settings (FISTA at 0.025 x the SAE's alpha 0.2,
-  ``_methods.synthetic_ito_params``) on the library SAE.
+  ``experiments._methods.synthetic_ito_params``) on the library SAE.
 
 Panels: test latent MCC (Hungarian) against training steps (the ITO variants drawn along
 the SAE's training, refining each checkpoint's SAE with the full ITO budget); against total
