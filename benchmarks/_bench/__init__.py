@@ -1,4 +1,8 @@
-"""Shared pieces of the paper-experiment benchmarks (benchopt's split).
+"""Shared pieces of the benchmarks (benchopt's split for the paper's experiments).
+
+A script in ``benchmarks/paper/``, ``speed/`` or ``peers/`` puts ``benchmarks/`` on its
+path (one ``sys.path`` line) and imports from here; run it from the repository root, e.g.
+``python benchmarks/paper/fig2_known_codes.py --profile quick``.
 
 ``datasets``    the tasks: the paper's generator with the code distribution as a parameter,
                 the train/test split, the seeds;
@@ -11,7 +15,12 @@
 ``runner``      profiles, the command line, joblib sweeps, learning curves, dataset
                 variants (an experiment rerun on another distribution), JSON/PNG output
                 and the summary table;
-``plots``       the figure helpers (matplotlib, imported only when figures are drawn).
+``plots``       the figure helpers (matplotlib, imported only when figures are drawn);
+``tables``      plain-text tables (the summaries and the speed benchmarks' printouts);
+``memory``      peak resident memory of a process (``VmHWM``);
+``paths``       paths as records write them (``DATA_DIR/<name>``, never a machine's);
+``options``     command-line options several scripts share (``--activations``);
+``saelens``     SAELens's own SAEs on our data (imports ``sae_lens``: peers and speed only).
 
 Each experiment script (``benchmarks/paper/fig*.py`` and friends) defines ``PROFILES``, a
 ``run(settings, n_jobs, progress)`` returning plain records (with a ``distribution``
