@@ -433,7 +433,9 @@ def run_experiment(model, tokenizer, *, model_name, module=DEFAULT_MODULE, n_tok
                 "max_holdout": max_holdout, "random_state": random_state,
                 "max_norm_ratio": max_norm_ratio, "n_massive_excluded": split.n_massive,
                 "device": str(device),
-                "activations": str(path),
+                # The set's folder under the cache directory, not the machine's path,
+                # so that a record reads the same wherever it was made.
+                "activations": path.name,
                 "loss_recovered_tokens": 0 if lm_batches is None
                 else int(sum(b.numel() for b in lm_batches))}
     rows, fitted = run_methods(methods, split, n_components=n_components, budget=budget,
