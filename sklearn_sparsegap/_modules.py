@@ -248,7 +248,7 @@ def sparse_topk(pre, k):
 
 def uses_sparse_topk_step(module):
     """Whether ``sae_gradients`` takes a TopK module's sparse step: when at most one
-    latent in sixteen is active. ``benchmarks/bench_topk_step.py`` measures both steps;
+    latent in sixteen is active. ``benchmarks/speed/bench_topk_step.py`` measures both steps;
     at 1,024 rows of 576 features and 2,304 latents on two CPU threads the sparse step
     is 2.4 times faster at k = 32, 1.6 at k = N/16, and slower from k = N/8 on."""
     return module.activation == "topk" and 16 * module.k <= module.components.shape[0]
