@@ -8,6 +8,12 @@ the learning rate, full-batch steps or epochs of minibatches, float32 on CPU, no
 / checkpoints, ``lr_end=lr/10`` (required by ``SAETrainer``; what
 ``LanguageModelSAERunnerConfig`` would set; unused by the constant schedule) and
 ``torch.manual_seed(random_state)`` for the weight init (the runner would seed 42).
+
+:meth:`SAELensSAE.tuned` is SAELens as a careful user runs it on short budgets: the
+decoder bias started at the training mean (SAELens 6 always starts it at zero), the
+dead-feature window one epoch of steps (its default, 1000 steps, never switches AuxK on
+in runs of a few hundred steps) and, for L1 SAEs, the L1 coefficient warmed up over the
+first 5% of the steps.
 Used by bench_encoders.py (full batch, synthetic data), bench_saelens.py and
 activations_saelens.py (minibatches of real activations).
 """
@@ -59,6 +65,16 @@ class SAELensSAE:
     random_state : int, default=0
         Seed of torch's global generator before the weight init, and of the minibatch
         order.
+    b_dec_init : {"zeros", "mean"}, default="zeros"
+        The decoder bias at the start: SAELens's zeros, or the training mean.
+    dead_feature_window : int, "epoch" or None, default=None
+        Steps without firing after which a latent is dead (AuxK trains it); None keeps
+        SAELens's 1000, "epoch" is one epoch of steps.
+    l1_warm_up_steps : int, default=0
+        Steps over which the standard SAE's L1 coefficient ramps up from zero.
+    record_aux_loss : bool, default=False
+        Keep the TopK SAE's auxiliary (AuxK) loss of every step in ``aux_losses_``
+        (one host sync per step: off for timed runs).
 
     Attributes
     ----------
@@ -69,10 +85,18 @@ class SAELensSAE:
     train_seconds_ : float
         Wall time of ``SAETrainer.fit`` alone (the model built and the rows converted
         before it).
+    b_dec_start_ : ndarray of shape (n_features,)
+        The decoder bias training started from.
+    dead_feature_window_ : int
+        The dead-feature window used, in steps.
+    aux_losses_ : list of float
+        With ``record_aux_loss``, the AuxK loss of every step (TopK only).
     """
 
     def __init__(self, n_components=16, *, k=None, l1_coefficient=1.0, batch_size=None,
-                 steps=3000, epochs=1, lr=1e-3, random_state=0):  # fmt: skip
+                 steps=3000, epochs=1, lr=1e-3, random_state=0, b_dec_init="zeros",
+                 dead_feature_window=None, l1_warm_up_steps=0,
+                 record_aux_loss=False):  # fmt: skip
         self.n_components = n_components
         self.k = k
         self.l1_coefficient = l1_coefficient
@@ -81,6 +105,23 @@ class SAELensSAE:
         self.epochs = epochs
         self.lr = lr
         self.random_state = random_state
+        self.b_dec_init = b_dec_init
+        self.dead_feature_window = dead_feature_window
+        self.l1_warm_up_steps = l1_warm_up_steps
+        self.record_aux_loss = record_aux_loss
+
+    @classmethod
+    def tuned(cls, n_samples, **params):
+        """SAELens as a careful user configures it for ``n_samples`` training rows: the
+        decoder bias at the training mean, a dead-feature window of one epoch and (L1
+        SAEs) an L1 warm-up over 5% of the steps. ``params`` as for the constructor
+        (they win)."""
+        est = cls(**params)
+        batch = n_samples if est.batch_size is None else est.batch_size
+        n_steps = est.steps if est.batch_size is None else est.epochs * (n_samples // batch)
+        settings = {"b_dec_init": "mean", "dead_feature_window": "epoch",
+                    "l1_warm_up_steps": 0 if est.k is not None else max(1, n_steps // 20)}
+        return cls(**{**settings, **params})
 
     def fit(self, X, y=None):
         """Train on ``X`` (``y`` is ignored).
@@ -101,11 +142,29 @@ class SAELensSAE:
         n_samples, n_features = X.shape
         common = dict(d_in=n_features, d_sae=self.n_components, dtype="float32", device="cpu")
         torch.manual_seed(self.random_state)
+        if self.b_dec_init not in ("zeros", "mean"):
+            raise ValueError(f"b_dec_init must be 'zeros' or 'mean', got {self.b_dec_init!r}.")
         if self.k is None:
-            config = StandardTrainingSAEConfig(l1_coefficient=self.l1_coefficient, **common)
+            config = StandardTrainingSAEConfig(l1_coefficient=self.l1_coefficient,
+                                               l1_warm_up_steps=self.l1_warm_up_steps,
+                                               **common)  # fmt: skip
             sae = StandardTrainingSAE(config)
         else:
             sae = TopKTrainingSAE(TopKTrainingSAEConfig(k=self.k, **common))
+        if self.b_dec_init == "mean":
+            with torch.no_grad():
+                sae.b_dec.copy_(X.mean(dim=0))
+        self.b_dec_start_ = sae.b_dec.detach().numpy().copy()
+        self.aux_losses_ = []
+        if self.record_aux_loss and self.k is not None:
+            calculate = sae.calculate_aux_loss
+
+            def recording(*args, **kwargs):
+                losses = calculate(*args, **kwargs)
+                self.aux_losses_.append(float(losses["auxiliary_reconstruction_loss"].detach()))
+                return losses
+
+            sae.calculate_aux_loss = recording
         if self.batch_size is None:
             batch_size, n_steps = n_samples, self.steps
 
@@ -125,12 +184,18 @@ class SAELensSAE:
                     for start in range(0, steps_per_epoch * batch_size, batch_size):
                         yield X[order[start : start + batch_size]]
 
+        window = self.dead_feature_window
+        if window == "epoch":
+            # One epoch: one step in full batch (the library's window is one epoch of rows).
+            window = 1 if self.batch_size is None else steps_per_epoch
+        self.dead_feature_window_ = 1000 if window is None else int(window)
         trainer_cfg = SAETrainerConfig(
             total_training_samples=n_steps * batch_size,
             train_batch_size_samples=batch_size,
             lr=self.lr,
             lr_end=self.lr / 10,
             device="cpu",
+            dead_feature_window=self.dead_feature_window_,
             logger=LoggingConfig(log_to_wandb=False),
         )
         trainer = SAETrainer(cfg=trainer_cfg, sae=sae, data_provider=batches())
