@@ -20,6 +20,7 @@ from ._metrics import (
 from ._sae import MLPEncoder, SAEEncoder
 from ._solvers import sparse_encode
 from ._sparse_coding import GradientSparseCoder
+from ._transcoder import SAETranscoder
 from ._version import __version__
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "MLPEncoder",
     "SAEEncoder",
     "SAEPlusITO",
+    "SAETranscoder",
     "__version__",
     "dead_fraction",
     "dictionary_mcc",

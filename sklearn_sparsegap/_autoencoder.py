@@ -22,6 +22,13 @@ from ._distributed import (
     broadcast_module,
     sync_after_resampling,
 )
+from ._families import (
+    FamilyAutoencoderModule,
+    family_gradient_function,
+    initial_log_threshold,
+    initialize_transcoder,
+    uses_family_module,
+)
 from ._modules import SparseAutoencoderModule, cosine_gradients, heaviside_step, sae_gradients
 from ._torch_utils import (
     make_generator,
@@ -319,7 +326,7 @@ def initialize_autoencoder(
         if decoder is not None:
             set_decoder(module, *decoder)
         fit_output_layer(module, X, target_codes, ridge=0.0 if linear else MLP_INIT_RIDGE)
-    module.log_threshold.fill_(math.log(JUMPRELU_INIT_THRESHOLD))
+    module.log_threshold.fill_(initial_log_threshold(module, JUMPRELU_INIT_THRESHOLD))
 
 
 def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sample",
@@ -338,8 +345,16 @@ def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sam
     ``_modules``; JumpReLU goes through autograd. Each batch is multiplied by ``scale``
     (the input scaling) as it is drawn, so ``X`` is not copied. ``auxk = (dead, k_aux,
     weight)`` adds the AuxK loss of the latents a ``DeadLatents`` tracker ``dead`` says
-    are dead before the step (analytic encoders only).
+    are dead before the step (analytic encoders and the families).
+
+    A :class:`~sklearn_sparsegap._families.FamilyAutoencoderModule` (BatchTopK,
+    Matryoshka, transcoders) trains on its own loss,
+    :func:`~sklearn_sparsegap._families.family_gradient_function`; for a transcoder
+    ``target`` is the output rows ``Y`` it reconstructs.
     """
+    if isinstance(module, FamilyAutoencoderModule):
+        return family_gradient_function(module, X, target, alpha=alpha, streamed=streamed,
+                                        scale=scale, auxk=auxk)  # fmt: skip
     analytic = module.activation in ("relu", "topk")
     jumprelu = module.activation == "jumprelu"
     params = [p for p in module.parameters() if p.requires_grad]
@@ -531,6 +546,11 @@ class AutoencoderSettings:
     verbose: bool = False
     checkpoint: object = None
     chunk: bool = False
+    # The families (_families): nested Matryoshka widths (the full width last), and a
+    # transcoder's output dimension (target "transcode") and skip connection.
+    matryoshka_prefixes: object = None
+    n_outputs: object = None
+    skip_connection: bool = False
 
 
 @dataclass
@@ -559,17 +579,25 @@ class AutoencoderState:
     code_moments: object = None
     dead_fraction: float = math.nan
     zero_code_fraction: float = 0.0
+    skip: object = None
 
 
 def make_module(n_features, n_components, *, hidden_layer_sizes=(), activation="relu", k=None,
-                fit_intercept=True, device="cpu", dtype=torch.float32):
-    """An untrained :class:`SparseAutoencoderModule` of this architecture."""
-    return SparseAutoencoderModule(
-        (n_features, *hidden_layer_sizes, n_components),
-        activation=activation,
-        k=k,
-        fit_intercept=fit_intercept,
-    ).to(device=device, dtype=dtype)
+                fit_intercept=True, device="cpu", dtype=torch.float32, matryoshka_prefixes=None,
+                n_outputs=None, skip_connection=False):
+    """An untrained :class:`SparseAutoencoderModule` of this architecture (a
+    :class:`~sklearn_sparsegap._families.FamilyAutoencoderModule` for BatchTopK,
+    Matryoshka prefixes, a transcoder's ``n_outputs`` or a skip connection)."""
+    layer_sizes = (n_features, *hidden_layer_sizes, n_components)
+    family = {"matryoshka_prefixes": matryoshka_prefixes, "n_outputs": n_outputs,
+              "skip_connection": skip_connection}  # fmt: skip
+    if uses_family_module(activation, **family):
+        module = FamilyAutoencoderModule(layer_sizes, activation=activation, k=k,
+                                         fit_intercept=fit_intercept, **family)  # fmt: skip
+    else:
+        module = SparseAutoencoderModule(layer_sizes, activation=activation, k=k,
+                                         fit_intercept=fit_intercept)  # fmt: skip
+    return module.to(device=device, dtype=dtype)
 
 
 @torch.no_grad()
@@ -589,6 +617,8 @@ def load_weights(module, state):
         put(bias, value)
     if state.threshold is not None:
         put(module.log_threshold, np.log(state.threshold))
+    if getattr(state, "skip", None) is not None:
+        put(module.skip, state.skip)
 
 
 @torch.no_grad()
@@ -674,10 +704,14 @@ def _start_module(module, settings, previous, *, X, codes, dictionary, decoder, 
     """Put ``module`` where training starts: initialised (a first fit, broadcast to
     every rank) or the ``previous`` state continued. Returns the history lists."""
     if previous is None:
-        initialize_autoencoder(
-            module, X, make_generator(settings.random_state), dictionary=dictionary,
-            decoder=decoder, target_codes=codes, scale=scale,
-        )  # fmt: skip
+        if settings.target == "transcode":
+            initialize_transcoder(module, X, codes, make_generator(settings.random_state),
+                                  scale=scale)  # fmt: skip
+        else:
+            initialize_autoencoder(
+                module, X, make_generator(settings.random_state), dictionary=dictionary,
+                decoder=decoder, target_codes=codes, scale=scale,
+            )  # fmt: skip
         if not full_batch and settings.small_encoder_start:
             with torch.no_grad():
                 module.weights[0].mul_(MINIBATCH_RELU_ENCODER_SCALE)
@@ -749,8 +783,8 @@ def _gradients_and_source(module, settings, data, *, X, codes, source, scale, de
     (with AuxK on TopK reconstruction) and, under DDP, each rank's shard of the rows with
     gradients averaged over the ranks."""
     auxk = None
-    if (settings.activation == "topk" and settings.auxk_alpha > 0
-            and settings.target == "reconstruction"):
+    if (settings.activation in ("topk", "batchtopk") and settings.auxk_alpha > 0
+            and settings.target != "codes"):
         # Gao et al.'s k_aux: half the input dimension (sparsify's d_in // 2).
         auxk = (dead, max(1, data.X.shape[1] // 2), settings.auxk_alpha)
     compute_gradients = make_gradient_function(
@@ -809,7 +843,8 @@ def fit_autoencoder(data, settings, previous=None, *, group=None, zero_code_rows
     module = make_module(
         n_features, settings.n_components, hidden_layer_sizes=settings.hidden_layer_sizes,
         activation=settings.activation, k=settings.k, fit_intercept=settings.fit_intercept,
-        device=device, dtype=dtype,
+        device=device, dtype=dtype, matryoshka_prefixes=settings.matryoshka_prefixes,
+        n_outputs=settings.n_outputs, skip_connection=settings.skip_connection,
     )  # fmt: skip
     decoder = None
     code_moments = None if previous is None else previous.code_moments
@@ -821,12 +856,18 @@ def fit_autoencoder(data, settings, previous=None, *, group=None, zero_code_rows
             data, X, codes, dictionary, code_moments if settings.chunk else None,
             fit_intercept=settings.fit_intercept, device=device,
         )  # fmt: skip
-    scale = _sampled_input_scale(X, settings) if previous is None else previous.input_scale
+    # A transcoder scales X and Y by one factor, fitted on Y (what it reconstructs), so
+    # that the model stays homogeneous and the factor folds into the biases.
+    scale_rows = codes if settings.target == "transcode" else X
+    scale = (
+        _sampled_input_scale(scale_rows, settings) if previous is None
+        else previous.input_scale
+    )  # fmt: skip
     full_batch = settings.batch_size >= n_samples
     history = _start_module(module, settings, previous, X=X, codes=codes,
                             dictionary=dictionary, decoder=decoder, scale=scale,
                             full_batch=full_batch, group=group)  # fmt: skip
-    learn_dictionary = data.dictionary is None and settings.target == "reconstruction"
+    learn_dictionary = data.dictionary is None and settings.target != "codes"
     module.components.requires_grad_(learn_dictionary)
     if settings.target == "codes":
         module.intercept.requires_grad_(False)
@@ -868,7 +909,7 @@ def fit_autoencoder(data, settings, previous=None, *, group=None, zero_code_rows
             resume_from=resume_from,
         )
     zero = 0.0
-    if settings.target == "reconstruction" and X.shape[0]:
+    if settings.target != "codes" and X.shape[0]:
         zero = zero_code_fraction(module, X, scale, zero_code_rows)
     trained_biases = (
         [to_numpy(b) for b in (module.intercept, module.log_threshold, *module.biases)]
@@ -880,7 +921,10 @@ def fit_autoencoder(data, settings, previous=None, *, group=None, zero_code_rows
         intercept=to_numpy(module.intercept),
         coefs=[to_numpy(w) for w in module.weights],
         intercepts=[to_numpy(b) for b in module.biases],
-        threshold=to_numpy(module.threshold) if settings.activation == "jumprelu" else None,
+        threshold=(
+            to_numpy(module.threshold) if settings.activation in ("jumprelu", "batchtopk")
+            else None
+        ),  # fmt: skip
         trained_biases=trained_biases,
         input_scale=scale,
         history=history_arrays(history),
@@ -892,4 +936,5 @@ def fit_autoencoder(data, settings, previous=None, *, group=None, zero_code_rows
         code_moments=code_moments,
         dead_fraction=dead.fraction(),
         zero_code_fraction=zero,
+        skip=None if getattr(module, "skip", None) is None else to_numpy(module.skip),
     )

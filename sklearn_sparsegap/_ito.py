@@ -16,6 +16,12 @@ from ._solvers import ALGORITHMS, GREEDY_ALGORITHMS, fista_with_intercept
 from ._solvers._sparse_encode import check_n_nonzero_coefs, encode_tensor
 from ._torch_utils import serial_if_small, to_numpy, to_tensor
 from ._training import objective
+from ._transcoder import (
+    check_transcoder_target,
+    is_transcoder,
+    transcoder_n_inputs,
+    transcoder_signal,
+)
 from .flops import sparse_encode_flops
 
 # The intercept refit and the encoder's training L0 use at most this many training rows
@@ -385,7 +391,10 @@ class SAEPlusITO(BaseSparseEstimator):
                 f"{type(self.encoder_).__name__} does not."
             )
         self.components_ = np.asarray(self.encoder_.components_)
-        if self.components_.shape[1] != X.shape[1]:
+        # A transcoder's dictionary lives in Y's space: its codes are refined against Y.
+        transcoder = is_transcoder(self.encoder_)
+        n_inputs = transcoder_n_inputs(self.encoder_) if transcoder else self.components_.shape[1]
+        if n_inputs != X.shape[1]:
             raise ValueError(
                 f"X has {X.shape[1]} features but the encoder's dictionary has "
                 f"{self.components_.shape[1]}."
@@ -407,9 +416,13 @@ class SAEPlusITO(BaseSparseEstimator):
             sample = to_tensor(_evenly_spaced(X, _MAX_INTERCEPT_ROWS), device=device)
             start = self._encoder_codes(sample)
             self.encoder_l0_ = float(_l0(start).double().mean())
-            self.transform_alpha_ = self._resolved_transform_alpha(sample, start)
+            signal = sample
+            if transcoder:  # what the codes reconstruct: Y (less a skip connection's part)
+                signal = transcoder_signal(self.encoder_, sample, _evenly_spaced(
+                    check_transcoder_target(y, X.shape[0]), _MAX_INTERCEPT_ROWS))
+            self.transform_alpha_ = self._resolved_transform_alpha(signal, start)
             if self.refit_intercept and np.any(self.intercept_ != 0):
-                self.intercept_ = self._refitted_intercept(sample, start)
+                self.intercept_ = self._refitted_intercept(signal, start)
         self.training_flops_ = int(getattr(self.encoder_, "training_flops_", 0))
         return self
 
@@ -486,12 +499,22 @@ class SAEPlusITO(BaseSparseEstimator):
             cap = min(cap, n_features)
         return _l0(start).clamp_max(cap)
 
-    def _refine(self, X):
-        """Encoder codes of the tensor ``X``, refined codes, and both criteria."""
+    def _refine(self, X, Y=None):
+        """Encoder codes of the tensor ``X``, refined codes, and both criteria (for a
+        transcoder encoder, refined against its outputs ``Y``)."""
         start = self._encoder_codes(X)
         greedy = self.transform_algorithm in GREEDY_ALGORITHMS
+        signal = X
+        if is_transcoder(self.encoder_):
+            if Y is None:
+                raise ValueError(
+                    f"The encoder is a transcoder ({type(self.encoder_).__name__}): its codes "
+                    "are refined against the outputs Y, so pass them: transform(X, Y), "
+                    "amortisation_gap(X, y=Y)."
+                )
+            signal = transcoder_signal(self.encoder_, X, Y)
         return _refine_codes(
-            X,
+            signal,
             start,
             self._tensor(self.components_, X),
             self._tensor(self.intercept_, X),
@@ -510,22 +533,53 @@ class SAEPlusITO(BaseSparseEstimator):
     def _encode(self, X):
         return self._refine(X)[0]
 
-    def transform(self, X):
+    def transform(self, X, y=None):
         """Encoder codes refined by ``transform_algorithm`` on the frozen dictionary.
 
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
             Data to encode.
+        y : array-like of shape (n_samples, n_outputs), default=None
+            Only for a transcoder encoder (:class:`SAETranscoder`), and required then:
+            the outputs ``Y`` its codes are refined against (less the skip
+            connection's part). Ignored otherwise.
 
         Returns
         -------
         codes : ndarray of shape (n_samples, n_components)
             The refined codes, in the dtype of ``X``.
         """
-        return super().transform(X)
+        if y is None or not is_transcoder(getattr(self, "encoder_", None)):
+            return super().transform(X)
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        Y = check_transcoder_target(y, X.shape[0])
+        device = self._resolved_device()
+        with torch.no_grad():
+            X_tensor = to_tensor(X, device=device)
+            codes = self._refine(X_tensor, to_tensor(Y, device=device, dtype=X_tensor.dtype))[0]
+        return to_numpy(codes)
 
-    def amortisation_gap(self, X, per_sample=False):
+    def fit_transform(self, X, y=None):
+        """Fit, then transform ``X`` (with ``y`` for a transcoder encoder).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : array-like, default=None
+            As in :meth:`fit`; for a transcoder encoder also passed to :meth:`transform`.
+
+        Returns
+        -------
+        codes : ndarray of shape (n_samples, n_components)
+            The refined codes of ``X``.
+        """
+        self.fit(X, y)
+        return self.transform(X, y if is_transcoder(self.encoder_) else None)
+
+    def amortisation_gap(self, X, per_sample=False, *, y=None):
         """The guard's criterion at the encoder's codes minus at the refined codes.
 
         The amortisation gap the paper names: how much better the codes get when each
@@ -540,6 +594,9 @@ class SAEPlusITO(BaseSparseEstimator):
             Data.
         per_sample : bool, default=False
             Return the gap of every sample instead of the mean.
+        y : array-like of shape (n_samples, n_outputs), default=None
+            The outputs ``Y`` of a transcoder encoder (required then; the criterion is
+            then on ``Y``); ignored otherwise.
 
         Returns
         -------
@@ -549,7 +606,12 @@ class SAEPlusITO(BaseSparseEstimator):
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
         with torch.no_grad():
-            _, before, after = self._refine(to_tensor(X, device=self._resolved_device()))
+            X_tensor = to_tensor(X, device=self._resolved_device())
+            Y = None
+            if y is not None and is_transcoder(self.encoder_):
+                Y = to_tensor(check_transcoder_target(y, X.shape[0]), device=X_tensor.device,
+                              dtype=X_tensor.dtype)  # fmt: skip
+            _, before, after = self._refine(X_tensor, Y)
             gap = to_numpy(before - after)
         return gap if per_sample else float(gap.mean())
 

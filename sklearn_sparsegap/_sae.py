@@ -27,6 +27,7 @@ from ._base import FLOAT_DTYPES, BaseSparseEstimator, checkpoint_config
 from ._batches import is_streamed
 from ._compat import Interval, StrOptions, _fit_context
 from ._distributed import check_versions, current_group, rank_device
+from ._families import check_matryoshka_prefixes, check_threshold_estimated
 from ._torch_utils import resolve_device, torch_dtype
 from ._training import DEAD_WINDOW_ROWS
 from ._validation import check_dictionary, check_finite_rows, check_matrix, check_same_rows
@@ -57,7 +58,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
     _parameter_constraints = {
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "alpha": [Interval(Real, 0, None, closed="left")],
-        "activation": [StrOptions({"relu", "topk", "jumprelu"})],
+        "activation": [StrOptions({"relu", "topk", "jumprelu", "batchtopk"})],
         "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
         "dictionary": ["array-like", None],
         "target": [StrOptions({"reconstruction", "codes"})],
@@ -248,7 +249,24 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 else "or lower alpha"
             ),
             verbose=bool(self.verbose), checkpoint=checkpoint, chunk=chunk,
+            matryoshka_prefixes=self._matryoshka_levels(n_components),
         )  # fmt: skip
+
+    def _matryoshka_levels(self, n_components):
+        """The nested widths of ``matryoshka_prefixes`` (checked; the full width last),
+        or None; the families train on reconstruction only."""
+        levels = check_matryoshka_prefixes(
+            getattr(self, "matryoshka_prefixes", None), n_components
+        )
+        family = "activation='batchtopk'" if self.activation == "batchtopk" else (
+            "matryoshka_prefixes" if levels is not None else None
+        )  # fmt: skip
+        if family is not None and self.target != "reconstruction":
+            raise ValueError(
+                f"{family} trains on the reconstruction loss; target={self.target!r} is "
+                "not supported with it (use activation='topk' for known codes)."
+            )
+        return levels
 
     def _small_encoder_start(self, hidden, dictionary):
         """Whether a minibatch fit's encoder starts at ``MINIBATCH_RELU_ENCODER_SCALE``
@@ -355,11 +373,11 @@ class _BaseAutoencoder(BaseSparseEstimator):
             n_components = self.components_.shape[0]
         else:
             n_components = n_features if self.n_components is None else self.n_components
-        if self.activation == "topk":
+        if self.activation in ("topk", "batchtopk"):
             if self.n_nonzero_coefs is None:
                 raise ValueError(
-                    "activation='topk' needs n_nonzero_coefs, the number of active "
-                    "latents (k of a TopK SAE)."
+                    f"activation={self.activation!r} needs n_nonzero_coefs, the number of "
+                    "active latents (k of a TopK SAE; per row on average for BatchTopK)."
                 )
             if self.n_nonzero_coefs > n_components:
                 raise ValueError(
@@ -375,7 +393,10 @@ class _BaseAutoencoder(BaseSparseEstimator):
         return AutoencoderState(
             components=self.components_, intercept=self.intercept_, coefs=self.coefs_,
             intercepts=self.intercepts_,
-            threshold=self.threshold_ if self.activation == "jumprelu" else None,
+            threshold=(
+                self.threshold_ if self.activation in ("jumprelu", "batchtopk") else None
+            ),
+            skip=getattr(self, "skip_", None),
             trained_biases=getattr(self, "_trained_biases", None),
             input_scale=getattr(self, "input_scale_", 1.0), history=self.history_,
             optimizer_state=getattr(self, "_optimizer_state", None),
@@ -391,6 +412,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
         self.intercepts_ = state.intercepts
         if state.threshold is not None:
             self.threshold_ = state.threshold
+        if state.skip is not None:
+            self.skip_ = state.skip
         self._trained_biases = state.trained_biases
         self.input_scale_ = state.input_scale
         self.history_ = state.history
@@ -413,6 +436,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
         return module
 
     def _encode(self, X):
+        if self.activation == "batchtopk":
+            check_threshold_estimated(self.threshold_, type(self).__name__)
         module = self._module(X.dtype, X.device)
         codes = module.encode(X)
         if self._rescales():
@@ -475,15 +500,22 @@ class SAEEncoder(_BaseAutoencoder):
         on the paper's N=16, M=8, K=3 benchmark: large enough to make the codes
         sparse, small enough to keep shrinkage low (0.4 on the scaled data is 0.25 on
         that task's own scale, the default before ``scale_input``).
-    activation : {"relu", "topk", "jumprelu"}, default="relu"
+    activation : {"relu", "topk", "jumprelu", "batchtopk"}, default="relu"
         Output nonlinearity. ``"topk"`` keeps the ``n_nonzero_coefs`` largest pre-activations and
         zeroes the rest, then applies a ReLU (Makhzani & Frey 2013, Gao et al. 2024), so
         at most ``n_nonzero_coefs`` latents are active; with ``alpha > 0`` the L1 term pushes some of
         them to zero (set ``alpha=0`` for the pure TopK objective). ``"jumprelu"`` learns one
         threshold per latent through a straight-through estimator with an L0 penalty
-        (Rajamanoharan et al. 2024).
+        (Rajamanoharan et al. 2024). ``"batchtopk"`` (Bussmann et al. 2024) keeps, in
+        training, the ``n_nonzero_coefs * batch_size`` largest ReLU-ed pre-activations of
+        the whole batch (``n_nonzero_coefs`` per row on average) and keeps a running
+        estimate of one global threshold (the smallest kept activation, averaged as
+        SAELens does); ``transform`` keeps the pre-activations above that threshold
+        (``threshold_``), so a row's codes do not depend on the other rows. Trained
+        with autograd; reconstruction target only.
     n_nonzero_coefs : int, default=None
-        The k of a TopK SAE: the number of active latents for ``activation="topk"``.
+        The k of a TopK SAE: the number of active latents for ``activation="topk"``
+        (per row on average for ``"batchtopk"``).
     dictionary : array-like of shape (n_components, n_features), default=None
         A known dictionary. When given it is used as the decoder and held fixed
         (``components_`` equals it); only the encoder is trained. With
@@ -567,7 +599,16 @@ class SAEEncoder(_BaseAutoencoder):
         latents reconstruct the residual ``x - x_hat`` through their atoms, which
         gives dead latents a gradient and revives them. Weighted by
         ``min(n_dead / (n_features // 2), 1)``; it costs nothing while no latent is
-        dead. Only with ``activation="topk"`` (ignored otherwise); 0 disables it.
+        dead. Only with ``activation="topk"`` or ``"batchtopk"`` (ignored otherwise);
+        0 disables it.
+    matryoshka_prefixes : tuple of int, default=None
+        A Matryoshka SAE (Bussmann et al. 2025; Nabeshima 2024): the widths of nested
+        dictionaries, strictly increasing and at most ``n_components`` (the full width
+        is added last when missing, as SAELens adds ``d_sae``). Training sums the
+        reconstruction loss of the codes restricted to each prefix of the latents, so
+        the first latents learn the most general features; encoding and decoding use
+        the full width. The peers train it with ``activation="batchtopk"`` (any
+        activation works). Trained with autograd; reconstruction target only.
     warm_start : bool, default=False
         When True, ``fit`` on a fitted estimator continues training from its current
         state (weights, dictionary and Adam moments; with ``target="codes"`` the
@@ -608,7 +649,8 @@ class SAEEncoder(_BaseAutoencoder):
     intercepts_ : list of ndarray
         Encoder biases.
     threshold_ : ndarray of shape (n_components,)
-        JumpReLU thresholds (only with ``activation="jumprelu"``).
+        JumpReLU thresholds (only with ``activation="jumprelu"``); with
+        ``"batchtopk"`` the global threshold in every entry (NaN until estimated).
     n_components_ : int
         Number of latents.
     input_scale_ : float
@@ -665,6 +707,11 @@ class SAEEncoder(_BaseAutoencoder):
     ((2, 16), 2000, 1024)
     """
 
+    _parameter_constraints = {
+        **_BaseAutoencoder._parameter_constraints,
+        "matryoshka_prefixes": [tuple, list, None],
+    }
+
     def __init__(
         self,
         n_components=None,
@@ -685,6 +732,7 @@ class SAEEncoder(_BaseAutoencoder):
         resample_dead_every=None,
         dead_window=None,
         auxk_alpha=1 / 32,
+        matryoshka_prefixes=None,
         warm_start=False,
         checkpoint_path=None,
         checkpoint_every=None,
@@ -709,6 +757,7 @@ class SAEEncoder(_BaseAutoencoder):
         self.resample_dead_every = resample_dead_every
         self.dead_window = dead_window
         self.auxk_alpha = auxk_alpha
+        self.matryoshka_prefixes = matryoshka_prefixes
         self.warm_start = warm_start
         self.checkpoint_path = checkpoint_path
         self.checkpoint_every = checkpoint_every
@@ -742,15 +791,22 @@ class MLPEncoder(_BaseAutoencoder):
         :func:`paper_l1_to_alpha` (with ``scale_input=False``). The default was chosen
         on the paper's N=16, M=8, K=3 benchmark: large enough to make the codes
         sparse, small enough to keep shrinkage low.
-    activation : {"relu", "topk", "jumprelu"}, default="relu"
+    activation : {"relu", "topk", "jumprelu", "batchtopk"}, default="relu"
         Output nonlinearity. ``"topk"`` keeps the ``n_nonzero_coefs`` largest pre-activations and
         zeroes the rest, then applies a ReLU (Makhzani & Frey 2013, Gao et al. 2024), so
         at most ``n_nonzero_coefs`` latents are active; with ``alpha > 0`` the L1 term pushes some of
         them to zero (set ``alpha=0`` for the pure TopK objective). ``"jumprelu"`` learns one
         threshold per latent through a straight-through estimator with an L0 penalty
-        (Rajamanoharan et al. 2024).
+        (Rajamanoharan et al. 2024). ``"batchtopk"`` (Bussmann et al. 2024) keeps, in
+        training, the ``n_nonzero_coefs * batch_size`` largest ReLU-ed pre-activations of
+        the whole batch (``n_nonzero_coefs`` per row on average) and keeps a running
+        estimate of one global threshold (the smallest kept activation, averaged as
+        SAELens does); ``transform`` keeps the pre-activations above that threshold
+        (``threshold_``), so a row's codes do not depend on the other rows. Trained
+        with autograd; reconstruction target only.
     n_nonzero_coefs : int, default=None
-        The k of a TopK SAE: the number of active latents for ``activation="topk"``.
+        The k of a TopK SAE: the number of active latents for ``activation="topk"``
+        (per row on average for ``"batchtopk"``).
     dictionary : array-like of shape (n_components, n_features), default=None
         A known dictionary. When given it is used as the decoder and held fixed
         (``components_`` equals it); only the encoder is trained. With
@@ -834,7 +890,8 @@ class MLPEncoder(_BaseAutoencoder):
         latents reconstruct the residual ``x - x_hat`` through their atoms, which
         gives dead latents a gradient and revives them. Weighted by
         ``min(n_dead / (n_features // 2), 1)``; it costs nothing while no latent is
-        dead. Only with ``activation="topk"`` (ignored otherwise); 0 disables it.
+        dead. Only with ``activation="topk"`` or ``"batchtopk"`` (ignored otherwise);
+        0 disables it.
     warm_start : bool, default=False
         When True, ``fit`` on a fitted estimator continues training from its current
         state (weights, dictionary and Adam moments; with ``target="codes"`` the
@@ -875,7 +932,8 @@ class MLPEncoder(_BaseAutoencoder):
     intercepts_ : list of ndarray
         Encoder biases.
     threshold_ : ndarray of shape (n_components,)
-        JumpReLU thresholds (only with ``activation="jumprelu"``).
+        JumpReLU thresholds (only with ``activation="jumprelu"``); with
+        ``"batchtopk"`` the global threshold in every entry (NaN until estimated).
     n_components_ : int
         Number of latents.
     input_scale_ : float

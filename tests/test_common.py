@@ -24,6 +24,7 @@ from sklearn_sparsegap import (
     MLPEncoder,
     SAEEncoder,
     SAEPlusITO,
+    SAETranscoder,
     make_sparse_dictionary_data,
     sparse_encode,
 )
@@ -37,6 +38,11 @@ ESTIMATORS = [
         SAEEncoder(max_iter=20, random_state=0, device="cpu"), transform_max_iter=20, device="cpu"
     ),
     LarsDictionaryLearning(max_iter=5),
+    SAEEncoder(activation="batchtopk", n_nonzero_coefs=1, alpha=0.0, max_iter=20,
+               random_state=0, device="cpu"),
+    SAEEncoder(activation="batchtopk", n_nonzero_coefs=1, alpha=0.0, matryoshka_prefixes=(1,),
+               max_iter=20, random_state=0, device="cpu"),
+    SAETranscoder(max_iter=20, random_state=0, device="cpu"),
 ]
 
 EXPECTED_FAILED_CHECKS = {}
@@ -120,7 +126,8 @@ def test_output_dtype_follows_scikit_learn(estimator, kind):
     assert reference.inverse_transform(reference_codes).dtype == expected
 
     fitted = clone(estimator)
-    assert fitted.fit_transform(X).dtype == expected
+    y = X if isinstance(estimator, SAETranscoder) else None  # a transcoder needs Y
+    assert fitted.fit_transform(X, y).dtype == expected
     codes = fitted.transform(X)
     assert codes.dtype == expected
     codes_in = _dtype_inputs(codes.astype(np.float64))[kind]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .._families import check_matryoshka_prefixes
 from .._sae import SAEEncoder
 from .._torch_utils import resolve_device
 from .._training import HISTORY_KEYS, history_arrays
@@ -20,7 +21,10 @@ class SAEWeights:
 
     ``encode(x) = act((x - decoder_bias) @ encoder_weight.T + encoder_bias)``,
     ``decode(s) = s @ decoder_weight + decoder_bias``; ``act`` is ReLU, TopK (the ``k``
-    largest pre-activations, then ReLU) or JumpReLU (``pre * (pre > threshold)``).
+    largest pre-activations, then ReLU), JumpReLU (``pre * (pre > threshold)``) or
+    BatchTopK, which encodes as a JumpReLU at one global threshold (every entry of
+    ``threshold`` equal) and trains keeping ``k`` latents per row on average over the
+    batch; ``prefixes`` are a Matryoshka BatchTopK SAE's nested widths (training only).
     """
 
     encoder_weight: np.ndarray  # (n_components, n_features)
@@ -30,6 +34,7 @@ class SAEWeights:
     activation: str = "relu"
     k: int | None = None
     threshold: np.ndarray | None = None  # (n_components,)
+    prefixes: tuple | None = None
 
 
 def fold_input_scale(weights, factor):
@@ -47,6 +52,7 @@ def fold_input_scale(weights, factor):
         activation=weights.activation,
         k=weights.k,
         threshold=weights.threshold,
+        prefixes=weights.prefixes,
     )
 
 
@@ -84,13 +90,13 @@ def check_weights(weights, source):
         value = getattr(weights, name)
         if value is not None:
             _check_finite(value, name, source)
-    if weights.activation == "topk":
+    if weights.activation in ("topk", "batchtopk"):
         if weights.k is None or not 1 <= weights.k <= n_components:
             raise ValueError(
                 f"{source}: TopK needs 1 <= k <= {n_components} latents, got k={weights.k}."
             )
-    if weights.activation == "jumprelu" and weights.threshold is None:
-        raise ValueError(f"{source}: a JumpReLU SAE needs a threshold tensor.")
+    if weights.activation in ("jumprelu", "batchtopk") and weights.threshold is None:
+        raise ValueError(f"{source}: a {weights.activation} SAE needs a threshold tensor.")
 
 
 def encoder_from_weights(weights, *, dtype=np.float32, device="auto", source="weights"):
@@ -108,15 +114,16 @@ def encoder_from_weights(weights, *, dtype=np.float32, device="auto", source="we
         n_components=n_components,
         alpha=0.0,
         activation=weights.activation,
-        n_nonzero_coefs=weights.k if weights.activation == "topk" else None,
+        n_nonzero_coefs=weights.k if weights.activation in ("topk", "batchtopk") else None,
         fit_intercept=True,
+        matryoshka_prefixes=None if weights.prefixes is None else tuple(weights.prefixes),
         device=device,
     )
     estimator.components_ = np.array(weights.decoder_weight, dtype=dtype)
     estimator.intercept_ = np.array(weights.decoder_bias, dtype=dtype)
     estimator.coefs_ = [np.array(weights.encoder_weight, dtype=dtype)]
     estimator.intercepts_ = [np.array(weights.encoder_bias, dtype=dtype)]
-    if weights.activation == "jumprelu":
+    if weights.activation in ("jumprelu", "batchtopk"):
         # The estimator stores log-thresholds: a threshold <= 0 gates nothing that the
         # ReLU does not already zero, so the smallest positive number is exact.
         tiny = np.finfo(dtype).tiny
@@ -142,7 +149,8 @@ def weights_from_encoder(estimator):
     if not isinstance(estimator, SAEEncoder):
         raise ValueError(
             f"estimator must be a fitted SAEEncoder, got {type(estimator).__name__}; "
-            "MLP encoders have no equivalent in SAELens, sparsify or dictionary_learning."
+            "MLP encoders and transcoders (SAETranscoder) cannot be exported to SAELens, "
+            "sparsify or dictionary_learning."
         )
     if not hasattr(estimator, "components_"):
         raise ValueError("estimator is not fitted: call fit or load_sae first.")
@@ -159,15 +167,24 @@ def weights_from_encoder(estimator):
         decoder_bias = np.asarray(estimator.intercept_, dtype=np.float64)
     else:
         encoder_bias, decoder_bias = np.zeros(n_components), np.zeros(n_features)
-    threshold = None
-    if estimator.activation == "jumprelu":
+    threshold = prefixes = None
+    if estimator.activation in ("jumprelu", "batchtopk"):
         threshold = np.asarray(estimator.threshold_, dtype=np.float64)
+    if estimator.activation == "batchtopk":
+        if not np.all(np.isfinite(threshold)):
+            raise ValueError(
+                "estimator has activation='batchtopk' but its global threshold is not "
+                "estimated yet (threshold_ is NaN), so it has no inference form to "
+                "export: fit it first."
+            )
+        prefixes = check_matryoshka_prefixes(estimator.matryoshka_prefixes, n_components)
     return SAEWeights(
         encoder_weight=np.asarray(estimator.coefs_[0], dtype=np.float64),
         encoder_bias=encoder_bias,
         decoder_weight=components,
         decoder_bias=decoder_bias,
         activation=estimator.activation,
-        k=estimator.n_nonzero_coefs if estimator.activation == "topk" else None,
+        k=estimator.n_nonzero_coefs if estimator.activation in ("topk", "batchtopk") else None,
         threshold=threshold,
+        prefixes=prefixes,
     )

@@ -124,7 +124,7 @@ def _read_tensors(weights_path, dict_class):
 def _dict_class_weights(dict_class, tensors, encoder, bias, decoder, weights_path):
     """The :class:`SAEWeights` that encode and decode as ``dict_class`` does."""
     n_latents, d_in = encoder.shape
-    activation, k, threshold = "relu", None, None
+    activation, k, threshold, prefixes = "relu", None, None, None
     if dict_class == "AutoEncoder":
         b_dec = tensors["bias"]
         norms = np.linalg.norm(decoder, axis=1)
@@ -157,11 +157,14 @@ def _dict_class_weights(dict_class, tensors, encoder, bias, decoder, weights_pat
     else:  # BatchTopKSAE, MatryoshkaBatchTopKSAE
         b_dec = tensors["b_dec"]
         # Their encode (use_threshold=True, the default) keeps relu(pre) > threshold: a
-        # JumpReLU at one global threshold; before one is learned (-1) a plain ReLU.
+        # JumpReLU at one global threshold, our BatchTopK at inference; before one is
+        # learned (-1) their encode is a plain ReLU, and so is ours.
         global_threshold = _scalar(tensors["threshold"], "threshold", weights_path)
         if global_threshold >= 0:
-            activation = "jumprelu"
+            activation, k = "batchtopk", int(_scalar(tensors["k"], "k", weights_path))
             threshold = np.full(n_latents, global_threshold)
+            if "group_sizes" in tensors:
+                prefixes = _group_prefixes(tensors["group_sizes"], n_latents, weights_path)
     check_shape(bias, (n_latents,), "encoder bias", weights_path)
     check_shape(b_dec, (d_in,), "decoder bias", weights_path)
     return SAEWeights(
@@ -172,7 +175,19 @@ def _dict_class_weights(dict_class, tensors, encoder, bias, decoder, weights_pat
         activation=activation,
         k=k,
         threshold=threshold,
+        prefixes=prefixes,
     )
+
+
+def _group_prefixes(group_sizes, n_latents, path):
+    """A Matryoshka SAE's nested widths: the cumulative sums of its ``group_sizes``."""
+    sizes = np.asarray(group_sizes).reshape(-1).astype(np.int64)
+    if sizes.size == 0 or np.any(sizes <= 0) or sizes.sum() != n_latents:
+        raise ValueError(
+            f"{path}: group_sizes={sizes.tolist()} must be positive and sum to the "
+            f"{n_latents} latents."
+        )
+    return tuple(int(width) for width in np.cumsum(sizes))
 
 
 def write(weights, folder):
@@ -197,6 +212,30 @@ def write(weights, folder):
         state = {
             "k": torch.tensor(int(weights.k), dtype=torch.int),
             "threshold": torch.tensor(-1.0, dtype=torch.float32),
+            "decoder.weight": tensor(weights.decoder_weight.T),
+            "encoder.weight": tensor(weights.encoder_weight),
+            "encoder.bias": tensor(weights.encoder_bias),
+            "b_dec": tensor(weights.decoder_bias),
+        }
+    elif weights.activation == "batchtopk" and weights.prefixes is not None:
+        prefixes = (0, *weights.prefixes)
+        trainer.update(dict_class="MatryoshkaBatchTopKSAE",
+                       trainer_class="MatryoshkaBatchTopKTrainer", k=int(weights.k))
+        state = {
+            "k": torch.tensor(int(weights.k), dtype=torch.int),
+            "threshold": torch.tensor(float(weights.threshold[0]), dtype=torch.float32),
+            "group_sizes": torch.tensor(np.diff(prefixes), dtype=torch.int64),
+            "W_enc": tensor(weights.encoder_weight.T),
+            "b_enc": tensor(weights.encoder_bias),
+            "W_dec": tensor(weights.decoder_weight),
+            "b_dec": tensor(weights.decoder_bias),
+        }
+    elif weights.activation == "batchtopk":
+        trainer.update(dict_class="BatchTopKSAE", trainer_class="BatchTopKTrainer",
+                       k=int(weights.k))
+        state = {
+            "k": torch.tensor(int(weights.k), dtype=torch.int),
+            "threshold": torch.tensor(float(weights.threshold[0]), dtype=torch.float32),
             "decoder.weight": tensor(weights.decoder_weight.T),
             "encoder.weight": tensor(weights.encoder_weight),
             "encoder.bias": tensor(weights.encoder_bias),

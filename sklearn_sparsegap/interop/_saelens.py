@@ -132,6 +132,10 @@ def read(folder, *, scaling_factor=None):
         activation=activation,
         k=k,
         threshold=threshold if gate_threshold is None else gate_threshold,
+        prefixes=(
+            tuple(config["matryoshka_widths"])
+            if activation == "batchtopk" and config.get("matryoshka_widths") else None
+        ),  # fmt: skip
     )
     # SAELens encodes s x - a b_dec (s the activation scale, a = apply_b_dec_to_input):
     # the (1 - a) b_dec @ W_enc part joined the encoder bias; the scale is folded
@@ -170,6 +174,11 @@ def _architecture_activation(config, tensors, d_sae, config_path, weights_path):
             )
         check_tensor_names(tensors, [*common, "b_enc", present[0]], optional, weights_path)
         activation = "jumprelu"
+        if architecture != "jumprelu" and _integral(config.get("k")):
+            # A BatchTopK training checkpoint with its k: our BatchTopK (which can
+            # continue training); without an integral k (SAELens's k is an average, a
+            # float) the JumpReLU it encodes as at inference.
+            activation, k = "batchtopk", int(config["k"])
         value = tensors[present[0]]
         # BatchTopK encodes at inference as a JumpReLU at its learned global threshold,
         # which is what SAELens writes when it saves such an SAE for inference.
@@ -186,6 +195,13 @@ def _architecture_activation(config, tensors, d_sae, config_path, weights_path):
             "another and are not autoencoders)."
         )
     return activation, k, threshold
+
+
+def _integral(value):
+    """Whether ``value`` is a whole number (a JSON int or a float like 32.0)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (
+        float(value).is_integer() and value >= 1
+    )
 
 
 def _check_tensors(tensors, d_in, d_sae, weights_path):
@@ -221,7 +237,9 @@ def _encoder_decoder(config, tensors, weights_path):
         threshold = tensors["b_mag"] - scale * tensors["b_gate"]
     else:
         bias = tensors["b_enc"].copy()
-    if architecture == "topk" and config.get("rescale_acts_by_decoder_norm", False):
+    if architecture in ("topk", "batchtopk", "matryoshka_batchtopk") and config.get(
+        "rescale_acts_by_decoder_norm", False
+    ):
         # Pre-activations are multiplied by the decoder row norms before TopK and codes
         # divided by them before decoding: fold both into the weights.
         norms = np.linalg.norm(decoder, axis=1)
@@ -248,7 +266,10 @@ def write(weights, folder):
     """Write ``weights`` as an inference SAELens checkpoint in ``folder``."""
     folder = Path(folder)
     n_components, n_features = weights.decoder_weight.shape
-    architecture = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu"}[weights.activation]
+    # A BatchTopK (or Matryoshka) SAE is saved as the JumpReLU it encodes as at inference,
+    # as SAELens's save_inference_model does: SAE.load_from_disk has no "batchtopk".
+    architecture = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu",
+                    "batchtopk": "jumprelu"}[weights.activation]  # fmt: skip
     config = {
         "architecture": architecture,
         "d_in": n_features,

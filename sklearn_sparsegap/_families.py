@@ -1,0 +1,331 @@
+"""SAE families beyond ReLU / TopK / JumpReLU, on tensors: BatchTopK (Bussmann et al.
+2024), Matryoshka prefixes (Bussmann et al. 2025; Nabeshima 2024) and transcoders (the
+decoder maps to another space, optionally with a linear skip).
+
+They share :func:`~sklearn_sparsegap._autoencoder.fit_autoencoder` and the one training
+loop with the other SAEs; what differs lives here: the module
+(:class:`FamilyAutoencoderModule`, a :class:`SparseAutoencoderModule` with a BatchTopK
+activation, nested prefixes, an output space of its own and a skip), the global
+threshold's running estimate, the transcoder's start and the loss. Gradients go through
+autograd (the ReLU/TopK SAEs keep their hand-written ones); the AuxK term reuses
+``_modules._auxk_gradients``.
+"""
+
+import math
+from numbers import Integral
+
+import torch
+from torch import nn
+
+from ._modules import SparseAutoencoderModule, _auxk_gradients, heaviside_step, jump_relu
+from ._training import batch_statistics, renormalize_atoms
+
+__all__ = [
+    "BATCHTOPK_THRESHOLD_RATE",
+    "FamilyAutoencoderModule",
+    "batch_topk",
+    "check_matryoshka_prefixes",
+    "check_threshold_estimated",
+    "family_gradient_function",
+    "initial_log_threshold",
+    "initialize_transcoder",
+    "nested_reconstruction_loss",
+    "update_global_threshold",
+    "uses_family_module",
+]
+
+# The running estimate of a BatchTopK SAE's global threshold moves this fraction of the
+# way to each training batch's smallest kept activation (SAELens's topk_threshold_lr;
+# dictionary_learning uses 1 - 0.999 after 1,000 steps, which suits runs of 10^5 steps
+# rather than the few thousand of a full-batch fit). The first batch sets it.
+BATCHTOPK_THRESHOLD_RATE = 0.01
+# The transcoder's start is estimated on at most this many evenly spaced rows.
+_MAX_INIT_ROWS = 2**14
+
+
+def batch_topk(pre, k):
+    """BatchTopK: of the ReLU-ed pre-activations of the whole batch keep the
+    ``k * n_rows`` largest, zero the rest (the peers' ``BatchTopK``: a row may keep more
+    or fewer than ``k`` latents, ``k`` on average)."""
+    acts = torch.relu(pre)
+    flat = acts.reshape(-1)
+    n_kept = min(int(k) * pre.shape[0], flat.numel())
+    values, indices = flat.topk(n_kept, sorted=False)
+    return torch.zeros_like(flat).scatter(0, indices, values).view_as(acts)
+
+
+@torch.no_grad()
+def update_global_threshold(module, codes, rate=BATCHTOPK_THRESHOLD_RATE):
+    """Move the global threshold of ``module`` (stored in every entry of
+    ``log_threshold``; NaN before the first update) towards the smallest positive code
+    of ``codes`` by ``rate`` (an exponential moving average, as SAELens's
+    ``update_topk_threshold``); the first batch sets it. A batch without a positive code
+    leaves it as it is. No host synchronisation."""
+    minimum = torch.where(codes > 0, codes, math.inf).amin().to(module.log_threshold.dtype)
+    current = module.log_threshold[0].exp()
+    blended = torch.where(torch.isnan(current), minimum, (1 - rate) * current + rate * minimum)
+    new = torch.where(torch.isinf(minimum), current, blended)
+    module.log_threshold.copy_(new.log().expand_as(module.log_threshold))
+
+
+def check_threshold_estimated(threshold, name="SAEEncoder"):
+    """Raise the ``ValueError`` of a BatchTopK model whose global threshold is not
+    estimated yet (``threshold`` holds NaN)."""
+    if threshold is None or bool(torch.isnan(torch.as_tensor(threshold)).any()):
+        raise ValueError(
+            f"{name} with activation='batchtopk' encodes one row at a time with its global "
+            "threshold, which is estimated during training and is not estimated yet (no "
+            "training batch had an active latent, or the checkpoint stored none): fit it "
+            "(or partial_fit it) on data first."
+        )
+
+
+def check_matryoshka_prefixes(prefixes, n_components):
+    """The Matryoshka levels of ``prefixes`` as a strictly increasing tuple of ints
+    ending at ``n_components`` (appended when missing, as SAELens appends ``d_sae``), or
+    None; a ``ValueError`` naming ``matryoshka_prefixes`` otherwise."""
+    if prefixes is None:
+        return None
+    values = tuple(prefixes)
+    if not values or not all(
+        isinstance(v, Integral) and not isinstance(v, bool) for v in values
+    ):
+        raise ValueError(
+            "matryoshka_prefixes must be a non-empty sequence of positive integers (the "
+            f"widths of the nested dictionaries), got {prefixes!r}."
+        )
+    values = tuple(int(v) for v in values)
+    if values[0] < 1 or any(b <= a for a, b in zip(values, values[1:])):
+        raise ValueError(
+            f"matryoshka_prefixes must be positive and strictly increasing, got {prefixes!r}."
+        )
+    if values[-1] > n_components:
+        raise ValueError(
+            f"matryoshka_prefixes={prefixes!r} has a prefix of {values[-1]} latents but "
+            f"n_components={n_components}; every prefix must be at most n_components."
+        )
+    if values[-1] < n_components:
+        values = (*values, n_components)
+    return values
+
+
+def initial_log_threshold(module, jumprelu_threshold=1e-3):
+    """The log-threshold a model starts with: NaN (not estimated) for BatchTopK, else
+    ``log(jumprelu_threshold)`` (the JumpReLU start)."""
+    return math.nan if module.activation == "batchtopk" else math.log(jumprelu_threshold)
+
+
+def uses_family_module(activation, *, matryoshka_prefixes=None, n_outputs=None,
+                       skip_connection=False):
+    """Whether a model of these settings needs :class:`FamilyAutoencoderModule` (and
+    its autograd loss) rather than the plain module and its analytic gradients."""
+    return (activation == "batchtopk" or matryoshka_prefixes is not None
+            or n_outputs is not None or skip_connection)  # fmt: skip
+
+
+class FamilyAutoencoderModule(SparseAutoencoderModule):
+    """A :class:`SparseAutoencoderModule` with the families' additions.
+
+    - ``activation="batchtopk"``: :func:`batch_topk` in training (``activate`` while
+      the global threshold is unset, NaN) and, once it is set, the JumpReLU
+      ``pre * (pre > theta)`` at the global threshold ``theta`` kept in every entry of
+      ``log_threshold``: one row's codes do not depend on the others.
+    - ``matryoshka_prefixes``: the nested dictionary widths the loss reconstructs
+      with (the full width last); encoding and decoding are unchanged.
+    - ``n_outputs`` (a transcoder): the decoder (``components``, ``intercept``) maps
+      to an ``n_outputs``-dimensional output, and the encoder reads the input as it is
+      (no decoder bias subtracted, as SAELens's and sparsify's transcoders).
+    - ``skip_connection``: ``forward`` adds ``x @ skip.T`` (a linear map of the input,
+      zeros at the start, as SAELens's ``SkipTranscoder``) to the reconstruction.
+    """
+
+    def __init__(self, layer_sizes, *, activation="relu", k=None, fit_intercept=True,
+                 matryoshka_prefixes=None, n_outputs=None, skip_connection=False):
+        super().__init__(layer_sizes, activation=activation, k=k, fit_intercept=fit_intercept)
+        n_features, n_components = layer_sizes[0], layer_sizes[-1]
+        self.matryoshka_prefixes = (
+            None if matryoshka_prefixes is None else tuple(matryoshka_prefixes)
+        )
+        self.transcoder = n_outputs is not None
+        n_outputs = n_features if n_outputs is None else n_outputs
+        if self.transcoder:
+            self.components = nn.Parameter(torch.empty(n_components, n_outputs))
+            self.intercept = nn.Parameter(torch.zeros(n_outputs), requires_grad=fit_intercept)
+        self.register_parameter(
+            "skip",
+            nn.Parameter(torch.zeros(n_outputs, n_features)) if skip_connection else None,
+        )
+
+    def pre_activation(self, x):
+        if not self.transcoder:
+            return super().pre_activation(x)
+        hidden, last = x, len(self.weights) - 1
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            pre = torch.addmm(bias, hidden, weight.T) if self.fit_intercept else hidden @ weight.T
+            if layer < last:
+                hidden = torch.relu(pre)
+        return pre
+
+    def activate(self, pre):
+        if self.activation != "batchtopk":
+            return super().activate(pre)
+        if bool(torch.isnan(self.log_threshold[0])):
+            return batch_topk(pre, self.k)
+        return jump_relu(pre, self.threshold)
+
+    def training_activation(self, pre):
+        """The codes of a training step: BatchTopK over the batch, else ``activate``."""
+        if self.activation == "batchtopk":
+            return batch_topk(pre, self.k)
+        return self.activate(pre)
+
+    def skip_output(self, x):
+        """The skip connection's part of the output (None without one)."""
+        return None if self.skip is None else x @ self.skip.T
+
+    def forward(self, x):
+        codes = self.encode(x)
+        output = self.decode(codes)
+        if self.skip is not None:
+            output = output + self.skip_output(x)
+        return codes, output
+
+
+def nested_reconstruction_loss(module, codes, output, skip=None):
+    """``sum over levels m of mean(0.5 * ||output - decode(codes[:, :m])||^2)`` with the
+    levels of ``module.matryoshka_prefixes`` (one level, the full width, without), and
+    the residual ``output - reconstruction`` at the full width. ``skip`` (the skip
+    connection's output, or None) is added to every level's reconstruction."""
+    components = module.components
+    levels = module.matryoshka_prefixes or (components.shape[0],)
+    decoded = module.intercept.expand(codes.shape[0], -1) if module.fit_intercept else None
+    if skip is not None:
+        decoded = skip if decoded is None else decoded + skip
+    loss, start = 0.0, 0
+    for end in levels:
+        part = codes[:, start:end] @ components[start:end]
+        decoded = part if decoded is None else decoded + part
+        residual = output - decoded
+        loss = loss + 0.5 * residual.square().sum(dim=1).mean()
+        start = end
+    return loss, residual
+
+
+def family_gradient_function(module, X, target=None, *, alpha=0.0, streamed=False, scale=1.0,
+                             auxk=None):
+    """``compute_gradients(indices, with_stats)`` for a :class:`FamilyAutoencoderModule`
+    (see :func:`~sklearn_sparsegap._autoencoder.make_gradient_function`, whose arguments
+    these are): autograd on
+
+    ``nested_reconstruction_loss + alpha * penalty`` (+ AuxK),
+
+    the penalty being the L1 norm of the codes (the L0 count for JumpReLU; BatchTopK
+    and TopK usually train with ``alpha=0``). The reconstructed output is the batch
+    itself, or for a transcoder the ``target`` rows (``Y``). A BatchTopK step updates
+    the global threshold from its codes (:func:`update_global_threshold`) before the
+    optimiser step. Every batch (and its target rows) is multiplied by ``scale``.
+    ``auxk = (dead, k_aux, weight)`` adds the AuxK loss of the dead latents
+    (``_modules._auxk_gradients``: their ``k_aux`` largest pre-activations reconstruct
+    the full-width residual through their atoms).
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    jumprelu = module.activation == "jumprelu"
+    batchtopk = module.activation == "batchtopk"
+
+    def batch_of(indices):
+        if streamed:
+            return indices if target is not None else (indices, None)
+        rows = X if indices is None else X[indices]
+        if target is None:
+            return rows, None
+        return rows, target if indices is None else target[indices]
+
+    def compute_gradients(indices, with_stats):
+        batch, batch_target = batch_of(indices)
+        if scale != 1.0:
+            batch = batch * scale
+            batch_target = None if batch_target is None else batch_target * scale
+        output = batch if batch_target is None else batch_target
+        for param in params:
+            param.grad = None
+        pre = module.pre_activation(batch)
+        codes = module.training_activation(pre)
+        if batchtopk:
+            update_global_threshold(module, codes.detach())
+        loss, residual = nested_reconstruction_loss(
+            module, codes, output, module.skip_output(batch)
+        )
+        if jumprelu:
+            penalty = heaviside_step(pre, module.threshold).sum(dim=1).mean()
+        else:
+            penalty = codes.abs().sum(dim=1).mean()
+        loss = loss + alpha * penalty
+        surrogate, aux = loss, None
+        if auxk is not None and bool(auxk[0].mask.any()):
+            with torch.no_grad():
+                aux = _auxk_gradients(pre.detach(), -residual.detach(), module.components,
+                                      auxk[0].mask, auxk[1], auxk[2])  # fmt: skip
+            # Its gradient w.r.t. the pre-activations, backpropagated with the loss's.
+            surrogate = loss + (pre * aux[0].to_dense()).sum()
+        surrogate.backward()
+        if aux is not None and module.components.requires_grad:
+            module.components.grad[aux[1]] += aux[2]
+        codes = codes.detach()
+        if not with_stats:
+            return codes, None
+        return codes, batch_statistics(loss, residual, codes)
+
+    return compute_gradients
+
+
+def _init_rows(X, n_rows=_MAX_INIT_ROWS):
+    if X.shape[0] <= n_rows:
+        return X
+    return X[torch.linspace(0, X.shape[0] - 1, n_rows, device=X.device).long()]
+
+
+@torch.no_grad()
+def initialize_transcoder(module, X, Y, generator, *, scale=1.0):
+    """The starting point of a transcoder, in place (the model of ``scale * X`` to
+    ``scale * Y``).
+
+    Random unit encoder directions (drawn in float64 from ``generator``, a CPU
+    generator), scaled so that each latent's pre-activation has unit standard deviation
+    on the data, with the bias that centres it; the decoder bias is the mean of ``Y``
+    and each atom the unit direction of ``E[relu(pre_i) (y - mean(y))]``: what the
+    latent's activity predicts in the output (an atom never active starts random). The
+    skip connection starts at zero, as SAELens's.
+    """
+    dtype, device = X.dtype, X.device
+    X, Y = _init_rows(X) * scale, _init_rows(Y) * scale
+    weight = module.weights[0]
+    draw = torch.randn(weight.shape, generator=generator, dtype=torch.float64)
+    weight.copy_(draw.to(device=device, dtype=dtype))
+    renormalize_atoms(weight)
+    for hidden_weight, bias in zip(module.weights[1:], module.biases[1:]):
+        bound = hidden_weight.shape[1] ** -0.5
+        draw = torch.rand(hidden_weight.shape, generator=generator, dtype=torch.float64)
+        hidden_weight.copy_(((2 * draw - 1) * bound).to(device=device, dtype=dtype))
+        bias.zero_()
+    module.biases[0].zero_()
+    if len(module.weights) == 1 and X.shape[0] > 1:
+        pre = X @ weight.T
+        std = pre.std(dim=0).clamp_min(torch.finfo(dtype).tiny)
+        weight.div_(std[:, None])
+        if module.fit_intercept:
+            module.biases[0].copy_(-(pre.mean(dim=0) / std))
+    atoms = torch.randn(module.components.shape, generator=generator, dtype=torch.float64)
+    atoms = atoms.to(device=device, dtype=dtype)
+    if X.shape[0] > 1:
+        centred = Y - Y.mean(dim=0)
+        active = torch.relu(module.pre_activation(X))
+        predicted = active.T @ centred
+        alive = predicted.norm(dim=1) > 0
+        atoms[alive] = predicted[alive]
+    renormalize_atoms(atoms)
+    module.components.copy_(atoms)
+    if module.fit_intercept and Y.shape[0]:
+        module.intercept.copy_(Y.mean(dim=0))
+    if module.skip is not None:
+        module.skip.zero_()
+    module.log_threshold.fill_(initial_log_threshold(module))
