@@ -216,6 +216,26 @@ def test_gram_and_residual_greedy_forms_agree(monkeypatch, solver, positive, dty
     torch.testing.assert_close(chunked_codes, gram_codes, atol=atol, rtol=0)
 
 
+def test_greedy_chunks_are_cache_sized_on_the_cpu_and_memory_sized_on_cuda():
+    # Issue 31, finding 6: the CPU figure (an L2-cache-sized chunk, one per thread at
+    # least) stays; on CUDA a chunk takes a quarter of the free memory (no GPU needed:
+    # the free memory is given), never fewer rows than on the CPU.
+    from sklearn_sparsegap._solvers._common import gram_chunk_rows
+
+    chunk_rows = greedy_module.chunk_rows
+    n_components = 1000
+    assert chunk_rows(n_components, 10**6, "cpu", threads=2) == gram_chunk_rows(1000) == 1048
+    assert chunk_rows(n_components, 100, torch.device("cpu"), threads=2) == 50
+    free = 8 * 2**30
+    per_row = greedy_module.CUDA_CHUNK_ARRAYS * n_components * 4
+    expected = int(greedy_module.CUDA_CHUNK_FRACTION * free) // per_row
+    assert expected > 50_000
+    assert chunk_rows(n_components, 10**6, "cuda", free_bytes=free) == expected
+    assert chunk_rows(n_components, 10**6, "cuda", itemsize=8, free_bytes=free) == expected // 2
+    assert chunk_rows(n_components, 5000, "cuda:1", free_bytes=free) == 5000  # one chunk
+    assert chunk_rows(n_components, 10**6, "cuda", free_bytes=2**20) == 1048
+
+
 def test_positive_omp_refit_agrees_between_forms(monkeypatch):
     # Signed codes: some rows' least-squares fits have negative coefficients, so the
     # non-negative refit (from G and D x in the Gram form, from the atoms otherwise)

@@ -212,8 +212,8 @@ def _in_row_chunks(solver, X, atoms, norms, n_nonzero_coefs, positive):
     tables = _GramTables(G, correlations)
     codes = X.new_zeros(correlations.shape)
     threads = torch.get_num_threads() if X.device.type == "cpu" else 1
-    # As many rows as keep the chunk's arrays in cache, and at least one chunk a thread.
-    rows = min(gram_chunk_rows(atoms.shape[0]), -(-X.shape[0] // threads))
+    rows = chunk_rows(atoms.shape[0], X.shape[0], X.device, threads=threads,
+                      itemsize=X.element_size())  # fmt: skip
     chunks = [slice(start, start + rows) for start in range(0, X.shape[0], rows)]
 
     def run(chunk):
@@ -245,6 +245,34 @@ def _in_row_chunks(solver, X, atoms, norms, n_nonzero_coefs, positive):
         with serial_if_small(X.device, chunk_flops):
             n_iter = [run(chunk) for chunk in chunks]
     return codes, max(n_iter)
+
+
+# On CUDA a chunk of the Gram forms is sized from the device's free memory rather than
+# from a CPU cache: each chunk iteration is ~20 kernel launches and a host sync, whatever
+# its rows, so the fewer chunks the better. A chunk holds about CUDA_CHUNK_ARRAYS
+# (rows, n_components) arrays (scores, magnitudes, correlations, codes, temporaries) and
+# may take CUDA_CHUNK_FRACTION of the free memory.
+CUDA_CHUNK_ARRAYS = 8
+CUDA_CHUNK_FRACTION = 0.25
+
+
+def chunk_rows(n_components, n_samples, device, *, threads=1, itemsize=4, free_bytes=None):
+    """Rows per chunk of the Gram-form solvers on ``device``.
+
+    On the CPU, as many rows as keep a chunk's arrays in cache (``gram_chunk_rows``) and
+    at least one chunk per thread. On CUDA, as many rows as fit in
+    ``CUDA_CHUNK_FRACTION`` of ``free_bytes`` (default: the device's free memory now),
+    never fewer than the CPU figure: usually every row in one chunk.
+    """
+    device = torch.device(device)
+    cache_rows = gram_chunk_rows(n_components)
+    if device.type != "cuda":
+        return max(1, min(cache_rows, -(-n_samples // max(threads, 1))))
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    per_row = CUDA_CHUNK_ARRAYS * max(n_components, 1) * itemsize
+    memory_rows = int(CUDA_CHUNK_FRACTION * free_bytes) // per_row
+    return max(1, min(n_samples, max(cache_rows, memory_rows)))
 
 
 class _GramTables:
