@@ -153,6 +153,38 @@ def _to_tensor(rows, dtype, device):
     return torch.from_numpy(rows).to(device=device, dtype=dtype)
 
 
+def _host_buffer(shape, dtype, device):
+    """An empty numpy array of ``shape`` and ``dtype`` to read rows into: in pinned
+    (page-locked) memory when they go to a CUDA ``device``, so that their upload is an
+    asynchronous DMA (torch's host allocator caches the pinned blocks across buffers)."""
+    if torch.device(device).type != "cuda":
+        return np.empty(shape, dtype=dtype)
+    try:
+        torch_dtype = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
+    except TypeError:  # a dtype torch cannot wrap: pageable memory
+        return np.empty(shape, dtype=dtype)
+    return torch.empty(shape, dtype=torch_dtype, pin_memory=True).numpy()
+
+
+class _Upload:
+    """Rows (and target rows) uploaded on a side CUDA stream, ready once ``event`` has
+    passed; :meth:`tensors` makes the caller's stream wait for it (without blocking the
+    host) and tells the allocator the tensors are used there."""
+
+    def __init__(self, X, target, event):
+        self.X, self.target, self.event = X, target, event
+
+    def tensors(self):
+        if self.event is not None:
+            stream = torch.cuda.current_stream(self.X.device)
+            stream.wait_event(self.event)
+            for tensor in (self.X, self.target):
+                if tensor is not None:
+                    tensor.record_stream(stream)
+            self.event = None
+        return self.X, self.target
+
+
 class TensorBatches:
     """Minibatches of in-memory tensors: each epoch, a random permutation of the rows
     split into ``batch_size`` pieces (``batch_size=None``: every row at once); yields
@@ -245,10 +277,13 @@ class DiskBatches:
         return start, min(start + self.block_rows, self.start + self.n_samples)
 
     def _read(self, blocks, device):
-        """The rows of ``blocks`` (in file order), as tensors on ``device``."""
+        """The rows of ``blocks`` (in file order), as an :class:`_Upload` of tensors on
+        ``device``. On CUDA the rows are read into pinned memory and uploaded without
+        blocking on a side stream (this runs in the read-ahead thread, so the copy
+        overlaps the training steps on the buffer before)."""
         spans = [self._block(b) for b in sorted(blocks)]
-        rows = np.empty((sum(stop - start for start, stop in spans), self.reader.shape[1]),
-                        dtype=self.reader.dtype)
+        n_rows = sum(stop - start for start, stop in spans)
+        rows = _host_buffer((n_rows, self.reader.shape[1]), self.reader.dtype, device)
         targets = []
         at = 0
         for start, stop in spans:
@@ -256,17 +291,35 @@ class DiskBatches:
             if self.target is not None:
                 targets.append(np.asarray(self.target[start:stop]))
             at += stop - start
-        X = _to_tensor(rows, self.dtype, device)
-        if self.target is None:
-            return X, None
-        return X, _to_tensor(np.ascontiguousarray(np.concatenate(targets)), self.dtype, device)
+        target = None if self.target is None else np.ascontiguousarray(np.concatenate(targets))
+        if torch.device(device).type != "cuda":
+            return _Upload(_to_tensor(rows, self.dtype, device),
+                           None if target is None else _to_tensor(target, self.dtype, device),
+                           None)  # fmt: skip
+        stream = self._upload_stream(device)
+        with torch.cuda.stream(stream):
+            X = torch.from_numpy(rows).to(device, non_blocking=True).to(self.dtype)
+            if target is not None:
+                pinned = _host_buffer(target.shape, target.dtype, device)
+                pinned[:] = target
+                target = torch.from_numpy(pinned).to(device, non_blocking=True).to(self.dtype)
+            event = torch.cuda.Event()
+            event.record(stream)
+        return _Upload(X, target, event)
+
+    def _upload_stream(self, device):
+        streams = self.__dict__.setdefault("_streams", {})
+        device = torch.device(device)
+        if device not in streams:
+            streams[device] = torch.cuda.Stream(device)
+        return streams[device]
 
     def sample(self, n_rows, device=None):
         """At most ``n_rows`` rows from evenly spaced blocks (no random draw), for
         initialisations that need a bounded sample of the data."""
         n_wanted = math.ceil(min(n_rows, self.n_samples) / self.block_rows)
         blocks = np.unique(np.linspace(0, self.n_blocks - 1, n_wanted).round().astype(int))
-        X, target = self._read(blocks.tolist(), device or "cpu")
+        X, target = self._read(blocks.tolist(), device or "cpu").tensors()
         X = X[:n_rows]
         return X if target is None else (X, target[:n_rows])
 
@@ -307,7 +360,7 @@ class DiskBatches:
                     wrap_rows = self._file_rows(groups[0])[perm[:wrap].numpy()]
                 if start + length <= first:
                     continue
-                X, target = futures.pop(g).result()
+                X, target = futures.pop(g).result().tensors()
                 submit_next()
                 position, stop = max(first, start), start + length
                 perm = perm.to(X.device)

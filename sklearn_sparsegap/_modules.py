@@ -208,7 +208,7 @@ class _RowSparse:
             flat = self.indices.reshape(-1)
             order = torch.argsort(flat, stable=True)
             crow = torch.zeros(self.n_columns + 1, dtype=torch.int64, device=flat.device)
-            torch.cumsum(torch.bincount(flat, minlength=self.n_columns), 0, out=crow[1:])
+            torch.cumsum(_column_counts(flat, self.n_columns), 0, out=crow[1:])
             self._transpose_pattern = order, crow, torch.div(order, per_row, rounding_mode="floor")
         order, crow, rows = self._transpose_pattern
         values = self.values.reshape(-1)[order]
@@ -236,6 +236,21 @@ class _RowSparse:
     def to_dense(self):
         dense = self.values.new_zeros(self.indices.shape[0], self.n_columns)
         return dense.scatter_add_(1, self.indices, self.values)
+
+
+def _column_counts(flat, n_columns, sync_free=None):
+    """How many times each of ``range(n_columns)`` occurs in the int64 ``flat``.
+
+    ``bincount`` on the CPU; on CUDA (``sync_free``, default: when ``flat`` is there) a
+    ``scatter_add`` of ones, as CUDA's ``bincount`` reads its input's min and max back
+    to the host (two synchronisations per sparse TopK step).
+    """
+    if sync_free is None:
+        sync_free = flat.device.type == "cuda"
+    if not sync_free:
+        return torch.bincount(flat, minlength=n_columns)
+    counts = torch.zeros(n_columns, dtype=torch.int64, device=flat.device)
+    return counts.scatter_add_(0, flat, torch.ones_like(flat))
 
 
 def sparse_topk(pre, k):
@@ -288,12 +303,14 @@ def _auxk_gradients(pre, residual, components, dead, k_aux, weight):
     ``weight * min(n_dead / k_aux, 1) * mean(0.5 * ||e_hat - e||^2)`` is added (the
     scale as sparsify's: fewer dead latents than ``k_aux`` weigh less).
 
-    Only the dead latents' columns are touched, so the cost scales with their number.
+    ``dead`` is the boolean mask of the dead latents or their indices. Only the dead
+    latents' columns are touched, so the cost scales with their number.
     Returns, already scaled, the gradient w.r.t. the chosen pre-activations as a
     ``_RowSparse`` (``k_aux`` latents per row), and the indices of the dead latents
     with the gradient w.r.t. their atoms; ``residual`` is ``x_hat - x``.
     """
-    index = dead.nonzero().squeeze(1)
+    # The dead latents' indices (a mask is turned into them: one host synchronisation).
+    index = dead.nonzero().squeeze(1) if dead.dtype == torch.bool else dead
     n_dead = index.numel()
     k = min(k_aux, n_dead)
     scale = weight * min(n_dead / k_aux, 1.0) / pre.shape[0]
@@ -346,9 +363,13 @@ def sae_gradients(module, x, alpha, with_stats=False, auxk=None, sparse=None):
         codes, residual, grad = _dense_output_gradient(module, pre, x, alpha)
         code_values = codes
     aux = None
-    if auxk is not None and bool(auxk[0].any()):
-        aux = _auxk_gradients(pre, residual, components, *auxk)
-        grad = _add_auxk_gradient(grad, aux[0])
+    if auxk is not None:
+        # The dead latents' indices: one host synchronisation (``nonzero``), not two
+        # (an ``any()`` first); none dead, no AuxK term.
+        dead_index = auxk[0].nonzero().squeeze(1)
+        if dead_index.numel():
+            aux = _auxk_gradients(pre, residual, components, dead_index, *auxk[1:])
+            grad = _add_auxk_gradient(grad, aux[0])
     first_grad = _encoder_backward(module, inputs, grad)
     if intercept.requires_grad:
         # The decoder bias is also subtracted at the input.
