@@ -1,5 +1,7 @@
 """Shared transformer behaviour: validation, transform, inverse_transform, score, tags."""
 
+import threading
+import weakref
 import zlib
 
 import numpy as np
@@ -10,12 +12,25 @@ from sklearn.utils.validation import check_is_fitted
 from ._compat import validate_data
 from ._batches import is_streamed, iter_row_blocks, read_rows
 from ._dask import dask_inverse_transform, dask_transform, is_dask_array
-from ._torch_utils import resolve_device, to_numpy, to_tensor, torch_dtype
+from ._torch_utils import is_half, resolve_device, to_numpy, to_tensor, torch_dtype
 from ._training import objective
 from ._validation import check_finite_rows, check_matrix
 
-# scikit-learn's rule (order matters): float32 and float64 are kept, anything else (lists, ints, float16, bools) becomes float64.
+# scikit-learn's rule (order matters): float32 and float64 are kept, anything else (lists, ints, bools) becomes float64.
 FLOAT_DTYPES = [np.float64, np.float32]
+# 16-bit floats (float16, bfloat16) are computed and returned in float32 (is_half).
+_HALF_DTYPES = [np.float32, np.float64]
+
+
+def float_dtypes(X):
+    """What ``validate_data(..., dtype=)`` converts ``X`` to: ``FLOAT_DTYPES``, except
+    for 16-bit float input, computed in float32."""
+    dtype = getattr(X, "dtype", None)
+    try:
+        half = dtype is not None and is_half(dtype)
+    except TypeError:  # a dtype numpy does not know (a DataFrame's extension dtype)
+        half = False
+    return _HALF_DTYPES if half else FLOAT_DTYPES
 
 
 def per_sample_objective(X, codes, components, intercept, alpha):
@@ -73,6 +88,19 @@ def checkpoint_config(estimator, X, y=None, X_val=None):
     return config
 
 
+# Device copies of fitted estimators' weights (see BaseSparseEstimator._device_copy): a
+# side table, so that transform leaves the estimator's __dict__ unchanged (scikit-learn's
+# check_dict_unchanged) and a copy is never pickled; an entry dies with its estimator.
+_DEVICE_COPIES = weakref.WeakKeyDictionary()
+_DEVICE_COPIES_LOCK = threading.Lock()
+
+
+def clear_device_copies(estimator):
+    """Drop ``estimator``'s cached device copies (a new fit, new parameters)."""
+    with _DEVICE_COPIES_LOCK:
+        _DEVICE_COPIES.pop(estimator, None)
+
+
 class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     """Base class of every estimator of the library.
 
@@ -81,16 +109,48 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
     ``inference_flops(n_samples)``.
     """
 
+    def _device_copy(self, name, sources, device, dtype, build):
+        """``build()`` (weights on ``device`` in ``dtype``), made once and kept.
+
+        A fitted estimator keeps one copy per ``name`` (the last ``device``/``dtype``
+        asked for), so that successive ``transform`` calls (blocks of a streamed array,
+        dask chunks, batches of feature statistics) upload the weights once instead of
+        once per call. The copy is rebuilt when any of ``sources`` (the fitted arrays it
+        was made from) is no longer the same object, and dropped by ``set_params``, by
+        every ``fit`` (``_validate_X(reset=True)``) and when the estimator is pickled or
+        collected (it lives in a side table, not in ``__dict__``).
+        """
+        key = (str(device), dtype)
+        sources = tuple(sources)
+        with _DEVICE_COPIES_LOCK:
+            copies = _DEVICE_COPIES.get(self)
+            entry = None if copies is None else copies.get(name)
+        if (entry is not None and entry[0] == key and len(entry[1]) == len(sources)
+                and all(a is b for a, b in zip(entry[1], sources))):
+            return entry[2]
+        value = build()
+        with _DEVICE_COPIES_LOCK:
+            # One copy per name: a new device or dtype replaces the old copy.
+            _DEVICE_COPIES.setdefault(self, {})[name] = (key, sources, value)
+        return value
+
+    def set_params(self, **params):
+        clear_device_copies(self)
+        return super().set_params(**params)
+
     def _validate_X(self, X, *, reset):
+        if reset:
+            clear_device_copies(self)
         if is_streamed(X):
             # An on-disk array stays on disk: scikit-learn's checks run on its first row
             # (features, names, dtype), the finiteness check in blocks.
             if X.shape[0] < 1:
                 raise ValueError("X has 0 samples; at least 1 is required.")
-            validate_data(self, X[:1], reset=reset, dtype=FLOAT_DTYPES, ensure_all_finite=False)
+            validate_data(self, X[:1], reset=reset, dtype=float_dtypes(X),
+                          ensure_all_finite=False)  # fmt: skip
             check_finite_rows(X, "X")
             return X
-        return validate_data(self, X, reset=reset, dtype=FLOAT_DTYPES)
+        return validate_data(self, X, reset=reset, dtype=float_dtypes(X))
 
     def _resolved_device(self):
         return resolve_device(self.device)
@@ -111,7 +171,8 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         Returns
         -------
         codes : ndarray or dask.array.Array of shape (n_samples, n_components)
-            The codes, in the dtype of ``X`` (float32 stays float32, else float64).
+            The codes, in the dtype of ``X`` (float32 stays float32, float16 and
+            bfloat16 become float32, anything else float64).
         """
         check_is_fitted(self)
         if is_dask_array(X):
@@ -150,7 +211,7 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         check_is_fitted(self)
         if is_dask_array(X):
             return dask_inverse_transform(self, X)
-        codes = check_matrix(X, "X", dtype=FLOAT_DTYPES)
+        codes = check_matrix(X, "X", dtype=float_dtypes(X))
         if codes.shape[1] != self.components_.shape[0]:
             raise ValueError(
                 f"X has {codes.shape[1]} columns but this estimator has "

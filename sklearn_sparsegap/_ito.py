@@ -504,6 +504,7 @@ class SAEPlusITO(BaseSparseEstimator):
         transcoder encoder, refined against its outputs ``Y``)."""
         start = self._encoder_codes(X)
         greedy = self.transform_algorithm in GREEDY_ALGORITHMS
+        components, intercept, encoder_intercept = self._device_weights(X)
         signal = X
         if is_transcoder(self.encoder_):
             if Y is None:
@@ -516,9 +517,9 @@ class SAEPlusITO(BaseSparseEstimator):
         return _refine_codes(
             signal,
             start,
-            self._tensor(self.components_, X),
-            self._tensor(self.intercept_, X),
-            self._tensor(self._encoder_intercept(), X),
+            components,
+            intercept,
+            encoder_intercept,
             self._alpha(),
             algorithm=self.transform_algorithm,
             n_nonzero_coefs=self._budget(start) if greedy else None,
@@ -529,6 +530,17 @@ class SAEPlusITO(BaseSparseEstimator):
             warm_start=self.init == "encoder",
             guard=self.guard,
         )
+
+    def _device_weights(self, X):
+        """The dictionary, the intercept and the encoder's intercept on ``X``'s device
+        in its dtype: uploaded once and kept for the following calls."""
+        return self._device_copy(
+            "weights",
+            (self.components_, self.intercept_, getattr(self.encoder_, "intercept_", None)),
+            X.device, X.dtype,
+            lambda: tuple(self._tensor(array, X) for array in (
+                self.components_, self.intercept_, self._encoder_intercept())),
+        )  # fmt: skip
 
     def _encode(self, X):
         return self._refine(X)[0]

@@ -426,14 +426,23 @@ class _BaseAutoencoder(BaseSparseEstimator):
             self._code_moments = state.code_moments
 
     def _module(self, dtype, device):
-        module = make_module(
-            self.components_.shape[1], self.components_.shape[0],
-            hidden_layer_sizes=self._hidden_layer_sizes(), activation=self.activation,
-            k=self.n_nonzero_coefs, fit_intercept=self.fit_intercept, device=device,
-            dtype=dtype,
-        )  # fmt: skip
-        load_weights(module, self._fitted_state())
-        return module
+        """The fitted model as an ``nn.Module`` on ``device`` in ``dtype``: built and
+        uploaded once, then kept for the following calls (see ``_device_copy``)."""
+
+        def build():
+            module = make_module(
+                self.components_.shape[1], self.components_.shape[0],
+                hidden_layer_sizes=self._hidden_layer_sizes(), activation=self.activation,
+                k=self.n_nonzero_coefs, fit_intercept=self.fit_intercept, device=device,
+                dtype=dtype,
+            )  # fmt: skip
+            load_weights(module, self._fitted_state())
+            module.requires_grad_(False)  # inference only: the copy is shared by calls
+            return module
+
+        sources = (self.components_, self.intercept_, *self.coefs_, *self.intercepts_,
+                   getattr(self, "threshold_", None), getattr(self, "skip_", None))  # fmt: skip
+        return self._device_copy("module", sources, device, dtype, build)
 
     def _encode(self, X):
         if self.activation == "batchtopk":

@@ -460,7 +460,10 @@ class GradientSparseCoder(BaseSparseEstimator):
         )
 
     def _encode(self, X):
-        components = to_tensor(self.components_, device=X.device, dtype=X.dtype)
+        components = self._device_copy(
+            "components", (self.components_,), X.device, X.dtype,
+            lambda: to_tensor(self.components_, device=X.device, dtype=X.dtype),
+        )  # fmt: skip
         return self._codes(X, components)[0]
 
     def inference_flops(self, n_samples, n_iter=None):

@@ -12,6 +12,7 @@ from sklearn.utils import check_random_state
 
 __all__ = [
     "resolve_device",
+    "is_half",
     "serial_if_small",
     "state_to_cpu",
     "state_to_numpy",
@@ -65,14 +66,25 @@ def resolve_device(device="auto"):
     return resolved
 
 
-def numpy_dtype(dtype):
-    """float32 stays float32; every other dtype (ints, bools, float16) is computed as float64.
+def is_half(dtype):
+    """Whether ``dtype`` is a 16-bit float: numpy's float16 or ml_dtypes' bfloat16."""
+    dtype = np.dtype(dtype)
+    return (dtype.kind == "f" and dtype.itemsize == 2) or dtype.name == "bfloat16"
 
-    This is scikit-learn's rule (e.g. :class:`sklearn.decomposition.DictionaryLearning`).
+
+def numpy_dtype(dtype):
+    """The dtype data of numpy ``dtype`` is computed (and returned) in.
+
+    float32 stays float32, and 16-bit floats (float16, bfloat16: activation sets are
+    often stored so) are computed in float32 -- float64 would move and multiply four
+    times their bytes for precision they never had. Everything else (float64, ints,
+    bools) is computed in float64, scikit-learn's rule.
     """
     dtype = np.dtype(dtype)
     # Compare kind and size, not dtype equality, so big-endian float32 stays float32.
-    return np.float32 if dtype.kind == "f" and dtype.itemsize == 4 else np.float64
+    if (dtype.kind == "f" and dtype.itemsize == 4) or is_half(dtype):
+        return np.float32
+    return np.float64
 
 
 def torch_dtype(dtype):

@@ -1,9 +1,19 @@
-"""CUDA-only tests of issue 31 (skipped without a GPU; ``benchmarks/gpu/check.py`` runs
-every CUDA test of the suite on the day a GPU is there)."""
+"""Issue 31, a GPU we cannot see: the device handling of the library.
+
+The tests marked ``cuda`` need a GPU (skipped without one; ``benchmarks/gpu/check.py``
+runs every CUDA test of the suite on the day a GPU is there); the others check on the
+CPU what is device-independent (the kept device copies of fitted weights).
+"""
+
+import pickle
 
 import numpy as np
 import pytest
 import torch
+
+from sklearn_sparsegap import GradientSparseCoder, SAEEncoder, SAEPlusITO, sparse_encode
+from sklearn_sparsegap._base import _DEVICE_COPIES
+from sklearn_sparsegap._batches import DiskBatches
 
 from sklearn_sparsegap._training import (
     Callback,
@@ -16,10 +26,105 @@ from sklearn_sparsegap._training import (
     train,
 )
 
-pytestmark = [
-    pytest.mark.cuda,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
-]
+
+def requires_cuda(test):
+    return pytest.mark.cuda(
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")(test)
+    )
+
+
+CPU = torch.device("cpu")
+
+
+def _X(n_rows=120, n_features=10, dtype=np.float64, seed=0):
+    return np.random.default_rng(seed).normal(size=(n_rows, n_features)).astype(dtype)
+
+
+# ------------------------------------------------------------ kept device copies (finding 4)
+def test_a_fitted_sae_keeps_one_device_copy_until_refit_or_set_params():
+    X = _X()
+    est = SAEEncoder(24, activation="topk", n_nonzero_coefs=4, max_iter=3, random_state=0,
+                     device="cpu").fit(X)  # fmt: skip
+    before = dict(est.__dict__)
+    codes = est.transform(X)
+    module = est._module(torch.float64, CPU)
+    assert est._module(torch.float64, CPU) is module  # kept: no rebuild, no upload
+    assert est.__dict__ == before  # transform leaves the estimator as it was
+    np.testing.assert_array_equal(est.transform(X), codes)
+    # One copy: another dtype replaces it.
+    assert est._module(torch.float32, CPU) is not module
+    assert est._module(torch.float64, CPU) is not module
+    # New parameters and a new fit drop it, and transform follows them.
+    module = est._module(torch.float64, CPU)
+    est.set_params(n_nonzero_coefs=2)
+    assert est._module(torch.float64, CPU) is not module
+    assert ((est.transform(X) != 0).sum(axis=1) <= 2).all()
+    module = est._module(torch.float64, CPU)
+    est.set_params(n_nonzero_coefs=4).fit(X[:60])
+    assert est._module(torch.float64, CPU) is not module
+
+
+def test_device_copies_are_never_pickled():
+    X = _X()
+    est = SAEEncoder(24, max_iter=3, random_state=0, device="cpu").fit(X)
+    size = len(pickle.dumps(est))
+    codes = est.transform(X)
+    assert "module" in _DEVICE_COPIES[est]
+    assert len(pickle.dumps(est)) == size
+    copy = pickle.loads(pickle.dumps(est))
+    assert copy not in _DEVICE_COPIES
+    np.testing.assert_array_equal(copy.transform(X), codes)
+
+
+def test_sparse_coder_and_ito_keep_their_dictionary_until_it_is_replaced():
+    X = _X()
+    coder = GradientSparseCoder(8, alpha=0.1, max_iter=5, random_state=0, device="cpu").fit(X)
+    codes = coder.transform(X)
+    components = _DEVICE_COPIES[coder]["components"][2]
+    coder.transform(X)
+    assert _DEVICE_COPIES[coder]["components"][2] is components
+    # Replaced fitted arrays (a refit, a load) are uploaded again.
+    order = np.arange(8)[::-1]
+    coder.components_ = coder.components_[order].copy()
+    np.testing.assert_allclose(coder.transform(X), codes[:, order], atol=1e-12)
+    assert _DEVICE_COPIES[coder]["components"][2] is not components
+
+    sae = SAEEncoder(16, activation="topk", n_nonzero_coefs=3, max_iter=3, random_state=0,
+                     device="cpu").fit(X)  # fmt: skip
+    ito = SAEPlusITO(sae, prefit=True, device="cpu").fit(X)
+    refined = ito.transform(X)
+    weights = _DEVICE_COPIES[ito]["weights"][2]
+    np.testing.assert_array_equal(ito.transform(X), refined)
+    assert _DEVICE_COPIES[ito]["weights"][2] is weights
+    assert "module" in _DEVICE_COPIES[sae]  # the encoder's own copy serves ITO too
+
+
+# ------------------------------------------------------- the sparse TopK step (finding 9)
+def test_the_sync_free_column_count_equals_bincount():
+    from sklearn_sparsegap._modules import _column_counts
+
+    flat = torch.randint(0, 50, (700,), generator=torch.Generator().manual_seed(0))
+    expected = torch.bincount(flat, minlength=60)
+    torch.testing.assert_close(_column_counts(flat, 60, sync_free=True), expected)
+    torch.testing.assert_close(_column_counts(flat, 60), expected)
+
+
+def test_auxk_takes_the_dead_mask_or_its_indices():
+    from sklearn_sparsegap._modules import _auxk_gradients
+
+    generator = torch.Generator().manual_seed(0)
+    pre = torch.randn(20, 30, generator=generator, dtype=torch.float64)
+    residual = torch.randn(20, 8, generator=generator, dtype=torch.float64)
+    components = torch.randn(30, 8, generator=generator, dtype=torch.float64)
+    dead = torch.zeros(30, dtype=torch.bool)
+    dead[[2, 5, 11, 17, 29]] = True
+    by_mask = _auxk_gradients(pre, residual, components, dead, 3, 0.5)
+    by_index = _auxk_gradients(pre, residual, components, dead.nonzero().squeeze(1), 3, 0.5)
+    torch.testing.assert_close(by_index[0].to_dense(), by_mask[0].to_dense(), rtol=0, atol=0)
+    torch.testing.assert_close(by_index[2], by_mask[2], rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------ CUDA only
 
 
 class _Interrupt(Callback):
@@ -57,6 +162,7 @@ def _run(device, callbacks, resume_from=None):
     return w.detach().cpu(), history.history
 
 
+@requires_cuda
 @pytest.mark.parametrize("resume_device", ["cuda", "cpu"])
 def test_a_mid_epoch_checkpoint_saved_on_cuda_resumes_on_cuda_and_on_cpu(tmp_path, resume_device):
     # Finding 3: the history's sums were saved as CUDA tensors and restored on the CPU.
@@ -69,3 +175,73 @@ def test_a_mid_epoch_checkpoint_saved_on_cuda_resumes_on_cuda_and_on_cpu(tmp_pat
     torch.testing.assert_close(resumed, whole)
     assert history["step"] == whole_history["step"]
     np.testing.assert_allclose(history["loss"], whole_history["loss"], rtol=1e-6)
+
+
+@requires_cuda
+def test_transform_keeps_one_device_copy_that_is_not_pickled():
+    X = np.random.default_rng(0).normal(size=(200, 12)).astype(np.float32)
+    est = SAEEncoder(n_components=24, max_iter=5, random_state=0, device="cuda").fit(X)
+    first = est.transform(X)
+    module = _DEVICE_COPIES[est]["module"][2]
+    assert module.components.device.type == "cuda"
+    np.testing.assert_array_equal(est.transform(X), first)
+    assert _DEVICE_COPIES[est]["module"][2] is module
+    clone = pickle.loads(pickle.dumps(est))
+    assert clone not in _DEVICE_COPIES
+    np.testing.assert_allclose(clone.transform(X), first, rtol=1e-5, atol=1e-6)
+
+
+@requires_cuda
+def test_float16_input_trains_in_float32_on_cuda():
+    X = np.random.default_rng(0).normal(size=(200, 12)).astype(np.float16)
+    est = SAEEncoder(n_components=24, max_iter=3, random_state=0, device="cuda").fit(X)
+    assert est.components_.dtype == np.float32
+    assert est.transform(X).dtype == np.float32
+
+
+@requires_cuda
+def test_omp_on_cuda_matches_the_cpu_with_device_sized_chunks():
+    rng = np.random.default_rng(0)
+    dictionary = rng.normal(size=(64, 32))
+    dictionary /= np.linalg.norm(dictionary, axis=1, keepdims=True)
+    X = rng.normal(size=(3000, 32))
+    cpu = sparse_encode(X, dictionary, algorithm="omp", n_nonzero_coefs=5, device="cpu")
+    gpu = sparse_encode(X, dictionary, algorithm="omp", n_nonzero_coefs=5, device="cuda")
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-6, atol=1e-8)
+
+
+@requires_cuda
+def test_the_sparse_topk_step_on_cuda_matches_the_cpu_with_auxk():
+    from sklearn_sparsegap._modules import SparseAutoencoderModule, sae_gradients
+
+    grads = {}
+    for device in ("cpu", "cuda"):
+        module = SparseAutoencoderModule((16, 128), activation="topk", k=4).double()
+        with torch.no_grad():
+            for param in module.parameters():
+                param.normal_(generator=torch.Generator().manual_seed(0))
+        module.to(device)
+        x = torch.randn(256, 16, generator=torch.Generator().manual_seed(1),
+                        dtype=torch.float64).to(device)  # fmt: skip
+        dead = torch.zeros(128, dtype=torch.bool, device=device)
+        dead[::3] = True
+        sae_gradients(module, x, 0.0, auxk=(dead, 8, 0.5), sparse=True)
+        grads[device] = [p.grad.cpu() for p in module.parameters() if p.grad is not None]
+    assert len(grads["cuda"]) == len(grads["cpu"]) > 0
+    for a, b in zip(grads["cpu"], grads["cuda"]):
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-10)
+
+
+@requires_cuda
+def test_disk_batches_upload_pinned_and_match_the_cpu_batches(tmp_path):
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32,
+                                  shape=(1000, 8))  # fmt: skip
+    X[:] = np.random.default_rng(0).normal(size=X.shape)
+    X.flush()
+    source = DiskBatches(np.load(tmp_path / "X.npy", mmap_mode="r"), block_rows=64,
+                         buffer_rows=256)  # fmt: skip
+    cpu = list(source.batches(100, generator=torch.Generator().manual_seed(0), device="cpu"))
+    gpu = list(source.batches(100, generator=torch.Generator().manual_seed(0), device="cuda"))
+    assert all(b.device.type == "cuda" for b in gpu)
+    for a, b in zip(cpu, gpu):
+        torch.testing.assert_close(b.cpu(), a, rtol=0, atol=0)

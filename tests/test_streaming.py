@@ -135,6 +135,26 @@ def test_sae_fit_streams_a_memmap_without_loading_it(tmp_path, small_blocks, mon
     np.testing.assert_array_equal(again.components_, sae.components_)
 
 
+def test_a_float16_memmap_is_streamed_and_computed_in_float32(tmp_path, small_blocks):
+    # Issue 31, finding 7: a float16 activation set trains (and encodes) in float32, not
+    # at four times its bytes in float64; in memory too.
+    X, _, _ = make_sparse_dictionary_data(600, random_state=3)
+    disk = _on_disk(tmp_path, X.astype(np.float16))
+    assert is_streamed(disk)
+    batches = list(DiskBatches(disk).batches(128, generator=torch.Generator().manual_seed(0)))
+    assert {b.dtype for b in batches} == {torch.float32}
+    sae = SAEEncoder(n_components=16, batch_size=128, max_iter=2, random_state=0,
+                     device="cpu").fit(disk)  # fmt: skip
+    assert sae.components_.dtype == np.float32
+    codes = sae.transform(disk)
+    assert codes.dtype == np.float32
+    in_memory = np.array(disk)
+    np.testing.assert_allclose(codes, sae.transform(in_memory), atol=1e-6)
+    assert sae.inverse_transform(codes.astype(np.float16)).dtype == np.float32
+    assert SAEEncoder(n_components=16, max_iter=2, random_state=0,
+                      device="cpu").fit(in_memory).components_.dtype == np.float32
+
+
 def test_mlp_and_known_codes_stream(tmp_path, small_blocks):
     X, dictionary, codes = make_sparse_dictionary_data(1024, random_state=2)
     disk = _on_disk(tmp_path, X)

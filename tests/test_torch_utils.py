@@ -80,8 +80,9 @@ def test_to_tensor_and_back_on_a_gpu():
         (np.dtype(">f8"), np.float64, torch.float64),  # byte order does not matter
         (np.float32, np.float32, torch.float32),
         (np.dtype(">f4"), np.float32, torch.float32),
-        # scikit-learn's rule: everything that is not float32 is computed in float64.
-        (np.float16, np.float64, torch.float64),
+        # 16-bit floats are computed in float32 (issue 31); otherwise scikit-learn's
+        # rule: everything that is not float32 is computed in float64.
+        (np.float16, np.float32, torch.float32),
         (np.int64, np.float64, torch.float64),
         (np.int32, np.float64, torch.float64),
         (np.uint8, np.float64, torch.float64),
