@@ -246,3 +246,142 @@ def test_sweep_on_a_dask_local_cluster_equals_the_sequential_run(bench):
     ):  # fmt: skip
         on_dask = bench.runner.sweep(fig2.curve_job, jobs, n_jobs=2, progress=False)
     assert [_without_timings(r) for r in on_dask] == [_without_timings(r) for r in sequential]
+
+
+# ------------------------------------------------------------------------ resumable runs
+class _Interrupted(Exception):
+    pass
+
+
+def _count_units(monkeypatch, runner, fail_at=None):
+    """Patch ``runner._run_unit`` to count the units computed (and raise in the
+    ``fail_at``-th one, as an interruption would); return the list of computed jobs."""
+    original = runner._run_unit
+    computed = []
+
+    def counting(function, job, path=None, key=None):
+        computed.append(job)
+        if fail_at is not None and len(computed) == fail_at:
+            raise _Interrupted(f"interrupted in unit {fail_at}")
+        return original(function, job, path, key)
+
+    monkeypatch.setattr(runner, "_run_unit", counting)
+    return computed
+
+
+def test_interrupted_run_resumes_where_it_stopped(bench, tmp_path, monkeypatch):
+    """An experiment interrupted in its 3rd unit reruns only the units it had not finished
+    (one file per finished unit under <out>/units), and its record equals an uninterrupted
+    run's, timings aside."""
+    runner = bench.runner
+    name = "fig2_known_codes"
+    options = ["--profile", "smoke", "--quiet", "--no-plots"]
+    n_units = sum(len(jobs) for _, jobs in runner.job_lists(
+        bench.experiment(name), bench.experiment(name).PROFILES["smoke"]))  # fmt: skip
+    assert n_units == 4
+
+    computed = _count_units(monkeypatch, runner, fail_at=3)
+    with pytest.raises(_Interrupted):
+        runner.main(name, bench.experiment(name), options + ["--out", str(tmp_path / "a"), "--resume"])
+    units = sorted((tmp_path / "a" / runner.UNITS).glob("*.json"))
+    assert len(units) == 2 and not (tmp_path / "a" / "result.json").exists()
+    assert not list((tmp_path / "a" / runner.UNITS).glob("*.part"))
+    stamps = {path: path.stat().st_mtime_ns for path in units}
+
+    computed = _count_units(monkeypatch, runner)
+    resumed = runner.main(name, bench.experiment(name), options + ["--out", str(tmp_path / "a"), "--resume"])
+    assert len(computed) == n_units - 2  # the two finished units were not recomputed
+    assert all(path.stat().st_mtime_ns == stamp for path, stamp in stamps.items())
+    assert resumed["units"]["reused"] == 2 and resumed["units"]["computed"] == n_units - 2
+
+    computed = _count_units(monkeypatch, runner)
+    whole = runner.main(name, bench.experiment(name), options + ["--out", str(tmp_path / "b"), "--no-resume"])
+    assert len(computed) == n_units and "units" not in whole
+    assert not (tmp_path / "b" / runner.UNITS).exists()
+    stored = json.loads((tmp_path / "a" / "result.json").read_text())
+    plain = json.loads((tmp_path / "b" / "result.json").read_text())
+    assert _without_timings(stored["records"]) == _without_timings(plain["records"])
+    assert stored["settings"] == plain["settings"]
+
+    # Everything stored: a third run computes nothing and records the same.
+    computed = _count_units(monkeypatch, runner)
+    again = runner.main(name, bench.experiment(name), options + ["--out", str(tmp_path / "a")] + ["--resume"])
+    assert computed == [] and again["units"]["reused"] == n_units
+    assert _without_timings(again["records"]) == _without_timings(stored["records"])
+
+
+def _unit_job(value, settings):
+    return [{"value": value, "steps": settings["steps"], "nan": float("nan")}]
+
+
+def test_units_with_other_settings_are_not_reused(bench, tmp_path, monkeypatch):
+    runner = bench.runner
+    jobs = [{"value": v, "settings": {"steps": 10}} for v in range(3)]
+    computed = _count_units(monkeypatch, runner)
+    with runner.unit_store(tmp_path) as store:
+        first = runner.sweep(_unit_job, jobs, progress=False)
+    assert len(computed) == 3 and store.computed == 3 and len(list(tmp_path.glob("*.json"))) == 3
+    assert first[0] == [{"value": 0, "steps": 10, "nan": None}]  # the JSON form, as recorded
+    # The same jobs are reused; one setting changed makes every unit new.
+    changed = [{**job, "settings": {"steps": 11}} for job in jobs]
+    with runner.unit_store(tmp_path) as store:
+        assert runner.sweep(_unit_job, jobs + changed, progress=False)[:3] == first
+    assert (store.reused, store.computed) == (3, 3) and len(computed) == 6
+    # A unit file whose stored key is not the job's (another job, or a file cut short) is
+    # recomputed, never taken for it.
+    path = store.path(store.key(_unit_job, jobs[0]))
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps({**stored, "key": {**stored["key"], "job": {"value": 99}}}))
+    (store.path(store.key(_unit_job, jobs[1]))).write_text('{"key": ')
+    with runner.unit_store(tmp_path) as store:
+        assert runner.sweep(_unit_job, jobs, progress=False) == first
+    assert (store.reused, store.computed) == (1, 2)
+    # joblib workers write the same files.
+    with runner.unit_store(tmp_path / "parallel") as store:
+        assert runner.sweep(_unit_job, jobs, n_jobs=2, progress=False) == first
+    assert len(list((tmp_path / "parallel").glob("*.json"))) == 3
+
+
+def test_run_all_resumes_and_estimates(bench, tmp_path, capsys):
+    """run_all passes --resume to every experiment; --estimate prints each experiment's
+    number of units and an estimated wall time (measured per unit where units exist)."""
+    bench.main(["--profile", "smoke", "--only", "decoder_analysis", "--out", str(tmp_path),
+                "--no-plots", "--resume"])  # fmt: skip
+    units = list((tmp_path / "decoder_analysis" / bench.runner.UNITS).glob("*.json"))
+    assert units
+    capsys.readouterr()
+    bench.main(["--profile", "smoke", "--only", "decoder_analysis", "fig2_known_codes",
+                "--out", str(tmp_path), "--estimate"])  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "decoder_analysis" in printed and f"{len(units)} measured units" in printed
+    guess = bench.estimate("decoder_analysis", measured=tmp_path, profile="smoke")
+    assert guess["done"] == guess["jobs"] == len(units) and guess["remaining"] == 0
+    assert bench.estimate("fig5_regimes")["jobs"] == 432  # the paper profile's grid
+
+
+def test_large_scale_device_reaches_every_estimator(bench, tmp_path, monkeypatch):
+    """``--device`` (cuda on a GPU machine; cpu here, at the smoke size) goes to every
+    estimator of large_scale and into each unit's settings."""
+    large_scale = bench.experiment("large_scale")
+    built = []
+    original = large_scale.build
+
+    def recording(*args, **kwargs):
+        estimator = original(*args, **kwargs)
+        built.append(estimator)
+        return estimator
+
+    monkeypatch.setattr(large_scale, "build", recording)
+    result = bench.runner.main(
+        "large_scale", large_scale,
+        ["--profile", "smoke", "--device", "cpu", "--out", str(tmp_path), "--quiet",
+         "--no-plots", "--resume"],
+    )  # fmt: skip
+    assert result["device"] == "cpu" and result["records"]
+    assert len(built) == len(large_scale._methods([8])) and built
+    assert all(estimator.get_params()["device"] == "cpu" for estimator in built)
+    for path in (tmp_path / bench.runner.UNITS).glob("*.json"):
+        assert json.loads(path.read_text())["key"]["job"]["device"] == "cpu"
+    with pytest.raises(SystemExit, match="--device"):
+        bench.runner.main("fig6_pareto", bench.experiment("fig6_pareto"),
+                          ["--profile", "smoke", "--device", "cpu", "--out", str(tmp_path)])

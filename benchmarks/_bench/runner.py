@@ -1,6 +1,8 @@
 """Profiles, the command line, joblib sweeps, learning curves, and the results folder."""
 
 import argparse
+import contextlib
+import hashlib
 import importlib
 import inspect
 import json
@@ -24,19 +26,152 @@ DEFAULT_RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 # ------------------------------------------------------------------------ sweeps
+class UnitStore:
+    """One result file per finished unit of work (one sweep job), so that an interrupted
+    run continues where it stopped.
+
+    A unit is keyed by the sweep function (its script's name and qualified name), every
+    setting of its job and the library version, hashed to ``<directory>/<sha256>.json``; a
+    file is reused only when its stored key is that key, so a unit computed with other
+    settings is never taken for this one. Each file also holds the unit's wall time.
+    ``computed``/``reused`` count the units of this run, ``seconds`` their compute time
+    (the reused ones' from the run that computed them).
+    """
+
+    def __init__(self, directory):
+        self.directory = Path(directory)
+        self.computed = 0
+        self.reused = 0
+        self.seconds = 0.0
+
+    def key(self, function, job):
+        import sklearn_sparsegap
+
+        source = Path(inspect.getsourcefile(function) or function.__module__).stem
+        return {
+            "function": f"{source}.{function.__qualname__}",
+            "job": _jsonable(job),
+            "sklearn_sparsegap": sklearn_sparsegap.__version__,
+        }
+
+    def path(self, key):
+        text = json.dumps(key, sort_keys=True, default=repr)
+        return self.directory / f"{hashlib.sha256(text.encode()).hexdigest()[:24]}.json"
+
+    def load(self, key):
+        """The stored unit for ``key`` (its ``result`` and ``seconds``), or None."""
+        path = self.path(key)
+        if not path.exists():
+            return None
+        try:
+            stored = json.loads(path.read_text())
+        except (OSError, ValueError):  # a file cut short by the interruption: recompute
+            return None
+        if json.dumps(stored.get("key"), sort_keys=True) != json.dumps(
+            json.loads(json.dumps(key, default=repr)), sort_keys=True
+        ):
+            return None
+        return stored
+
+    def summary(self):
+        return {"computed": self.computed, "reused": self.reused,
+                "unit_seconds": self.seconds}  # fmt: skip
+
+
+_STORE = None  # the UnitStore of the running experiment (set by ``unit_store``)
+
+
+@contextlib.contextmanager
+def unit_store(directory):
+    """Within the block every :func:`sweep` reuses and writes units under ``directory``."""
+    global _STORE
+    previous, _STORE = _STORE, UnitStore(directory)
+    try:
+        yield _STORE
+    finally:
+        _STORE = previous
+
+
+_DRY = None  # with ``dry_run``: the list that collects (function, jobs) of every sweep
+
+
+@contextlib.contextmanager
+def dry_run():
+    """Within the block :func:`sweep` runs nothing: it records ``(function, jobs)`` into
+    the list it yields and returns an empty result per job (an experiment's job list,
+    e.g. to estimate a profile's cost before running it)."""
+    global _DRY
+    previous, _DRY = _DRY, []
+    try:
+        yield _DRY
+    finally:
+        _DRY = previous
+
+
+def job_lists(module, settings, **run_params):
+    """``[(function, jobs), ...]`` of every sweep ``module.run(settings)`` would run."""
+    with dry_run() as sweeps:
+        module.run(settings, n_jobs=1, progress=False, **run_params)
+    return sweeps
+
+
+def _run_unit(function, job, path=None, key=None):
+    """``function(**job)``; with ``path``, written (atomically) as a unit file first and
+    returned as read back (the JSON form the record will have). Returns (result, seconds)."""
+    start = time.perf_counter()
+    result = function(**job)
+    seconds = time.perf_counter() - start
+    if path is None:
+        return result, seconds
+    payload = json.dumps({"key": key, "seconds": seconds, "result": _jsonable(result)}, default=repr)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f"{path.stem}.{os.getpid()}.part")
+    partial.write_text(payload)
+    os.replace(partial, path)
+    return json.loads(payload)["result"], seconds
+
+
 def sweep(function, jobs, *, n_jobs=1, progress=True, description="sweep"):
     """``[function(**job) for job in jobs]``, run through joblib.
 
     Every job seeds its own data and model, so the results do not depend on where or in
     which order they run: under ``joblib.parallel_config(backend="dask")`` the jobs spread
     over a dask cluster and return exactly what the sequential loop returns.
+
+    Inside :func:`unit_store` each job is a unit of work: one already stored with the same
+    settings is read back instead of run, and each job run is stored as soon as it ends.
     """
     jobs = list(jobs)
+    if _DRY is not None:
+        _DRY.append((function, jobs))
+        return [[] for _ in jobs]
+    store = _STORE
+    results = [None] * len(jobs)
+    todo = []  # (index, path, key) of the jobs to run
+    for index, job in enumerate(jobs):
+        if store is None:
+            todo.append((index, None, None))
+            continue
+        key = store.key(function, job)
+        stored = store.load(key)
+        if stored is None:
+            todo.append((index, store.path(key), key))
+        else:
+            results[index] = stored["result"]
+            store.reused += 1
+            store.seconds += stored["seconds"]
     if n_jobs == 1:
-        return [function(**job) for job in tqdm(jobs, desc=description, disable=not progress)]
-    parallel = Parallel(n_jobs=n_jobs, return_as="generator")
-    results = parallel(delayed(function)(**job) for job in jobs)
-    return list(tqdm(results, total=len(jobs), desc=description, disable=not progress))
+        outputs = (_run_unit(function, jobs[i], path, key) for i, path, key in todo)
+    else:
+        parallel = Parallel(n_jobs=n_jobs, return_as="generator")
+        outputs = parallel(delayed(_run_unit)(function, jobs[i], path, key) for i, path, key in todo)
+    bar = tqdm(outputs, total=len(todo), desc=description, disable=not progress)
+    for (index, _, _), (result, seconds) in zip(todo, bar):
+        results[index] = result
+        if store is not None:
+            store.computed += 1
+            store.seconds += seconds
+    return results
 
 
 def sweep_methods(function, methods, settings, *, n_jobs=1, progress=True,
@@ -305,7 +440,26 @@ def parse_args(description, argv=None):
         help="code distribution of the generator (default: the experiment's own; only "
         "for experiments whose data take one).",
     )  # fmt: skip
+    parser.add_argument(
+        "--resume", action=argparse.BooleanOptionalAction, default=None,
+        help="keep one result file per finished unit of work (sweep job) in <out>/units and "
+        "reuse those whose settings match, so an interrupted run continues where it stopped "
+        "(default: on for the paper profile, off otherwise).",
+    )  # fmt: skip
+    parser.add_argument(
+        "--device", default=None,
+        help="torch device for every estimator (cpu, cuda, auto); only for experiments "
+        "whose run takes one (large_scale).",
+    )  # fmt: skip
     return parser.parse_args(argv)
+
+
+def accepts(module, parameter):
+    """Whether the experiment's ``run`` takes ``parameter``."""
+    return parameter in inspect.signature(module.run).parameters
+
+
+UNITS = "units"  # the folder of unit files inside an experiment's results folder
 
 
 def main(name, module, argv=None):
@@ -323,7 +477,14 @@ def main(name, module, argv=None):
         if not accepts_distribution(module):
             raise SystemExit(f"{name}: --distribution is not a parameter of this experiment.")
         run_params["distribution"] = args.distribution
-    records = module.run(settings, n_jobs=args.n_jobs, progress=not args.quiet, **run_params)
+    if args.device is not None:
+        if not accepts(module, "device"):
+            raise SystemExit(f"{name}: --device is not a parameter of this experiment.")
+        run_params["device"] = args.device
+    resume = args.profile == "paper" if args.resume is None else args.resume
+    store = unit_store(out_dir / UNITS) if resume else contextlib.nullcontext()
+    with store as units:
+        records = module.run(settings, n_jobs=args.n_jobs, progress=not args.quiet, **run_params)
     seconds = time.perf_counter() - start
     result = {
         "experiment": name,
@@ -331,6 +492,7 @@ def main(name, module, argv=None):
         "settings": settings,
         **run_params,
         "seconds": seconds,
+        **({"units": units.summary()} if units is not None else {}),
         "environment": environment(),
         "records": records,
     }
@@ -342,7 +504,8 @@ def main(name, module, argv=None):
         figures = module.figures(result)
     paths = save(result, figures, out_dir)
     print(module.summary(result))
-    print(f"\n{name} ({args.profile} profile): {seconds:.1f} s; wrote {len(paths)} files to {out_dir}")
+    reused = f" ({units.reused} of {units.reused + units.computed} units reused)" if units else ""
+    print(f"\n{name} ({args.profile} profile): {seconds:.1f} s{reused}; wrote {len(paths)} files to {out_dir}")
     if figures:
         import matplotlib.pyplot as plt
 

@@ -49,6 +49,7 @@ epoch; far longer on a loaded machine), and 25 times more per checkpoint on 500k
 (over- or under-fitting).
 
     python benchmarks/paper/large_scale.py --profile quick
+    python benchmarks/paper/large_scale.py --profile paper --device cuda --out RESULTS_DIR/large_scale
 """
 
 import sys
@@ -103,7 +104,7 @@ def _evaluate(estimator, task):
     return record
 
 
-def curve_job(label, method, flavour, params, seed, settings):
+def curve_job(label, method, flavour, params, seed, settings, device=None):
     task = make_task(
         settings["n_components"], settings["n_features"], settings["n_nonzero_coefs"],
         n_train=settings["n_train"], n_test=settings["n_test"], seed=SEED_KNOWN + seed,
@@ -111,6 +112,7 @@ def curve_job(label, method, flavour, params, seed, settings):
     estimator = build(
         method, task, scenario="known-codes", flavour=flavour, seed=seed,
         batch_size=settings["batch_size"], **params,
+        **({} if device is None else {"device": device}),
     )  # fmt: skip
     epochs = runner.checkpoints(settings["epochs"], settings["points"])
     records = runner.learning_curve(
@@ -124,10 +126,13 @@ def curve_job(label, method, flavour, params, seed, settings):
     ]  # fmt: skip
 
 
-def run(settings, n_jobs=1, progress=True):
+def run(settings, n_jobs=1, progress=True, device=None):
+    """The sweep; ``device`` (``--device``: cpu, cuda, auto) goes to every estimator and
+    into each job's settings (a unit computed on one device is not reused for another)."""
+    common = {} if device is None else {"device": device}
     return runner.sweep_methods(
         curve_job, _methods(settings["widths"]), settings, n_jobs=n_jobs, progress=progress,
-        description="large_scale",
+        description="large_scale", **common,
     )  # fmt: skip
 
 
