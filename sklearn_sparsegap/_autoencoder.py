@@ -911,6 +911,14 @@ def fit_autoencoder(data, settings, previous=None, *, group=None, zero_code_rows
     zero = 0.0
     if settings.target != "codes" and X.shape[0]:
         zero = zero_code_fraction(module, X, scale, zero_code_rows)
+    return _folded_state(module, settings, scale, optimizer=optimizer, dead=dead, loop=loop,
+                         history=history, code_moments=code_moments, zero=zero)  # fmt: skip
+
+
+def _folded_state(module, settings, scale, *, optimizer, dead, loop, history, code_moments,
+                  zero):
+    """The trained ``module`` folded onto X's scale (in place), with the run's history,
+    optimiser state and counters, as the :class:`AutoencoderState` a fit returns."""
     trained_biases = (
         [to_numpy(b) for b in (module.intercept, module.log_threshold, *module.biases)]
         if scale != 1.0 else None

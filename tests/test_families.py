@@ -317,3 +317,29 @@ def test_ito_refines_transcoder_codes_against_y(problem, skip):
     np.testing.assert_array_equal(
         SAEPlusITO(encoder, prefit=True, device="cpu").fit_transform(X, Y), refined
     )
+
+
+def test_folded_state_divides_biases_and_threshold_by_the_scale_and_keeps_the_skip():
+    from types import SimpleNamespace
+
+    from sklearn_sparsegap._autoencoder import _folded_state
+    from sklearn_sparsegap._training import DeadLatents
+
+    module = make_module(4, 6, activation="batchtopk", k=2, n_outputs=3, skip_connection=True,
+                         dtype=torch.float64)
+    with torch.no_grad():
+        for param in module.parameters():
+            param.normal_()
+        module.log_threshold.fill_(np.log(0.8))
+    skip = module.skip.detach().clone()
+    settings = SimpleNamespace(activation="batchtopk")
+    optimizer = torch.optim.Adam([module.components])
+    loop = SimpleNamespace(step=3, epoch=1, flops=10)
+    bias = module.biases[0].detach().clone()
+    state = _folded_state(module, settings, 2.0, optimizer=optimizer, dead=DeadLatents(6, 10),
+                          loop=loop, history={"step": [1]}, code_moments=None, zero=0.0)
+    np.testing.assert_allclose(state.threshold, 0.4)
+    np.testing.assert_allclose(state.intercepts[0], bias.numpy() / 2)
+    np.testing.assert_allclose(state.trained_biases[2], bias.numpy())  # as trained
+    np.testing.assert_array_equal(state.skip, skip.numpy())  # linear: not rescaled
+    assert state.components.shape == (6, 3) and state.n_steps == 3

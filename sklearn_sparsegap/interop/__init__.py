@@ -32,7 +32,9 @@ def load_sae(path, *, format="auto", device="auto", dtype="float32", scaling_fac
     original library's ``encode`` and ``inverse_transform`` its ``decode``. Settings
     that are linear changes of variables are folded into the weights (SAELens
     ``apply_b_dec_to_input=False``, ``expected_average_only_in`` activation scaling,
-    TopK ``rescale_acts_by_decoder_norm``; gated SAEs become JumpReLU SAEs); settings
+    TopK ``rescale_acts_by_decoder_norm``; gated SAEs become JumpReLU SAEs; BatchTopK
+    and Matryoshka BatchTopK SAEs with their ``k`` become ``activation="batchtopk"``
+    estimators at the checkpoint's global threshold); settings
     that are not (per-input normalisation, sparsify ``groupmax``, transcoders, skip
     connections) raise a ``ValueError`` that names them.
 
@@ -113,7 +115,10 @@ def save_sae(estimator, path, *, format):
     estimator : SAEEncoder
         A fitted linear SAE (``sklearn.frozen.FrozenEstimator`` of one is accepted).
         sparsify stores TopK SAEs only; SAELens and dictionary_learning store ReLU,
-        TopK and JumpReLU SAEs.
+        TopK and JumpReLU SAEs; BatchTopK (and Matryoshka) SAEs go to
+        dictionary_learning as ``BatchTopKSAE`` (``MatryoshkaBatchTopKSAE``) and to
+        SAELens as the JumpReLU they encode as at inference (what SAELens's own
+        ``save_inference_model`` writes).
     path : str or path-like
         The folder to write (created if needed; existing files of the format are
         replaced).
