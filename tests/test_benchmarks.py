@@ -385,3 +385,25 @@ def test_large_scale_device_reaches_every_estimator(bench, tmp_path, monkeypatch
     with pytest.raises(SystemExit, match="--device"):
         bench.runner.main("fig6_pareto", bench.experiment("fig6_pareto"),
                           ["--profile", "smoke", "--device", "cpu", "--out", str(tmp_path)])
+
+
+def test_report_paper_sections(bench, tmp_path):
+    """A paper-profile section shows the recorded summary where the paper profile finished,
+    else says it was not run, with the estimate and the command (placeholders, no paths)."""
+    report = importlib.import_module("report")
+    run = tmp_path / "run"
+    bench.main(["--profile", "smoke", "--only", "decoder_analysis", "--out", str(run),
+                "--no-plots", "--resume"])  # fmt: skip
+    results = tmp_path / "docs_results"
+    record = report.collect(run, results=results)
+    assert not (results / report.PAPER / "decoder_analysis").exists()  # smoke, not paper
+    assert record["experiments"]["decoder_analysis"]["done"] > 0
+    text = report._paper("decoder_analysis", results)
+    assert "Not run at paper settings here" in text and "--out RESULTS_DIR" in text
+    assert str(tmp_path) not in (results / report.PAPER / report.ESTIMATES).read_text()
+    saved = json.loads((run / "decoder_analysis" / "result.json").read_text())
+    (run / "decoder_analysis" / "result.json").write_text(json.dumps({**saved, "profile": "paper"}))
+    report.collect(run, results=results)
+    text = report._paper("decoder_analysis", results)
+    assert bench.experiment("decoder_analysis").summary(saved) in text
+    assert "run here" in report._paper_times(results)

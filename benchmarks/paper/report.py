@@ -8,21 +8,38 @@ per-experiment wall times recorded in each experiment's ``result.json`` (its lat
     python benchmarks/paper/run_all.py --profile quick --out docs/results
     python benchmarks/paper/report.py
 
+Every ``{{paper:<experiment>}}`` marker becomes that experiment's paper-profile section:
+its summary from ``docs/results/paper/<experiment>/result.json`` where the paper profile
+finished on this machine, else that it was not run here, its estimated cost
+(``docs/results/paper/estimates.json``) and the command; ``{{paper_times}}`` the table of
+all of them. ``--collect RESULTS_DIR`` first copies the finished paper-profile records of a
+``run_all.py --profile paper --out RESULTS_DIR`` run (possibly still going) into
+``docs/results/paper`` and writes the estimates from the units measured there.
+
+    python benchmarks/paper/report.py --collect RESULTS_DIR
+
 With ``--figures`` it also redraws every experiment's PNG figures from its stored
 ``result.json`` (no re-run: the figures are functions of the recorded numbers).
 """
 
 import argparse
 import json
+import os
 import re
+import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import runner
-from run_all import EXPERIMENTS, experiment
+from run_all import EXPERIMENTS, estimate, experiment
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
+PAPER = "paper"  # docs/results/paper/<experiment>/: the paper-profile records
+ESTIMATES = "estimates.json"  # docs/results/paper/estimates.json: per-unit timings, costs
+# The command that runs (and, rerun, resumes) one experiment at the paper's settings.
+PAPER_COMMAND = ("nice -n 19 python benchmarks/paper/run_all.py --profile paper --n-jobs 1 "
+                 "--only {name} --out RESULTS_DIR")
 
 
 def _summary(name, results):
@@ -50,9 +67,110 @@ def _times(results):
     return "```text\n" + runner.format_table(rows, ["experiment", "seconds"], title=title) + "\n```"
 
 
+def _minutes(seconds):
+    return "-" if seconds is None else f"{seconds / 60:.0f} min"
+
+
+def _paper(name, results):
+    """The paper-profile section of ``name``: its summary (ours beside the authors') with
+    seeds and wall time where the paper profile finished here, else that it was not run,
+    its estimated cost and the command."""
+    path = results / PAPER / name / "result.json"
+    command = PAPER_COMMAND.format(name=name)
+    if path.exists():
+        result = json.loads(path.read_text())
+        units = result.get("units") or {}
+        compute = units.get("unit_seconds")
+        header = (
+            f"paper profile, run here: {_minutes(result['seconds'])} wall time for the last "
+            f"(resumed) run, {_minutes(compute)} of compute summed over its "
+            f"{units.get('computed', 0) + units.get('reused', 0)} units, on 2 CPU cores shared with "
+            f"other jobs at nice 19, torch {result['environment']['torch']}"
+        )
+        return f"```text\n{experiment(name).summary(result)}\n```\n_{header}._"
+    stored = results / PAPER / ESTIMATES
+    guess = json.loads(stored.read_text())["experiments"].get(name) if stored.exists() else None
+    lines = ["**Not run at paper settings here** (it did not fit in this session's time on "
+             "this machine)."]
+    if guess:
+        lines.append(
+            f"{guess['jobs']} units; {guess['done']} finished here before the session ended. "
+            f"Estimated cost on this machine: {_minutes(guess['seconds'])} "
+            f"({guess['basis']})."
+        )
+    lines.append(f"Run (or resume) it with\n\n```bash\n{command}\n```")
+    return "\n".join(lines)
+
+
+def _paper_times(results):
+    """One row per experiment: paper profile run here or not, units, wall time/estimate."""
+    stored = results / PAPER / ESTIMATES
+    estimates = json.loads(stored.read_text()) if stored.exists() else {"experiments": {}}
+    rows = []
+    for name in EXPERIMENTS:
+        path = results / PAPER / name / "result.json"
+        guess = estimates["experiments"].get(name, {})
+        if path.exists():
+            result = json.loads(path.read_text())
+            units = result.get("units") or {}
+            rows.append({"experiment": name, "paper profile": "run here",
+                         "units": units.get("computed", 0) + units.get("reused", 0),
+                         "minutes": (units.get("unit_seconds") or result["seconds"]) / 60})
+        else:
+            done = guess.get("done", 0)
+            rows.append({"experiment": name, "paper profile": "not run" if not done else "partial",
+                         "units": f"{done}/{guess.get('jobs', '?')}",
+                         "minutes": guess["seconds"] / 60 if guess.get("seconds") else None})
+    table = runner.format_table(
+        rows, ["experiment", "paper profile", "units", "minutes"],
+        title="paper profile on this machine: measured compute where run, else estimated",
+    )  # fmt: skip
+    return "```text\n" + table + "\n```"
+
+
+def collect(source, results=DOCS / "results"):
+    """Copy the finished paper-profile records (``result.json`` and figures) of a run
+    folder ``source`` (``run_all.py --profile paper --out SOURCE``) into
+    ``results/paper/<experiment>/``, and write ``results/paper/estimates.json``: per
+    experiment its units, how many finished in ``source`` and the estimated cost on this
+    machine. Experiments with measured units are estimated from them; the others from the
+    quick run, scaled by the slowdown the measured ones showed against that same quick
+    estimate (the machine's load at the time). No path of ``source`` is recorded."""
+    source = Path(source)
+    target = results / PAPER
+    experiments, slowdowns = {}, []
+    for name in EXPERIMENTS:
+        finished = source / name / "result.json"
+        if finished.exists() and json.loads(finished.read_text())["profile"] == "paper":
+            (target / name).mkdir(parents=True, exist_ok=True)
+            for file in [finished, *sorted((source / name).glob("*.png"))]:
+                shutil.copy(file, target / name / file.name)
+        measured = estimate(name, measured=source)
+        if measured["done"]:
+            quick = estimate(name)
+            if quick["seconds"]:
+                slowdown = measured["seconds"] / quick["seconds"]
+                slowdowns.append(slowdown)
+                measured["basis"] += f"; {slowdown:.1f}x the estimate from the quick run"
+        experiments[name] = measured
+    factor = max(slowdowns) if slowdowns else 1.0
+    for name, guess in experiments.items():
+        if not guess["done"] and guess["seconds"] is not None:
+            guess["seconds"] *= factor
+            guess["remaining"] = guess["seconds"]
+            guess["basis"] += f", x {factor:.1f} (the largest slowdown measured here)"
+    target.mkdir(parents=True, exist_ok=True)
+    record = {"experiments": experiments, "load_average": list(os.getloadavg()),
+              "environment": runner.environment()}  # fmt: skip
+    (target / ESTIMATES).write_text(json.dumps(runner._jsonable(record), indent=1) + "\n")
+    return record
+
+
 def build(template=DOCS / "results_template.md", results=DOCS / "results", out=DOCS / "results.md"):
     text = template.read_text()
     text = re.sub(r"\{\{summary:(\w+)\}\}", lambda m: _summary(m.group(1), results), text)
+    text = re.sub(r"\{\{paper:(\w+)\}\}", lambda m: _paper(m.group(1), results), text)
+    text = text.replace("{{paper_times}}", _paper_times(results))
     text = text.replace("{{times}}", _times(results))
     out.write_text(text)
     return out
@@ -82,6 +200,15 @@ def redraw(results=DOCS / "results"):
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--figures", action="store_true", help="also redraw the figures.")
-    if parser.parse_args().figures:
+    parser.add_argument(
+        "--collect", type=Path, default=None, metavar="RESULTS_DIR",
+        help="first copy the finished paper-profile records of RESULTS_DIR (run_all.py "
+        "--profile paper --out RESULTS_DIR) into docs/results/paper and estimate the rest.",
+    )  # fmt: skip
+    args = parser.parse_args()
+    if args.collect is not None:
+        collected = collect(args.collect)
+        print(json.dumps(collected["experiments"], indent=1))
+    if args.figures:
         print(f"redrew {len(redraw())} figures")
     print(f"wrote {build()}")
