@@ -154,16 +154,19 @@ def _to_tensor(rows, dtype, device):
 
 
 def _host_buffer(shape, dtype, device):
-    """An empty numpy array of ``shape`` and ``dtype`` to read rows into: in pinned
-    (page-locked) memory when they go to a CUDA ``device``, so that their upload is an
-    asynchronous DMA (torch's host allocator caches the pinned blocks across buffers)."""
+    """``(array, pinned)``: an empty numpy array of ``shape`` and ``dtype`` to read rows
+    into and, when they go to a CUDA ``device``, the pinned (page-locked) torch tensor it
+    views (else None), so that their upload is an asynchronous DMA. Upload from
+    ``pinned`` itself: torch's host allocator then keeps its block from being reused
+    until the copy is done (it caches pinned blocks across buffers)."""
     if torch.device(device).type != "cuda":
-        return np.empty(shape, dtype=dtype)
+        return np.empty(shape, dtype=dtype), None
     try:
         torch_dtype = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
     except TypeError:  # a dtype torch cannot wrap: pageable memory
-        return np.empty(shape, dtype=dtype)
-    return torch.empty(shape, dtype=torch_dtype, pin_memory=True).numpy()
+        return np.empty(shape, dtype=dtype), None
+    pinned = torch.empty(shape, dtype=torch_dtype, pin_memory=True)
+    return pinned.numpy(), pinned
 
 
 class _Upload:
@@ -283,7 +286,7 @@ class DiskBatches:
         overlaps the training steps on the buffer before)."""
         spans = [self._block(b) for b in sorted(blocks)]
         n_rows = sum(stop - start for start, stop in spans)
-        rows = _host_buffer((n_rows, self.reader.shape[1]), self.reader.dtype, device)
+        rows, pinned = _host_buffer((n_rows, self.reader.shape[1]), self.reader.dtype, device)
         targets = []
         at = 0
         for start, stop in spans:
@@ -292,17 +295,16 @@ class DiskBatches:
                 targets.append(np.asarray(self.target[start:stop]))
             at += stop - start
         target = None if self.target is None else np.ascontiguousarray(np.concatenate(targets))
-        if torch.device(device).type != "cuda":
+        if pinned is None:
             return _Upload(_to_tensor(rows, self.dtype, device),
                            None if target is None else _to_tensor(target, self.dtype, device),
                            None)  # fmt: skip
         stream = self._upload_stream(device)
         with torch.cuda.stream(stream):
-            X = torch.from_numpy(rows).to(device, non_blocking=True).to(self.dtype)
+            X = pinned.to(device, non_blocking=True).to(self.dtype)
             if target is not None:
-                pinned = _host_buffer(target.shape, target.dtype, device)
-                pinned[:] = target
-                target = torch.from_numpy(pinned).to(device, non_blocking=True).to(self.dtype)
+                target = torch.from_numpy(target).pin_memory()
+                target = target.to(device, non_blocking=True).to(self.dtype)
             event = torch.cuda.Event()
             event.record(stream)
         return _Upload(X, target, event)
