@@ -353,7 +353,7 @@ def test_run_all_resumes_and_estimates(bench, tmp_path, capsys):
     bench.main(["--profile", "smoke", "--only", "decoder_analysis", "fig2_known_codes",
                 "--out", str(tmp_path), "--estimate"])  # fmt: skip
     printed = capsys.readouterr().out
-    assert "decoder_analysis" in printed and f"{len(units)} measured units" in printed
+    assert "decoder_analysis" in printed and f"{len(units)} units measured here" in printed
     guess = bench.estimate("decoder_analysis", measured=tmp_path, profile="smoke")
     assert guess["done"] == guess["jobs"] == len(units) and guess["remaining"] == 0
     assert bench.estimate("fig5_regimes")["jobs"] == 432  # the paper profile's grid

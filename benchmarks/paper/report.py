@@ -71,6 +71,47 @@ def _minutes(seconds):
     return "-" if seconds is None else f"{seconds / 60:.0f} min"
 
 
+# Per experiment: (the script's table of the authors' numbers, [(our key, index of the
+# authors' value in that table's tuples, label)]) for the difference table of a paper run.
+DIFFERENCES = {
+    "fig2_known_codes": ("PAPER", [("matched_corr", 0, "MCC")]),
+    "fig3_known_dictionary": ("PAPER", [("latent_mcc", 0, "MCC")]),
+    "fig4_unknown_dictionary": ("PAPER", [("latent_mcc", 0, "latent MCC"),
+                                          ("dictionary_mcc_greedy", 2, "dict MCC")]),
+}  # fmt: skip
+
+
+def _differences(name, result):
+    """Ours (final seed mean ± std) minus the authors' per method, where the script
+    records the authors' value for that method: a text table, or ''."""
+    if name not in DIFFERENCES:
+        return ""
+    module = experiment(name)
+    table, keys = DIFFERENCES[name]
+    authors = getattr(module, table)
+    records = module.final_records(result["records"])
+    rows = []
+    for label in dict.fromkeys(r["method"] for r in records):
+        if label not in authors:
+            continue
+        group = [r for r in records if r["method"] == label]
+        row = {"method": label, "seeds": len(group)}
+        for key, index, title in keys:
+            values = [r[key] for r in group if r.get(key) is not None]
+            theirs = authors[label][index]
+            mean = sum(values) / len(values)
+            std = (sum((v - mean) ** 2 for v in values) / len(values)) ** 0.5
+            row[f"ours {title}"] = f"{mean:.3f}±{std:.3f}"
+            row[f"authors {title}"] = f"{theirs:.3f}"
+            row[f"diff {title}"] = f"{mean - theirs:+.3f}"
+        rows.append(row)
+    if not rows:
+        return ""
+    columns = ["method", "seeds"] + [f"{side} {title}" for _, _, title in keys
+                                     for side in ("ours", "authors", "diff")]  # fmt: skip
+    return runner.format_table(rows, columns, title="ours - authors, final step (same settings)")
+
+
 def _paper(name, results):
     """The paper-profile section of ``name``: its summary (ours beside the authors') with
     seeds and wall time where the paper profile finished here, else that it was not run,
@@ -87,7 +128,9 @@ def _paper(name, results):
             f"{units.get('computed', 0) + units.get('reused', 0)} units, on 2 CPU cores shared with "
             f"other jobs at nice 19, torch {result['environment']['torch']}"
         )
-        return f"```text\n{experiment(name).summary(result)}\n```\n_{header}._"
+        difference = _differences(name, result)
+        difference = f"\n\n{difference}" if difference else ""
+        return f"```text\n{experiment(name).summary(result)}{difference}\n```\n_{header}._"
     stored = results / PAPER / ESTIMATES
     guess = json.loads(stored.read_text())["experiments"].get(name) if stored.exists() else None
     lines = ["**Not run at paper settings here** (it did not fit in this session's time on "

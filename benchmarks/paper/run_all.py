@@ -85,14 +85,32 @@ def estimate(name, reference=runner.DEFAULT_RESULTS, measured=None, profile="pap
     scaled by the ratio of job counts and of training lengths (``_step_scale``): rough.
     Returns a dict (jobs, done, seconds, basis)."""
     module = experiment(name)
-    paper_jobs = sum(len(jobs) for _, jobs in runner.job_lists(module, module.PROFILES[profile]))
-    units = sorted((Path(measured) / name / runner.UNITS).glob("*.json")) if measured else []
-    if units:
-        seconds = [json.loads(path.read_text())["seconds"] for path in units]
-        mean = sum(seconds) / len(seconds)
-        return {"jobs": paper_jobs, "done": len(units), "seconds": mean * paper_jobs,
-                "remaining": mean * max(paper_jobs - len(units), 0),
-                "basis": f"{len(units)} measured units, {mean:.0f} s each"}  # fmt: skip
+    sweeps = runner.job_lists(module, module.PROFILES[profile])
+    paper_jobs = sum(len(jobs) for _, jobs in sweeps)
+    store = runner.UnitStore(Path(measured) / name / runner.UNITS) if measured else None
+    measured_units = []  # (job, seconds or None) for every job of the profile
+    for function, jobs in sweeps:
+        for job in jobs:
+            stored = store.load(store.key(function, job)) if store else None
+            measured_units.append((job, None if stored is None else stored["seconds"]))
+    done = [(job, seconds) for job, seconds in measured_units if seconds is not None]
+    if done:
+        # A job not yet run costs what the finished jobs of its method (label) cost, on
+        # average, else the mean of all finished jobs.
+        mean = sum(seconds for _, seconds in done) / len(done)
+        by_label = {}
+        for job, seconds in done:
+            by_label.setdefault(job.get("label"), []).append(seconds)
+        remaining = sum(
+            (sum(by_label[job.get("label")]) / len(by_label[job.get("label")]))
+            if job.get("label") in by_label else mean
+            for job, seconds in measured_units if seconds is None
+        )
+        spent = sum(seconds for _, seconds in done)
+        return {"jobs": paper_jobs, "done": len(done), "seconds": spent + remaining,
+                "remaining": remaining,
+                "basis": f"{len(done)} units measured here ({spent / 60:.0f} min), the "
+                         f"others at their method's measured mean (else {mean:.0f} s)"}  # fmt: skip
     quick = module.PROFILES["quick"]
     quick_jobs = sum(len(jobs) for _, jobs in runner.job_lists(module, quick))
     stored = next((Path(folder) / name / "result.json" for folder in (reference, DOCS_RESULTS)
