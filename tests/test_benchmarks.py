@@ -397,6 +397,8 @@ def test_report_paper_sections(bench, tmp_path):
     results = tmp_path / "docs_results"
     record = report.collect(run, results=results)
     assert not (results / report.PAPER / "decoder_analysis").exists()  # smoke, not paper
+    assert record["experiments"]["decoder_analysis"]["done"] == 0  # smoke units: not paper's
+    record = report.collect(run, results=tmp_path / "smoke_results", profile="smoke")
     assert record["experiments"]["decoder_analysis"]["done"] > 0
     text = report._paper("decoder_analysis", results)
     assert "Not run at paper settings here" in text and "--out RESULTS_DIR" in text

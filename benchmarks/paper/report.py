@@ -171,7 +171,7 @@ def _paper_times(results):
     return "```text\n" + table + "\n```"
 
 
-def collect(source, results=DOCS / "results"):
+def collect(source, results=DOCS / "results", profile="paper"):
     """Copy the finished paper-profile records (``result.json`` and figures) of a run
     folder ``source`` (``run_all.py --profile paper --out SOURCE``) into
     ``results/paper/<experiment>/``, and write ``results/paper/estimates.json``: per
@@ -184,13 +184,13 @@ def collect(source, results=DOCS / "results"):
     experiments, slowdowns = {}, []
     for name in EXPERIMENTS:
         finished = source / name / "result.json"
-        if finished.exists() and json.loads(finished.read_text())["profile"] == "paper":
+        if finished.exists() and json.loads(finished.read_text())["profile"] == profile:
             (target / name).mkdir(parents=True, exist_ok=True)
             for file in [finished, *sorted((source / name).glob("*.png"))]:
                 shutil.copy(file, target / name / file.name)
-        measured = estimate(name, measured=source)
+        measured = estimate(name, measured=source, profile=profile)
         if measured["done"]:
-            quick = estimate(name)
+            quick = estimate(name, profile=profile)
             if quick["seconds"]:
                 slowdown = measured["seconds"] / quick["seconds"]
                 slowdowns.append(slowdown)
