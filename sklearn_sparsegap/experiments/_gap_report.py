@@ -118,7 +118,14 @@ def plot_pareto(table, path=None, *, title=None):
     ax.scatter(flops[:1], fvu[:1], s=90, marker="s", color="tab:red", zorder=3,
                label=table["method"][0])
     order = 1 + np.argsort(flops[1:], kind="stable")
-    ax.plot(flops[order], fvu[order], "o-", color="tab:blue", zorder=2, label="SAE + ITO")
+    ax.scatter(flops[order], fvu[order], s=50, color="tab:blue", zorder=3, label="SAE + ITO")
+    # The Pareto front: each point with a lower FVU than every cheaper one.
+    front, best = [], np.inf
+    for i in np.argsort(flops, kind="stable"):
+        if fvu[i] < best:
+            front.append(i)
+            best = fvu[i]
+    ax.plot(flops[front], fvu[front], "--", color="gray", zorder=1, label="Pareto front")
     for i in order:
         ax.annotate(f"{table['method'][i].removeprefix('SAE+ITO ')} (L0 {table['mean_l0'][i]:.0f})",
                     (flops[i], fvu[i]), textcoords="offset points", xytext=(6, 4), fontsize=8)
