@@ -280,31 +280,27 @@ def build_refiners(sae, sample, budgets=DEFAULT_BUDGETS, *, device="auto"):
 
 
 class _Tally:
-    """Streamed sums of one method: squared error, the columns' first two moments, the
-    latents' firing counts and the time spent encoding."""
+    """Streamed sums of one method: the FVU's per-column sums (:class:`ExplainedDeviance`,
+    the ones ``fraction_variance_unexplained`` uses), the latents' firing counts and the
+    time spent encoding."""
 
     def __init__(self, n_features, n_components):
-        self.error = np.zeros(n_features)
-        self.sum = np.zeros(n_features)
-        self.square = np.zeros(n_features)
+        from .._metrics import ExplainedDeviance
+
+        self.deviance = ExplainedDeviance(n_features)
         self.active = np.zeros(n_components, dtype=np.int64)
         self.n = 0
         self.seconds = 0.0
 
     def update(self, X, X_hat, codes, seconds):
-        X = X.astype(np.float64)
-        self.error += ((X - np.asarray(X_hat, dtype=np.float64)) ** 2).sum(axis=0)
-        self.sum += X.sum(axis=0)
-        self.square += (X ** 2).sum(axis=0)
+        self.deviance.update(X, X_hat)
         self.active += (np.asarray(codes) != 0).sum(axis=0)
         self.n += len(X)
         self.seconds += seconds
 
     def metrics(self, dense_threshold=0.1):
-        variance = self.square - self.sum ** 2 / self.n
-        kept = variance > 0
         frequency = self.active / self.n
-        return {"fvu": float(self.error[kept].sum() / variance[kept].sum()),
+        return {"fvu": float(self.deviance.fvu()),
                 "mean_l0": float(self.active.sum() / self.n),
                 "dead_fraction": float(np.mean(frequency == 0)),
                 "dense_fraction": float(np.mean(frequency > dense_threshold)),
