@@ -140,6 +140,8 @@ def fold_input_scale(module, factor):
     for bias in module.biases:
         bias.mul_(factor)
     module.log_threshold.add_(math.log(factor))
+    if getattr(module, "magnitude_bias", None) is not None:  # a gated SAE's b_mag
+        module.magnitude_bias.mul_(factor)
 
 
 def _least_squares(design, target):
@@ -580,6 +582,8 @@ class AutoencoderState:
     dead_fraction: float = math.nan
     zero_code_fraction: float = 0.0
     skip: object = None
+    # A gated SAE's (magnitude_log_scale, magnitude_bias); its gate bias is intercepts[-1].
+    gate: object = None
 
 
 def make_module(n_features, n_components, *, hidden_layer_sizes=(), activation="relu", k=None,
@@ -619,6 +623,9 @@ def load_weights(module, state):
         put(module.log_threshold, np.log(state.threshold))
     if getattr(state, "skip", None) is not None:
         put(module.skip, state.skip)
+    if getattr(state, "gate", None) is not None:
+        put(module.magnitude_log_scale, state.gate[0])
+        put(module.magnitude_bias, state.gate[1])
 
 
 @torch.no_grad()
@@ -629,8 +636,8 @@ def _load_trained_biases(module, state):
         fold_input_scale(module, state.input_scale)
         return
     device, dtype = module.components.device, module.components.dtype
-    for param, value in zip((module.intercept, module.log_threshold, *module.biases),
-                            state.trained_biases):
+    for param, value in zip((module.intercept, module.log_threshold, *module.biases,
+                             *_gate_biases(module)), state.trained_biases):
         param.copy_(to_tensor(value, device=device, dtype=dtype))
 
 
@@ -920,7 +927,8 @@ def _folded_state(module, settings, scale, *, optimizer, dead, loop, history, co
     """The trained ``module`` folded onto X's scale (in place), with the run's history,
     optimiser state and counters, as the :class:`AutoencoderState` a fit returns."""
     trained_biases = (
-        [to_numpy(b) for b in (module.intercept, module.log_threshold, *module.biases)]
+        [to_numpy(b) for b in (module.intercept, module.log_threshold, *module.biases,
+                               *_gate_biases(module))]
         if scale != 1.0 else None
     )  # fmt: skip
     fold_input_scale(module, 1.0 / scale)
@@ -931,6 +939,7 @@ def _folded_state(module, settings, scale, *, optimizer, dead, loop, history, co
         intercepts=[to_numpy(b) for b in module.biases],
         threshold=(
             to_numpy(module.threshold) if settings.activation in ("jumprelu", "batchtopk")
+            else to_numpy(module.gate_threshold) if settings.activation == "gated"
             else None
         ),  # fmt: skip
         trained_biases=trained_biases,
@@ -945,4 +954,14 @@ def _folded_state(module, settings, scale, *, optimizer, dead, loop, history, co
         dead_fraction=dead.fraction(),
         zero_code_fraction=zero,
         skip=None if getattr(module, "skip", None) is None else to_numpy(module.skip),
+        gate=(
+            (to_numpy(module.magnitude_log_scale), to_numpy(module.magnitude_bias))
+            if settings.activation == "gated" else None
+        ),  # fmt: skip
     )
+
+
+def _gate_biases(module):
+    """A gated SAE's magnitude bias (scaled with the input, as the other biases), or ()."""
+    bias = getattr(module, "magnitude_bias", None)
+    return () if bias is None else (bias,)

@@ -1,6 +1,7 @@
 """SAE families beyond ReLU / TopK / JumpReLU, on tensors: BatchTopK (Bussmann et al.
-2024), Matryoshka prefixes (Bussmann et al. 2025; Nabeshima 2024) and transcoders (the
-decoder maps to another space, optionally with a linear skip).
+2024), Matryoshka prefixes (Bussmann et al. 2025; Nabeshima 2024), gated SAEs
+(Rajamanoharan et al. 2024) and transcoders (the decoder maps to another space,
+optionally with a linear skip).
 
 They share :func:`~sklearn_sparsegap._autoencoder.fit_autoencoder` and the one training
 loop with the other SAEs; what differs lives here: the module
@@ -14,6 +15,7 @@ autograd (the ReLU/TopK SAEs keep their hand-written ones); the AuxK term reuses
 import math
 from numbers import Integral
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -27,6 +29,7 @@ __all__ = [
     "check_matryoshka_prefixes",
     "check_threshold_estimated",
     "family_gradient_function",
+    "gated_threshold",
     "initial_log_threshold",
     "initialize_transcoder",
     "nested_reconstruction_loss",
@@ -119,8 +122,21 @@ def uses_family_module(activation, *, matryoshka_prefixes=None, n_outputs=None,
                        skip_connection=False):
     """Whether a model of these settings needs :class:`FamilyAutoencoderModule` (and
     its autograd loss) rather than the plain module and its analytic gradients."""
-    return (activation == "batchtopk" or matryoshka_prefixes is not None
+    return (activation in ("batchtopk", "gated") or matryoshka_prefixes is not None
             or n_outputs is not None or skip_connection)  # fmt: skip
+
+
+def gated_threshold(gate_bias, magnitude_log_scale, magnitude_bias):
+    """The per-latent threshold ``b_mag - exp(r_mag) * b_gate`` at which a gated SAE's
+    magnitude pre-activation opens its gate (numpy arrays or tensors).
+
+    With ``u`` the encoder's product without bias, the gate ``u + b_gate > 0`` is open
+    exactly where ``pi_mag = exp(r_mag) u + b_mag`` exceeds it, so at inference the gated
+    SAE is the JumpReLU ``ReLU(pi_mag) * 1[pi_mag > threshold]`` (how the peers' gated
+    checkpoints load as JumpReLU SAEs; ``threshold`` may be negative, where the ReLU
+    then decides)."""
+    exp = torch.exp if torch.is_tensor(magnitude_log_scale) else np.exp
+    return magnitude_bias - exp(magnitude_log_scale) * gate_bias
 
 
 class FamilyAutoencoderModule(SparseAutoencoderModule):
@@ -137,6 +153,12 @@ class FamilyAutoencoderModule(SparseAutoencoderModule):
       (no decoder bias subtracted, as SAELens's and sparsify's transcoders).
     - ``skip_connection``: ``forward`` adds ``x @ skip.T`` (a linear map of the input,
       zeros at the start, as SAELens's ``SkipTranscoder``) to the reconstruction.
+    - ``activation="gated"`` (Rajamanoharan et al. 2024): the encoder's last layer is
+      the shared direction ``W_gate`` with the gate bias ``b_gate`` (``biases[-1]``),
+      plus ``magnitude_log_scale`` (``r_mag``) and ``magnitude_bias`` (``b_mag``), all
+      zero at the start (so training starts as a ReLU SAE). With ``u`` the last layer's
+      product without bias, ``pi_gate = u + b_gate``, ``pi_mag = exp(r_mag) u + b_mag``
+      and the codes are ``1[pi_gate > 0] * ReLU(pi_mag)`` (:meth:`gate_paths`).
     """
 
     def __init__(self, layer_sizes, *, activation="relu", k=None, fit_intercept=True,
@@ -155,8 +177,45 @@ class FamilyAutoencoderModule(SparseAutoencoderModule):
             "skip",
             nn.Parameter(torch.zeros(n_outputs, n_features)) if skip_connection else None,
         )
+        gated = activation == "gated"
+        self.register_parameter(
+            "magnitude_log_scale", nn.Parameter(torch.zeros(n_components)) if gated else None
+        )
+        self.register_parameter(
+            "magnitude_bias",
+            nn.Parameter(torch.zeros(n_components), requires_grad=fit_intercept)
+            if gated else None,
+        )  # fmt: skip
+
+    def gate_paths(self, x):
+        """``(pi_gate, pi_mag)`` of a gated SAE: the gate's and the magnitude's
+        pre-activations (the input less the decoder bias, unless a transcoder)."""
+        hidden = x - self.intercept if self.fit_intercept and not self.transcoder else x
+        last = len(self.weights) - 1
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            product = hidden @ weight.T
+            if layer < last:
+                hidden = torch.relu(product + bias if self.fit_intercept else product)
+        scale = self.magnitude_log_scale.exp()
+        if not self.fit_intercept:
+            return product, product * scale
+        return product + bias, torch.addcmul(self.magnitude_bias, product, scale)
+
+    @property
+    def gate_threshold(self):
+        """The JumpReLU threshold of a gated SAE's magnitude pre-activation
+        (:func:`gated_threshold`)."""
+        return gated_threshold(self.biases[-1], self.magnitude_log_scale, self.magnitude_bias)
+
+    def encode(self, x):
+        if self.activation != "gated":
+            return super().encode(x)
+        gate, magnitude = self.gate_paths(x)
+        return (gate > 0).to(magnitude.dtype) * torch.relu(magnitude)
 
     def pre_activation(self, x):
+        if self.activation == "gated":
+            return self.gate_paths(x)[1]  # the magnitude's
         if not self.transcoder:
             return super().pre_activation(x)
         hidden, last = x, len(self.weights) - 1
@@ -167,6 +226,10 @@ class FamilyAutoencoderModule(SparseAutoencoderModule):
         return pre
 
     def activate(self, pre):
+        if self.activation == "gated":
+            # From the magnitude pre-activation alone: the JumpReLU it equals (encode
+            # decides the gate on pi_gate itself).
+            return torch.relu(pre) * (pre > self.gate_threshold).to(pre.dtype)
         if self.activation != "batchtopk":
             return super().activate(pre)
         if bool(torch.isnan(self.log_threshold[0])):
@@ -227,10 +290,27 @@ def family_gradient_function(module, X, target=None, *, alpha=0.0, streamed=Fals
     ``auxk = (dead, k_aux, weight)`` adds the AuxK loss of the dead latents
     (``_modules._auxk_gradients``: their ``k_aux`` largest pre-activations reconstruct
     the full-width residual through their atoms).
+
+    A gated SAE (``activation="gated"``, Rajamanoharan et al. 2024) trains on
+
+    ``mean(0.5 * ||y - y_hat||^2 + alpha * sum ReLU(pi_gate)
+    + 0.5 * ||y - (ReLU(pi_gate) @ sg(D) + sg(b))||^2)``,
+
+    ``sg`` stopping the gradient (the gate path reconstructs through the frozen
+    decoder, so the auxiliary term trains the gate alone). That is half of
+    dictionary_learning's ``GatedSAETrainer`` loss (``L_recon + l1_penalty * L_sparse +
+    L_aux``, squared errors summed over features, no 0.5) at ``alpha = l1_penalty / 2``,
+    the library's convention that the objective is ``0.5 * ||x - x_hat||^2 + alpha *
+    penalty``. SAELens's ``GatedTrainingSAE`` differs in two places: its auxiliary
+    reconstruction does not stop the gradient into ``W_dec`` and ``b_dec``, and its
+    penalty weights each latent by its decoder row norm (1 here: the atoms are kept at
+    unit norm). Neither peer has the 0.5; dictionary_learning also warms the penalty up
+    over its first 2,000 steps (``sparsity_warmup_steps``), which this loss does not.
     """
     params = [p for p in module.parameters() if p.requires_grad]
     jumprelu = module.activation == "jumprelu"
     batchtopk = module.activation == "batchtopk"
+    gated = module.activation == "gated"
 
     def batch_of(indices):
         if streamed:
@@ -248,15 +328,22 @@ def family_gradient_function(module, X, target=None, *, alpha=0.0, streamed=Fals
         output = batch if batch_target is None else batch_target
         for param in params:
             param.grad = None
-        pre = module.pre_activation(batch)
-        codes = module.training_activation(pre)
+        if gated:
+            gate, pre = module.gate_paths(batch)
+            codes = (gate > 0).to(pre.dtype) * torch.relu(pre)
+        else:
+            pre = module.pre_activation(batch)
+            codes = module.training_activation(pre)
         if batchtopk:
             update_global_threshold(module, codes.detach())
-        loss, residual = nested_reconstruction_loss(
-            module, codes, output, module.skip_output(batch)
-        )
+        skip = module.skip_output(batch)
+        loss, residual = nested_reconstruction_loss(module, codes, output, skip)
         if jumprelu:
             penalty = heaviside_step(pre, module.threshold).sum(dim=1).mean()
+        elif gated:
+            gate = torch.relu(gate)
+            penalty = gate.sum(dim=1).mean()
+            loss = loss + 0.5 * _gate_path_error(module, gate, output, skip)
         else:
             penalty = codes.abs().sum(dim=1).mean()
         loss = loss + alpha * penalty
@@ -276,6 +363,17 @@ def family_gradient_function(module, X, target=None, *, alpha=0.0, streamed=Fals
         return codes, batch_statistics(loss, residual, codes)
 
     return compute_gradients
+
+
+def _gate_path_error(module, gate, output, skip=None):
+    """``mean ||output - (gate @ sg(D) + sg(b) [+ sg(skip)])||^2``: the gated SAE's
+    auxiliary loss, the gate path's reconstruction through the frozen decoder."""
+    reconstruction = gate @ module.components.detach()
+    if module.fit_intercept:
+        reconstruction = reconstruction + module.intercept.detach()
+    if skip is not None:
+        reconstruction = reconstruction + skip.detach()
+    return (output - reconstruction).square().sum(dim=1).mean()
 
 
 def _init_rows(X, n_rows=_MAX_INIT_ROWS):

@@ -58,7 +58,7 @@ class _BaseAutoencoder(BaseSparseEstimator):
     _parameter_constraints = {
         "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "alpha": [Interval(Real, 0, None, closed="left")],
-        "activation": [StrOptions({"relu", "topk", "jumprelu", "batchtopk"})],
+        "activation": [StrOptions({"relu", "topk", "jumprelu", "batchtopk", "gated"})],
         "n_nonzero_coefs": [Interval(Integral, 1, None, closed="left"), None],
         "dictionary": ["array-like", None],
         "target": [StrOptions({"reconstruction", "codes"})],
@@ -258,7 +258,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
         levels = check_matryoshka_prefixes(
             getattr(self, "matryoshka_prefixes", None), n_components
         )
-        family = "activation='batchtopk'" if self.activation == "batchtopk" else (
+        family = f"activation={self.activation!r}" if self.activation in (
+            "batchtopk", "gated") else (
             "matryoshka_prefixes" if levels is not None else None
         )  # fmt: skip
         if family is not None and self.target != "reconstruction":
@@ -397,6 +398,10 @@ class _BaseAutoencoder(BaseSparseEstimator):
                 self.threshold_ if self.activation in ("jumprelu", "batchtopk") else None
             ),
             skip=getattr(self, "skip_", None),
+            gate=(
+                (self.magnitude_log_scale_, self.magnitude_bias_)
+                if self.activation == "gated" else None
+            ),  # fmt: skip
             trained_biases=getattr(self, "_trained_biases", None),
             input_scale=getattr(self, "input_scale_", 1.0), history=self.history_,
             optimizer_state=getattr(self, "_optimizer_state", None),
@@ -414,6 +419,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
             self.threshold_ = state.threshold
         if state.skip is not None:
             self.skip_ = state.skip
+        if state.gate is not None:
+            self.magnitude_log_scale_, self.magnitude_bias_ = state.gate
         self._trained_biases = state.trained_biases
         self.input_scale_ = state.input_scale
         self.history_ = state.history
@@ -441,7 +448,9 @@ class _BaseAutoencoder(BaseSparseEstimator):
             return module
 
         sources = (self.components_, self.intercept_, *self.coefs_, *self.intercepts_,
-                   getattr(self, "threshold_", None), getattr(self, "skip_", None))  # fmt: skip
+                   getattr(self, "threshold_", None), getattr(self, "skip_", None),
+                   getattr(self, "magnitude_log_scale_", None),
+                   getattr(self, "magnitude_bias_", None))  # fmt: skip
         return self._device_copy("module", sources, device, dtype, build)
 
     def _encode(self, X):
@@ -509,7 +518,7 @@ class SAEEncoder(_BaseAutoencoder):
         on the paper's N=16, M=8, K=3 benchmark: large enough to make the codes
         sparse, small enough to keep shrinkage low (0.4 on the scaled data is 0.25 on
         that task's own scale, the default before ``scale_input``).
-    activation : {"relu", "topk", "jumprelu", "batchtopk"}, default="relu"
+    activation : {"relu", "topk", "jumprelu", "batchtopk", "gated"}, default="relu"
         Output nonlinearity. ``"topk"`` keeps the ``n_nonzero_coefs`` largest pre-activations and
         zeroes the rest, then applies a ReLU (Makhzani & Frey 2013, Gao et al. 2024), so
         at most ``n_nonzero_coefs`` latents are active; with ``alpha > 0`` the L1 term pushes some of
@@ -521,7 +530,15 @@ class SAEEncoder(_BaseAutoencoder):
         estimate of one global threshold (the smallest kept activation, averaged as
         SAELens does); ``transform`` keeps the pre-activations above that threshold
         (``threshold_``), so a row's codes do not depend on the other rows. Trained
-        with autograd; reconstruction target only.
+        with autograd; reconstruction target only. ``"gated"`` (Rajamanoharan et al.
+        2024): a gate ``pi_gate = u + b_gate`` and a magnitude ``pi_mag = exp(r_mag) u
+        + b_mag`` share the encoder product ``u`` (``coefs_``; ``b_gate`` is
+        ``intercepts_[-1]``), codes ``1[pi_gate > 0] * ReLU(pi_mag)``; ``alpha`` weights
+        the L1 norm of ``ReLU(pi_gate)`` and the loss adds the gate path's
+        reconstruction through the frozen decoder (half of dictionary_learning's gated
+        loss at ``alpha = l1_penalty / 2``; see
+        :func:`~sklearn_sparsegap._families.family_gradient_function`). Trained with
+        autograd; reconstruction target only.
     n_nonzero_coefs : int, default=None
         The k of a TopK SAE: the number of active latents for ``activation="topk"``
         (per row on average for ``"batchtopk"``).
@@ -659,7 +676,15 @@ class SAEEncoder(_BaseAutoencoder):
         Encoder biases.
     threshold_ : ndarray of shape (n_components,)
         JumpReLU thresholds (only with ``activation="jumprelu"``); with
-        ``"batchtopk"`` the global threshold in every entry (NaN until estimated).
+        ``"batchtopk"`` the global threshold in every entry (NaN until estimated); with
+        ``"gated"`` the JumpReLU threshold it equals at inference,
+        ``magnitude_bias_ - exp(magnitude_log_scale_) * intercepts_[-1]`` (the gate is
+        open exactly where ``pi_mag`` exceeds it).
+    magnitude_log_scale_ : ndarray of shape (n_components,)
+        A gated SAE's ``r_mag``: the magnitude path's encoder is ``exp(r_mag)`` times
+        the gate's (only with ``activation="gated"``).
+    magnitude_bias_ : ndarray of shape (n_components,)
+        A gated SAE's magnitude bias ``b_mag`` (only with ``activation="gated"``).
     n_components_ : int
         Number of latents.
     input_scale_ : float
@@ -800,7 +825,7 @@ class MLPEncoder(_BaseAutoencoder):
         :func:`paper_l1_to_alpha` (with ``scale_input=False``). The default was chosen
         on the paper's N=16, M=8, K=3 benchmark: large enough to make the codes
         sparse, small enough to keep shrinkage low.
-    activation : {"relu", "topk", "jumprelu", "batchtopk"}, default="relu"
+    activation : {"relu", "topk", "jumprelu", "batchtopk", "gated"}, default="relu"
         Output nonlinearity. ``"topk"`` keeps the ``n_nonzero_coefs`` largest pre-activations and
         zeroes the rest, then applies a ReLU (Makhzani & Frey 2013, Gao et al. 2024), so
         at most ``n_nonzero_coefs`` latents are active; with ``alpha > 0`` the L1 term pushes some of
@@ -812,7 +837,15 @@ class MLPEncoder(_BaseAutoencoder):
         estimate of one global threshold (the smallest kept activation, averaged as
         SAELens does); ``transform`` keeps the pre-activations above that threshold
         (``threshold_``), so a row's codes do not depend on the other rows. Trained
-        with autograd; reconstruction target only.
+        with autograd; reconstruction target only. ``"gated"`` (Rajamanoharan et al.
+        2024): a gate ``pi_gate = u + b_gate`` and a magnitude ``pi_mag = exp(r_mag) u
+        + b_mag`` share the encoder product ``u`` (``coefs_``; ``b_gate`` is
+        ``intercepts_[-1]``), codes ``1[pi_gate > 0] * ReLU(pi_mag)``; ``alpha`` weights
+        the L1 norm of ``ReLU(pi_gate)`` and the loss adds the gate path's
+        reconstruction through the frozen decoder (half of dictionary_learning's gated
+        loss at ``alpha = l1_penalty / 2``; see
+        :func:`~sklearn_sparsegap._families.family_gradient_function`). Trained with
+        autograd; reconstruction target only.
     n_nonzero_coefs : int, default=None
         The k of a TopK SAE: the number of active latents for ``activation="topk"``
         (per row on average for ``"batchtopk"``).
@@ -942,7 +975,15 @@ class MLPEncoder(_BaseAutoencoder):
         Encoder biases.
     threshold_ : ndarray of shape (n_components,)
         JumpReLU thresholds (only with ``activation="jumprelu"``); with
-        ``"batchtopk"`` the global threshold in every entry (NaN until estimated).
+        ``"batchtopk"`` the global threshold in every entry (NaN until estimated); with
+        ``"gated"`` the JumpReLU threshold it equals at inference,
+        ``magnitude_bias_ - exp(magnitude_log_scale_) * intercepts_[-1]`` (the gate is
+        open exactly where ``pi_mag`` exceeds it).
+    magnitude_log_scale_ : ndarray of shape (n_components,)
+        A gated SAE's ``r_mag``: the magnitude path's encoder is ``exp(r_mag)`` times
+        the gate's (only with ``activation="gated"``).
+    magnitude_bias_ : ndarray of shape (n_components,)
+        A gated SAE's magnitude bias ``b_mag`` (only with ``activation="gated"``).
     n_components_ : int
         Number of latents.
     input_scale_ : float

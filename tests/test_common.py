@@ -43,6 +43,7 @@ ESTIMATORS = [
     SAEEncoder(activation="batchtopk", n_nonzero_coefs=1, alpha=0.0, matryoshka_prefixes=(1,),
                max_iter=20, random_state=0, device="cpu"),
     SAETranscoder(max_iter=20, random_state=0, device="cpu"),
+    SAEEncoder(activation="gated", max_iter=20, random_state=0, device="cpu"),
 ]
 
 EXPECTED_FAILED_CHECKS = {}

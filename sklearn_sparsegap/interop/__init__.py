@@ -118,7 +118,8 @@ def save_sae(estimator, path, *, format):
         TopK and JumpReLU SAEs; BatchTopK (and Matryoshka) SAEs go to
         dictionary_learning as ``BatchTopKSAE`` (``MatryoshkaBatchTopKSAE``) and to
         SAELens as the JumpReLU they encode as at inference (what SAELens's own
-        ``save_inference_model`` writes).
+        ``save_inference_model`` writes); gated SAEs go to SAELens as ``gated``
+        (``GatedSAE``) and to dictionary_learning as ``GatedAutoEncoder``.
     path : str or path-like
         The folder to write (created if needed; existing files of the format are
         replaced).

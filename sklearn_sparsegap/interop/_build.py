@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .._families import check_matryoshka_prefixes
+from .._families import check_matryoshka_prefixes, gated_threshold
 from .._sae import SAEEncoder
 from .._torch_utils import resolve_device
 from .._training import HISTORY_KEYS, history_arrays
@@ -25,6 +25,11 @@ class SAEWeights:
     BatchTopK, which encodes as a JumpReLU at one global threshold (every entry of
     ``threshold`` equal) and trains keeping ``k`` latents per row on average over the
     batch; ``prefixes`` are a Matryoshka BatchTopK SAE's nested widths (training only).
+
+    A gated SAE (``activation="gated"``) has ``encoder_weight`` the shared direction
+    ``W_gate``, ``encoder_bias`` the gate bias ``b_gate``, and ``magnitude_log_scale``
+    (``r_mag``) and ``magnitude_bias`` (``b_mag``): ``u = (x - decoder_bias) @
+    encoder_weight.T``, codes ``1[u + b_gate > 0] * ReLU(exp(r_mag) u + b_mag)``.
     """
 
     encoder_weight: np.ndarray  # (n_components, n_features)
@@ -35,6 +40,8 @@ class SAEWeights:
     k: int | None = None
     threshold: np.ndarray | None = None  # (n_components,)
     prefixes: tuple | None = None
+    magnitude_log_scale: np.ndarray | None = None  # (n_components,), gated only
+    magnitude_bias: np.ndarray | None = None  # (n_components,), gated only
 
 
 def fold_input_scale(weights, factor):
@@ -53,6 +60,8 @@ def fold_input_scale(weights, factor):
         k=weights.k,
         threshold=weights.threshold,
         prefixes=weights.prefixes,
+        magnitude_log_scale=weights.magnitude_log_scale,
+        magnitude_bias=weights.magnitude_bias,
     )
 
 
@@ -79,6 +88,8 @@ def check_weights(weights, source):
     }
     if weights.threshold is not None:
         expected["threshold"] = (n_components,)
+    if weights.activation == "gated":
+        expected["magnitude_log_scale"] = expected["magnitude_bias"] = (n_components,)
     for name, shape in expected.items():
         value = getattr(weights, name)
         if value.shape != shape:
@@ -86,7 +97,8 @@ def check_weights(weights, source):
                 f"{source}: {name.replace('_', ' ')} has shape {value.shape}, expected "
                 f"{shape} for {n_components} latents and {n_features} input features."
             )
-    for name in ("encoder_weight", "encoder_bias", "decoder_weight", "decoder_bias", "threshold"):
+    for name in ("encoder_weight", "encoder_bias", "decoder_weight", "decoder_bias", "threshold",
+                 "magnitude_log_scale", "magnitude_bias"):
         value = getattr(weights, name)
         if value is not None:
             _check_finite(value, name, source)
@@ -128,6 +140,12 @@ def encoder_from_weights(weights, *, dtype=np.float32, device="auto", source="we
         # ReLU does not already zero, so the smallest positive number is exact.
         tiny = np.finfo(dtype).tiny
         estimator.threshold_ = np.maximum(np.asarray(weights.threshold, dtype=dtype), tiny)
+    if weights.activation == "gated":
+        estimator.magnitude_log_scale_ = np.array(weights.magnitude_log_scale, dtype=dtype)
+        estimator.magnitude_bias_ = np.array(weights.magnitude_bias, dtype=dtype)
+        estimator.threshold_ = gated_threshold(
+            estimator.intercepts_[0], estimator.magnitude_log_scale_, estimator.magnitude_bias_
+        )
     estimator.n_features_in_ = weights.decoder_weight.shape[1]
     estimator.n_iter_ = 0
     estimator.history_ = history_arrays({key: [] for key in HISTORY_KEYS})
@@ -167,7 +185,13 @@ def weights_from_encoder(estimator):
         decoder_bias = np.asarray(estimator.intercept_, dtype=np.float64)
     else:
         encoder_bias, decoder_bias = np.zeros(n_components), np.zeros(n_features)
-    threshold = prefixes = None
+    threshold = prefixes = magnitude_log_scale = magnitude_bias = None
+    if estimator.activation == "gated":
+        magnitude_log_scale = np.asarray(estimator.magnitude_log_scale_, dtype=np.float64)
+        magnitude_bias = (
+            np.asarray(estimator.magnitude_bias_, dtype=np.float64) if estimator.fit_intercept
+            else np.zeros(n_components)
+        )  # fmt: skip
     if estimator.activation in ("jumprelu", "batchtopk"):
         threshold = np.asarray(estimator.threshold_, dtype=np.float64)
     if estimator.activation == "batchtopk":
@@ -187,4 +211,6 @@ def weights_from_encoder(estimator):
         k=estimator.n_nonzero_coefs if estimator.activation in ("topk", "batchtopk") else None,
         threshold=threshold,
         prefixes=prefixes,
+        magnitude_log_scale=magnitude_log_scale,
+        magnitude_bias=magnitude_bias,
     )

@@ -241,6 +241,16 @@ def write(weights, folder):
             "encoder.bias": tensor(weights.encoder_bias),
             "b_dec": tensor(weights.decoder_bias),
         }
+    elif weights.activation == "gated":
+        trainer.update(dict_class="GatedAutoEncoder", trainer_class="GatedSAETrainer")
+        state = {
+            "decoder_bias": tensor(weights.decoder_bias),
+            "encoder.weight": tensor(weights.encoder_weight),
+            "r_mag": tensor(weights.magnitude_log_scale),
+            "gate_bias": tensor(weights.encoder_bias),
+            "mag_bias": tensor(weights.magnitude_bias),
+            "decoder.weight": tensor(weights.decoder_weight.T),
+        }
     else:
         trainer.update(dict_class="JumpReluAutoEncoder", trainer_class="JumpReluTrainer")
         # Its encoder does not subtract b_dec: move that shift into b_enc.

@@ -269,7 +269,7 @@ def write(weights, folder):
     # A BatchTopK (or Matryoshka) SAE is saved as the JumpReLU it encodes as at inference,
     # as SAELens's save_inference_model does: SAE.load_from_disk has no "batchtopk".
     architecture = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu",
-                    "batchtopk": "jumprelu"}[weights.activation]  # fmt: skip
+                    "batchtopk": "jumprelu", "gated": "gated"}[weights.activation]  # fmt: skip
     config = {
         "architecture": architecture,
         "d_in": n_features,
@@ -292,6 +292,11 @@ def write(weights, folder):
         config["rescale_acts_by_decoder_norm"] = False
     if architecture == "jumprelu":
         tensors["threshold"] = weights.threshold
+    if architecture == "gated":
+        # GatedSAE: no b_enc; W_enc is the shared direction (saes/gated_sae.py).
+        del tensors["b_enc"]
+        tensors.update(b_gate=weights.encoder_bias, r_mag=weights.magnitude_log_scale,
+                       b_mag=weights.magnitude_bias)
     folder.mkdir(parents=True, exist_ok=True)
     write_safetensors(tensors, folder / WEIGHTS_FILE)
     write_json(config, folder / CONFIG_FILE)
