@@ -46,8 +46,8 @@ def test_check_on_the_cpu_says_so_runs_the_cuda_tests_and_writes_the_json(tmp_pa
     tests = result["cuda_tests"]
     assert tests["status"] == "run" and tests["ok"]
     assert tests["tests"] >= 2 and tests["failures"] == tests["errors"] == 0
-    if not torch.cuda.is_available():
-        assert tests["skipped"] == tests["tests"]
+    if not torch.cuda.is_available():  # the CUDA-only ones skip, the CPU ones pass
+        assert 0 < tests["skipped"] < tests["tests"] and tests["passed"] > 0
     _check_table(result, "cpu")
 
 
