@@ -108,10 +108,14 @@ def run_cuda_tests(mode, paths, timeout):
     except ImportError:
         return {"status": "not run", "reason": "pytest is not installed "
                 "(pip install -e '.[test]' to run the CUDA tests)"}  # fmt: skip
-    # Relative paths are taken from the working directory, else from the checkout.
-    paths = [str(Path(p).resolve() if Path(p).exists() else ROOT / p)
-             for p in paths or ["tests"]]  # fmt: skip
-    if not all(Path(p).exists() for p in paths):
+    # Files, folders or node ids (file::test); relative paths are taken from the working
+    # directory, else from the checkout.
+    def located(path):
+        file, sep, node = path.partition("::")
+        return str(Path(file).resolve() if Path(file).exists() else ROOT / file) + sep + node
+
+    paths = [located(p) for p in paths or ["tests"]]
+    if not all(Path(p.partition("::")[0]).exists() for p in paths):
         return {"status": "not run", "reason": f"no test suite at {paths} (a source checkout has one)"}
     with tempfile.TemporaryDirectory() as scratch:
         report = Path(scratch) / "junit.xml"
@@ -300,7 +304,7 @@ def main(argv=None):
     parser.add_argument("--tests", choices=["auto", "run", "collect", "skip"], default="auto",
                         help="the CUDA tests: auto runs them on a GPU and skips them without")
     parser.add_argument("--test-paths", nargs="*", default=None,
-                        help="test files or folders (default: the suite's tests/)")
+                        help="test files, folders or node ids (default: the suite's tests/)")
     parser.add_argument("--test-timeout", type=float, default=360.0)
     args = parser.parse_args(argv)
 
