@@ -5,6 +5,7 @@ load from SAELens and dictionary_learning (their own ``encode`` as the reference
 ITO refinement."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -184,8 +185,44 @@ def test_gated_sae_trained_by_saelens_loads_and_encodes_as_saelens(tmp_path, dat
         recon = reference.decode(codes)
     assert (codes > 0).any() and (codes == 0).any()
     ours = load_sae(tmp_path / "trained")
+    assert ours.activation == "gated"
     _close("SAELens-trained gated: load_sae encode", ours.transform(data), codes)
     _close("SAELens-trained gated: load_sae decode", ours.inverse_transform(codes.numpy()), recon)
+    # saved back, SAELens reads the same gated SAE; training continues from it
+    save_sae(ours, tmp_path / "back", format="saelens")
+    with torch.no_grad():
+        _close("SAELens-trained gated: our re-export, SAELens encode",
+               SAE.load_from_disk(tmp_path / "back").encode(x).numpy(), codes)
+    ours.partial_fit(data)
+    _close("SAELens-trained gated: after partial_fit", ours.transform(data),
+           _gated_codes(ours, data))
+
+
+def test_gated_sae_trained_by_dictionary_learning_loads_and_encodes_as_it(tmp_path, data):
+    pytest.importorskip("dictionary_learning", reason="dictionary_learning is not installed")
+    from dictionary_learning.trainers.gdm import GatedSAETrainer
+    from dictionary_learning.utils import load_dictionary
+
+    trainer = GatedSAETrainer(steps=40, activation_dim=D_IN, dict_size=D_SAE, layer=0,
+                              lm_name="none", lr=1e-2, warmup_steps=1,
+                              sparsity_warmup_steps=1, seed=0, device="cpu")
+    x = torch.as_tensor(data)
+    for step in range(40):  # its own training steps
+        trainer.update(step, x)
+    folder = tmp_path / "dl"
+    folder.mkdir()
+    torch.save(trainer.ae.state_dict(), folder / "ae.pt")
+    (folder / "config.json").write_text(json.dumps({"trainer": trainer.config, "buffer": {}}))
+    model, _ = load_dictionary(str(folder), device="cpu")
+    with torch.no_grad():
+        codes = model.encode(x)
+        recon = model.decode(codes)
+    assert (codes > 0).any() and (codes == 0).any()
+    ours = load_sae(folder)
+    assert ours.activation == "gated"
+    _close("dictionary_learning-trained gated: load_sae encode", ours.transform(data), codes)
+    _close("dictionary_learning-trained gated: load_sae decode",
+           ours.inverse_transform(codes.numpy()), recon)
 
 
 def test_ito_refines_gated_never_worse(gated, data):

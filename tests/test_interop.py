@@ -104,6 +104,7 @@ SAELENS_CASES = {
     "topk_rescaled": {"architecture": "topk", "k": K, "rescale_acts_by_decoder_norm": True},
     "jumprelu": {"architecture": "jumprelu", "apply_b_dec_to_input": False},
     "gated": {"architecture": "gated"},
+    "gated_no_b_dec_input": {"architecture": "gated", "apply_b_dec_to_input": False},
 }
 
 
@@ -124,7 +125,8 @@ def test_saelens_checkpoint_matches_reference(tmp_path, rng, X, case):
     assert (codes > 0).any() and (codes == 0).any()
     np.testing.assert_allclose(sae.transform(X), codes, atol=ATOL, rtol=0)
     np.testing.assert_allclose(sae.inverse_transform(codes), decode(codes), atol=ATOL, rtol=1e-10)
-    assert sae.get_params()["activation"] == {"standard": "relu", "topk": "topk"}.get(
+    assert sae.get_params()["activation"] == {"standard": "relu", "topk": "topk",
+                                              "gated": "gated"}.get(
         config["architecture"], "jumprelu"
     )
 
@@ -484,6 +486,7 @@ def test_saelens_library_agrees(tmp_path, rng):
         "jumprelu": JumpReLUSAE(JumpReLUSAEConfig(**common)),
         "jumprelu_no_b_dec": JumpReLUSAE(JumpReLUSAEConfig(apply_b_dec_to_input=False, **common)),
         "gated": GatedSAE(GatedSAEConfig(**common)),
+        "gated_no_b_dec": GatedSAE(GatedSAEConfig(apply_b_dec_to_input=False, **common)),
         # a training checkpoint and one trained on scaled activations
         "jumprelu_training": JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(**common)),
         "scaled": StandardSAE(StandardSAEConfig(normalize_activations="expected_average_only_in",
@@ -651,8 +654,8 @@ def test_saelens_encoder_decoder_fold_the_decoder_norms_and_the_input_shift(rng,
     tensors = _random_tensors(rng)
     config = {"architecture": "topk", "rescale_acts_by_decoder_norm": True,
               "apply_b_dec_to_input": False}
-    encoder, bias, decoder, threshold = _saelens._encoder_decoder(config, tensors, "w")
-    assert threshold is None
+    encoder, bias, decoder, magnitude = _saelens._encoder_decoder(config, tensors, "w")
+    assert magnitude == (None, None)  # a gated SAE's (r_mag, b_mag) only
     np.testing.assert_allclose(np.linalg.norm(decoder, axis=1), 1.0, rtol=1e-12)
     norms = np.linalg.norm(tensors["W_dec"], axis=1)
     # Our pre-activation (x - b_dec) W^T + c is SAELens's x @ W_enc + b_enc scaled by the norms.

@@ -32,7 +32,8 @@ def load_sae(path, *, format="auto", device="auto", dtype="float32", scaling_fac
     original library's ``encode`` and ``inverse_transform`` its ``decode``. Settings
     that are linear changes of variables are folded into the weights (SAELens
     ``apply_b_dec_to_input=False``, ``expected_average_only_in`` activation scaling,
-    TopK ``rescale_acts_by_decoder_norm``; gated SAEs become JumpReLU SAEs; BatchTopK
+    TopK ``rescale_acts_by_decoder_norm``; gated SAEs load as ``activation="gated"``,
+    parameter for parameter; BatchTopK
     and Matryoshka BatchTopK SAEs with their ``k`` become ``activation="batchtopk"``
     estimators at the checkpoint's global threshold); settings
     that are not (per-input normalisation, sparsify ``groupmax``, transcoders, skip

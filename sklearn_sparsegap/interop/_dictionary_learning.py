@@ -125,6 +125,7 @@ def _dict_class_weights(dict_class, tensors, encoder, bias, decoder, weights_pat
     """The :class:`SAEWeights` that encode and decode as ``dict_class`` does."""
     n_latents, d_in = encoder.shape
     activation, k, threshold, prefixes = "relu", None, None, None
+    magnitude = (None, None)
     if dict_class == "AutoEncoder":
         b_dec = tensors["bias"]
         norms = np.linalg.norm(decoder, axis=1)
@@ -137,15 +138,12 @@ def _dict_class_weights(dict_class, tensors, encoder, bias, decoder, weights_pat
         b_dec = tensors["decoder.bias"]
         bias = bias + encoder @ b_dec
     elif dict_class == "GatedAutoEncoder":
-        # gate [u + gate_bias > 0], magnitude relu(e u + mag_bias), u = W (x - b), e =
-        # exp(r_mag) > 0: the gate opens where the magnitude pre-activation exceeds
-        # mag_bias - e gate_bias, a JumpReLU.
+        # gate [u + gate_bias > 0], magnitude relu(exp(r_mag) u + mag_bias), u = W (x - b):
+        # our gated SAE, parameter for parameter.
         b_dec = tensors["decoder_bias"]
-        scale = np.exp(tensors["r_mag"])
-        encoder *= scale[:, None]
-        bias = tensors["mag_bias"].copy()
-        threshold = tensors["mag_bias"] - scale * tensors["gate_bias"]
-        activation = "jumprelu"
+        bias = tensors["gate_bias"].copy()
+        magnitude = (tensors["r_mag"].copy(), tensors["mag_bias"].copy())
+        activation = "gated"
     elif dict_class == "AutoEncoderTopK":
         b_dec = tensors["b_dec"]
         activation, k = "topk", int(tensors["k"])
@@ -176,6 +174,8 @@ def _dict_class_weights(dict_class, tensors, encoder, bias, decoder, weights_pat
         k=k,
         threshold=threshold,
         prefixes=prefixes,
+        magnitude_log_scale=magnitude[0],
+        magnitude_bias=magnitude[1],
     )
 
 

@@ -123,7 +123,7 @@ def read(folder, *, scaling_factor=None):
         config, tensors, d_sae, config_path, weights_path
     )
     _check_tensors(tensors, d_in, d_sae, weights_path)
-    encoder, bias, decoder, gate_threshold = _encoder_decoder(config, tensors, weights_path)
+    encoder, bias, decoder, magnitude = _encoder_decoder(config, tensors, weights_path)
     weights = SAEWeights(
         encoder_weight=encoder,
         encoder_bias=bias,
@@ -131,7 +131,9 @@ def read(folder, *, scaling_factor=None):
         decoder_bias=tensors["b_dec"],
         activation=activation,
         k=k,
-        threshold=threshold if gate_threshold is None else gate_threshold,
+        threshold=threshold,
+        magnitude_log_scale=magnitude[0],
+        magnitude_bias=magnitude[1],
         prefixes=(
             tuple(config["matryoshka_widths"])
             if activation == "batchtopk" and config.get("matryoshka_widths") else None
@@ -144,10 +146,9 @@ def read(folder, *, scaling_factor=None):
 
 
 def _architecture_activation(config, tensors, d_sae, config_path, weights_path):
-    """``(activation, k, threshold)`` of the config's architecture; checks its tensor names.
-
-    A gated SAE's threshold comes from its weights (see :func:`_encoder_decoder`).
-    """
+    """``(activation, k, threshold)`` of the config's architecture; checks its tensor
+    names. A gated SAE is our ``activation="gated"`` (its magnitude path comes from
+    :func:`_encoder_decoder`)."""
     architecture = config.get("architecture", "standard")
     common = ["W_enc", "W_dec", "b_dec"]
     optional = ["finetuning_scaling_factor"]
@@ -187,7 +188,7 @@ def _architecture_activation(config, tensors, d_sae, config_path, weights_path):
         ).copy()
     elif architecture == "gated":
         check_tensor_names(tensors, [*common, "b_gate", "b_mag", "r_mag"], optional, weights_path)
-        activation = "jumprelu"
+        activation = "gated"
     else:
         raise ValueError(
             f"{config_path}: architecture={architecture!r} is not supported (standard, "
@@ -217,24 +218,22 @@ def _check_tensors(tensors, d_in, d_sae, weights_path):
 
 
 def _encoder_decoder(config, tensors, weights_path):
-    """``(encoder rows, encoder bias, decoder rows, gate threshold or None)`` in our form.
+    """``(encoder rows, encoder bias, decoder rows, (r_mag, b_mag))`` in our form (the
+    last ``(None, None)`` but for a gated SAE, whose encoder bias is ``b_gate``).
 
-    What SAELens does around its two matrices (the gate, the decoder-norm rescaling of
-    TopK, the pre-6.0 fine-tuning factor, an input without ``b_dec`` subtracted) is
-    folded into them.
+    What SAELens does around its two matrices (the decoder-norm rescaling of TopK, the
+    pre-6.0 fine-tuning factor, an input without ``b_dec`` subtracted) is folded into
+    them.
     """
     architecture = config.get("architecture", "standard")
     encoder = tensors["W_enc"].T.copy()  # (d_sae, d_in): one row per latent
     decoder = tensors["W_dec"].copy()
-    threshold = None
+    magnitude = (None, None)
     if architecture == "gated":
-        # gate = [u + b_gate > 0] and magnitude = relu(e u + b_mag), with u = x' @ W_enc
-        # and e = exp(r_mag) > 0: the gate opens exactly where the magnitude
-        # pre-activation exceeds b_mag - e b_gate, a JumpReLU on it.
-        scale = np.exp(tensors["r_mag"])
-        encoder *= scale[:, None]
-        bias = tensors["b_mag"].copy()
-        threshold = tensors["b_mag"] - scale * tensors["b_gate"]
+        # gate = [u + b_gate > 0] and magnitude = relu(exp(r_mag) u + b_mag), with
+        # u = x' @ W_enc: our gated SAE, parameter for parameter.
+        bias = tensors["b_gate"].copy()
+        magnitude = (tensors["r_mag"].copy(), tensors["b_mag"].copy())
     else:
         bias = tensors["b_enc"].copy()
     if architecture in ("topk", "batchtopk", "matryoshka_batchtopk") and config.get(
@@ -258,8 +257,11 @@ def _encoder_decoder(config, tensors, weights_path):
     # is b_dec / s and (1 - a) b_dec @ W_enc joins the encoder bias; decoding divides
     # the output by s.
     if not config.get("apply_b_dec_to_input", True):
-        bias = bias + encoder @ tensors["b_dec"]
-    return encoder, bias, decoder, threshold
+        shift = encoder @ tensors["b_dec"]
+        bias = bias + shift
+        if magnitude[0] is not None:  # the magnitude path's share, exp(r_mag) times it
+            magnitude = (magnitude[0], magnitude[1] + np.exp(magnitude[0]) * shift)
+    return encoder, bias, decoder, magnitude
 
 
 def write(weights, folder):
