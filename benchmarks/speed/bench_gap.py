@@ -105,7 +105,7 @@ def bench(n_components, n_rows, n_sklearn_rows, repeats):
     seconds, codes = _best(lambda: ito.transform(X32), repeats)
     rows.append(("ours SAEPlusITO (TopK SAE + OMP at its L0, l0 guard)", "float32", n_rows,
                  n_rows / seconds, relative_error(X32, codes, dictionary)))
-    lines = [(n_components, *row[:3], f"{row[3]:.0f}", f"{row[3] / reference:.1f}x",
+    lines = [(n_components, *row[:3], f"{row[3]:.3g}", f"{row[3] / reference:.1f}x",
               f"{row[4]:.2e}") for row in rows]
     for line in lines:
         print("  ".join(map(str, line)), file=sys.stderr, flush=True)  # progress
