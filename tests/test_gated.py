@@ -245,3 +245,39 @@ def test_gated_bad_settings_are_named(data):
     est = SAEEncoder(n_components=4, activation="gated", max_iter=2, device="cpu").fit(data)
     with pytest.raises(ValueError, match="sparsify stores TopK SAEs only.*gated"):
         save_sae(est, "unused", format="sparsify")
+
+
+def test_gated_warm_start_continues_exactly(data):
+    X = data.astype(np.float64)  # scale_input: the trained biases (b_mag too) carry over
+    common = dict(n_components=D_SAE, activation="gated", alpha=0.05, random_state=0,
+                  device="cpu")
+    whole = SAEEncoder(max_iter=20, **common).fit(X)
+    parts = SAEEncoder(max_iter=10, warm_start=True, **common).fit(X)
+    parts.fit(X)
+    assert whole.input_scale_ != 1.0
+    for name in ("components_", "magnitude_log_scale_", "magnitude_bias_", "threshold_"):
+        np.testing.assert_allclose(getattr(parts, name), getattr(whole, name), atol=1e-12,
+                                   err_msg=name)
+    np.testing.assert_allclose(parts.intercepts_[0], whole.intercepts_[0], atol=1e-12)
+
+
+def test_gated_minibatches_checkpoint_and_streaming(data, tmp_path):
+    common = dict(n_components=D_SAE, activation="gated", alpha=0.05, batch_size=64,
+                  max_iter=3, random_state=0, device="cpu")
+    path = tmp_path / "gated.pt"
+    est = SAEEncoder(checkpoint_path=str(path), **common).fit(data, X_val=data[:64])
+    assert path.exists() and np.isfinite(est.history_["val_fvu"][-1])
+    # a second fit resumes from the finished checkpoint: the same model
+    again = SAEEncoder(checkpoint_path=str(path), **common).fit(data, X_val=data[:64])
+    np.testing.assert_array_equal(again.transform(data), est.transform(data))
+    np.testing.assert_array_equal(again.magnitude_bias_, est.magnitude_bias_)
+    # streamed from disk in minibatches
+    from unittest import mock
+
+    import sklearn_sparsegap._batches as batches
+
+    np.save(tmp_path / "X.npy", data)
+    on_disk = np.load(tmp_path / "X.npy", mmap_mode="r")
+    with mock.patch.object(batches, "IN_MEMORY_BYTES", 1):
+        streamed = SAEEncoder(**common).fit(on_disk)
+    _close("ours: streamed fit", streamed.transform(data), _gated_codes(streamed, data))
