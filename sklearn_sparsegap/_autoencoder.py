@@ -488,8 +488,16 @@ class DeadLatentResampler:
         if last_weight.shape[1] == directions.shape[1]:
             last_weight[dead_index] = directions * scale
         last_bias[dead_index] = 0.0
+        # A gated SAE's magnitude path restarts as its gate path, as at initialisation.
+        gate_params = tuple(
+            param for param in (getattr(module, "magnitude_log_scale", None),
+                                getattr(module, "magnitude_bias", None))
+            if param is not None
+        )  # fmt: skip
+        for param in gate_params:
+            param[dead_index] = 0.0
         # Reset the optimiser moments of the rows that were reinitialised.
-        for param in (module.components, last_weight, last_bias):
+        for param in (module.components, last_weight, last_bias, *gate_params):
             state = self.optimizer.state.get(param, {})
             for key in ("exp_avg", "exp_avg_sq"):
                 if key in state:

@@ -281,3 +281,21 @@ def test_gated_minibatches_checkpoint_and_streaming(data, tmp_path):
     with mock.patch.object(batches, "IN_MEMORY_BYTES", 1):
         streamed = SAEEncoder(**common).fit(on_disk)
     _close("ours: streamed fit", streamed.transform(data), _gated_codes(streamed, data))
+
+
+def test_gated_resampling_restarts_the_magnitude_path_of_dead_latents(data):
+    from sklearn_sparsegap._autoencoder import DeadLatentResampler
+    from sklearn_sparsegap._training import make_adam
+
+    module = make_module(D_IN, D_SAE, activation="gated")
+    with torch.no_grad():
+        for param in module.parameters():
+            param.normal_()
+    optimizer = make_adam([p for p in module.parameters() if p.requires_grad], 1e-3)
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[:3] = True
+    DeadLatentResampler(module, optimizer, torch.as_tensor(data),
+                        torch.Generator().manual_seed(0))(dead)
+    assert torch.all(module.magnitude_log_scale[:3] == 0)
+    assert torch.all(module.magnitude_bias[:3] == 0)
+    assert torch.all(module.magnitude_bias[3:] != 0)
