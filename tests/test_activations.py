@@ -471,14 +471,17 @@ def test_reconstruction_metrics_known_answers():
 
 def test_loss_recovered_known_answers(tmp_path):
     model, batches = TinyLM(), make_batches(3)
-    identity = loss_recovered(model, batches, module="blocks.1", reconstruct=lambda x: x)
+    identity = loss_recovered(model, batches, module="blocks.1", reconstruct=lambda x: x,
+                              exclude_first=False)
     assert identity["score"] == 1.0 and identity["ce_reconstruction"] == identity["ce_clean"]
-    zeros = loss_recovered(model, batches, module="blocks.1", reconstruct=torch.zeros_like)
+    zeros = loss_recovered(model, batches, module="blocks.1", reconstruct=torch.zeros_like,
+                           exclude_first=False)
     assert zeros["score"] == 0.0 and zeros["ce_reconstruction"] == zeros["ce_ablation"]
     assert zeros["ce_ablation"] != zeros["ce_clean"]
     assert identity["n_tokens"] == sum(int(b["attention_mask"][:, 1:].sum()) for b in batches)
     # Splicing at a module's input works the same way.
-    at_input = loss_recovered(model, batches, module="blocks.2", site="input", reconstruct=lambda x: x)
+    at_input = loss_recovered(model, batches, module="blocks.2", site="input",
+                              reconstruct=lambda x: x, exclude_first=False)
     assert at_input["score"] == 1.0 and at_input["ce_clean"] == identity["ce_clean"]
     zeros_in = loss_recovered(model, batches, module="blocks.2", site="input", reconstruct=torch.zeros_like)
     assert zeros_in["score"] == 0.0
@@ -518,7 +521,8 @@ def test_loss_recovered_reuses_a_baseline(tmp_path):
     calls = model.blocks[1].n_calls
     reused = loss_recovered(model, batches, module="blocks.1", reconstruct=halve, baseline=full)
     assert model.blocks[1].n_calls - calls == len(batches)
-    assert reused == full
+    assert reused["score"] == full["score"] and reused["score_interval"] == full["score_interval"]
+    assert reused["n_tokens"] == full["n_tokens"] and reused["ce_clean"] == full["ce_clean"]
     with pytest.raises(ValueError, match="same batches"):
         loss_recovered(model, batches[:2], module="blocks.1", reconstruct=halve, baseline=full)
     with pytest.raises(ValueError, match="baseline must be a result"):
@@ -628,7 +632,8 @@ def test_extract_batches_skips_stored_rows_and_stops_at_max_tokens(tmp_path):
 def test_check_baseline_reads_an_earlier_result():
     assert _evaluation._check_baseline(None) is None
     result = {"score": 0.5, "ce_clean": 1, "ce_ablation": "3.5", "n_tokens": 7.0}
-    assert _evaluation._check_baseline(result) == {"clean": 1.0, "ablation": 3.5, "n_tokens": 7}
+    assert _evaluation._check_baseline(result) == {"clean": 1.0, "ablation": 3.5, "n_tokens": 7,
+                                                   "sequences": None}
     with pytest.raises(ValueError, match="baseline must be a result of loss_recovered"):
         _evaluation._check_baseline({"ce_clean": 1.0})
 
@@ -651,8 +656,11 @@ def test_cross_entropy_sums_per_run_and_tokens():
         model, batches, module="blocks.1", site="output",
         runs={"clean": None, "same": lambda x: x, "zeros": torch.zeros_like})
     assert model.training  # the training mode is restored
-    assert n_tokens == sum(int(b["attention_mask"][:, 1:].sum()) for b in batches)
-    assert sums["same"] == sums["clean"] and sums["zeros"] != sums["clean"]
+    # One entry per sequence of every batch.
+    assert len(n_tokens) == sum(len(b["input_ids"]) for b in batches)
+    assert n_tokens.sum() == sum(int(b["attention_mask"][:, 1:].sum()) for b in batches)
+    np.testing.assert_array_equal(sums["same"], sums["clean"])
+    assert (sums["zeros"] != sums["clean"]).any()
 
     class SkipsTheBlocks(TinyLM):
         def forward(self, input_ids, attention_mask=None):
@@ -664,19 +672,26 @@ def test_cross_entropy_sums_per_run_and_tokens():
 
 
 def test_loss_recovered_score_known_values_and_errors():
+    a = np.array
     score = _evaluation._loss_recovered_score(
-        {"clean": 10.0, "ablation": 30.0, "reconstruction": 15.0}, 10, None)
-    assert score == {"score": 0.75, "ce_clean": 1.0, "ce_ablation": 3.0,
-                     "ce_reconstruction": 1.5, "n_tokens": 10}
-    reference_ = {"clean": 1.0, "ablation": 3.0, "n_tokens": 10}
-    assert _evaluation._loss_recovered_score({"reconstruction": 15.0}, 10, reference_) == score
+        {"clean": a([4.0, 6.0]), "ablation": a([10.0, 20.0]), "reconstruction": a([5.0, 10.0])},
+        a([4, 6]), None)
+    assert (score["score"], score["ce_clean"], score["ce_ablation"]) == (0.75, 1.0, 3.0)
+    assert score["ce_reconstruction"] == 1.5 and score["n_tokens"] == 10
+    assert score["n_sequences"] == 2
+    low, high = score["score_interval"]
+    assert low <= 0.75 <= high
+    reference_ = {"clean": 1.0, "ablation": 3.0, "n_tokens": 10, "sequences": None}
+    reused = _evaluation._loss_recovered_score({"reconstruction": a([5.0, 10.0])}, a([4, 6]),
+                                               reference_)
+    assert reused["score"] == 0.75 and reused["score_interval"] is None
     with pytest.raises(ValueError, match="same batches"):
-        _evaluation._loss_recovered_score({"reconstruction": 15.0}, 9, reference_)
+        _evaluation._loss_recovered_score({"reconstruction": a([15.0])}, a([9]), reference_)
     with pytest.raises(ValueError, match="no predicted tokens"):
-        _evaluation._loss_recovered_score({"reconstruction": 0.0}, 0, reference_)
+        _evaluation._loss_recovered_score({"reconstruction": a([0.0])}, a([0]), reference_)
     with pytest.raises(ValueError, match="score is undefined"):
-        _evaluation._loss_recovered_score({"clean": 1.0, "ablation": 1.0, "reconstruction": 1.0},
-                                          1, None)
+        _evaluation._loss_recovered_score(
+            {"clean": a([1.0]), "ablation": a([1.0]), "reconstruction": a([1.0])}, a([1]), None)
 
 
 def test_tiny_transformers_llama(tmp_path):

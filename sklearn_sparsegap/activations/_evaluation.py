@@ -175,17 +175,23 @@ def reconstruction_metrics(
     }
 
 
-def _as_reconstructor(reconstruct):
-    """A function ``(rows, d) tensor -> (rows, d) tensor`` from an estimator or callable."""
+def _as_reconstructor(reconstruct, scale=1.0):
+    """A function ``(rows, d) tensor -> (rows, d) tensor`` from an estimator or callable,
+    applied on ``scale * rows`` and brought back to the model's scale."""
     if hasattr(reconstruct, "transform") and hasattr(reconstruct, "inverse_transform"):
 
-        def apply(rows):
+        def function(rows):
             codes = reconstruct.transform(to_numpy(rows))
             return to_tensor(reconstruct.inverse_transform(codes), device=rows.device, dtype=rows.dtype)
 
-        return apply
-    if callable(reconstruct):
-        return reconstruct
+    elif callable(reconstruct):
+        function = reconstruct
+    else:
+        function = None
+    if function is not None:
+        if scale == 1.0:
+            return function
+        return lambda rows: function(rows * scale) / scale
     raise ValueError(
         "reconstruct must be a fitted estimator (with transform and inverse_transform) or "
         f"a callable on (n_tokens, n_features) tensors, got {type(reconstruct).__name__}."
@@ -201,14 +207,21 @@ def _logits(output):
 
 
 def _check_baseline(baseline):
-    """``{"clean", "ablation", "n_tokens"}`` of an earlier result, or None without one."""
+    """``{"clean", "ablation", "n_tokens", "sequences"}`` of an earlier result (its
+    per-sequence sums, when it has them, give the interval), or None without one."""
     if baseline is None:
         return None
     try:
+        sequences = baseline.get("per_sequence")
+        if sequences is not None and sequences.get("clean") is None:
+            sequences = None
         return {"clean": float(baseline["ce_clean"]),
                 "ablation": float(baseline["ce_ablation"]),
-                "n_tokens": int(baseline["n_tokens"])}  # fmt: skip
-    except (TypeError, KeyError, ValueError):
+                "n_tokens": int(baseline["n_tokens"]),
+                "sequences": None if sequences is None else {
+                    key: np.asarray(sequences[key], dtype=np.float64)
+                    for key in ("clean", "ablation", "n_tokens")}}  # fmt: skip
+    except (TypeError, KeyError, ValueError, AttributeError):
         raise ValueError(
             "baseline must be a result of loss_recovered (with ce_clean, ce_ablation "
             f"and n_tokens), got {baseline!r}."
@@ -232,27 +245,40 @@ def _splice(keep, function):
     return replace
 
 
-def _cross_entropy_sums(model, batches, *, module, site, runs):
-    """Summed next-token cross-entropy of each run over all batches, and the token count.
+def _replaced_and_predicted(mask, exclude_first):
+    """``(replaced, predicted)`` masks of a batch: the positions whose activation a run
+    replaces, and the positions whose next-token prediction counts. With
+    ``exclude_first`` each sequence's first real token (position 0, the attention sink;
+    after left padding, the first unmasked one) is neither replaced nor counted."""
+    replaced = mask
+    if exclude_first:
+        replaced = mask & (mask.long().cumsum(dim=1) > 1)
+    predicted = replaced[:, :-1] & mask[:, 1:]
+    return replaced, predicted
 
-    ``runs`` maps a name to the replacement function of the hooked activation's kept
-    rows (None runs the model as it is).
+
+def _cross_entropy_sums(model, batches, *, module, site, runs, exclude_first=False):
+    """Per-sequence summed next-token cross-entropy of each run, and token counts.
+
+    ``runs`` maps a name to the replacement function of the hooked activation's
+    replaced rows (None runs the model as it is). Returns ``(sums, n_tokens)``: arrays
+    with one entry per sequence of every batch, in order.
     """
     device = model_device(model)
-    sums = dict.fromkeys(runs, 0.0)
-    n_tokens = 0
+    sums = {name: [] for name in runs}
+    n_tokens = []
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
             for index, batch in enumerate(batches):
                 inputs, input_ids, mask, _ = split_batch(batch, index)
-                input_ids, mask = input_ids.to(device), mask.to(device)
-                predicted = mask[:, 1:] & mask[:, :-1]
-                targets = input_ids[:, 1:][predicted]
-                n_tokens += int(predicted.sum())
+                input_ids, mask = input_ids.to(device), mask.to(device).bool()
+                replaced, predicted = _replaced_and_predicted(mask, exclude_first)
+                targets = input_ids[:, 1:]
+                n_tokens.append(predicted.sum(dim=1).cpu().numpy())
                 for name, function in runs.items():
-                    replace = None if function is None else _splice(mask, function)
+                    replace = None if function is None else _splice(replaced, function)
                     with hooked(model, module, site, replace=replace) as captured:
                         logits = _logits(call_model(model, inputs, device))
                     if "activation" not in captured:
@@ -260,52 +286,100 @@ def _cross_entropy_sums(model, batches, *, module, site, runs):
                             f"module={module!r} was not called during the forward pass of "
                             f"batch {index}."
                         )
-                    logits = logits[:, :-1][predicted].float()
-                    sums[name] += float(
-                        torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+                    losses = torch.nn.functional.cross_entropy(
+                        logits[:, :-1].float().transpose(1, 2), targets, reduction="none"
                     )
+                    per_sequence = (losses * predicted).sum(dim=1, dtype=torch.float64)
+                    sums[name].append(per_sequence.cpu().numpy())
     finally:
         model.train(was_training)
-    return sums, n_tokens
+    sums = {name: np.concatenate(values) if values else np.zeros(0)
+            for name, values in sums.items()}
+    return sums, np.concatenate(n_tokens) if n_tokens else np.zeros(0, dtype=np.int64)
 
 
-def _loss_recovered_score(sums, n_tokens, reference):
-    """The result dict from the summed cross-entropies (``reference``: a checked baseline)."""
-    if n_tokens == 0:
+def _bootstrap_interval(sums, n_tokens, *, confidence, n_resamples, random_state):
+    """Percentile bootstrap interval of the score, resampling whole sequences (tokens of a
+    sequence are not independent). None with fewer than two sequences."""
+    if len(n_tokens) < 2 or not n_resamples:
+        return None
+    n = len(n_tokens)
+    picks = np.random.default_rng(random_state).integers(0, n, size=(n_resamples, n))
+    # How often each sequence is drawn in each resample: one bincount over all resamples.
+    offsets = picks + n * np.arange(n_resamples)[:, None]
+    counts = np.bincount(offsets.ravel(), minlength=n_resamples * n).reshape(n_resamples, n)
+    total = {name: counts @ sums[name] for name in ("clean", "ablation", "reconstruction")}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scores = ((total["ablation"] - total["reconstruction"])
+                  / (total["ablation"] - total["clean"]))  # fmt: skip
+    scores = scores[np.isfinite(scores)]
+    if not len(scores):
+        return None
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(scores, [tail, 1 - tail])
+    return float(low), float(high)
+
+
+def _loss_recovered_score(sums, n_tokens, reference, *, confidence=0.95, n_resamples=1000,
+                          random_state=0):
+    """The result dict from the per-sequence cross-entropy sums and token counts
+    (``reference``: a checked baseline)."""
+    total_tokens = int(np.sum(n_tokens))
+    if total_tokens == 0:
         raise ValueError("batches hold no predicted tokens (every sequence is shorter than 2).")
-    ce = {name: total / n_tokens for name, total in sums.items()}
+    ce = {name: float(np.sum(values)) / total_tokens for name, values in sums.items()}
     if reference is not None:
-        if reference["n_tokens"] != n_tokens:
+        if reference["n_tokens"] != total_tokens:
             raise ValueError(
                 f"baseline was measured on {reference['n_tokens']} predicted tokens, these "
-                f"batches have {n_tokens}: it must come from the same batches."
+                f"batches have {total_tokens}: it must come from the same batches."
             )
         ce.update(clean=reference["clean"], ablation=reference["ablation"])
+        sequences = reference["sequences"]
+        if sequences is not None and np.array_equal(sequences["n_tokens"], n_tokens):
+            sums = {**sums, "clean": sequences["clean"], "ablation": sequences["ablation"]}
+        else:  # no per-sequence baseline: no interval
+            sums = dict(sums, clean=None)
     gap = ce["ablation"] - ce["clean"]
     if gap == 0:
         raise ValueError(
             "zero ablation does not change the loss at this module, so the loss-recovered "
             "score is undefined."
         )
+    interval = None
+    if sums.get("clean") is not None:
+        interval = _bootstrap_interval(sums, n_tokens, confidence=confidence,
+                                       n_resamples=n_resamples, random_state=random_state)
     return {
         "score": (ce["ablation"] - ce["reconstruction"]) / gap,
+        "score_interval": interval,
         "ce_clean": ce["clean"],
         "ce_ablation": ce["ablation"],
         "ce_reconstruction": ce["reconstruction"],
-        "n_tokens": n_tokens,
+        "n_tokens": total_tokens,
+        "n_sequences": int(len(n_tokens)),
+        "per_sequence": {
+            "clean": None if sums.get("clean") is None else np.asarray(sums["clean"]),
+            "ablation": None if sums.get("clean") is None else np.asarray(sums["ablation"]),
+            "reconstruction": np.asarray(sums["reconstruction"]),
+            "n_tokens": np.asarray(n_tokens),
+        },
     }
 
 
-def loss_recovered(model, batches, *, module, reconstruct, site="output", baseline=None):
+def loss_recovered(model, batches, *, module, reconstruct, site="output", baseline=None,
+                   scale=1.0, exclude_first=True, confidence=0.95, n_resamples=1000,
+                   random_state=0):
     """How much of the language-modelling loss a reconstruction keeps (SAEBench's score).
 
     For every batch the model runs three times: clean; with the activation at
     ``module`` replaced by zeros (ablation); and with it replaced by its reconstruction
-    ``reconstruct(x)``. Replacement happens at the positions the attention mask keeps;
-    the next-token cross-entropy is averaged over every predicted token. The score is
+    ``reconstruct(x)``. Replacement happens at the positions the attention mask keeps
+    (but the first, with ``exclude_first``); the next-token cross-entropy is averaged
+    over every predicted token. The score is
     ``(CE_ablation - CE_reconstruction) / (CE_ablation - CE_clean)``: 1 when the
     reconstruction is as good as the true activation, 0 when it is no better than
-    zeros.
+    zeros. Its interval is a percentile bootstrap over whole sequences.
 
     Parameters
     ----------
@@ -327,12 +401,32 @@ def loss_recovered(model, batches, *, module, reconstruct, site="output", baseli
         its ``ce_clean`` and ``ce_ablation`` are reused, so the model runs once per
         batch instead of three times (scoring several reconstructions). Its
         ``n_tokens`` must match these batches'.
+    scale : float, default=1.0
+        The estimator was trained on ``scale * x`` (activations scaled before fitting,
+        e.g. to mean squared norm ``n_features``): the rows are multiplied by ``scale``
+        before ``reconstruct`` and its output divided by it. An estimator fitted with
+        ``scale_input=True`` handles its own scale: leave 1.0.
+    exclude_first : bool, default=True
+        Leave each sequence's first real token (position 0, an attention sink in causal
+        LMs; after left padding, the first unmasked token) out: its activation is never
+        replaced, in the ablation neither, and the prediction made from it is not in the
+        mean (it would be the same in every run), as SAELens does.
+    confidence : float, default=0.95
+        Coverage of ``score_interval``.
+    n_resamples : int, default=1000
+        Bootstrap resamples of the sequences (0: no interval).
+    random_state : int, default=0
+        Seed of the bootstrap.
 
     Returns
     -------
     result : dict
-        ``score``, ``ce_clean``, ``ce_ablation``, ``ce_reconstruction`` (mean
-        cross-entropy in nats per predicted token) and ``n_tokens``.
+        ``score``, ``score_interval`` (``(low, high)``, None with fewer than two
+        sequences or a baseline without per-sequence sums), ``ce_clean``,
+        ``ce_ablation``, ``ce_reconstruction`` (mean cross-entropy in nats per predicted
+        token), ``n_tokens`` (predicted tokens counted), ``n_sequences`` and
+        ``per_sequence`` (each run's summed cross-entropy and token count per sequence,
+        what a later call's ``baseline`` reuses).
 
     Examples
     --------
@@ -350,10 +444,18 @@ def loss_recovered(model, batches, *, module, reconstruct, site="output", baseli
     >>> halved["ce_clean"] == result["ce_clean"] and halved["score"] < 1
     True
     """
-    reconstructor = _as_reconstructor(reconstruct)
+    if not (isinstance(scale, Real) and np.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a positive finite number, got {scale!r}.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
+    if not isinstance(n_resamples, Integral) or n_resamples < 0:
+        raise ValueError(f"n_resamples must be a non-negative integer, got {n_resamples!r}.")
+    reconstructor = _as_reconstructor(reconstruct, float(scale))
     reference = _check_baseline(baseline)
     runs = {"reconstruction": reconstructor}
     if reference is None:
         runs = {"clean": None, "ablation": torch.zeros_like, **runs}
-    sums, n_tokens = _cross_entropy_sums(model, batches, module=module, site=site, runs=runs)
-    return _loss_recovered_score(sums, n_tokens, reference)
+    sums, n_tokens = _cross_entropy_sums(model, batches, module=module, site=site, runs=runs,
+                                         exclude_first=exclude_first)  # fmt: skip
+    return _loss_recovered_score(sums, n_tokens, reference, confidence=confidence,
+                                 n_resamples=n_resamples, random_state=random_state)

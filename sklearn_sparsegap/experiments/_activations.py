@@ -87,32 +87,14 @@ def prepare_activations(model, tokenizer, *, model_name, module, n_tokens, cache
     return path
 
 
-def _splice(estimator, scale, length):
-    """``x -> x_hat`` for :func:`loss_recovered`: the true activation kept at position 0.
-
-    ``loss_recovered`` passes the kept rows of a ``(batch, length)`` tensor batch in row
-    order, so every ``length``-th row is a position 0.
-    """
-
-    def reconstruct(rows):
-        out = rows.clone()
-        body = rows.reshape(-1, length, rows.shape[-1])[:, 1:].reshape(-1, rows.shape[-1])
-        X = body.detach().cpu().numpy().astype(np.float32) * scale
-        X_hat = estimator.inverse_transform(estimator.transform(X)) / scale
-        out.reshape(-1, length, rows.shape[-1])[:, 1:] = torch.as_tensor(
-            np.asarray(X_hat), dtype=rows.dtype, device=rows.device
-        ).reshape(-1, length - 1, rows.shape[-1])
-        return out
-
-    return reconstruct
-
-
 def run_method(name, estimator, X_train, X_holdout, *, model=None, module=None, site="output",
                lm_batches=None, scale=1.0, baseline=None, progress=True):
-    """Fit one method and measure it on the holdout rows; returns ``(row, estimator)``.
+    """Fit one method and measure it on the holdout rows.
 
-    ``baseline``: an earlier row on the same ``lm_batches``, whose clean and ablation
-    losses are reused (:func:`loss_recovered`), so only the splice runs the model.
+    Returns ``(row, estimator, loss)``: ``loss`` is the :func:`loss_recovered` result
+    (None without ``lm_batches``), which a later call on the same ``lm_batches`` takes
+    as its ``baseline``: the clean and ablation losses are reused, so only the splice
+    runs the model.
     """
     say(f"{name}: fitting {type(estimator).__name__} on {X_train.shape[0]} tokens",
         progress=progress)
@@ -129,6 +111,8 @@ def run_method(name, estimator, X_train, X_holdout, *, model=None, module=None, 
         "dead_fraction": metrics["dead_fraction"],
         "dense_fraction": metrics["dense_fraction"],
         "loss_recovered": None,
+        "loss_recovered_low": None,
+        "loss_recovered_high": None,
         "ce_clean": None,
         "ce_ablation": None,
         "ce_reconstruction": None,
@@ -141,20 +125,22 @@ def run_method(name, estimator, X_train, X_holdout, *, model=None, module=None, 
         "n_train": int(X_train.shape[0]),
         "n_holdout": int(X_holdout.shape[0]),
     }
+    result = None
     if lm_batches is not None:
-        length = lm_batches[0].shape[1]
-        if baseline is not None:
-            baseline = {"ce_clean": baseline["ce_clean"], "ce_ablation": baseline["ce_ablation"],
-                        "n_tokens": baseline["loss_tokens"]}
+        # The estimator was trained on scale * x; position 0 (the attention sink) stays
+        # true in every run and out of the mean.
         result = loss_recovered(model, lm_batches, module=module, site=site,
-                                reconstruct=_splice(estimator, scale, length), baseline=baseline)
+                                reconstruct=estimator, scale=scale, baseline=baseline)
+        interval = result["score_interval"]
         row.update(loss_recovered=result["score"], ce_clean=result["ce_clean"],
                    ce_ablation=result["ce_ablation"],
                    ce_reconstruction=result["ce_reconstruction"],
-                   loss_tokens=result["n_tokens"])
+                   loss_tokens=result["n_tokens"],
+                   loss_recovered_low=None if interval is None else interval[0],
+                   loss_recovered_high=None if interval is None else interval[1])
     say(f"{name}: FVU {row['fvu']:.3f}, L0 {row['mean_l0']:.1f}, dead "
         f"{row['dead_fraction']:.3f}, fit {fit_seconds:.1f} s", progress=progress)
-    return row, estimator
+    return row, estimator, result
 
 
 def _format(column, value):
@@ -171,11 +157,18 @@ def _format(column, value):
     return f"{value:.3f}"
 
 
+def _cell(row, column):
+    """One cell; loss recovered with its bootstrap interval when it has one."""
+    text = _format(column, row.get(column))
+    if column == "loss_recovered" and row.get("loss_recovered_low") is not None:
+        text += f" [{row['loss_recovered_low']:.2f}, {row['loss_recovered_high']:.2f}]"
+    return text
+
+
 def format_table(rows):
     """The results as an aligned text table, one line per method."""
     header = [_HEADERS.get(c, c) for c in TABLE_COLUMNS]
-    lines = [[row["method"]] + [_format(c, row.get(c)) for c in TABLE_COLUMNS[1:]]
-             for row in rows]
+    lines = [[row["method"]] + [_cell(row, c) for c in TABLE_COLUMNS[1:]] for row in rows]
     widths = [max(len(r[i]) for r in [header, *lines]) for i in range(len(header))]
 
     def render(cells):
@@ -342,7 +335,7 @@ def run_methods(methods, split, *, n_components, budget, random_state=0, device=
     n_features = split.X_train.shape[1]
     k = activation_k(n_components, n_features)
     rows, fitted = [], {}
-    sae_seconds = None
+    sae_seconds = baseline = None
     for name in methods:
         build = dict(n_components=n_components, n_features=n_features, budget=budget,
                      random_state=random_state, device=device)
@@ -357,9 +350,11 @@ def run_methods(methods, split, *, n_components, budget, random_state=0, device=
         elif name == "sparse-coding":
             train = split.X_train[: ACTIVATION_BUDGETS[budget]["sc_samples"]]
         estimator = build_activation_method(name, **build)
-        row, fitted[name] = run_method(name, estimator, train, split.X_holdout, model=model,
-                                       module=module, lm_batches=lm_batches, scale=split.scale,
-                                       baseline=rows[0] if rows else None, progress=progress)
+        row, fitted[name], loss = run_method(
+            name, estimator, train, split.X_holdout, model=model, module=module,
+            lm_batches=lm_batches, scale=split.scale, baseline=baseline, progress=progress,
+        )  # fmt: skip
+        baseline = baseline or loss
         if name == "sae":
             sae_seconds = row["fit_seconds"]
         elif name == "sae+ito":
