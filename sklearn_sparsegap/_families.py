@@ -132,9 +132,8 @@ def gated_threshold(gate_bias, magnitude_log_scale, magnitude_bias):
 
     With ``u`` the encoder's product without bias, the gate ``u + b_gate > 0`` is open
     exactly where ``pi_mag = exp(r_mag) u + b_mag`` exceeds it, so at inference the gated
-    SAE is the JumpReLU ``ReLU(pi_mag) * 1[pi_mag > threshold]`` (how the peers' gated
-    checkpoints load as JumpReLU SAEs; ``threshold`` may be negative, where the ReLU
-    then decides)."""
+    SAE is the JumpReLU ``ReLU(pi_mag) * 1[pi_mag > threshold]`` (a gated
+    ``SAEEncoder``'s ``threshold_``; it may be negative, where the ReLU then decides)."""
     exp = torch.exp if torch.is_tensor(magnitude_log_scale) else np.exp
     return magnitude_bias - exp(magnitude_log_scale) * gate_bias
 

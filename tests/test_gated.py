@@ -89,9 +89,10 @@ def test_gated_continues_training(gated, data):
     _close("ours: after continued training", est.transform(data), _gated_codes(est, data))
 
 
-def test_gated_loss_is_half_dictionary_learning_gated_loss(rng=np.random.default_rng(0)):
+def test_gated_loss_is_half_dictionary_learning_gated_loss():
     """Our gated loss at alpha = l1_penalty / 2 is half of dictionary_learning's
     GatedSAETrainer.loss (after its sparsity warm-up), with gradients in the same ratio."""
+    rng = np.random.default_rng(0)
     pytest.importorskip("dictionary_learning", reason="dictionary_learning is not installed")
     from dictionary_learning.dictionary import GatedAutoEncoder
     from dictionary_learning.trainers.gdm import GatedSAETrainer
@@ -150,7 +151,7 @@ def test_gated_exports_to_saelens_and_dictionary_learning(tmp_path, gated, data)
     if pytest.importorskip("dictionary_learning", reason="dictionary_learning is not installed"):
         from dictionary_learning.utils import load_dictionary
 
-        model, config = load_dictionary(str(tmp_path / "dictionary_learning"), device="cpu")
+        model, _ = load_dictionary(str(tmp_path / "dictionary_learning"), device="cpu")
         assert type(model).__name__ == "GatedAutoEncoder"
         with torch.no_grad():
             _close("dictionary_learning GatedAutoEncoder encode of our gated SAE",
@@ -249,8 +250,8 @@ def test_gated_bad_settings_are_named(data):
 
 def test_gated_warm_start_continues_exactly(data):
     X = data.astype(np.float64)  # scale_input: the trained biases (b_mag too) carry over
-    common = dict(n_components=D_SAE, activation="gated", alpha=0.05, random_state=0,
-                  device="cpu")
+    common = {"n_components": D_SAE, "activation": "gated", "alpha": 0.05, "random_state": 0,
+              "device": "cpu"}
     whole = SAEEncoder(max_iter=20, **common).fit(X)
     parts = SAEEncoder(max_iter=10, warm_start=True, **common).fit(X)
     parts.fit(X)
@@ -262,8 +263,8 @@ def test_gated_warm_start_continues_exactly(data):
 
 
 def test_gated_minibatches_checkpoint_and_streaming(data, tmp_path):
-    common = dict(n_components=D_SAE, activation="gated", alpha=0.05, batch_size=64,
-                  max_iter=3, random_state=0, device="cpu")
+    common = {"n_components": D_SAE, "activation": "gated", "alpha": 0.05, "batch_size": 64,
+              "max_iter": 3, "random_state": 0, "device": "cpu"}
     path = tmp_path / "gated.pt"
     est = SAEEncoder(checkpoint_path=str(path), **common).fit(data, X_val=data[:64])
     assert path.exists() and np.isfinite(est.history_["val_fvu"][-1])
