@@ -400,6 +400,21 @@ def test_report_paper_sections(bench, tmp_path):
     assert record["experiments"]["decoder_analysis"]["done"] == 0  # smoke units: not paper's
     record = report.collect(run, results=tmp_path / "smoke_results", profile="smoke")
     assert record["experiments"]["decoder_analysis"]["done"] > 0
+    # An unfinished run (no result.json, some units): its finished units become a partial
+    # record, summarised under "Not run at paper settings here".
+    smoke_result = json.loads((run / "decoder_analysis" / "result.json").read_text())
+    (run / "decoder_analysis" / "result.json").unlink()
+    units = sorted((run / "decoder_analysis" / bench.runner.UNITS).glob("*.json"))
+    units[0].unlink()
+    partial_results = tmp_path / "partial_results"
+    report.collect(run, results=partial_results, profile="smoke")
+    partial = json.loads((partial_results / report.PAPER / "decoder_analysis" / report.PARTIAL).read_text())
+    assert partial["units"]["reused"] == len(units) - 1 == len(partial["units"]["finished"])
+    assert partial["units"]["computed"] == 0 and len(partial["records"]) == len(units) - 1
+    assert all(r in smoke_result["records"] for r in partial["records"])
+    text = report._paper("decoder_analysis", partial_results)
+    assert f"Only {len(units) - 1} of its {len(units)} units finished here" in text
+    (run / "decoder_analysis" / "result.json").write_text(json.dumps(smoke_result))
     text = report._paper("decoder_analysis", results)
     assert "Not run at paper settings here" in text and "--out RESULTS_DIR" in text
     assert str(tmp_path) not in (results / report.PAPER / report.ESTIMATES).read_text()

@@ -38,8 +38,9 @@ class UnitStore:
     (the reused ones' from the run that computed them).
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, stored_only=False):
         self.directory = Path(directory)
+        self.stored_only = stored_only  # run nothing: only the stored units come back
         self.computed = 0
         self.reused = 0
         self.seconds = 0.0
@@ -82,10 +83,12 @@ _STORE = None  # the UnitStore of the running experiment (set by ``unit_store``)
 
 
 @contextlib.contextmanager
-def unit_store(directory):
-    """Within the block every :func:`sweep` reuses and writes units under ``directory``."""
+def unit_store(directory, stored_only=False):
+    """Within the block every :func:`sweep` reuses and writes units under ``directory``;
+    with ``stored_only`` it runs nothing and returns the stored units only (the finished
+    part of an unfinished run, in job order)."""
     global _STORE
-    previous, _STORE = _STORE, UnitStore(directory)
+    previous, _STORE = _STORE, UnitStore(directory, stored_only)
     try:
         yield _STORE
     finally:
@@ -160,6 +163,9 @@ def sweep(function, jobs, *, n_jobs=1, progress=True, description="sweep"):
             results[index] = stored["result"]
             store.reused += 1
             store.seconds += stored["seconds"]
+    if store is not None and store.stored_only:
+        return [result for index, result in enumerate(results)
+                if index not in {i for i, _, _ in todo}]  # fmt: skip
     if n_jobs == 1:
         outputs = (_run_unit(function, jobs[i], path, key) for i, path, key in todo)
     else:

@@ -30,6 +30,8 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/: the shared _bench
 from _bench import runner
 from run_all import EXPERIMENTS, estimate, experiment
@@ -135,6 +137,19 @@ def _paper(name, results):
     guess = json.loads(stored.read_text())["experiments"].get(name) if stored.exists() else None
     lines = ["**Not run at paper settings here** (it did not fit in this session's time on "
              "this machine)."]
+    partial = results / PAPER / name / PARTIAL
+    if partial.exists():
+        record = json.loads(partial.read_text())
+        units = record["units"]
+        finished = ", ".join(units["finished"])
+        lines.append(
+            f"Only {units['reused']} of its {units['jobs']} units finished here ({finished}; "
+            f"{_minutes(record['seconds'])} of compute); the table is those units alone, "
+            "at the paper's settings, not the experiment:\n"
+        )
+        difference = _differences(name, record)
+        difference = f"\n\n{difference}" if difference else ""
+        lines.append(f"```text\n{experiment(name).summary(record)}{difference}\n```\n")
     if guess:
         lines.append(
             f"{guess['jobs']} units; {guess['done']} finished here before the session ended. "
@@ -171,6 +186,30 @@ def _paper_times(results):
     return "```text\n" + table + "\n```"
 
 
+PARTIAL = "partial.json"  # the finished units of an unfinished paper run, as a record
+
+
+def partial_record(name, source, profile="paper"):
+    """The record of the units of ``name`` finished under ``source`` (its run not done):
+    the experiment's ``run`` with only the stored units (nothing computed), the settings of
+    the profile, and ``units`` (how many of how many, their summed compute seconds)."""
+    module = experiment(name)
+    settings = module.PROFILES[profile]
+    with runner.unit_store(Path(source) / name / runner.UNITS, stored_only=True) as store:
+        records = module.run(settings, n_jobs=1, progress=False)
+    sweeps = runner.job_lists(module, settings)
+    jobs = sum(len(jobs) for _, jobs in sweeps)
+    finished = [
+        f"{job.get('label') or job.get('method')} seed {job.get('seed')}"
+        for function, group in sweeps for job in group
+        if store.load(store.key(function, job)) is not None
+    ]  # fmt: skip
+    return {"experiment": name, "profile": profile, "settings": settings, "partial": True,
+            "seconds": store.seconds,
+            "units": {**store.summary(), "jobs": jobs, "finished": finished},
+            "environment": runner.environment(), "records": records}  # fmt: skip
+
+
 def collect(source, results=DOCS / "results", profile="paper"):
     """Copy the finished paper-profile records (``result.json`` and figures) of a run
     folder ``source`` (``run_all.py --profile paper --out SOURCE``) into
@@ -188,7 +227,14 @@ def collect(source, results=DOCS / "results", profile="paper"):
             (target / name).mkdir(parents=True, exist_ok=True)
             for file in [finished, *sorted((source / name).glob("*.png"))]:
                 shutil.copy(file, target / name / file.name)
+        partial = target / name / PARTIAL
+        if partial.exists():
+            partial.unlink()
         measured = estimate(name, measured=source, profile=profile)
+        if measured["done"] and not finished.exists():
+            record = partial_record(name, source, profile)
+            (target / name).mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps(runner._jsonable(record), indent=1) + "\n")
         if measured["done"]:
             quick = estimate(name, profile=profile)
             if quick["seconds"]:
@@ -196,12 +242,17 @@ def collect(source, results=DOCS / "results", profile="paper"):
                 slowdowns.append(slowdown)
                 measured["basis"] += f"; {slowdown:.1f}x the estimate from the quick run"
         experiments[name] = measured
-    factor = max(slowdowns) if slowdowns else 1.0
+    slowdowns.sort()
+    # Their geometric mean: the quick-run scaling misses different costs per experiment.
+    factor = float(np.exp(np.mean(np.log(slowdowns)))) if slowdowns else 1.0
+    spread = f"{slowdowns[0]:.0f}-{slowdowns[-1]:.0f}x" if slowdowns else "none measured"
     for name, guess in experiments.items():
         if not guess["done"] and guess["seconds"] is not None:
             guess["seconds"] *= factor
             guess["remaining"] = guess["seconds"]
-            guess["basis"] += f", x {factor:.1f} (the largest slowdown measured here)"
+            guess["basis"] += (f", x {factor:.0f} (the geometric mean of the slowdowns measured "
+                               f"here against this scaling: {spread} over the experiments with "
+                               "units; read it as a range)")
     target.mkdir(parents=True, exist_ok=True)
     record = {"experiments": experiments, "load_average": list(os.getloadavg()),
               "environment": runner.environment()}  # fmt: skip
