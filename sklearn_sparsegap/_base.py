@@ -135,6 +135,22 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         return value
 
     def set_params(self, **params):
+        """Set the parameters of this estimator.
+
+        As scikit-learn's ``set_params``; it also drops the cached device copy of the
+        fitted weights, so that the next ``transform`` uploads them afresh (call it after
+        changing a fitted array in place).
+
+        Parameters
+        ----------
+        **params : dict
+            Estimator parameters.
+
+        Returns
+        -------
+        self : estimator instance
+            Estimator instance.
+        """
         clear_device_copies(self)
         return super().set_params(**params)
 
