@@ -2,7 +2,6 @@
 README's table against the recorded run it is rendered from."""
 
 import importlib
-import json
 import subprocess
 import sys
 from pathlib import Path
