@@ -432,17 +432,19 @@ class _BaseAutoencoder(BaseSparseEstimator):
         if state.code_moments is not None:
             self._code_moments = state.code_moments
 
+    def _module_layout(self):
+        """The architecture of the fitted model, as :func:`make_module`'s arguments."""
+        return {"hidden_layer_sizes": self._hidden_layer_sizes(), "activation": self.activation,
+                "k": self.n_nonzero_coefs, "fit_intercept": self.fit_intercept}
+
     def _module(self, dtype, device):
         """The fitted model as an ``nn.Module`` on ``device`` in ``dtype``: built and
         uploaded once, then kept for the following calls (see ``_device_copy``)."""
 
         def build():
-            module = make_module(
-                self.components_.shape[1], self.components_.shape[0],
-                hidden_layer_sizes=self._hidden_layer_sizes(), activation=self.activation,
-                k=self.n_nonzero_coefs, fit_intercept=self.fit_intercept, device=device,
-                dtype=dtype,
-            )  # fmt: skip
+            # The encoder's input width: X's (a transcoder decodes into another space).
+            module = make_module(self.coefs_[0].shape[1], self.components_.shape[0],
+                                 device=device, dtype=dtype, **self._module_layout())
             load_weights(module, self._fitted_state())
             module.requires_grad_(False)  # inference only: the copy is shared by calls
             return module

@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_is_fitted
 
-from ._autoencoder import AutoencoderData, load_weights, make_module
+from ._autoencoder import AutoencoderData
 from ._base import FLOAT_DTYPES
 from ._batches import is_streamed, iter_row_blocks
 from ._compat import Interval, StrOptions, _fit_context
@@ -369,15 +369,11 @@ class SAETranscoder(_BaseAutoencoder):
         return None
 
     # -------------------------------------------------------------- inference
-    def _module(self, dtype, device):
-        module = make_module(
-            self.coefs_[0].shape[1], self.components_.shape[0], activation=self.activation,
-            k=self.n_nonzero_coefs, fit_intercept=self.fit_intercept, device=device,
-            dtype=dtype, n_outputs=self.components_.shape[1],
-            skip_connection=self.skip_connection,
-        )  # fmt: skip
-        load_weights(module, self._fitted_state())
-        return module
+    def _module_layout(self):
+        # Decoded into Y's space, with the optional skip from X: the shared _module
+        # builds (and keeps on the device) this architecture.
+        return {**super()._module_layout(), "n_outputs": self.components_.shape[1],
+                "skip_connection": self.skip_connection}
 
     def predict(self, X):
         """The prediction ``Y_hat`` of ``X``: its codes decoded (plus the skip).
