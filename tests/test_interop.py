@@ -237,8 +237,8 @@ def test_scaling_factor_folds_into_any_format(tmp_path, rng, X):
 
 @pytest.mark.parametrize(
     "change, message",
-    [({"activation": "groupmax"}, "groupmax"), ({"transcode": True}, "transcode"),
-     ({"skip_connection": True}, "skip_connection"), ({"signed": True}, "signed")],
+    # transcode / skip_connection load as transcoders: tests/test_interop_transcoders.py
+    [({"activation": "groupmax"}, "groupmax"), ({"signed": True}, "signed")],
 )
 def test_sparsify_unsupported_settings_are_named(tmp_path, rng, change, message):
     _write_sparsify(tmp_path, _sparsify_tensors(rng), {**_SPARSIFY_CFG, **change}, torch.float32)
@@ -401,7 +401,7 @@ def test_bad_input_errors_name_the_file_and_tensor(tmp_path, rng):
         "extra": ({**tensors, "W_skip": np.eye(D_IN)}, config, r"unexpected tensor.*W_skip"),
         "shape": ({**tensors, "b_dec": np.zeros(D_IN + 1)}, config, r"'b_dec' has shape"),
         "nan": ({**tensors, "W_enc": np.full((D_IN, D_SAE), np.nan)}, config, r"'W_enc' has NaN"),
-        "arch": (tensors, {**config, "architecture": "jumprelu_skip_transcoder"}, "not supported"),
+        "arch": (tensors, {**config, "architecture": "matching_pursuit"}, "not supported"),
         "norm": (tensors, {**config, "normalize_activations": "constant_norm_rescale"},
                  "constant_norm_rescale"),
     }
@@ -632,8 +632,16 @@ def test_saelens_architecture_gives_the_activation_and_checks_names(tmp_path, rn
     np.testing.assert_allclose(threshold, 0.5)
     with pytest.raises(ValueError, match="missing tensor"):
         _saelens._architecture_activation({"architecture": "gated"}, tensors, D_SAE, "cfg", "w")
-    with pytest.raises(ValueError, match="architecture='transcoder' is not supported"):
-        _saelens._architecture_activation({"architecture": "transcoder"}, tensors, D_SAE,
+    # transcoders: the activation of their architecture (tensors checked by name)
+    assert _saelens._architecture_activation(
+        {"architecture": "jumprelu_skip_transcoder"},
+        {**tensors, "threshold": np.full(D_SAE, 0.2), "W_skip": np.eye(D_IN)}, D_SAE, "cfg", "w",
+    )[0] == "jumprelu"
+    with pytest.raises(ValueError, match=r"missing tensor.*W_skip"):
+        _saelens._architecture_activation({"architecture": "skip_transcoder"}, tensors, D_SAE,
+                                          "cfg", "w")
+    with pytest.raises(ValueError, match="architecture='matching_pursuit' is not supported"):
+        _saelens._architecture_activation({"architecture": "matching_pursuit"}, tensors, D_SAE,
                                           "cfg", "w")
 
 

@@ -1,8 +1,10 @@
 """Load SAEs trained by SAELens, sparsify and dictionary_learning as fitted
-:class:`~sklearn_sparsegap.SAEEncoder` objects, and export ours to those formats.
+:class:`~sklearn_sparsegap.SAEEncoder` objects (their transcoders as
+:class:`~sklearn_sparsegap.SAETranscoder`), and export ours to those formats.
 
 A loaded SAE is an ordinary fitted estimator: ``transform`` / ``inverse_transform``
-give the original library's codes and reconstructions, and it plugs into
+give the original library's codes and reconstructions (a transcoder's ``predict`` its
+prediction of the other activation), and it plugs into
 :class:`~sklearn_sparsegap.SAEPlusITO` (through ``sklearn.frozen.FrozenEstimator``),
 the metrics and ``GridSearchCV``. See :doc:`interop` for the formats field by field.
 """
@@ -24,7 +26,7 @@ def _check_format(format, allow_auto):
 
 
 def load_sae(path, *, format="auto", device="auto", dtype="float32", scaling_factor=None):
-    """Load an SAE checkpoint of SAELens, sparsify or dictionary_learning.
+    """Load an SAE (or transcoder) checkpoint of SAELens, sparsify or dictionary_learning.
 
     The weights are read with the ``safetensors`` package (SAELens, sparsify) or
     ``torch.load(weights_only=True)`` (dictionary_learning), never with an unrestricted
@@ -36,8 +38,18 @@ def load_sae(path, *, format="auto", device="auto", dtype="float32", scaling_fac
     parameter for parameter; BatchTopK
     and Matryoshka BatchTopK SAEs with their ``k`` become ``activation="batchtopk"``
     estimators at the checkpoint's global threshold); settings
-    that are not (per-input normalisation, sparsify ``groupmax``, transcoders, skip
-    connections) raise a ``ValueError`` that names them.
+    that are not (per-input normalisation, sparsify ``groupmax`` and ``signed``) raise a
+    ``ValueError`` that names them.
+
+    Transcoders load as a fitted :class:`~sklearn_sparsegap.SAETranscoder` whose
+    ``predict`` equals the library's forward pass (prediction of the output activation,
+    skip connection included) and whose ``transform`` its ``encode``: SAELens
+    ``transcoder``, ``skip_transcoder``, ``jumprelu_transcoder`` and
+    ``jumprelu_skip_transcoder`` (``skip_connection=True`` with ``W_skip``), and sparsify
+    ``transcode=True`` checkpoints (TopK; ``skip_connection=True`` adds ``W_skip``). A
+    sparsify SAE with ``skip_connection=True`` but ``transcode=False`` is a skip
+    transcoder of ``Y = X`` and loads as one (the ``b_dec`` it subtracts from the input
+    moved into the encoder bias).
 
     Parameters
     ----------
@@ -59,18 +71,20 @@ def load_sae(path, *, format="auto", device="auto", dtype="float32", scaling_fac
         with ``normalize_activations="expected_average_only_in"``, the factor in
         ``activation_scaler.json``; 1 otherwise (dictionary_learning folds its own
         before saving). It is folded into the weights, so the estimator takes raw
-        activations.
+        activations. For a transcoder it is the factor of both its input and its
+        output (one activation scaler for both, as SAELens's).
 
     Returns
     -------
-    estimator : SAEEncoder
-        A fitted estimator with ``n_components`` latents. Its ``alpha`` is 0: the
-        training penalty is not stored in these checkpoints; set it (or pass
-        ``transform_alpha`` to ``SAEPlusITO``) to score with a penalty.
+    estimator : SAEEncoder or SAETranscoder
+        A fitted estimator with ``n_components`` latents (an ``SAETranscoder`` for a
+        transcoder checkpoint). Its ``alpha`` is 0: the training penalty is not stored
+        in these checkpoints; set it (or pass ``transform_alpha`` to ``SAEPlusITO``) to
+        score with a penalty.
 
     See Also
     --------
-    save_sae : Export a fitted SAEEncoder to these formats.
+    save_sae : Export a fitted SAEEncoder or SAETranscoder to these formats.
 
     Examples
     --------
@@ -104,7 +118,7 @@ def load_sae(path, *, format="auto", device="auto", dtype="float32", scaling_fac
 
 
 def save_sae(estimator, path, *, format):
-    """Write a fitted SAEEncoder in the checkpoint format of a peer library.
+    """Write a fitted SAEEncoder (or SAETranscoder) in the checkpoint format of a peer library.
 
     The folder loads back with that library's own loader (SAELens
     ``SAE.load_from_disk``, sparsify ``SparseCoder.load_from_disk``, dictionary_learning
@@ -113,14 +127,23 @@ def save_sae(estimator, path, *, format):
 
     Parameters
     ----------
-    estimator : SAEEncoder
-        A fitted linear SAE (``sklearn.frozen.FrozenEstimator`` of one is accepted).
+    estimator : SAEEncoder or SAETranscoder
+        A fitted linear SAE or transcoder (``sklearn.frozen.FrozenEstimator`` of one is
+        accepted).
         sparsify stores TopK SAEs only; SAELens and dictionary_learning store ReLU,
         TopK and JumpReLU SAEs; BatchTopK (and Matryoshka) SAEs go to
         dictionary_learning as ``BatchTopKSAE`` (``MatryoshkaBatchTopKSAE``) and to
         SAELens as the JumpReLU they encode as at inference (what SAELens's own
         ``save_inference_model`` writes); gated SAEs go to SAELens as ``gated``
         (``GatedSAE``) and to dictionary_learning as ``GatedAutoEncoder``.
+        Transcoders: ReLU and JumpReLU ones go to SAELens as ``transcoder`` /
+        ``jumprelu_transcoder`` (``skip_transcoder`` / ``jumprelu_skip_transcoder``
+        with ``skip_connection=True``), BatchTopK ones as the JumpReLU transcoder they
+        are at inference; TopK ones go to sparsify (``transcode=True``, with
+        ``skip_connection``) when ``n_outputs`` equals ``n_features`` (sparsify's
+        outputs have the input's width). What a format cannot hold (a TopK transcoder
+        in SAELens, any other activation or another output width in sparsify, any
+        transcoder in dictionary_learning) raises a ``ValueError`` naming it.
     path : str or path-like
         The folder to write (created if needed; existing files of the format are
         replaced).

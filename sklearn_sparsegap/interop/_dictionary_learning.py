@@ -192,6 +192,12 @@ def _group_prefixes(group_sizes, n_latents, path):
 
 def write(weights, folder):
     """Write ``weights`` as a dictionary_learning checkpoint in ``folder``."""
+    if weights.transcoder:
+        raise ValueError(
+            "dictionary_learning has no transcoders (every dict_class reconstructs its "
+            "own input), so an SAETranscoder cannot be saved in its format; use the "
+            "SAELens or sparsify format."
+        )
     folder = Path(folder)
     n_components, n_features = weights.decoder_weight.shape
 

@@ -6,6 +6,12 @@ checkpoint stores ``log_threshold``); gated SAEs have ``b_gate``, ``b_mag``, ``r
 instead of ``b_enc``; a BatchTopK training checkpoint stores a scalar ``topk_threshold``.
 SAELens encodes ``act((norm(x) - b_dec * apply_b_dec_to_input) @ W_enc + b_enc)`` and
 decodes ``unnorm(f @ W_dec + b_dec)``.
+
+Transcoders (``saes/transcoder.py``: ``transcoder``, ``skip_transcoder``,
+``jumprelu_transcoder``, ``jumprelu_skip_transcoder``) decode into another activation of
+``d_out`` columns: ``W_dec (d_sae, d_out)``, ``b_dec (d_out)``, and the skip ones
+``W_skip (d_out, d_in)``; they encode ``act(norm(x) @ W_enc + b_enc)`` (their config
+refuses ``apply_b_dec_to_input=True``) and predict ``f @ W_dec + b_dec (+ x @ W_skip.T)``.
 """
 
 from pathlib import Path
@@ -30,6 +36,14 @@ SCALER_FILE = "activation_scaler.json"
 # The config layout written by save_sae: SAELens reads configs without a version (or
 # older than 6.0) through its pre-6.0 converter, so the format version is stated.
 _FORMAT_VERSION = "6.0.0"
+
+# SAELens's transcoder architectures: (activation, has W_skip).
+TRANSCODERS = {
+    "transcoder": ("relu", False),
+    "skip_transcoder": ("relu", True),
+    "jumprelu_transcoder": ("jumprelu", False),
+    "jumprelu_skip_transcoder": ("jumprelu", True),
+}
 
 _PRE_6_RENAMES = {
     "hook_point": "hook_name",
@@ -119,10 +133,12 @@ def read(folder, *, scaling_factor=None):
         raise ValueError(
             f"{config_path}: unknown reshape_activations={config['reshape_activations']!r}."
         )
+    transcoder = config.get("architecture") in TRANSCODERS
+    d_out = _transcoder_d_out(config, config_path) if transcoder else d_in
     activation, k, threshold = _architecture_activation(
         config, tensors, d_sae, config_path, weights_path
     )
-    _check_tensors(tensors, d_in, d_sae, weights_path)
+    _check_tensors(tensors, d_in, d_sae, weights_path, d_out=d_out)
     encoder, bias, decoder, magnitude = _encoder_decoder(config, tensors, weights_path)
     weights = SAEWeights(
         encoder_weight=encoder,
@@ -138,11 +154,27 @@ def read(folder, *, scaling_factor=None):
             tuple(config["matryoshka_widths"])
             if activation == "batchtopk" and config.get("matryoshka_widths") else None
         ),  # fmt: skip
+        transcoder=transcoder,
+        skip_weight=tensors.get("W_skip"),
     )
     # SAELens encodes s x - a b_dec (s the activation scale, a = apply_b_dec_to_input):
     # the (1 - a) b_dec @ W_enc part joined the encoder bias; the scale is folded
     # into the weights, so the estimator takes raw activations.
     return fold_input_scale(weights, _scaling_factor(folder, config, scaling_factor))
+
+
+def _transcoder_d_out(config, config_path):
+    """A transcoder's ``d_out`` (SAELens's default, 768, when the config has none);
+    its ``apply_b_dec_to_input`` must be False, as SAELens's ``TranscoderConfig``
+    requires (``b_dec`` lives in the output space)."""
+    if config.get("apply_b_dec_to_input", True):
+        raise ValueError(
+            f"{config_path}: apply_b_dec_to_input=True is not supported for a transcoder "
+            f"(architecture={config['architecture']!r}): its b_dec is in the output space, "
+            "so it cannot be subtracted from the input (SAELens's TranscoderConfig refuses "
+            "it too)."
+        )
+    return config_int(config, "d_out", config_path, default=768)
 
 
 def _architecture_activation(config, tensors, d_sae, config_path, weights_path):
@@ -189,11 +221,17 @@ def _architecture_activation(config, tensors, d_sae, config_path, weights_path):
     elif architecture == "gated":
         check_tensor_names(tensors, [*common, "b_gate", "b_mag", "r_mag"], optional, weights_path)
         activation = "gated"
+    elif architecture in TRANSCODERS:
+        activation, skip = TRANSCODERS[architecture]
+        names = [*common, "b_enc"] + ["threshold"] * (activation == "jumprelu")
+        check_tensor_names(tensors, names + ["W_skip"] * skip, [], weights_path)
+        if activation == "jumprelu":
+            threshold = tensors["threshold"]
     else:
         raise ValueError(
             f"{config_path}: architecture={architecture!r} is not supported (standard, "
-            "topk, jumprelu, gated and batchtopk are; transcoders map one activation to "
-            "another and are not autoencoders)."
+            "topk, jumprelu, gated, batchtopk, matryoshka_batchtopk and the transcoders "
+            f"{sorted(TRANSCODERS)} are)."
         )
     return activation, k, threshold
 
@@ -205,12 +243,16 @@ def _integral(value):
     )
 
 
-def _check_tensors(tensors, d_in, d_sae, weights_path):
-    """Every tensor finite and of the shape ``d_in`` and ``d_sae`` give it."""
+def _check_tensors(tensors, d_in, d_sae, weights_path, d_out=None):
+    """Every tensor finite and of the shape ``d_in``, ``d_sae`` and (a transcoder's)
+    ``d_out`` give it."""
+    d_out = d_in if d_out is None else d_out
     check_finite(tensors, weights_path)
     check_shape(tensors["W_enc"], (d_in, d_sae), "W_enc", weights_path)
-    check_shape(tensors["W_dec"], (d_sae, d_in), "W_dec", weights_path)
-    check_shape(tensors["b_dec"], (d_in,), "b_dec", weights_path)
+    check_shape(tensors["W_dec"], (d_sae, d_out), "W_dec", weights_path)
+    check_shape(tensors["b_dec"], (d_out,), "b_dec", weights_path)
+    if "W_skip" in tensors:
+        check_shape(tensors["W_skip"], (d_out, d_in), "W_skip", weights_path)
     for name in ("b_enc", "b_gate", "b_mag", "r_mag", "finetuning_scaling_factor", "threshold",
                  "log_threshold"):
         if name in tensors:
@@ -255,8 +297,8 @@ def _encoder_decoder(config, tensors, weights_path):
     # SAELens encodes s x - a b_dec (s the activation scale, a = apply_b_dec_to_input):
     # = s (x - b_dec / s) + (1 - a) b_dec, so the encoder sees s W_enc, the shared bias
     # is b_dec / s and (1 - a) b_dec @ W_enc joins the encoder bias; decoding divides
-    # the output by s.
-    if not config.get("apply_b_dec_to_input", True):
+    # the output by s. A transcoder reads its input as it is, as ours does.
+    if not config.get("apply_b_dec_to_input", True) and architecture not in TRANSCODERS:
         shift = encoder @ tensors["b_dec"]
         bias = bias + shift
         if magnitude[0] is not None:  # the magnitude path's share, exp(r_mag) times it
@@ -267,18 +309,22 @@ def _encoder_decoder(config, tensors, weights_path):
 def write(weights, folder):
     """Write ``weights`` as an inference SAELens checkpoint in ``folder``."""
     folder = Path(folder)
-    n_components, n_features = weights.decoder_weight.shape
-    # A BatchTopK (or Matryoshka) SAE is saved as the JumpReLU it encodes as at inference,
-    # as SAELens's save_inference_model does: SAE.load_from_disk has no "batchtopk".
-    architecture = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu",
-                    "batchtopk": "jumprelu", "gated": "gated"}[weights.activation]  # fmt: skip
+    n_components, n_features = weights.encoder_weight.shape
+    if weights.transcoder:
+        architecture = _transcoder_architecture(weights)
+    else:
+        # A BatchTopK (or Matryoshka) SAE is saved as the JumpReLU it encodes as at
+        # inference, as SAELens's save_inference_model does: SAE.load_from_disk has no
+        # "batchtopk".
+        architecture = {"relu": "standard", "topk": "topk", "jumprelu": "jumprelu",
+                        "batchtopk": "jumprelu", "gated": "gated"}[weights.activation]  # fmt: skip
     config = {
         "architecture": architecture,
         "d_in": n_features,
         "d_sae": n_components,
         "dtype": "float32",
         "device": "cpu",
-        "apply_b_dec_to_input": True,
+        "apply_b_dec_to_input": not weights.transcoder,
         "normalize_activations": "none",
         "reshape_activations": "none",
         "metadata": {"sae_lens_version": _FORMAT_VERSION},
@@ -289,10 +335,14 @@ def write(weights, folder):
         "W_dec": weights.decoder_weight,
         "b_dec": weights.decoder_bias,
     }
+    if weights.transcoder:
+        config["d_out"] = weights.decoder_weight.shape[1]
+    if weights.skip_weight is not None:
+        tensors["W_skip"] = weights.skip_weight
     if architecture == "topk":
         config["k"] = int(weights.k)
         config["rescale_acts_by_decoder_norm"] = False
-    if architecture == "jumprelu":
+    if architecture.startswith("jumprelu"):
         tensors["threshold"] = weights.threshold
     if architecture == "gated":
         # GatedSAE: no b_enc; W_enc is the shared direction (saes/gated_sae.py).
@@ -302,3 +352,18 @@ def write(weights, folder):
     folder.mkdir(parents=True, exist_ok=True)
     write_safetensors(tensors, folder / WEIGHTS_FILE)
     write_json(config, folder / CONFIG_FILE)
+
+
+def _transcoder_architecture(weights):
+    """The SAELens architecture of a transcoder's ``weights``: ReLU and JumpReLU ones
+    (with or without ``W_skip``); a BatchTopK one as the JumpReLU it is at inference."""
+    if weights.activation == "topk":
+        raise ValueError(
+            "SAELens has no TopK transcoder (its transcoders are 'transcoder', "
+            "'skip_transcoder', 'jumprelu_transcoder' and 'jumprelu_skip_transcoder'), so "
+            "a transcoder with activation='topk' cannot be saved in its format; sparsify "
+            "stores TopK transcoders."
+        )
+    activation = "jumprelu" if weights.activation == "batchtopk" else weights.activation
+    skip = weights.skip_weight is not None
+    return next(name for name, layout in TRANSCODERS.items() if layout == (activation, skip))
