@@ -9,12 +9,12 @@ way out.
 """
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
-from ._batches import DiskBatches, TensorBatches, iter_row_blocks
+from ._batches import DiskBatches, TensorBatches, exceeds_device, iter_row_blocks
 from ._distributed import (
     RankBatches,
     active_reducer,
@@ -658,6 +658,19 @@ def training_generator(random_state, n_steps=None):
     return generator
 
 
+def streamed_from_host(data, settings):
+    """``data``, to be streamed from host memory in minibatches (as rows on disk are)
+    when an in-memory ``X`` (with its known codes or outputs) would take more of the
+    device than ``device_rows`` allows; unchanged on the CPU and for a full batch."""
+    if data.streamed or settings.batch_size >= data.X.shape[0]:
+        return data
+    width = data.X.shape[1] + (0 if data.target_codes is None else data.target_codes.shape[1])
+    itemsize = torch.empty((), dtype=settings.dtype).element_size()
+    if not exceeds_device(data.X.shape[0], width * itemsize, settings.device):
+        return data
+    return replace(data, streamed=True)
+
+
 def _training_tensors(data, settings):
     """``(source, X, codes, dictionary)``: the rows the loop draws from (None: ``X`` in
     memory), and the tensors of the initialisation, on the device. A streamed ``X``
@@ -853,6 +866,7 @@ def fit_autoencoder(data, settings, previous=None, *, group=None, zero_code_rows
         The model folded onto X's scale, its history, optimiser state and counters.
     """
     device, dtype = settings.device, settings.dtype
+    data = streamed_from_host(data, settings)
     source, X, codes, dictionary = _training_tensors(data, settings)
     n_samples, n_features = data.X.shape
     module = make_module(

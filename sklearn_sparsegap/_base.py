@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._compat import validate_data
 from ._batches import is_streamed, iter_row_blocks, read_rows
 from ._dask import dask_inverse_transform, dask_transform, is_dask_array
-from ._torch_utils import is_half, resolve_device, to_numpy, to_tensor, torch_dtype
+from ._torch_utils import device_rows, is_half, resolve_device, to_numpy, to_tensor, torch_dtype
 from ._training import objective
 from ._validation import check_finite_rows, check_matrix
 
@@ -45,6 +45,47 @@ def per_sample_objective(X, codes, components, intercept, alpha):
         per_sample=True,
     )
     return to_numpy(values)
+
+
+# A block of encoding holds its input rows and about this many codes-wide arrays per row
+# (pre-activations, codes, the top-k's values and indices) on the device.
+_ENCODE_ARRAYS = 4
+
+
+def device_blocks(X, device, width):
+    """``(start, rows)`` blocks of ``X`` for results ``width`` wide computed on ``device``.
+
+    An on-disk ``X`` is read in blocks (never mapped whole). An in-memory ``X`` is one
+    block on the CPU and, on CUDA, blocks whose rows and results fit in the share of the
+    device's free memory that ``device_rows`` allows, so that a large array never
+    lands on the device whole.
+    """
+    if is_streamed(X):
+        yield from iter_row_blocks(X)
+        return
+    itemsize = max(4, np.dtype(X.dtype).itemsize)
+    rows = device_rows(device, (X.shape[1] + _ENCODE_ARRAYS * width) * itemsize)
+    if rows is None or rows >= X.shape[0]:
+        yield 0, X
+        return
+    for start in range(0, X.shape[0], rows):
+        yield start, X[start : start + rows]
+
+
+def blockwise(function, X, device, width):
+    """``function`` (a tensor of rows -> a tensor with one result per row, computed
+    without gradients) over the ``device_blocks`` of ``X``, as one numpy array."""
+    output = None
+    for start, rows in device_blocks(X, device, width):
+        with torch.no_grad():
+            tensor = to_tensor(rows, device=device, dtype=torch_dtype(rows.dtype))
+            block = to_numpy(function(tensor))
+        if start == 0 and len(block) == X.shape[0]:
+            return block
+        if output is None:
+            output = np.empty((X.shape[0], *block.shape[1:]), dtype=block.dtype)
+        output[start : start + len(block)] = block
+    return output
 
 
 # Parameters that do not change what a fit computes, left out of checkpoint configs.
@@ -169,7 +210,8 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         return validate_data(self, X, reset=reset, dtype=float_dtypes(X))
 
     def _resolved_device(self):
-        return resolve_device(self.device)
+        # An estimator without a device parameter (LARS: scikit-learn's) is on the CPU.
+        return resolve_device(getattr(self, "device", "cpu"))
 
     @property
     def _n_features_out(self):
@@ -194,21 +236,27 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         if is_dask_array(X):
             return dask_transform(self, X)
         X = self._validate_X(X, reset=False)
-        device = self._resolved_device()
-        if not is_streamed(X):
-            with torch.no_grad():
-                codes = self._encode(to_tensor(X, device=device))
-            return to_numpy(codes)
-        # On-disk X: encode block by block; only the codes are held in memory.
-        codes = None
-        dtype = torch_dtype(X.dtype)
-        for start, rows in iter_row_blocks(X):
-            with torch.no_grad():
-                block = to_numpy(self._encode(to_tensor(rows, device=device, dtype=dtype)))
-            if codes is None:
-                codes = np.empty((X.shape[0], block.shape[1]), dtype=block.dtype)
-            codes[start : start + len(block)] = block
-        return codes
+        return blockwise(self._encode, X, self._resolved_device(), self._n_features_out)
+
+    def _decoder_tensors(self, device, dtype):
+        """``(components, intercept or None)`` on ``device`` in ``dtype``: uploaded once
+        and kept for the following calls (see ``_device_copy``)."""
+        intercept = getattr(self, "intercept_", None)
+        return self._device_copy(
+            "decoder", (self.components_, intercept), device, dtype,
+            lambda: (to_tensor(self.components_, device=device, dtype=dtype),
+                     None if intercept is None else to_tensor(intercept, device=device, dtype=dtype)),
+        )  # fmt: skip
+
+    def _decode(self, codes):
+        """``codes @ components_ + intercept_`` on the codes' device (a tensor)."""
+        components, intercept = self._decoder_tensors(codes.device, codes.dtype)
+        return codes @ components if intercept is None else torch.addmm(intercept, codes, components)
+
+    def _encode_decode(self, X):
+        """``(codes, reconstruction)`` of the tensor ``X``, both on its device."""
+        codes = self._encode(X)
+        return codes, self._decode(codes)
 
     def inverse_transform(self, X):
         """Reconstruct data from codes: ``codes @ components_ + intercept_``.
@@ -233,6 +281,10 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
                 f"X has {codes.shape[1]} columns but this estimator has "
                 f"{self.components_.shape[0]} components; inverse_transform expects codes."
             )
+        device = self._resolved_device()
+        if device_rows(device, 1) is not None:
+            # On a GPU: decoded there in blocks, only the reconstruction comes back.
+            return blockwise(self._decode, codes, device, self.components_.shape[1])
         reconstruction = codes @ self.components_.astype(codes.dtype, copy=False)
         intercept = getattr(self, "intercept_", None)
         if intercept is not None:
@@ -257,20 +309,23 @@ class BaseSparseEstimator(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Bas
         score : float
             The negative mean objective.
         """
-        if is_streamed(X):
-            self._validate_X(X, reset=False)
-            total = 0.0
-            for _, rows in iter_row_blocks(X):
-                total += -self.score(rows) * len(rows)
-            return -total / X.shape[0]
-        codes = self.transform(X)
+        if not hasattr(self, "_encode"):  # an estimator that encodes outside torch
+            codes = self.transform(X)
+            X = self._validate_X(X, reset=False)
+            intercept = getattr(self, "intercept_", None)
+            return -float(np.mean(per_sample_objective(
+                X, codes, self.components_, intercept, self._score_alpha())))
         X = self._validate_X(X, reset=False)
-        intercept = getattr(self, "intercept_", None)
-        return -float(
-            np.mean(
-                per_sample_objective(X, codes, self.components_, intercept, self._score_alpha())
-            )
-        )
+        alpha = self._score_alpha()
+
+        def sample_objectives(rows):
+            # On the estimator's device, block by block: only one value per row returns.
+            components, intercept = self._decoder_tensors(rows.device, rows.dtype)
+            return objective(rows, self._encode(rows), components, intercept, alpha,
+                             per_sample=True)  # fmt: skip
+
+        values = blockwise(sample_objectives, X, self._resolved_device(), self._n_features_out)
+        return -float(np.mean(values))
 
     def _score_alpha(self):
         return self.alpha

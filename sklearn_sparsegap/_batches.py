@@ -18,11 +18,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from ._torch_utils import numpy_dtype
+from ._torch_utils import device_rows, numpy_dtype
 
 __all__ = [
     "DiskBatches",
     "TensorBatches",
+    "exceeds_device",
     "is_streamed",
     "iter_row_blocks",
     "read_rows",
@@ -80,6 +81,14 @@ def _file_layout(X):
 def is_streamed(X):
     """Whether ``X`` is an on-disk array (a memmap) too large to read into memory."""
     return isinstance(X, np.memmap) and X.ndim == 2 and X.nbytes > IN_MEMORY_BYTES
+
+
+def exceeds_device(n_rows, row_bytes, device):
+    """Whether ``n_rows`` rows of ``row_bytes`` would take more of ``device`` than
+    ``device_rows`` allows: a training set to send to it in minibatches from the host
+    (read-ahead, pinned uploads) rather than whole. Never on the CPU."""
+    rows = device_rows(device, row_bytes)
+    return rows is not None and rows < n_rows
 
 
 class _RowReader:

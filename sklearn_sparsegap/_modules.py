@@ -261,12 +261,21 @@ def sparse_topk(pre, k):
     return _RowSparse(torch.relu(values.gather(1, order)), indices, pre.shape[1])
 
 
+# The largest fraction of active latents (k / n_components) at which ``sae_gradients``
+# takes the sparse TopK step, per device type. The CPU figure is measured:
+# ``benchmarks/speed/bench_topk_step.py`` at 1,024 rows of 576 features and 2,304 latents
+# on two threads finds the sparse step 2.4 times faster at k = 32, 1.6 at k = N/16 and
+# slower from k = N/8 on. The CUDA figure is the CPU's until measured on a GPU:
+# ``benchmarks/gpu/check.py`` times both steps there (``topk_step``); set the entry from it.
+SPARSE_TOPK_MAX_DENSITY = {"cpu": 1 / 16, "cuda": 1 / 16}
+
+
 def uses_sparse_topk_step(module):
-    """Whether ``sae_gradients`` takes a TopK module's sparse step: when at most one
-    latent in sixteen is active. ``benchmarks/speed/bench_topk_step.py`` measures both steps;
-    at 1,024 rows of 576 features and 2,304 latents on two CPU threads the sparse step
-    is 2.4 times faster at k = 32, 1.6 at k = N/16, and slower from k = N/8 on."""
-    return module.activation == "topk" and 16 * module.k <= module.components.shape[0]
+    """Whether ``sae_gradients`` takes a TopK module's sparse step: when at most
+    ``SPARSE_TOPK_MAX_DENSITY`` of the latents (for the module's device type) are
+    active."""
+    density = SPARSE_TOPK_MAX_DENSITY.get(module.components.device.type, 1 / 16)
+    return module.activation == "topk" and module.k <= density * module.components.shape[0]
 
 
 def _column_sums(grad):

@@ -455,6 +455,11 @@ class _BaseAutoencoder(BaseSparseEstimator):
                    getattr(self, "magnitude_bias_", None))  # fmt: skip
         return self._device_copy("module", sources, device, dtype, build)
 
+    def _decoder_tensors(self, device, dtype):
+        # The decoder of the module's device copy: no second upload of the dictionary.
+        module = self._module(dtype, device)
+        return module.components, module.intercept if module.fit_intercept else None
+
     def _encode(self, X):
         if self.activation == "batchtopk":
             check_threshold_estimated(self.threshold_, type(self).__name__)

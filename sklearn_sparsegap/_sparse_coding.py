@@ -13,7 +13,7 @@ from numbers import Integral, Real
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import BaseSparseEstimator, checkpoint_config
-from ._batches import DiskBatches, TensorBatches, is_streamed
+from ._batches import DiskBatches, TensorBatches, exceeds_device, is_streamed
 from ._compat import Interval, StrOptions, _fit_context
 from ._dict_learning import (
     _adam_dictionary_learning,
@@ -392,7 +392,9 @@ class GradientSparseCoder(BaseSparseEstimator):
             )
         batch_size = min(self.batch_size, n_samples)
         dtype = torch_dtype(X.dtype)
-        if is_streamed(X):
+        row_bytes = n_features * dtype.itemsize
+        if is_streamed(X) or exceeds_device(n_samples, row_bytes, device):
+            # From the host in minibatches: X on disk, or too large for the device.
             source = DiskBatches(X, dtype=dtype)
             sample = source.sample(_MINIBATCH_SAMPLE_ROWS, device)
         else:

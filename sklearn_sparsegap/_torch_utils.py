@@ -11,6 +11,8 @@ import torch
 from sklearn.utils import check_random_state
 
 __all__ = [
+    "DEVICE_MEMORY_FRACTION",
+    "device_rows",
     "resolve_device",
     "is_half",
     "serial_if_small",
@@ -133,6 +135,47 @@ def to_tensor(array, *, device, dtype=None):
 def to_numpy(tensor):
     """A detached CPU numpy copy of ``tensor``."""
     return tensor.detach().to("cpu").numpy().copy()
+
+
+# The fraction of a CUDA device's free memory one block of work may take (the rows of X
+# and the arrays computed from them): the rest is left to the weights, the allocator's
+# cache and whatever else runs on the device. Lower it when sharing a GPU.
+DEVICE_MEMORY_FRACTION = 0.25
+
+
+def device_rows(device, bytes_per_row, *, free_bytes=None):
+    """How many rows of ``bytes_per_row`` a block may hold on ``device``.
+
+    On CUDA, as many as fit in ``DEVICE_MEMORY_FRACTION`` of ``free_bytes`` (default:
+    the device's free memory now), at least one. None on the CPU, where an in-memory
+    array is already in host memory and is computed on whole (as before).
+
+    Parameters
+    ----------
+    device : str or torch.device
+    bytes_per_row : int
+        The bytes one row takes on the device, its input and the arrays computed from it.
+    free_bytes : int, default=None
+        The free memory to size from (None: ``torch.cuda.mem_get_info``).
+
+    Returns
+    -------
+    rows : int or None
+
+    Examples
+    --------
+    >>> from sklearn_sparsegap._torch_utils import device_rows
+    >>> device_rows("cpu", 4096) is None
+    True
+    >>> device_rows("cuda", 1000, free_bytes=10**6)
+    250
+    """
+    device = torch.device(device)
+    if device.type != "cuda":
+        return None
+    if free_bytes is None:
+        free_bytes = torch.cuda.mem_get_info(device)[0]
+    return max(1, int(DEVICE_MEMORY_FRACTION * free_bytes) // max(1, int(bytes_per_row)))
 
 
 # Below this many FLOPs per iteration a loop runs on one CPU thread (as scikit-learn's

@@ -16,12 +16,12 @@ from sklearn.metrics import r2_score
 from sklearn.utils.validation import check_is_fitted
 
 from ._autoencoder import AutoencoderData
-from ._base import FLOAT_DTYPES
-from ._batches import is_streamed, iter_row_blocks
+from ._base import FLOAT_DTYPES, blockwise
+from ._batches import is_streamed
 from ._compat import Interval, StrOptions, _fit_context
 from ._families import check_threshold_estimated
 from ._sae import _BaseAutoencoder
-from ._torch_utils import to_numpy, to_tensor, torch_dtype
+from ._torch_utils import to_tensor
 from ._validation import check_finite_rows, check_matrix, check_same_rows
 
 __all__ = [
@@ -390,17 +390,7 @@ class SAETranscoder(_BaseAutoencoder):
         """
         check_is_fitted(self)
         X = self._validate_X(X, reset=False)
-        device = self._resolved_device()
-        blocks = iter_row_blocks(X) if is_streamed(X) else [(0, X)]
-        output = None
-        for start, rows in blocks:
-            with torch.no_grad():
-                tensor = to_tensor(rows, device=device, dtype=torch_dtype(rows.dtype))
-                block = to_numpy(self._predict_tensor(tensor))
-            if output is None:
-                output = np.empty((X.shape[0], block.shape[1]), dtype=block.dtype)
-            output[start : start + len(block)] = block
-        return output
+        return blockwise(self._predict_tensor, X, self._resolved_device(), self.components_.shape[0])
 
     def _predict_tensor(self, X):
         if self.activation == "batchtopk":

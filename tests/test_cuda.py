@@ -124,6 +124,159 @@ def test_auxk_takes_the_dead_mask_or_its_indices():
     torch.testing.assert_close(by_index[2], by_mask[2], rtol=0, atol=0)
 
 
+# ------------------------------------- bounded device memory, metrics on the device (5, 8)
+# On a GPU, ``device_rows`` sizes blocks from the device's free memory; on the CPU it says
+# "no limit". Patched to a small figure, the blocked paths run here on the CPU and must
+# give what the whole-array path gives.
+def _small_device(monkeypatch, rows=7):
+    import sklearn_sparsegap._base as base
+    import sklearn_sparsegap._batches as batches
+
+    calls = []
+
+    def fake_device_rows(device, bytes_per_row, *, free_bytes=None):
+        calls.append(bytes_per_row)
+        return rows
+
+    monkeypatch.setattr(base, "device_rows", fake_device_rows)
+    monkeypatch.setattr(batches, "device_rows", fake_device_rows)
+    return calls
+
+
+def _fitted_coders(X):
+    from sklearn_sparsegap import SAETranscoder
+
+    sae = SAEEncoder(24, activation="topk", n_nonzero_coefs=4, max_iter=3, random_state=0,
+                     device="cpu").fit(X)  # fmt: skip
+    coder = GradientSparseCoder(12, fit_algorithm="omp", transform_algorithm="omp",
+                                transform_n_nonzero_coefs=3, max_iter=2,
+                                random_state=0).fit(X)  # fmt: skip
+    ito = SAEPlusITO(encoder=sae, prefit=True).fit(X)
+    transcoder = SAETranscoder(16, activation="topk", n_nonzero_coefs=3, max_iter=2,
+                               random_state=0).fit(X, X[:, ::-1] * 2)  # fmt: skip
+    return {"sae": sae, "sparse coder": coder, "ito": ito, "transcoder": transcoder}
+
+
+def test_transform_score_and_inverse_transform_in_device_blocks_match_the_whole(monkeypatch):
+    X = _X(n_rows=50)
+    coders = _fitted_coders(X)
+    whole = {
+        name: (est.transform(X), est.inverse_transform(est.transform(X)),
+               None if name == "transcoder" else est.score(X))
+        for name, est in coders.items()
+    }  # fmt: skip
+    whole_prediction = coders["transcoder"].predict(X)
+    calls = _small_device(monkeypatch)
+    for name, est in coders.items():
+        codes, reconstruction, score = whole[name]
+        blocked = est.transform(X)
+        # Same codes (a block's product may round differently in the last bit).
+        np.testing.assert_allclose(blocked, codes, rtol=1e-12, atol=1e-12, err_msg=name)
+        np.testing.assert_allclose(est.inverse_transform(blocked), reconstruction,
+                                   rtol=1e-12, atol=1e-12, err_msg=name)  # fmt: skip
+        if score is not None:
+            assert est.score(X) == pytest.approx(score, rel=1e-12), name
+    np.testing.assert_allclose(coders["transcoder"].predict(X), whole_prediction, rtol=1e-12)
+    assert calls  # the blocks were sized from the (patched) device memory
+
+
+def test_in_memory_X_too_large_for_the_device_trains_from_host_minibatches(monkeypatch):
+    import sklearn_sparsegap._autoencoder as autoencoder
+
+    X = _X(n_rows=400, n_features=8)
+    reference = SAEEncoder(16, activation="topk", n_nonzero_coefs=3, batch_size=64,
+                           max_iter=10, random_state=0, device="cpu").fit(X)  # fmt: skip
+    sources = []
+    original = autoencoder.DiskBatches
+
+    def spy(*args, **kwargs):
+        sources.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(autoencoder, "DiskBatches", spy)
+    _small_device(monkeypatch, rows=100)  # 400 rows do not fit; batches of 64 do
+    X_before = X.copy()
+    est = SAEEncoder(16, activation="topk", n_nonzero_coefs=3, batch_size=64, max_iter=10,
+                     random_state=0, device="cpu").fit(X)  # fmt: skip
+    assert sources and sources[0] is X  # read from the host array, not copied whole
+    np.testing.assert_array_equal(X, X_before)
+    # Another batch order than the in-memory path, the same quality.
+    assert est.history_["loss"][-1] == pytest.approx(reference.history_["loss"][-1], rel=0.25)
+    assert np.isfinite(est.components_).all()
+
+
+def test_a_full_batch_fit_is_never_streamed(monkeypatch):
+    from sklearn_sparsegap._autoencoder import AutoencoderData, streamed_from_host
+
+    _small_device(monkeypatch, rows=1)
+    data = AutoencoderData(X=_X(n_rows=30))
+
+    class Settings:
+        batch_size, dtype, device = 30, torch.float64, CPU
+
+    assert streamed_from_host(data, Settings()) is data
+    Settings.batch_size = 8
+    assert streamed_from_host(data, Settings()).streamed
+
+
+def test_minibatch_sparse_coding_too_large_for_the_device_streams_from_host(monkeypatch):
+    import sklearn_sparsegap._sparse_coding as sparse_coding
+
+    X = _X(n_rows=300, n_features=8)
+    sources = []
+    original = sparse_coding.DiskBatches
+
+    def spy(*args, **kwargs):
+        sources.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(sparse_coding, "DiskBatches", spy)
+    _small_device(monkeypatch, rows=100)
+    est = GradientSparseCoder(12, fit_algorithm="omp", transform_n_nonzero_coefs=3,
+                              batch_size=32, max_iter=2, random_state=0).fit(X)  # fmt: skip
+    assert sources and sources[0] is X
+    assert np.isfinite(est.components_).all()
+
+
+def test_reconstruction_metrics_on_the_device_match_transform_then_inverse_transform():
+    from sklearn.base import BaseEstimator, TransformerMixin
+
+    from sklearn_sparsegap.activations import reconstruction_metrics
+
+    X = _X(n_rows=60)
+    sae = SAEEncoder(24, activation="topk", n_nonzero_coefs=4, max_iter=3, random_state=0,
+                     device="cpu").fit(X)  # fmt: skip
+
+    class ThroughNumpy(TransformerMixin, BaseEstimator):  # the generic path
+        def transform(self, X):
+            return sae.transform(X)
+
+        def inverse_transform(self, codes):
+            return sae.inverse_transform(codes)
+
+    on_device = reconstruction_metrics(sae, X, batch_size=16)
+    generic = reconstruction_metrics(ThroughNumpy(), X, batch_size=16)
+    assert on_device["fvu"] == pytest.approx(generic["fvu"], rel=1e-10)
+    assert on_device["mean_l0"] == generic["mean_l0"]
+    np.testing.assert_array_equal(on_device["frequency"], generic["frequency"])
+
+
+def test_loss_splice_of_a_coder_checks_the_width_and_keeps_the_dtype():
+    from sklearn_sparsegap.activations._evaluation import _as_reconstructor
+
+    X = _X(n_rows=40, dtype=np.float32)
+    sae = SAEEncoder(24, activation="topk", n_nonzero_coefs=4, max_iter=3, random_state=0,
+                     device="cpu").fit(X)  # fmt: skip
+    splice = _as_reconstructor(sae)
+    rows = torch.tensor(X[:5], dtype=torch.bfloat16)
+    out = splice(rows)
+    assert out.dtype == torch.bfloat16 and out.shape == rows.shape
+    np.testing.assert_allclose(splice(torch.tensor(X[:5])).numpy(),
+                               sae.inverse_transform(sae.transform(X[:5])), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="fitted on 10 features but the activations have 3"):
+        splice(torch.zeros(2, 3))
+
+
 # ------------------------------------------------------------------------------ CUDA only
 
 

@@ -21,8 +21,12 @@ def _module(name):
 
 def _check_table(result, device):
     names = [row["benchmark"] for row in result["table"]]
-    assert names == ["topk_sae_fit", "sparse_encode_omp", "sae_plus_ito_transform",
-                     "sae_fit_memmap"]  # fmt: skip
+    # tiny sizes: 32 latents, so the TopK step is timed at k = N/16 and N/8 (2 and 4)
+    assert names == ["topk_sae_fit", "topk_step", "topk_step", "sparse_encode_omp",
+                     "sae_plus_ito_transform", "sae_fit_memmap"]  # fmt: skip
+    steps = [row for row in result["table"] if row["benchmark"] == "topk_step"]
+    assert [(row["k"], row["sparse_taken"]) for row in steps] == [(2, True), (4, False)]
+    assert all(row["sparse_over_dense_speedup"] > 0 for row in steps)
     for row in result["table"]:
         assert row["device"] == device and row["rate"] > 0 and row["seconds"] > 0
         assert row["unit"] in ("tokens/s", "rows/s")

@@ -27,6 +27,7 @@ from sklearn_sparsegap._solvers import (
     topk_encode,
 )
 from sklearn_sparsegap._training import objective
+from sklearn_sparsegap._torch_utils import DEVICE_MEMORY_FRACTION
 from sklearn_sparsegap.flops import ito_adam_flops, sparse_encode_flops
 
 ALGORITHMS = ["ista", "fista", "omp", "mp", "gradient_pursuit", "topk", "adam"]
@@ -228,7 +229,7 @@ def test_greedy_chunks_are_cache_sized_on_the_cpu_and_memory_sized_on_cuda():
     assert chunk_rows(n_components, 100, torch.device("cpu"), threads=2) == 50
     free = 8 * 2**30
     per_row = greedy_module.CUDA_CHUNK_ARRAYS * n_components * 4
-    expected = int(greedy_module.CUDA_CHUNK_FRACTION * free) // per_row
+    expected = int(DEVICE_MEMORY_FRACTION * free) // per_row
     assert expected > 50_000
     assert chunk_rows(n_components, 10**6, "cuda", free_bytes=free) == expected
     assert chunk_rows(n_components, 10**6, "cuda", itemsize=8, free_bytes=free) == expected // 2

@@ -48,6 +48,21 @@ def test_blocks_of_rows_give_the_codes_of_one_block(data, algorithm, monkeypatch
     assert torch.equal(init, torch.zeros_like(whole))  # the warm start is not written
 
 
+def test_blocks_on_cuda_are_sized_from_free_memory_not_the_cpu_cap():
+    # The CPU block is capped at 2**24 elements; on a GPU with 8 GiB free a 2,304-wide
+    # block takes a quarter of the memory: many more rows, never below the CPU minimum.
+    from sklearn_sparsegap._torch_utils import DEVICE_MEMORY_FRACTION
+
+    cpu_rows = front_end._block_rows(2304)
+    assert cpu_rows == 2**24 // 2304
+    free = 8 * 2**30
+    cuda_rows = front_end._block_rows(2304, "cuda", 4, free_bytes=free)
+    assert cuda_rows == int(DEVICE_MEMORY_FRACTION * free) // (front_end._CUDA_BLOCK_ARRAYS * 2304 * 4)
+    assert cuda_rows > 5 * cpu_rows
+    assert front_end._block_rows(2304, "cuda", 8, free_bytes=free) < cuda_rows
+    assert front_end._block_rows(2304, "cuda", 4, free_bytes=2**20) == front_end._MIN_BLOCK_ROWS
+
+
 def test_check_n_nonzero_coefs_names_the_parameter():
     assert check_n_nonzero_coefs(None, 200, 1000, "omp") == 20
     assert check_n_nonzero_coefs(5, 8, 16, "topk") == 5

@@ -11,7 +11,9 @@ On a machine with a CUDA GPU it
    ``_cuda_tests.py``: tests marked ``cuda``, tests whose name says ``cuda`` and tests
    skipped without a GPU; needs ``pytest``, the ``test`` extra);
 2. times, on the GPU: TopK SAE training tokens/s (2,304 and 16,384 latents at d=576
-   and d=2,304; the largest also with TF32 matmuls), ``sparse_encode`` OMP rows/s
+   and d=2,304; the largest also with TF32 matmuls), one TopK training step sparse
+   against dense at k = 32, N/16 and N/8 (where ``SPARSE_TOPK_MAX_DENSITY["cuda"]``
+   should sit), ``sparse_encode`` OMP rows/s
    against the CPU, ITO rows/s (``SAEPlusITO`` over a prefit TopK SAE) and an SAE fit
    streamed from an on-disk ``np.memmap`` (tokens/s);
 3. writes one JSON (``--out``) with the device's name, memory, compute capability and
@@ -41,7 +43,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # benchmarks/, as every benchmark script does
 
 from sklearn_sparsegap import SAEEncoder, SAEPlusITO, __version__, sparse_encode  # noqa: E402
+from sklearn_sparsegap._autoencoder import make_module  # noqa: E402
 from sklearn_sparsegap._batches import is_streamed  # noqa: E402
+from sklearn_sparsegap._modules import sae_gradients, uses_sparse_topk_step  # noqa: E402
 
 ROOT = HERE.parents[1]
 # Problem sizes of the table. "full" is the GPU table of issue 31; "small" is the CPU
@@ -52,17 +56,19 @@ SIZES = {
         sae_epochs=2, batch_size=4096, k=32, omp_rows=2**14, omp_cpu_rows=2**8,
         omp_components=16384, omp_features=2304, omp_k=32, ito_rows=2**13,
         stream_rows=2**17, stream_features=576, stream_components=16384, tf32=True,
+        step_repeats=20,
     ),
     "small": dict(
         sae=[(576, 2304)], sae_rows=2**12, sae_epochs=1, batch_size=1024, k=32,
         omp_rows=2**9, omp_cpu_rows=2**9, omp_components=2304, omp_features=576, omp_k=32,
         ito_rows=2**8, stream_rows=2**15, stream_features=576, stream_components=512,
-        tf32=False,
+        tf32=False, step_repeats=3,
     ),
     "tiny": dict(
         sae=[(16, 32)], sae_rows=256, sae_epochs=1, batch_size=64, k=4, omp_rows=64,
         omp_cpu_rows=64, omp_components=32, omp_features=16, omp_k=4, ito_rows=64,
         stream_rows=512, stream_features=16, stream_components=32, tf32=False,
+        step_repeats=1,
     ),
 }
 
@@ -239,6 +245,28 @@ def bench_omp(size, device, rows):
     _release(device)
 
 
+def bench_topk_step(size, device, rows):
+    """One TopK training step, sparse against dense, at k = 32, N/16 and N/8: where the
+    sparse step stops paying on this device (``SPARSE_TOPK_MAX_DENSITY``)."""
+    n_features, n_components = size["sae"][-1]
+    x = torch.as_tensor(_data(size["batch_size"], n_features, seed=4), device=device)
+    for k in sorted({k for k in (32, n_components // 16, n_components // 8) if 0 < k < n_components}):
+        module = make_module(n_features, n_components, activation="topk", k=k, device=device,
+                             dtype=torch.float32)  # fmt: skip
+        seconds = {}
+        for sparse in (True, False):
+            sae_gradients(module, x, 0.0, sparse=sparse)  # warm-up
+            _, total, _ = _timed(lambda: [sae_gradients(module, x, 0.0, sparse=sparse)
+                                          for _ in range(size["step_repeats"])], device)  # fmt: skip
+            seconds[sparse] = total / size["step_repeats"]
+        rows.append(_row("topk_step", device, size["batch_size"] / seconds[True], "rows/s",
+                         seconds[True], None, d=n_features, n_components=n_components, k=k,
+                         batch_size=size["batch_size"],
+                         sparse_over_dense_speedup=round(seconds[False] / seconds[True], 2),
+                         sparse_taken=bool(uses_sparse_topk_step(module))))  # fmt: skip
+    _release(device)
+
+
 def bench_ito(size, device, rows):
     """``SAEPlusITO(prefit=True)`` transform rows/s over a TopK SAE (OMP, the l0 guard)."""
     n_features, n_components = size["sae"][0]
@@ -347,7 +375,7 @@ def main(argv=None):
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="gpu_check_") as scratch:
-        for bench in (bench_sae, bench_omp, bench_ito):
+        for bench in (bench_sae, bench_topk_step, bench_omp, bench_ito):
             print(f"{bench.__doc__.splitlines()[0]}", flush=True)
             bench(size, device, rows)
         print(bench_streaming.__doc__.splitlines()[0], flush=True)

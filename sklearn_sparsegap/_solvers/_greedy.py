@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .._torch_utils import serial_if_small
+from .._torch_utils import device_rows, serial_if_small
 from ._common import MAX_GRAM_COMPONENTS, _normalized_atoms, _residual_threshold
 from ._common import GRAM_BLOCK_ELEMENTS, MAX_GRAM_BLOCKS, gram_chunk_rows, greedy_gram_form
 from ._common import serial_when_small
@@ -250,28 +250,23 @@ def _in_row_chunks(solver, X, atoms, norms, n_nonzero_coefs, positive):
 # On CUDA a chunk of the Gram forms is sized from the device's free memory rather than
 # from a CPU cache: each chunk iteration is ~20 kernel launches and a host sync, whatever
 # its rows, so the fewer chunks the better. A chunk holds about CUDA_CHUNK_ARRAYS
-# (rows, n_components) arrays (scores, magnitudes, correlations, codes, temporaries) and
-# may take CUDA_CHUNK_FRACTION of the free memory.
+# (rows, n_components) arrays (scores, magnitudes, correlations, codes, temporaries).
 CUDA_CHUNK_ARRAYS = 8
-CUDA_CHUNK_FRACTION = 0.25
 
 
 def chunk_rows(n_components, n_samples, device, *, threads=1, itemsize=4, free_bytes=None):
     """Rows per chunk of the Gram-form solvers on ``device``.
 
     On the CPU, as many rows as keep a chunk's arrays in cache (``gram_chunk_rows``) and
-    at least one chunk per thread. On CUDA, as many rows as fit in
-    ``CUDA_CHUNK_FRACTION`` of ``free_bytes`` (default: the device's free memory now),
-    never fewer than the CPU figure: usually every row in one chunk.
+    at least one chunk per thread. On CUDA, as many rows as ``device_rows`` allows
+    (``DEVICE_MEMORY_FRACTION`` of ``free_bytes``, default: the device's free memory
+    now), never fewer than the CPU figure: usually every row in one chunk.
     """
-    device = torch.device(device)
     cache_rows = gram_chunk_rows(n_components)
-    if device.type != "cuda":
-        return max(1, min(cache_rows, -(-n_samples // max(threads, 1))))
-    if free_bytes is None:
-        free_bytes = torch.cuda.mem_get_info(device)[0]
     per_row = CUDA_CHUNK_ARRAYS * max(n_components, 1) * itemsize
-    memory_rows = int(CUDA_CHUNK_FRACTION * free_bytes) // per_row
+    memory_rows = device_rows(device, per_row, free_bytes=free_bytes)
+    if memory_rows is None:
+        return max(1, min(cache_rows, -(-n_samples // max(threads, 1))))
     return max(1, min(n_samples, max(cache_rows, memory_rows)))
 
 

@@ -7,7 +7,7 @@ import torch
 
 from .._compat import Interval, StrOptions, validate_params
 from .._dask import is_dask_array, model_key, rows_chunked
-from .._torch_utils import resolve_device, to_numpy, to_tensor, torch_dtype
+from .._torch_utils import device_rows, resolve_device, to_numpy, to_tensor, torch_dtype
 from .._validation import check_dictionary, check_matrix
 from ._adam import adam_codes
 from ._common import lipschitz_constant
@@ -27,10 +27,14 @@ _SUPPORT_FITTING = ("omp", "gradient_pursuit")
 # paper's problems; the paper's test-time Adam runs 10,000 iterations.
 DEFAULT_MAX_ITER = {"ista": 1000, "fista": 1000, "lca": 1000, "adam": 10_000, "paper_lca": 300}
 
-# Rows per block: one (rows, width) working array holds at most this many elements.
+# Rows per block: on the CPU one (rows, width) working array holds at most this many
+# elements (a cache-and-memory figure). On CUDA a block holds about _CUDA_BLOCK_ARRAYS
+# (rows, width) arrays and is sized from the device's free memory (``device_rows``):
+# fewer, larger blocks mean fewer launches and host syncs.
 _MAX_BLOCK_ELEMENTS = 2**24
 _MIN_BLOCK_ROWS = 1024
 _MAX_BLOCK_ROWS = 65536
+_CUDA_BLOCK_ARRAYS = 6
 
 
 def default_n_nonzero_coefs(n_features, n_components):
@@ -101,7 +105,12 @@ def check_n_nonzero_coefs(
     return int(n_nonzero_coefs)
 
 
-def _block_rows(width):
+def _block_rows(width, device="cpu", itemsize=4, free_bytes=None):
+    """Rows per block of ``encode_tensor`` for working arrays ``width`` wide."""
+    memory_rows = device_rows(device, _CUDA_BLOCK_ARRAYS * max(width, 1) * itemsize,
+                              free_bytes=free_bytes)  # fmt: skip
+    if memory_rows is not None:
+        return max(_MIN_BLOCK_ROWS, memory_rows)
     return int(np.clip(_MAX_BLOCK_ELEMENTS // max(width, 1), _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS))
 
 
@@ -179,7 +188,7 @@ def encode_tensor(
     width = n_components
     if algorithm in _SUPPORT_FITTING:
         width = max(n_components, n_nonzero_coefs * n_features)
-    rows = _block_rows(width)
+    rows = _block_rows(width, X.device, X.element_size())
     lipschitz = None
     if algorithm in ("ista", "fista", "lca") and X.shape[0] > rows:
         # Shared by the blocks instead of one eigenvalue problem each.

@@ -22,6 +22,26 @@ def _check_2d(array, name):
         raise ValueError(f"{name} must be a 2-D array of shape (n_samples, n_features).")
 
 
+def _encodes_on_device(estimator):
+    """Whether ``estimator`` is a sparse coder of this library that encodes and decodes
+    tensors on its own device (``_encode_decode``)."""
+    return hasattr(estimator, "_encode") and hasattr(estimator, "_encode_decode")
+
+
+def _active_and_reconstruction(estimator, block):
+    """Per-latent counts of non-zero codes of the rows ``block`` and their
+    reconstruction (numpy). A sparse coder of this library computes both on its device:
+    the codes, the widest array, never come back to the host."""
+    if not _encodes_on_device(estimator):
+        codes = estimator.transform(block)
+        return (np.asarray(codes) != 0).sum(axis=0), estimator.inverse_transform(codes)
+    rows = estimator._validate_X(block, reset=False)
+    with torch.no_grad():
+        codes, reconstruction = estimator._encode_decode(
+            to_tensor(rows, device=estimator._resolved_device()))
+        return to_numpy((codes != 0).sum(dim=0)), to_numpy(reconstruction)
+
+
 def _row_batches(n_rows, batch_size):
     for start in range(0, n_rows, batch_size):
         yield slice(start, min(start + batch_size, n_rows))
@@ -148,10 +168,7 @@ def reconstruction_metrics(
     active_counts, total_l0 = None, 0
     for rows in _row_batches(X.shape[0], batch_size):
         block = np.asarray(X[rows])
-        codes = estimator.transform(block)
-        reconstruction = estimator.inverse_transform(codes)
-        active = np.asarray(codes) != 0
-        counts = active.sum(axis=0)
+        counts, reconstruction = _active_and_reconstruction(estimator, block)
         active_counts = counts if active_counts is None else active_counts + counts
         total_l0 += int(counts.sum())
         sums.update(block, reconstruction)
@@ -178,7 +195,23 @@ def reconstruction_metrics(
 def _as_reconstructor(reconstruct, scale=1.0):
     """A function ``(rows, d) tensor -> (rows, d) tensor`` from an estimator or callable,
     applied on ``scale * rows`` and brought back to the model's scale."""
-    if hasattr(reconstruct, "transform") and hasattr(reconstruct, "inverse_transform"):
+    if _encodes_on_device(reconstruct):
+
+        def function(rows):
+            # On the coder's device, in float32/64 (a half-precision model's rows are
+            # encoded in float32, as transform would): no round trip through numpy.
+            if rows.shape[-1] != reconstruct.n_features_in_:
+                raise ValueError(
+                    f"reconstruct was fitted on {reconstruct.n_features_in_} features but "
+                    f"the activations have {rows.shape[-1]}."
+                )
+            dtype = rows.dtype if rows.dtype in (torch.float32, torch.float64) else torch.float32
+            with torch.no_grad():
+                _, reconstruction = reconstruct._encode_decode(
+                    rows.to(device=reconstruct._resolved_device(), dtype=dtype))
+            return reconstruction.to(device=rows.device, dtype=rows.dtype)
+
+    elif hasattr(reconstruct, "transform") and hasattr(reconstruct, "inverse_transform"):
 
         def function(rows):
             codes = reconstruct.transform(to_numpy(rows))
