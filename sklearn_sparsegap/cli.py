@@ -598,7 +598,8 @@ def _check_gap_arguments(args):
 
 
 def _gap_activations_from_model(args, progress):
-    """Extract (or reuse) the activations of ``--model``; returns ``(path, model, module)``."""
+    """Extract (or reuse) the activations of ``--model``; returns ``(path, model, module,
+    tokenizer)``."""
     from .activations import load_model
     from ._torch_utils import resolve_device
     from .experiments._activations import DEFAULT_MODULE, check_module, prepare_activations
@@ -616,18 +617,18 @@ def _gap_activations_from_model(args, progress):
         n_tokens=args.tokens or (600 if args.quick else 20_000),
         cache_dir=args.cache or _default_cache(), text_files=args.text, progress=progress,
     )  # fmt: skip
-    return path, model, module
+    return path, model, module, tokenizer
 
 
 def _run_gap(args):
     from .experiments._gap import DEFAULT_BUDGETS, amortisation_gap_report, format_table
 
     progress = not args.quiet
-    model = module = None
+    model = module = tokenizer = None
     activations = args.activations
     n_loss = 0
     if args.model is not None:
-        activations, model, module = _gap_activations_from_model(args, progress)
+        activations, model, module, tokenizer = _gap_activations_from_model(args, progress)
         n_loss = args.loss_sequences if args.loss_sequences is not None else (
             2 if args.quick else 8)
         if n_loss == 0:
@@ -635,8 +636,8 @@ def _run_gap(args):
     record = amortisation_gap_report(
         args.sae_path, activations, budgets=args.budgets or DEFAULT_BUDGETS, out=args.out,
         max_rows=args.rows, block_rows=args.block_rows, scaling_factor=args.scaling_factor,
-        device=args.device, model=model, module=module, n_loss_sequences=n_loss,
-        progress=progress,
+        device=args.device, model=model, module=module, tokenizer=tokenizer,
+        n_loss_sequences=n_loss, progress=progress,
     )  # fmt: skip
     settings = record["settings"]
     print(record["answer"])

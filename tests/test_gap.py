@@ -114,11 +114,47 @@ def test_store_end_to_end_numbers_and_files(store, our_sae, tmp_path):
     page = (out / "report.html").read_text()
     assert "data:image/png;base64," in page and "Latents whose codes ITO changes most" in page
     assert record["changed_latents"]["latent"], "ITO changed no latent"
+    # Each listed latent names the rows where ITO changed its code most, as the codes of
+    # the SAE and ITO there say; the contexts are in the report.
+    codes, refined = sae.transform(X_used), ito.transform(X_used)
+    used_rows = np.flatnonzero(mask)
+    for latent, contexts in zip(record["changed_latents"]["latent"],
+                                record["changed_latents"]["contexts"]):
+        assert 1 <= len(contexts) <= 3
+        for context in contexts:
+            i = np.searchsorted(used_rows, context["row"])
+            assert used_rows[i] == context["row"]
+            assert context["sae"] == pytest.approx(codes[i, latent], abs=1e-5)
+            assert context["ito"] == pytest.approx(refined[i, latent], abs=1e-4)
+        assert "row " in page
     # Bounded-memory streaming: the block size does not change the numbers.
     again = amortisation_gap_report(our_sae, path, budgets=["omp-l0"], block_rows=1000,
                                     progress=False)
     assert again["table"]["fvu"] == pytest.approx(table["fvu"][:2], rel=1e-6)
     assert "FVU" in format_table(table)
+
+
+def test_latent_changes_keep_the_rows_of_largest_change_across_blocks():
+    from sklearn_sparsegap.experiments._gap import _LatentChanges
+
+    rng = np.random.default_rng(0)
+    codes = np.where(rng.random((50, 4)) < 0.5, rng.random((50, 4)), 0.0)
+    refined = np.where(rng.random((50, 4)) < 0.5, rng.random((50, 4)), 0.0)
+    refined[:, 3] = codes[:, 3]  # latent 3: ITO never changes it
+    rows = np.arange(50) * 2 + 7  # rows of the activations (some left out)
+    changes = _LatentChanges(4)
+    for block in (slice(0, 20), slice(20, 21), slice(21, 50)):
+        changes.update(rows[block], codes[block], refined[block])
+    change = np.abs(refined - codes)
+    np.testing.assert_allclose(changes.abs_change, change.sum(axis=0))
+    assert changes.added.tolist() == ((refined != 0) & (codes == 0)).sum(axis=0).tolist()
+    assert changes.rows_changed == int(np.any(refined != codes, axis=1).sum())
+    for latent in range(3):
+        best = np.argsort(-change[:, latent], kind="stable")[:3]
+        assert [c[0] for c in changes.contexts(latent)] == rows[best].tolist()
+        assert [c[1:] for c in changes.contexts(latent)] == [
+            (codes[i, latent], refined[i, latent]) for i in best]
+    assert changes.contexts(3) == []
 
 
 def test_cli_on_npy(our_sae, store, tmp_path, capsys):

@@ -44,3 +44,8 @@ def test_gap_on_packaged_smollm2_quick(tmp_path, capsys):
     assert record["settings"]["loss_recovered_tokens"] > 0
     assert "position-0" in record["settings"]["rows_note"]
     assert (tmp_path / "out" / "report.html").stat().st_size > 0
+    # The latents ITO changes most come with their contexts, decoded by SmolLM2's
+    # tokenizer, and the report marks the token.
+    contexts = [c for latent in record["changed_latents"]["contexts"] for c in latent]
+    assert contexts and all(isinstance(c["token"], str) and "text" in c for c in contexts)
+    assert "<mark>" in (tmp_path / "out" / "report.html").read_text()

@@ -37,8 +37,10 @@ _SAMPLE_ROWS = 4096
 _ALPHA_ROWS = 256
 _ALPHA_STEPS = 8
 _L1_MAX_ITER = 100
-# Latents listed in the report as those whose codes ITO changes most.
+# Latents listed in the report as those whose codes ITO changes most, and the rows
+# (contexts) kept per latent: those where ITO changed its code most.
 _N_CHANGED = 20
+_N_CONTEXTS = 3
 _BUDGET = re.compile(r"^(omp|mp|gradient_pursuit|fista|ista)-(l0|\d+(?:\.\d+)?x|k\d+)$")
 _L1 = ("fista", "ista")
 
@@ -307,6 +309,46 @@ class _Tally:
                 "seconds_per_1k_rows": 1000.0 * self.seconds / self.n}
 
 
+class _LatentChanges:
+    """What the first ITO budget does to each latent, streamed: the summed absolute
+    change of its codes, the rows where it was turned on or off, and the
+    ``_N_CONTEXTS`` rows (indices into the activations) where its code changed most,
+    with the SAE's and ITO's codes there. Memory: a few numbers per latent."""
+
+    def __init__(self, n_components):
+        self.abs_change = np.zeros(n_components)
+        self.added = np.zeros(n_components, np.int64)
+        self.dropped = np.zeros(n_components, np.int64)
+        self.rows_changed = 0
+        shape = (_N_CONTEXTS, n_components)
+        self.top = {"change": np.zeros(shape), "row": np.full(shape, -1, np.int64),
+                    "sae": np.zeros(shape), "ito": np.zeros(shape)}
+
+    def update(self, row_index, codes, refined):
+        change = np.abs(refined - codes)
+        before, after = codes != 0, refined != 0
+        self.abs_change += change.sum(axis=0)
+        self.added += (after & ~before).sum(axis=0)
+        self.dropped += (before & ~after).sum(axis=0)
+        self.rows_changed += int(np.any(refined != codes, axis=1).sum())
+        # The block's best rows per latent, merged with the best so far.
+        m = min(_N_CONTEXTS, len(change))
+        best = np.argpartition(-change, m - 1, axis=0)[:m]
+        columns = np.arange(change.shape[1])
+        merged = {"change": np.vstack([self.top["change"], change[best, columns]]),
+                  "row": np.vstack([self.top["row"], row_index[best]]),
+                  "sae": np.vstack([self.top["sae"], codes[best, columns]]),
+                  "ito": np.vstack([self.top["ito"], refined[best, columns]])}
+        keep = np.argsort(-merged["change"], axis=0, kind="stable")[:_N_CONTEXTS]
+        self.top = {key: value[keep, columns] for key, value in merged.items()}
+
+    def contexts(self, latent):
+        """``(row, sae code, ito code)`` of the rows where ``latent`` changed most."""
+        kept = (self.top["row"][:, latent] >= 0) & (self.top["change"][:, latent] > 0)
+        return [(int(self.top["row"][i, latent]), float(self.top["sae"][i, latent]),
+                 float(self.top["ito"][i, latent])) for i in np.flatnonzero(kept)]
+
+
 def _timed(function, *args):
     start = time.perf_counter()
     result = function(*args)
@@ -317,21 +359,21 @@ def stream_metrics(X, usable, sae, refiners, *, block_rows=2048, progress=True):
     """Stream the usable rows of ``X`` block by block through the SAE and every refiner.
 
     Memory is a few blocks whatever the number of rows. Returns ``(tallies, changes)``:
-    one :class:`_Tally` per method (the SAE first) and, for the first refiner, per latent
-    the summed absolute change of its codes and the rows where ITO turned it on or off.
+    one :class:`_Tally` per method (the SAE first) and the :class:`_LatentChanges` of
+    the first refiner.
     """
     from tqdm.auto import tqdm
 
     n_components, n_features = sae.components_.shape
     tallies = [_Tally(n_features, n_components) for _ in range(len(refiners) + 1)]
-    changes = {"abs_change": np.zeros(n_components), "added": np.zeros(n_components, np.int64),
-               "dropped": np.zeros(n_components, np.int64), "rows_changed": 0}
+    changes = _LatentChanges(n_components)
     block_bytes = block_rows * n_features * X.dtype.itemsize
     bar = tqdm(total=int(usable.sum()), unit="row", desc="SAE + ITO", disable=not progress,
                leave=False)
     try:
         for start, rows in iter_row_blocks(X, block_bytes=block_bytes):
-            rows = np.asarray(rows, dtype=np.float32)[usable[start:start + len(rows)]]
+            kept = usable[start:start + len(rows)]
+            rows = np.asarray(rows, dtype=np.float32)[kept]
             if not len(rows):
                 continue
             codes, seconds = _timed(sae.transform, rows)
@@ -341,28 +383,48 @@ def stream_metrics(X, usable, sae, refiners, *, block_rows=2048, progress=True):
                 tallies[index].update(rows, refiner.inverse_transform(refined), refined,
                                       seconds)
                 if index == 1:
-                    before, after = codes != 0, refined != 0
-                    changes["abs_change"] += np.abs(refined - codes).sum(axis=0)
-                    changes["added"] += (after & ~before).sum(axis=0)
-                    changes["dropped"] += (before & ~after).sum(axis=0)
-                    changes["rows_changed"] += int(np.any(refined != codes, axis=1).sum())
+                    changes.update(start + np.flatnonzero(kept), codes, refined)
             bar.update(len(rows))
     finally:
         bar.close()
     return tallies, changes
 
 
-def changed_latents(changes, tallies, n=_N_CHANGED):
-    """The ``n`` latents whose codes the first ITO budget changes most (mean |change|)."""
+def changed_latents(changes, tallies, n=_N_CHANGED, *, metadata=None, tokenizer=None):
+    """The ``n`` latents whose codes the first ITO budget changes most (mean |change|),
+    each with the rows where it changed most (``contexts``: the row, the SAE's and ITO's
+    codes and, with a store's ``metadata`` and a ``tokenizer``, the text before the token
+    and the token itself)."""
     n_rows = tallies[0].n
-    order = np.argsort(-changes["abs_change"], kind="stable")[:n]
-    order = order[changes["abs_change"][order] > 0]
+    order = np.argsort(-changes.abs_change, kind="stable")[:n]
+    order = order[changes.abs_change[order] > 0]
+    contexts = [[{"row": row, "sae": sae, "ito": ito} for row, sae, ito in changes.contexts(j)]
+                for j in order]  # fmt: skip
+    if metadata is not None and tokenizer is not None and "token" in metadata:
+        _add_context_text(contexts, metadata, tokenizer)
     return {"latent": order.tolist(),
-            "mean_abs_change": (changes["abs_change"][order] / n_rows).tolist(),
+            "mean_abs_change": (changes.abs_change[order] / n_rows).tolist(),
             "sae_frequency": (tallies[0].active[order] / n_rows).tolist(),
             "ito_frequency": (tallies[1].active[order] / n_rows).tolist(),
-            "rows_added": changes["added"][order].tolist(),
-            "rows_dropped": changes["dropped"][order].tolist()}
+            "rows_added": changes.added[order].tolist(),
+            "rows_dropped": changes.dropped[order].tolist(),
+            "contexts": contexts}
+
+
+def _add_context_text(contexts, metadata, tokenizer, left=12):
+    """Give each context its ``text`` (up to ``left`` tokens before the row's token, in
+    its sequence) and ``token`` (the row's own token), decoded by ``tokenizer``."""
+    from ..activations import context_windows
+
+    flat = [context for latent in contexts for context in latent]
+    if not flat:
+        return
+    _, tokens = context_windows(metadata, np.array([c["row"] for c in flat]), left=left,
+                                right=0)  # fmt: skip
+    for context, window in zip(flat, tokens):
+        before = [int(t) for t in window[:left] if t >= 0]
+        context["text"] = tokenizer.decode(before)
+        context["token"] = tokenizer.decode([int(window[left])])
 
 
 # --------------------------------------------------------------------------- loss recovered
@@ -404,14 +466,14 @@ def _settings(sae, sae_path, description, rows_note, tallies, specs, refiners, c
             "n_components": int(sae.n_components), "budgets": [s["name"] for s in specs],
             "budget_descriptions": [d for _, _, d in refiners],
             "max_norm_ratio": max_norm_ratio, "device": str(device),
-            "rows_changed_fraction": changes["rows_changed"] / tallies[0].n,
+            "rows_changed_fraction": changes.rows_changed / tallies[0].n,
             "loss_recovered_tokens": loss_tokens, "module": module}
 
 
 def amortisation_gap_report(sae_path, activations, *, budgets=DEFAULT_BUDGETS, out=None,
                             max_rows=None, block_rows=2048, max_norm_ratio=MAX_NORM_RATIO,
                             scaling_factor=None, device="auto", model=None, module=None,
-                            n_loss_sequences=8, progress=True):
+                            tokenizer=None, n_loss_sequences=8, progress=True):
     """Measure a trained SAE's amortisation gap on activations and close it with ITO.
 
     Loads the SAE (any checkpoint :func:`~sklearn_sparsegap.interop.load_sae` reads),
@@ -451,6 +513,10 @@ def amortisation_gap_report(sae_path, activations, *, budgets=DEFAULT_BUDGETS, o
         adds loss recovered (the reconstruction spliced in at ``module``).
     module : str, default=None
         The hooked submodule, needed with ``model``.
+    tokenizer : tokenizer, default=None
+        With a store's activations, decodes the contexts (the text before the token and
+        the token) of the rows where ITO changed each listed latent most; without it
+        they are given by row.
     n_loss_sequences : int, default=8
         Sequences of the loss-recovered splice.
     progress : bool, default=True
@@ -461,7 +527,8 @@ def amortisation_gap_report(sae_path, activations, *, budgets=DEFAULT_BUDGETS, o
     record : dict
         ``answer`` (the result in one sentence), ``table`` (a dict of equal-length
         lists, one row per method, the SAE first: ``pandas.DataFrame(record["table"])``),
-        ``changed_latents`` (dict of lists), ``settings`` and ``paths``.
+        ``changed_latents`` (dict of lists; ``contexts`` gives per latent the rows
+        where its code changed most), ``settings`` and ``paths``.
 
     Examples
     --------
@@ -520,7 +587,9 @@ def amortisation_gap_report(sae_path, activations, *, budgets=DEFAULT_BUDGETS, o
                          changes, max_norm_ratio=max_norm_ratio, device=device, module=module,
                          loss_tokens=loss_tokens, n_features=X.shape[1])
     record = {"answer": answer(table), "table": table,
-              "changed_latents": changed_latents(changes, tallies), "settings": settings,
+              "changed_latents": changed_latents(changes, tallies, metadata=metadata,
+                                                 tokenizer=tokenizer),
+              "settings": settings,
               "paths": {}}
     settings["seconds"] = time.perf_counter() - started
     if out is not None:

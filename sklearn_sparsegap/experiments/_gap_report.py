@@ -146,6 +146,18 @@ def plot_pareto(table, path=None, *, title=None):
     return data
 
 
+def _contexts_html(contexts):
+    """The rows where a latent changed most: its context text with the token marked
+    (when decoded), else the row, and the SAE's and ITO's codes there."""
+    esc = html.escape
+    items = []
+    for context in contexts:
+        where = (f"&hellip;{esc(context['text'][-80:])}<mark>{esc(context['token'])}</mark>"
+                 if "token" in context else f"row {context['row']}")
+        items.append(f"{where} ({context['sae']:.3g} &rarr; {context['ito']:.3g})")
+    return "<br>".join(items)
+
+
 def write_html(record, path, png=None):
     """A one-file HTML report: the answer, the table, the figure (base64) and the latents
     whose codes ITO changes most. No scripts, nothing fetched."""
@@ -155,10 +167,12 @@ def write_html(record, path, png=None):
     head = "".join(f"<th>{esc(_HEADERS[c])}</th>" for c in columns)
     body = "".join("<tr>" + "".join(f"<td>{esc(_cell(c, table[c][i]))}</td>" for c in columns)
                    + "</tr>" for i in range(len(table["method"])))
+    contexts = latents.get("contexts") or [[] for _ in latents["latent"]]
     latent_rows = "".join(
         f"<tr><td>{latents['latent'][i]}</td><td>{latents['mean_abs_change'][i]:.4g}</td>"
         f"<td>{latents['sae_frequency'][i]:.4f}</td><td>{latents['ito_frequency'][i]:.4f}</td>"
-        f"<td>{latents['rows_added'][i]}</td><td>{latents['rows_dropped'][i]}</td></tr>"
+        f"<td>{latents['rows_added'][i]}</td><td>{latents['rows_dropped'][i]}</td>"
+        f"<td class=\"contexts\">{_contexts_html(contexts[i])}</td></tr>"
         for i in range(len(latents["latent"])))
     figure = ("" if png is None else
               f'<img alt="FVU against inference FLOPs" src="data:image/png;base64,'
@@ -174,14 +188,15 @@ def write_html(record, path, png=None):
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:72em}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:.3em .6em;
 text-align:right}}td:first-child,th:first-child{{text-align:left}}
-.answer{{font-size:1.2em;background:#eef5ff;padding:.8em;border-radius:6px}}</style></head>
+.answer{{font-size:1.2em;background:#eef5ff;padding:.8em;border-radius:6px}}
+td.contexts{{text-align:left;font-size:.9em}}mark{{background:#ffe08a}}</style></head>
 <body><h1>Amortisation gap</h1><p class="answer" id="answer">{esc(record['answer'])}</p>
 <ul>{facts}</ul><h2>Budgets</h2><table id="results"><thead><tr>{head}</tr></thead>
 <tbody>{body}</tbody></table>{figure}
 <h2>Latents whose codes ITO changes most ({esc(table['method'][1])})</h2>
 <table id="latents"><thead><tr><th>latent</th><th>mean |change| per row</th>
 <th>SAE frequency</th><th>ITO frequency</th><th>rows turned on</th><th>rows turned off</th>
-</tr></thead><tbody>{latent_rows}</tbody></table></body></html>
+<th>where it changed most (SAE code &rarr; ITO code)</th></tr></thead><tbody>{latent_rows}</tbody></table></body></html>
 """
     Path(path).write_text(text, encoding="utf-8")
     return path
