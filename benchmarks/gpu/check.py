@@ -246,8 +246,9 @@ def bench_omp(size, device, rows):
 
 
 def bench_topk_step(size, device, rows):
-    """One TopK training step, sparse against dense, at k = 32, N/16 and N/8: where the
-    sparse step stops paying on this device (``SPARSE_TOPK_MAX_DENSITY``)."""
+    """One TopK training step, sparse against dense, at k = 32, N/16 and N/8.
+
+    Where the sparse step stops paying on this device (``SPARSE_TOPK_MAX_DENSITY``)."""
     n_features, n_components = size["sae"][-1]
     x = torch.as_tensor(_data(size["batch_size"], n_features, seed=4), device=device)
     for k in sorted({k for k in (32, n_components // 16, n_components // 8) if 0 < k < n_components}):

@@ -2,7 +2,8 @@
 
 ``sae_gradients`` takes the sparse step (decoder, ``residual @ D^T`` and the decoder
 and last encoder-layer gradients on the ``k`` active latents of each row only) when
-``uses_sparse_topk_step``: ``8 k <= n_components``. This measures both steps on the
+``uses_sparse_topk_step``: ``k <= SPARSE_TOPK_MAX_DENSITY * n_components`` (1/16 on
+the CPU). This measures both steps on the
 same module and batch, checks they give the same gradients, and prints the ratio, so
 the rule can be re-checked on another machine or device::
 
