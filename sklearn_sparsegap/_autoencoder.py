@@ -20,6 +20,7 @@ from ._distributed import (
     active_reducer,
     averaged_gradients,
     broadcast_module,
+    minimum_reducer,
     sync_after_resampling,
 )
 from ._families import (
@@ -332,7 +333,8 @@ def initialize_autoencoder(
 
 
 def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sample",
-                           rescale=False, streamed=False, scale=1.0, auxk=None):
+                           rescale=False, streamed=False, scale=1.0, auxk=None,
+                           reduce_minimum=None):
     """``compute_gradients(indices, with_stats)`` of ``module`` on ``X``, for ``train``.
 
     With ``streamed`` the batches come from a batch source instead: ``indices`` is then
@@ -352,11 +354,13 @@ def make_gradient_function(module, X, target=None, *, alpha=0.0, codes_loss="sam
     A :class:`~sklearn_sparsegap._families.FamilyAutoencoderModule` (BatchTopK,
     Matryoshka, transcoders) trains on its own loss,
     :func:`~sklearn_sparsegap._families.family_gradient_function`; for a transcoder
-    ``target`` is the output rows ``Y`` it reconstructs.
+    ``target`` is the output rows ``Y`` it reconstructs; ``reduce_minimum`` makes a
+    BatchTopK threshold's update agree over data-parallel ranks.
     """
     if isinstance(module, FamilyAutoencoderModule):
         return family_gradient_function(module, X, target, alpha=alpha, streamed=streamed,
-                                        scale=scale, auxk=auxk)  # fmt: skip
+                                        scale=scale, auxk=auxk,
+                                        reduce_minimum=reduce_minimum)  # fmt: skip
     analytic = module.activation in ("relu", "topk")
     jumprelu = module.activation == "jumprelu"
     params = [p for p in module.parameters() if p.requires_grad]
@@ -818,7 +822,7 @@ def _gradients_and_source(module, settings, data, *, X, codes, source, scale, de
     compute_gradients = make_gradient_function(
         module, X, codes, alpha=settings.alpha, codes_loss=settings.codes_loss,
         rescale=settings.rescale, streamed=data.streamed or group is not None, scale=scale,
-        auxk=auxk,
+        auxk=auxk, reduce_minimum=None if group is None else minimum_reducer(group),
     )  # fmt: skip
     if group is None:
         return compute_gradients, source

@@ -195,6 +195,21 @@ def active_reducer(group):
     return reduce
 
 
+def minimum_reducer(group):
+    """``reduce(value)``: a tensor's minimum over every rank, for a statistic each rank
+    estimates from its own batch that all must agree on (a BatchTopK SAE's global
+    threshold moves towards the smallest kept code of the global batch, not of each
+    rank's share)."""
+
+    def reduce(value):
+        flat = value.reshape(1).clone()
+        group.collective("agree on the BatchTopK threshold", torch.distributed.all_reduce,
+                         flat, op=torch.distributed.ReduceOp.MIN)  # fmt: skip
+        return flat.reshape(value.shape)
+
+    return reduce
+
+
 def broadcast_after(group, module, optimizer):
     """After a step that changed rank 0's model outside the gradients (dead-latent
     resampling draws from rank 0's rows), copy its parameters and Adam moments to all."""

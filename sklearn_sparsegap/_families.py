@@ -58,13 +58,17 @@ def batch_topk(pre, k):
 
 
 @torch.no_grad()
-def update_global_threshold(module, codes, rate=BATCHTOPK_THRESHOLD_RATE):
+def update_global_threshold(module, codes, rate=BATCHTOPK_THRESHOLD_RATE, reduce=None):
     """Move the global threshold of ``module`` (stored in every entry of
     ``log_threshold``; NaN before the first update) towards the smallest positive code
     of ``codes`` by ``rate`` (an exponential moving average, as SAELens's
     ``update_topk_threshold``); the first batch sets it. A batch without a positive code
-    leaves it as it is. No host synchronisation."""
+    leaves it as it is. No host synchronisation. Under data parallelism ``reduce`` (see
+    ``_distributed.minimum_reducer``) takes the minimum over every rank's batch, so that
+    the ranks keep one threshold."""
     minimum = torch.where(codes > 0, codes, math.inf).amin().to(module.log_threshold.dtype)
+    if reduce is not None:
+        minimum = reduce(minimum)
     current = module.log_threshold[0].exp()
     blended = torch.where(torch.isnan(current), minimum, (1 - rate) * current + rate * minimum)
     new = torch.where(torch.isinf(minimum), current, blended)
@@ -274,7 +278,7 @@ def nested_reconstruction_loss(module, codes, output, skip=None):
 
 
 def family_gradient_function(module, X, target=None, *, alpha=0.0, streamed=False, scale=1.0,
-                             auxk=None):
+                             auxk=None, reduce_minimum=None):
     """``compute_gradients(indices, with_stats)`` for a :class:`FamilyAutoencoderModule`
     (see :func:`~sklearn_sparsegap._autoencoder.make_gradient_function`, whose arguments
     these are): autograd on
@@ -284,7 +288,8 @@ def family_gradient_function(module, X, target=None, *, alpha=0.0, streamed=Fals
     the penalty being the L1 norm of the codes (the L0 count for JumpReLU; BatchTopK
     and TopK usually train with ``alpha=0``). The reconstructed output is the batch
     itself, or for a transcoder the ``target`` rows (``Y``). A BatchTopK step updates
-    the global threshold from its codes (:func:`update_global_threshold`) before the
+    the global threshold from its codes (:func:`update_global_threshold`, the minimum
+    taken over every rank by ``reduce_minimum`` under data parallelism) before the
     optimiser step. Every batch (and its target rows) is multiplied by ``scale``.
     ``auxk = (dead, k_aux, weight)`` adds the AuxK loss of the dead latents
     (``_modules._auxk_gradients``: their ``k_aux`` largest pre-activations reconstruct
@@ -334,7 +339,7 @@ def family_gradient_function(module, X, target=None, *, alpha=0.0, streamed=Fals
             pre = module.pre_activation(batch)
             codes = module.training_activation(pre)
         if batchtopk:
-            update_global_threshold(module, codes.detach())
+            update_global_threshold(module, codes.detach(), reduce=reduce_minimum)
         skip = module.skip_output(batch)
         loss, residual = nested_reconstruction_loss(module, codes, output, skip)
         if jumprelu:

@@ -55,7 +55,8 @@ def _rank_main(rank, world_size, init_file, out_dir, job):
             with _small_blocks(fit.get("small_blocks", False)):
                 est = _estimator(fit["kind"], **fit.get("params", {})).fit(X)
             result["fits"].append({"components": est.components_, "history": est.history_,
-                                   "encoder": est.transform(_data())})  # fmt: skip
+                                   "encoder": est.transform(_data()),
+                                   "threshold": getattr(est, "threshold_", None)})  # fmt: skip
     except BaseException as error:  # noqa: BLE001 (reported to the parent)
         result = {"error": f"{type(error).__name__}: {error}", "trace": traceback.format_exc()}
     with open(os.path.join(out_dir, f"rank{rank}.pkl"), "wb") as file:
@@ -174,6 +175,22 @@ def test_two_ranks_equal_one_process_on_the_same_global_batches(tmp_path):
     # 51 rows per rank at most: ceil(51 / 16) = 4 steps per epoch on each rank.
     assert first["history"]["step"][-1] == 12
     assert first["components"].dtype == np.float32
+
+
+def test_batchtopk_ranks_keep_one_global_threshold(tmp_path):
+    # Each rank sees its own share of the batch; the threshold's running estimate moves
+    # towards the smallest kept code over every rank's share, so the ranks end with one
+    # threshold and encode alike (without the all-reduce each rank kept its own).
+    params = {"n_components": 24, "activation": "batchtopk", "n_nonzero_coefs": 2,
+              "alpha": 0.0, "batch_size": 16, "max_iter": 3}
+    results = _launch(tmp_path, {"fits": [{"kind": "sae", "params": params}]})
+    for rank in (0, 1):
+        assert "error" not in results[rank], results[rank]
+    first, second = (results[rank]["fits"][0] for rank in (0, 1))
+    assert np.isfinite(first["threshold"]).all()
+    np.testing.assert_array_equal(first["threshold"], second["threshold"])
+    np.testing.assert_array_equal(first["components"], second["components"])
+    np.testing.assert_array_equal(first["encoder"], second["encoder"])
 
 
 def test_mismatched_library_versions_raise_on_every_rank(tmp_path):
