@@ -210,6 +210,17 @@ def partial_record(name, source, profile="paper"):
             "environment": runner.environment(), "records": records}  # fmt: skip
 
 
+def _newly_computed(finished, kept, profile):
+    """Whether the record ``finished`` should replace the one kept in ``kept``: it is of
+    ``profile`` and either nothing is kept yet or its run computed units (a resumed run
+    that only reused every unit would replace the measured wall time with seconds)."""
+    record = json.loads(finished.read_text())
+    if record["profile"] != profile:
+        return False
+    computed = record.get("units", {}).get("computed")
+    return not (kept / "result.json").exists() or computed != 0
+
+
 def collect(source, results=DOCS / "results", profile="paper"):
     """Copy the finished paper-profile records (``result.json`` and figures) of a run
     folder ``source`` (``run_all.py --profile paper --out SOURCE``) into
@@ -223,7 +234,7 @@ def collect(source, results=DOCS / "results", profile="paper"):
     experiments, slowdowns = {}, []
     for name in EXPERIMENTS:
         finished = source / name / "result.json"
-        if finished.exists() and json.loads(finished.read_text())["profile"] == profile:
+        if finished.exists() and _newly_computed(finished, target / name, profile):
             (target / name).mkdir(parents=True, exist_ok=True)
             for file in [finished, *sorted((source / name).glob("*.png"))]:
                 shutil.copy(file, target / name / file.name)
