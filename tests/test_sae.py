@@ -662,6 +662,25 @@ def test_learning_rate_none_is_resolved_by_mode_and_width(cls, full_batch, data)
     assert cls(learning_rate=3e-3, batch_size=512, **params).fit(X).learning_rate_ == 3e-3
 
 
+@pytest.mark.parametrize(
+    "hidden, rate",
+    [((64,), 6e-3), ((256,), 6e-3), ((1024,), 1.5e-3), ((2048, 8), 7.5e-4)],
+)
+def test_mlp_learning_rate_none_falls_as_one_over_the_widest_hidden_layer(hidden, rate, data):
+    # 6e-3 * min(1, 256 / H), H the widest hidden layer; an explicit rate is kept.
+    X, _, codes = data
+    params = dict(hidden_layer_sizes=hidden, max_iter=1, random_state=0, device="cpu")
+    X, codes = X[:256], codes[:256]
+    assert MLPEncoder(n_components=16, **params).fit(X).learning_rate_ == pytest.approx(rate)
+    known = MLPEncoder(target="codes", **params).fit(X, codes)
+    assert known.learning_rate_ == pytest.approx(rate)
+    given = MLPEncoder(n_components=16, learning_rate=6e-3, **params).fit(X)
+    assert given.learning_rate_ == 6e-3
+    # Minibatches: sparsify's rule, capped at the width's full-batch rate.
+    small = MLPEncoder(n_components=2, batch_size=64, **params).fit(X)
+    assert small.learning_rate_ == pytest.approx(rate)
+
+
 def test_a_relu_sae_in_minibatches_starts_with_a_small_encoder(data):
     X, _, _ = data
     # A learning rate too small to move anything shows the start.
