@@ -143,6 +143,19 @@ def _small_device(monkeypatch, rows=7):
     return calls
 
 
+def _disk_batch_sources(monkeypatch, module):
+    """The arrays ``module`` builds its ``DiskBatches`` from, as a list filled by fits."""
+    sources = []
+    original = module.DiskBatches
+
+    def spy(*args, **kwargs):
+        sources.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, "DiskBatches", spy)
+    return sources
+
+
 def _fitted_coders(X):
     from sklearn_sparsegap import SAETranscoder
 
@@ -186,14 +199,7 @@ def test_in_memory_X_too_large_for_the_device_trains_from_host_minibatches(monke
     X = _X(n_rows=400, n_features=8)
     reference = SAEEncoder(16, activation="topk", n_nonzero_coefs=3, batch_size=64,
                            max_iter=10, random_state=0, device="cpu").fit(X)  # fmt: skip
-    sources = []
-    original = autoencoder.DiskBatches
-
-    def spy(*args, **kwargs):
-        sources.append(args[0])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(autoencoder, "DiskBatches", spy)
+    sources = _disk_batch_sources(monkeypatch, autoencoder)
     _small_device(monkeypatch, rows=100)  # 400 rows do not fit; batches of 64 do
     X_before = X.copy()
     est = SAEEncoder(16, activation="topk", n_nonzero_coefs=3, batch_size=64, max_iter=10,
@@ -223,14 +229,7 @@ def test_minibatch_sparse_coding_too_large_for_the_device_streams_from_host(monk
     import sklearn_sparsegap._sparse_coding as sparse_coding
 
     X = _X(n_rows=300, n_features=8)
-    sources = []
-    original = sparse_coding.DiskBatches
-
-    def spy(*args, **kwargs):
-        sources.append(args[0])
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(sparse_coding, "DiskBatches", spy)
+    sources = _disk_batch_sources(monkeypatch, sparse_coding)
     _small_device(monkeypatch, rows=100)
     est = GradientSparseCoder(12, fit_algorithm="omp", transform_n_nonzero_coefs=3,
                               batch_size=32, max_iter=2, random_state=0).fit(X)  # fmt: skip

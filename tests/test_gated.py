@@ -15,22 +15,9 @@ from sklearn_sparsegap import SAEEncoder, SAEPlusITO, make_sparse_dictionary_dat
 from sklearn_sparsegap._autoencoder import make_gradient_function, make_module
 from sklearn_sparsegap.interop import load_sae, save_sae
 
+from _peer_checks import close as _close, report_peer_differences  # noqa: F401 (its module fixture)
+
 D_IN, D_SAE = 12, 32
-ATOL = 1e-5
-MAX_DIFFERENCES = {}
-
-
-def _close(name, ours, theirs, atol=ATOL):
-    theirs = theirs.detach().numpy() if torch.is_tensor(theirs) else theirs
-    MAX_DIFFERENCES[name] = float(np.max(np.abs(ours - theirs)))
-    np.testing.assert_allclose(ours, theirs, atol=atol, rtol=1e-5, err_msg=name)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    yield
-    for name, value in sorted(MAX_DIFFERENCES.items()):
-        print(f"max |ours - peer| {name}: {value:.2e}")
 
 
 @pytest.fixture(scope="module")

@@ -12,23 +12,9 @@ import torch
 from sklearn_sparsegap import SAEEncoder, SAEPlusITO, SAETranscoder, make_sparse_dictionary_data
 from sklearn_sparsegap.interop import load_sae, save_sae
 
+from _peer_checks import close as _close, report_peer_differences  # noqa: F401 (its module fixture)
+
 D_IN, D_SAE, K = 12, 32, 4
-ATOL = 1e-5
-# The largest |ours - peer| seen per check, printed at the end (-s) for the record.
-MAX_DIFFERENCES = {}
-
-
-def _close(name, ours, theirs):
-    theirs = theirs.detach().numpy() if torch.is_tensor(theirs) else theirs
-    MAX_DIFFERENCES[name] = float(np.max(np.abs(ours - theirs)))
-    np.testing.assert_allclose(ours, theirs, atol=ATOL, rtol=1e-5, err_msg=name)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    yield
-    for name, value in sorted(MAX_DIFFERENCES.items()):
-        print(f"max |ours - peer| {name}: {value:.2e}")
 
 
 @pytest.fixture

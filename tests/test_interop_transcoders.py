@@ -14,26 +14,20 @@ import torch
 from sklearn_sparsegap import SAEPlusITO, SAETranscoder, make_sparse_dictionary_data
 from sklearn_sparsegap.interop import load_sae, save_sae
 
+from _peer_checks import close as _close, report_peer_differences  # noqa: F401 (its module fixture)
+
 pytest.importorskip("safetensors", reason="safetensors is not installed (interop extra)")
 from safetensors.torch import save_file  # noqa: E402
 
 D_IN, D_SAE, D_OUT, K = 6, 16, 4, 3
-ATOL = 1e-5  # float32 weights, the peers computing in float32
-# The largest |ours - peer| seen per check, printed at the end (-s) for the record.
-MAX_DIFFERENCES = {}
 
 
-def _close(name, ours, theirs):
-    theirs = theirs.detach().numpy() if torch.is_tensor(theirs) else theirs
-    MAX_DIFFERENCES[name] = float(np.max(np.abs(ours - theirs)))
-    np.testing.assert_allclose(ours, theirs, atol=ATOL, rtol=1e-5, err_msg=name)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _report():
-    yield
-    for name, value in sorted(MAX_DIFFERENCES.items()):
-        print(f"max |ours - peer| {name}: {value:.2e}")
+def _close_outputs(label, ours, x, codes, decoded, predicted):
+    """Our transform, inverse_transform and predict against the peer's encode, decode
+    and forward pass on the rows ``x``."""
+    _close(f"{label} encode", ours.transform(x.numpy()), codes)
+    _close(f"{label} decode", ours.inverse_transform(codes.numpy()), decoded)
+    _close(f"{label} forward", ours.predict(x.numpy()), predicted)
 
 
 @pytest.fixture
@@ -104,9 +98,7 @@ def test_saelens_transcoders_predict_as_saelens(tmp_path, rng, x, architecture):
     assert (ours.activation, ours.skip_connection, ours.n_outputs_) == (activation, skip, D_OUT)
     assert ours.components_.shape == (D_SAE, D_OUT) and ours.coefs_[0].shape == (D_SAE, D_IN)
     label = f"saelens {architecture}"
-    _close(f"{label} encode", ours.transform(x.numpy()), codes)
-    _close(f"{label} decode", ours.inverse_transform(codes.numpy()), decoded)
-    _close(f"{label} forward", ours.predict(x.numpy()), predicted)
+    _close_outputs(label, ours, x, codes, decoded, predicted)
     # our export: SAELens's own loader gets the same class and outputs; ours reads it back
     save_sae(ours, tmp_path / "ours", format="saelens")
     back = SAE.load_from_disk(tmp_path / "ours")
@@ -171,9 +163,7 @@ def test_sparsify_transcoders_predict_as_sparsify(tmp_path, rng, x, monkeypatch,
     assert isinstance(ours, SAETranscoder)
     assert (ours.activation, ours.n_nonzero_coefs, ours.skip_connection) == ("topk", K, skip)
     label = f"sparsify {kind} {dtype}"
-    _close(f"{label} encode", ours.transform(x.numpy()), codes)
-    _close(f"{label} decode", ours.inverse_transform(codes.numpy()), decoded)
-    _close(f"{label} forward", ours.predict(x.numpy()), predicted)
+    _close_outputs(label, ours, x, codes, decoded, predicted)
     # our export (always transcode=True: our encoder reads x as it is) in their loader
     save_sae(ours, tmp_path / "ours", format="sparsify")
     back = SparseCoder.load_from_disk(tmp_path / "ours")
