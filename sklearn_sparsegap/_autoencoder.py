@@ -560,7 +560,8 @@ class AutoencoderSettings:
     verbose: bool = False
     checkpoint: object = None
     chunk: bool = False
-    # The families (_families): nested Matryoshka widths (the full width last), and a
+    # The families (_families): nested Matryoshka widths (the full width last; an int:
+    # that many sampled per step), and a
     # transcoder's output dimension (target "transcode") and skip connection.
     matryoshka_prefixes: object = None
     n_outputs: object = None
@@ -600,16 +601,19 @@ class AutoencoderState:
 
 def make_module(n_features, n_components, *, hidden_layer_sizes=(), activation="relu", k=None,
                 fit_intercept=True, device="cpu", dtype=torch.float32, matryoshka_prefixes=None,
-                n_outputs=None, skip_connection=False):
+                n_outputs=None, skip_connection=False, prefix_seed=0):
     """An untrained :class:`SparseAutoencoderModule` of this architecture (a
     :class:`~sklearn_sparsegap._families.FamilyAutoencoderModule` for BatchTopK,
-    Matryoshka prefixes, a transcoder's ``n_outputs`` or a skip connection)."""
+    Matryoshka prefixes, a transcoder's ``n_outputs`` or a skip connection).
+    ``prefix_seed`` seeds the widths of sampled Matryoshka prefixes (an int
+    ``matryoshka_prefixes``)."""
     layer_sizes = (n_features, *hidden_layer_sizes, n_components)
     family = {"matryoshka_prefixes": matryoshka_prefixes, "n_outputs": n_outputs,
               "skip_connection": skip_connection}  # fmt: skip
     if uses_family_module(activation, **family):
         module = FamilyAutoencoderModule(layer_sizes, activation=activation, k=k,
-                                         fit_intercept=fit_intercept, **family)  # fmt: skip
+                                         fit_intercept=fit_intercept, prefix_seed=prefix_seed,
+                                         **family)  # fmt: skip
     else:
         module = SparseAutoencoderModule(layer_sizes, activation=activation, k=k,
                                          fit_intercept=fit_intercept)  # fmt: skip
@@ -873,11 +877,18 @@ def fit_autoencoder(data, settings, previous=None, *, group=None, zero_code_rows
     data = streamed_from_host(data, settings)
     source, X, codes, dictionary = _training_tensors(data, settings)
     n_samples, n_features = data.X.shape
+    # Sampled Matryoshka widths: seeded like the fit's other draws (shifted when training
+    # continues, so a continued fit draws new widths).
+    sampled_prefixes = isinstance(settings.matryoshka_prefixes, int)
+    prefix_seed = training_generator(
+        settings.random_state, None if previous is None else previous.n_steps
+    ).initial_seed() if sampled_prefixes else 0  # fmt: skip
     module = make_module(
         n_features, settings.n_components, hidden_layer_sizes=settings.hidden_layer_sizes,
         activation=settings.activation, k=settings.k, fit_intercept=settings.fit_intercept,
         device=device, dtype=dtype, matryoshka_prefixes=settings.matryoshka_prefixes,
         n_outputs=settings.n_outputs, skip_connection=settings.skip_connection,
+        prefix_seed=prefix_seed,
     )  # fmt: skip
     decoder = None
     code_moments = None if previous is None else previous.code_moments

@@ -33,6 +33,7 @@ __all__ = [
     "initial_log_threshold",
     "initialize_transcoder",
     "nested_reconstruction_loss",
+    "sample_matryoshka_prefixes",
     "update_global_threshold",
     "uses_family_module",
 ]
@@ -42,6 +43,10 @@ __all__ = [
 # dictionary_learning uses 1 - 0.999 after 1,000 steps, which suits runs of 10^5 steps
 # rather than the few thousand of a full-batch fit). The first batch sets it.
 BATCHTOPK_THRESHOLD_RATE = 0.01
+# Sampled Matryoshka widths m in 1..N-1 are drawn with probability proportional to
+# (m/N)**p - ((m-1)/N)**p (Nabeshima 2024's truncated power law, p = 1/2): small
+# prefixes are drawn most often.
+MATRYOSHKA_PREFIX_POWER = 0.5
 # The transcoder's start is estimated on at most this many evenly spaced rows.
 _MAX_INIT_ROWS = 2**14
 
@@ -88,18 +93,31 @@ def check_threshold_estimated(threshold, name="SAEEncoder"):
 
 
 def check_matryoshka_prefixes(prefixes, n_components):
-    """The Matryoshka levels of ``prefixes`` as a strictly increasing tuple of ints
-    ending at ``n_components`` (appended when missing, as SAELens appends ``d_sae``), or
-    None; a ``ValueError`` naming ``matryoshka_prefixes`` otherwise."""
+    """The Matryoshka levels of ``prefixes``, checked against ``n_components``.
+
+    A sequence gives fixed levels: returned as a strictly increasing tuple of ints
+    ending at ``n_components`` (appended when missing, as SAELens appends ``d_sae``).
+    An int ``n`` (1 to ``n_components``) asks for ``n`` levels sampled anew at every
+    training step (:func:`sample_matryoshka_prefixes`) and is returned as it is. None
+    stays None. Anything else is a ``ValueError`` naming ``matryoshka_prefixes``."""
     if prefixes is None:
         return None
-    values = tuple(prefixes)
+    if isinstance(prefixes, Integral) and not isinstance(prefixes, bool):
+        if not 1 <= prefixes <= n_components:
+            raise ValueError(
+                f"matryoshka_prefixes={prefixes!r} asks for {prefixes} sampled prefixes per "
+                f"step, but the number must be positive and at most n_components="
+                f"{n_components}."
+            )
+        return int(prefixes)
+    values = tuple(prefixes) if isinstance(prefixes, (tuple, list)) else ()
     if not values or not all(
         isinstance(v, Integral) and not isinstance(v, bool) for v in values
     ):
         raise ValueError(
             "matryoshka_prefixes must be a non-empty sequence of positive integers (the "
-            f"widths of the nested dictionaries), got {prefixes!r}."
+            f"widths of the nested dictionaries) or one integer (how many widths to sample "
+            f"per step), got {prefixes!r}."
         )
     values = tuple(int(v) for v in values)
     if values[0] < 1 or any(b <= a for a, b in zip(values, values[1:])):
@@ -114,6 +132,32 @@ def check_matryoshka_prefixes(prefixes, n_components):
     if values[-1] < n_components:
         values = (*values, n_components)
     return values
+
+
+def sample_matryoshka_prefixes(n_components, n_prefixes, generator):
+    """``n_prefixes`` nested widths for one training step, the last ``n_components``.
+
+    The other ``n_prefixes - 1`` are distinct widths ``m`` in ``1 .. n_components - 1``
+    drawn without replacement from ``generator`` (a CPU generator) with probability
+    proportional to ``(m/N)**p - ((m-1)/N)**p``, ``p = MATRYOSHKA_PREFIX_POWER`` (the
+    truncated power law of Nabeshima 2024's Matryoshka SAEs). Small widths are the most
+    likely, so the first latents are the ones asked most often to reconstruct alone.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklearn_sparsegap._families import sample_matryoshka_prefixes
+    >>> widths = sample_matryoshka_prefixes(64, 3, torch.Generator().manual_seed(0))
+    >>> len(widths), widths[-1], widths[0] < widths[1] < widths[2]
+    (3, 64, True)
+    """
+    if n_prefixes <= 1:
+        return (n_components,)
+    widths = torch.arange(1, n_components, dtype=torch.float64)
+    cumulative = (widths / n_components) ** MATRYOSHKA_PREFIX_POWER
+    weights = cumulative - ((widths - 1) / n_components) ** MATRYOSHKA_PREFIX_POWER
+    drawn = torch.multinomial(weights, n_prefixes - 1, replacement=False, generator=generator)
+    return (*sorted(int(m) + 1 for m in drawn), n_components)
 
 
 def initial_log_threshold(module, jumprelu_threshold=1e-3):
@@ -150,7 +194,10 @@ class FamilyAutoencoderModule(SparseAutoencoderModule):
       ``pre * (pre > theta)`` at the global threshold ``theta`` kept in every entry of
       ``log_threshold``: one row's codes do not depend on the others.
     - ``matryoshka_prefixes``: the nested dictionary widths the loss reconstructs
-      with (the full width last); encoding and decoding are unchanged.
+      with (the full width last), or an int: that many widths sampled at every step
+      (:meth:`loss_levels`; the count of draws is the buffer ``prefix_draws`` and each
+      draw is seeded by ``prefix_seed`` plus that count, so a checkpoint resumes the
+      same sequence); encoding and decoding are unchanged.
     - ``n_outputs`` (a transcoder): the decoder (``components``, ``intercept``) maps
       to an ``n_outputs``-dimensional output, and the encoder reads the input as it is
       (no decoder bias subtracted, as SAELens's and sparsify's transcoders).
@@ -165,12 +212,18 @@ class FamilyAutoencoderModule(SparseAutoencoderModule):
     """
 
     def __init__(self, layer_sizes, *, activation="relu", k=None, fit_intercept=True,
-                 matryoshka_prefixes=None, n_outputs=None, skip_connection=False):
+                 matryoshka_prefixes=None, n_outputs=None, skip_connection=False,
+                 prefix_seed=0):
         super().__init__(layer_sizes, activation=activation, k=k, fit_intercept=fit_intercept)
         n_features, n_components = layer_sizes[0], layer_sizes[-1]
+        sampled = isinstance(matryoshka_prefixes, Integral)
+        self.matryoshka_samples = int(matryoshka_prefixes) if sampled else None
         self.matryoshka_prefixes = (
-            None if matryoshka_prefixes is None else tuple(matryoshka_prefixes)
+            None if matryoshka_prefixes is None or sampled else tuple(matryoshka_prefixes)
         )
+        self.prefix_seed = int(prefix_seed)
+        if sampled:
+            self.register_buffer("prefix_draws", torch.zeros((), dtype=torch.int64))
         self.transcoder = n_outputs is not None
         n_outputs = n_features if n_outputs is None else n_outputs
         if self.transcoder:
@@ -245,6 +298,17 @@ class FamilyAutoencoderModule(SparseAutoencoderModule):
             return batch_topk(pre, self.k)
         return self.activate(pre)
 
+    def loss_levels(self):
+        """The widths this training step's loss reconstructs with: the fixed
+        ``matryoshka_prefixes``, a fresh sample of ``matryoshka_samples`` widths, or the
+        full width alone."""
+        n_components = self.components.shape[0]
+        if self.matryoshka_samples is None:
+            return self.matryoshka_prefixes or (n_components,)
+        generator = torch.Generator().manual_seed(self.prefix_seed + int(self.prefix_draws))
+        self.prefix_draws += 1
+        return sample_matryoshka_prefixes(n_components, self.matryoshka_samples, generator)
+
     def skip_output(self, x):
         """The skip connection's part of the output (None without one)."""
         return None if self.skip is None else x @ self.skip.T
@@ -259,11 +323,11 @@ class FamilyAutoencoderModule(SparseAutoencoderModule):
 
 def nested_reconstruction_loss(module, codes, output, skip=None):
     """``sum over levels m of mean(0.5 * ||output - decode(codes[:, :m])||^2)`` with the
-    levels of ``module.matryoshka_prefixes`` (one level, the full width, without), and
+    levels of ``module.loss_levels()`` (one level, the full width, without prefixes), and
     the residual ``output - reconstruction`` at the full width. ``skip`` (the skip
     connection's output, or None) is added to every level's reconstruction."""
     components = module.components
-    levels = module.matryoshka_prefixes or (components.shape[0],)
+    levels = module.loss_levels()
     decoded = module.intercept.expand(codes.shape[0], -1) if module.fit_intercept else None
     if skip is not None:
         decoded = skip if decoded is None else decoded + skip

@@ -260,7 +260,8 @@ class _BaseAutoencoder(BaseSparseEstimator):
 
     def _matryoshka_levels(self, n_components):
         """The nested widths of ``matryoshka_prefixes`` (checked; the full width last),
-        or None; the families train on reconstruction only."""
+        the number of widths to sample per step, or None; the families train on
+        reconstruction only."""
         levels = check_matryoshka_prefixes(
             getattr(self, "matryoshka_prefixes", None), n_components
         )
@@ -646,14 +647,25 @@ class SAEEncoder(_BaseAutoencoder):
         ``min(n_dead / (n_features // 2), 1)``; it costs nothing while no latent is
         dead. Only with ``activation="topk"`` or ``"batchtopk"`` (ignored otherwise);
         0 disables it.
-    matryoshka_prefixes : tuple of int, default=None
-        A Matryoshka SAE (Bussmann et al. 2025; Nabeshima 2024): the widths of nested
-        dictionaries, strictly increasing and at most ``n_components`` (the full width
-        is added last when missing, as SAELens adds ``d_sae``). Training sums the
+    matryoshka_prefixes : tuple of int or int, default=None
+        A Matryoshka SAE (Bussmann et al. 2025; Nabeshima 2024). Training sums the
         reconstruction loss of the codes restricted to each prefix of the latents, so
         the first latents learn the most general features; encoding and decoding use
-        the full width. The peers train it with ``activation="batchtopk"`` (any
-        activation works). Trained with autograd; reconstruction target only.
+        the full width. Either
+
+        - fixed widths (Bussmann et al.; SAELens's ``matryoshka_widths``,
+          dictionary_learning's ``group_fractions``): strictly increasing and at most
+          ``n_components``, the full width added last when missing, as SAELens adds
+          ``d_sae``; or
+        - an int ``n``: ``n`` widths sampled anew at every training step (Nabeshima's
+          Matryoshka SAEs), the full width and ``n - 1`` distinct smaller widths drawn
+          from a truncated power law that favours small prefixes
+          (``_families.sample_matryoshka_prefixes``), so that no latent sits at a
+          fixed boundary. Exported to the peers as the same SAE without fixed widths
+          (its inference does not depend on them).
+
+        The peers train it with ``activation="batchtopk"`` (any activation works).
+        Trained with autograd; reconstruction target only.
     warm_start : bool, default=False
         When True, ``fit`` on a fitted estimator continues training from its current
         state (weights, dictionary and Adam moments; with ``target="codes"`` the
@@ -762,7 +774,7 @@ class SAEEncoder(_BaseAutoencoder):
 
     _parameter_constraints = {
         **_BaseAutoencoder._parameter_constraints,
-        "matryoshka_prefixes": [tuple, list, None],
+        "matryoshka_prefixes": [tuple, list, Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(

@@ -20,6 +20,7 @@ from sklearn_sparsegap._families import (
     batch_topk,
     check_matryoshka_prefixes,
     nested_reconstruction_loss,
+    sample_matryoshka_prefixes,
     update_global_threshold,
 )
 from sklearn_sparsegap._modules import sae_gradients
@@ -170,10 +171,57 @@ def test_matryoshka_prefixes_are_validated(problem, prefixes, message):
         _batchtopk(matryoshka_prefixes=prefixes, max_iter=2).fit(problem[0])
 
 
+@pytest.mark.parametrize("prefixes, error", [
+    (17, "at most n_components=16"),
+    (0, "matryoshka_prefixes"),
+    (True, "matryoshka_prefixes"),
+])  # fmt: skip
+def test_sampled_prefix_counts_are_validated(problem, prefixes, error):
+    with pytest.raises(ValueError, match=error):
+        _batchtopk(matryoshka_prefixes=prefixes, max_iter=2).fit(problem[0])
+
+
 def test_matryoshka_levels_end_at_the_full_width():
     assert check_matryoshka_prefixes([4, 8], 16) == (4, 8, 16)
     assert check_matryoshka_prefixes((4, 16), 16) == (4, 16)
     assert check_matryoshka_prefixes(None, 16) is None
+    assert check_matryoshka_prefixes(3, 16) == 3  # sampled per step
+
+
+def test_sampled_prefixes_follow_the_truncated_power_law():
+    """Distinct, increasing widths ending at the full width; one drawn width m falls at
+    or below N/4 with probability sqrt(1/4) = 1/2 and at or below N/16 with 1/4."""
+    generator = torch.Generator().manual_seed(0)
+    draws = [sample_matryoshka_prefixes(64, 4, generator) for _ in range(500)]
+    assert all(len(w) == 4 and w[-1] == 64 and list(w) == sorted(set(w)) for w in draws)
+    single = np.array([sample_matryoshka_prefixes(64, 2, generator)[0] for _ in range(4000)])
+    assert single.min() >= 1 and single.max() <= 63
+    assert abs(np.mean(single <= 16) - 0.5) < 0.03
+    assert abs(np.mean(single <= 4) - 0.25) < 0.03
+    assert sample_matryoshka_prefixes(64, 1, generator) == (64,)
+
+
+def test_sampled_prefixes_change_every_step_and_resume_from_the_module_state():
+    def module():
+        return FamilyAutoencoderModule((6, 64), activation="relu", matryoshka_prefixes=3,
+                                       prefix_seed=5)  # fmt: skip
+
+    first, again = module(), module()
+    drawn = [first.loss_levels() for _ in range(6)]
+    assert len(set(drawn)) > 1  # a fresh sample each step
+    assert [again.loss_levels() for _ in range(6)] == drawn  # seeded
+    resumed = module()
+    resumed.load_state_dict(first.state_dict())  # what a checkpoint saves: 6 draws made
+    assert [resumed.loss_levels() for _ in range(4)] == [first.loss_levels() for _ in range(4)]
+
+
+def test_sampled_prefixes_make_the_first_latents_reconstruct_alone(problem):
+    X = problem[0]
+    plain = _batchtopk(max_iter=150).fit(X)
+    sampled = _batchtopk(max_iter=150, matryoshka_prefixes=3).fit(X)
+    assert _prefix_error(sampled, X, 4) < _prefix_error(plain, X, 4)
+    # exported without fixed widths: its inference does not depend on them
+    assert sampled.matryoshka_prefixes == 3
 
 
 def test_nested_loss_sums_every_prefix_reconstruction():
@@ -191,19 +239,20 @@ def test_nested_loss_sums_every_prefix_reconstruction():
     torch.testing.assert_close(residual, y - module.decode(codes))
 
 
+def _prefix_error(est, X, width):
+    """The squared error of X reconstructed from the first ``width`` latents' codes."""
+    codes = est.transform(X)
+    codes[:, width:] = 0
+    return np.square(X - est.inverse_transform(codes)).sum(axis=1).mean()
+
+
 def test_matryoshka_first_prefix_reconstructs_alone(problem):
     """The nested loss makes the first latents a dictionary of their own: their codes
     alone reconstruct better than the same number of a plain BatchTopK SAE's."""
     X = problem[0]
-
-    def prefix_error(est, width):
-        codes = est.transform(X)
-        codes[:, width:] = 0
-        return np.square(X - est.inverse_transform(codes)).sum(axis=1).mean()
-
     plain = _batchtopk(max_iter=150).fit(X)
     nested = _batchtopk(max_iter=150, matryoshka_prefixes=(4, 8)).fit(X)
-    assert prefix_error(nested, 4) < prefix_error(plain, 4)
+    assert _prefix_error(nested, X, 4) < _prefix_error(plain, X, 4)
     assert nested.transform(X).shape == (256, 16)
 
 

@@ -178,10 +178,14 @@ def trained():
     return X.astype(np.float32), {
         "batchtopk": SAEEncoder(**common).fit(X.astype(np.float32)),
         "matryoshka": SAEEncoder(matryoshka_prefixes=(8, 16), **common).fit(X.astype(np.float32)),
+        # sampled widths: exported as the BatchTopK SAE it is at inference
+        "sampled matryoshka": SAEEncoder(matryoshka_prefixes=3, **common).fit(
+            X.astype(np.float32)
+        ),
     }
 
 
-@pytest.mark.parametrize("family", ["batchtopk", "matryoshka"])
+@pytest.mark.parametrize("family", ["batchtopk", "matryoshka", "sampled matryoshka"])
 def test_our_batchtopk_saves_to_both_peers_and_round_trips(tmp_path, trained, family):
     X, models = trained
     est = models[family]
@@ -193,7 +197,7 @@ def test_our_batchtopk_saves_to_both_peers_and_round_trips(tmp_path, trained, fa
     # dictionary_learning keeps the family (and the prefixes); SAELens its JumpReLU form
     back = load_sae(tmp_path / "dictionary_learning")
     assert back.activation == "batchtopk" and back.n_nonzero_coefs == K
-    expected = None if family == "batchtopk" else (8, 16, D_SAE)
+    expected = (8, 16, D_SAE) if family == "matryoshka" else None
     assert back.matryoshka_prefixes == expected
     assert load_sae(tmp_path / "saelens").activation == "jumprelu"
     if pytest.importorskip("sae_lens", reason="SAELens is not installed"):

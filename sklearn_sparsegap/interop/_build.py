@@ -239,6 +239,9 @@ def weights_from_encoder(estimator):
             )
         if not transcoder:
             prefixes = check_matryoshka_prefixes(estimator.matryoshka_prefixes, n_components)
+            # Sampled widths (an int) are a training device only: the SAE is exported
+            # as the BatchTopK SAE it is at inference.
+            prefixes = prefixes if isinstance(prefixes, tuple) else None
     if transcoder and estimator.skip_connection:
         skip_weight = np.asarray(estimator.skip_, dtype=np.float64)
     return SAEWeights(
