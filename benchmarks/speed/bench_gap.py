@@ -126,6 +126,9 @@ def main(argv=None):
     parser.add_argument("--sklearn-rows", type=int, default=1024,
                         help="rows of scikit-learn's OMP (1024; its rate is per row)")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--latents", default="2304,16384",
+                        help="dictionary sizes, comma-separated (2304,16384; scikit-learn "
+                        "takes ~0.5 s a row at 16384)")
     args = parser.parse_args(argv)
     n_rows, n_sklearn = (512, 256) if args.quick else (args.rows, args.sklearn_rows)
     print(f"python {platform.python_version()}, torch {torch.__version__} "
@@ -136,7 +139,7 @@ def main(argv=None):
               f"({os.path.basename(pool['filepath'])})")
     print(f"OMP at k={K}, d={D}; {n_rows} rows for ours, {n_sklearn} for scikit-learn\n")
     lines = []
-    for n_components in (2304, 16384):
+    for n_components in (int(n) for n in args.latents.split(",")):
         lines += bench(n_components, n_rows, n_sklearn, args.repeats)
     print_table(["latents", "method", "dtype", "rows", "rows/s", "vs sklearn", "rel. error"],
                 lines)
