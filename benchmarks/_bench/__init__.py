@@ -20,7 +20,9 @@ path (one ``sys.path`` line) and imports from here; run it from the repository r
 ``memory``      peak resident memory of a process (``VmHWM``);
 ``paths``       paths as records write them (``DATA_DIR/<name>``, never a machine's);
 ``options``     command-line options several scripts share (``--activations``);
-``saelens``     SAELens's own SAEs on our data (imports ``sae_lens``: peers and speed only).
+``saelens``     SAELens's own SAEs on our data (imports ``sae_lens``: peers and speed only);
+``peer_saes``   sparsify's and dictionary_learning's own trainers behind fit/transform
+                (imported by ``peers/side_by_side.py``).
 
 Each experiment script (``benchmarks/paper/fig*.py`` and friends) defines ``PROFILES``, a
 ``run(settings, n_jobs, progress)`` returning plain records (with a ``distribution``

@@ -30,6 +30,8 @@ import torch
 # to neither library's fit, whichever fits first.
 import torch._dynamo  # noqa: F401
 from sae_lens import (
+    MatchingPursuitTrainingSAE,
+    MatchingPursuitTrainingSAEConfig,
     SAETrainer,
     StandardTrainingSAE,
     StandardTrainingSAEConfig,
@@ -48,7 +50,15 @@ class SAELensSAE:
         Number of latents (``d_sae``).
     k : int or None, default=None
         None trains ``StandardTrainingSAE`` (ReLU, L1 penalty scaled by decoder
-        norms); an int trains ``TopKTrainingSAE`` with this ``k``.
+        norms); an int trains ``TopKTrainingSAE`` with this ``k`` (or, with
+        ``matching_pursuit``, caps the pursuit at ``k`` iterations).
+    matching_pursuit : bool, default=False
+        Train ``MatchingPursuitTrainingSAE`` instead: codes by matching pursuit on the
+        decoder, ``max_iterations=k`` (SAELens's d_in when ``k`` is None), stopping
+        early when the residual norm falls under ``residual_threshold`` or the support
+        repeats (SAELens's defaults).
+    residual_threshold : float, default=1e-2
+        The matching-pursuit SAE's residual-norm stop (SAELens's default).
     l1_coefficient : float, default=1.0
         The standard SAE's L1 coefficient (SAELens's default); unused with ``k``.
     batch_size : int or None, default=None
@@ -93,12 +103,15 @@ class SAELensSAE:
         With ``record_aux_loss``, the AuxK loss of every step (TopK only).
     """
 
-    def __init__(self, n_components=16, *, k=None, l1_coefficient=1.0, batch_size=None,
+    def __init__(self, n_components=16, *, k=None, matching_pursuit=False,
+                 residual_threshold=1e-2, l1_coefficient=1.0, batch_size=None,
                  steps=3000, epochs=1, lr=1e-3, random_state=0, b_dec_init="zeros",
                  dead_feature_window=None, l1_warm_up_steps=0,
                  record_aux_loss=False):  # fmt: skip
         self.n_components = n_components
         self.k = k
+        self.matching_pursuit = matching_pursuit
+        self.residual_threshold = residual_threshold
         self.l1_coefficient = l1_coefficient
         self.batch_size = batch_size
         self.steps = steps
@@ -120,7 +133,8 @@ class SAELensSAE:
         batch = n_samples if est.batch_size is None else est.batch_size
         n_steps = est.steps if est.batch_size is None else est.epochs * (n_samples // batch)
         settings = {"b_dec_init": "mean", "dead_feature_window": "epoch",
-                    "l1_warm_up_steps": 0 if est.k is not None else max(1, n_steps // 20)}
+                    "l1_warm_up_steps": 0 if est.k is not None or est.matching_pursuit
+                    else max(1, n_steps // 20)}
         return cls(**{**settings, **params})
 
     def fit(self, X, y=None):
@@ -144,7 +158,11 @@ class SAELensSAE:
         torch.manual_seed(self.random_state)
         if self.b_dec_init not in ("zeros", "mean"):
             raise ValueError(f"b_dec_init must be 'zeros' or 'mean', got {self.b_dec_init!r}.")
-        if self.k is None:
+        if self.matching_pursuit:
+            sae = MatchingPursuitTrainingSAE(MatchingPursuitTrainingSAEConfig(
+                residual_threshold=self.residual_threshold, max_iterations=self.k, **common
+            ))  # fmt: skip
+        elif self.k is None:
             config = StandardTrainingSAEConfig(l1_coefficient=self.l1_coefficient,
                                                l1_warm_up_steps=self.l1_warm_up_steps,
                                                **common)  # fmt: skip
@@ -156,7 +174,7 @@ class SAELensSAE:
                 sae.b_dec.copy_(X.mean(dim=0))
         self.b_dec_start_ = sae.b_dec.detach().numpy().copy()
         self.aux_losses_ = []
-        if self.record_aux_loss and self.k is not None:
+        if self.record_aux_loss and self.k is not None and not self.matching_pursuit:
             calculate = sae.calculate_aux_loss
 
             def recording(*args, **kwargs):

@@ -1,0 +1,292 @@
+"""sparsify's and dictionary_learning's own trainers behind ``fit`` / ``transform`` /
+``inverse_transform``, for the side-by-side benchmarks (SAELens's are in
+``_bench/saelens.py``).
+
+Imports the peers lazily (``pip install -e ".[benchmark]"``); only benchmarks import this
+module. Written against sparsify 1.3 and dictionary_learning 0.1 (the versions of the
+benchmark extra). Each class trains with the peer's own trainer object, on minibatches of
+rows reshuffled every epoch (:func:`shuffled_batches`, the last incomplete batch dropped),
+at the peer's defaults except what its constructor names: those defaults are what
+``None`` means.
+"""
+
+import contextlib
+import io
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+# sparsify's Triton decoder needs a GPU; set before sparsify is imported.
+os.environ.setdefault("SPARSIFY_DISABLE_TRITON", "1")
+
+
+def shuffled_batches(X, batch_size, epochs, seed):
+    """Yield ``epochs`` passes over the rows of the tensor ``X`` in batches of
+    ``batch_size`` rows, each pass in a new order drawn from a generator seeded with
+    ``seed``; a pass's last incomplete batch is dropped."""
+    n = X.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        order = torch.randperm(n, generator=generator)
+        for start in range(0, (n // batch_size) * batch_size, batch_size):
+            yield X[order[start : start + batch_size]]
+
+
+def _quiet(show):
+    """The peers' progress bars and warnings (stderr, stdout) hidden unless ``show``."""
+    if show:
+        return contextlib.nullcontext()
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stderr(io.StringIO()))
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    return stack
+
+
+class _Replay(torch.nn.Module):
+    """One 'layer' whose output is the stored activation of each input id (a row
+    index): sparsify's trainer hooks a model's module, and this one replays rows."""
+
+    def __init__(self, X):
+        super().__init__()
+        self.register_buffer("rows", X, persistent=False)
+
+    def forward(self, ids):
+        return self.rows[ids]
+
+
+class _ReplayModel(torch.nn.Module):
+    """The attributes sparsify's ``Trainer`` reads from a Hugging Face model, no more."""
+
+    def __init__(self, X):
+        super().__init__()
+        self.layers = torch.nn.ModuleList([_Replay(X)])
+        self.config = type("Config", (), {"num_hidden_layers": 1})()
+        self.dummy_inputs = {"input_ids": torch.zeros(1, 4, dtype=torch.long)}
+
+    @property
+    def base_model(self):
+        return self
+
+    @property
+    def device(self):
+        return torch.device("cpu")
+
+    def forward(self, input_ids=None, **kwargs):
+        return self.layers[0](input_ids)
+
+
+class SparsifySAE:
+    """sparsify's TopK SAE trained by its ``Trainer``.
+
+    Parameters
+    ----------
+    n_components : int
+        ``num_latents``.
+    k : int, default=32
+        Latents kept per row.
+    batch_size : int, default=4096
+        Rows per step: ``batch_size // sequence_length`` "sequences" of
+        ``sequence_length`` rows each (sparsify's default, 32 sequences, is 4,096 tokens
+        of 128-token sequences). The rows of a sequence are drawn at random, so a step
+        sees shuffled tokens rather than whole documents.
+    sequence_length : int, default=128
+        Rows per sequence.
+    epochs : int, default=1
+        Passes over the rows.
+    lr : float or None, default=None
+        None: sparsify's choice for the width (``2e-4 / sqrt(num_latents / 2**14)``).
+    lr_warmup_steps : int or None, default=None
+        None: sparsify's 1,000 steps of linear warm-up.
+    auxk_alpha : float or None, default=None
+        None: sparsify's 0 (no AuxK).
+    dead_feature_threshold : int or None, default=None
+        Rows without firing after which a latent is dead (AuxK trains it); None:
+        sparsify's 10^7.
+    random_state : int, default=0
+        ``init_seeds`` and the order of the rows.
+    verbose : bool, default=False
+        Show sparsify's own output.
+
+    Attributes
+    ----------
+    sae_ : sparsify.SparseCoder
+    train_seconds_ : float
+        Wall time of ``Trainer.fit``.
+    lr_ : float
+        The learning rate used.
+    n_steps_ : int
+        Optimiser steps.
+    rows_seen_ : int
+    settings_ : dict
+        Every setting, for the record.
+    """
+
+    def __init__(self, n_components, *, k=32, batch_size=4096, sequence_length=128,
+                 epochs=1, lr=None, lr_warmup_steps=None, auxk_alpha=None,
+                 dead_feature_threshold=None, random_state=0, verbose=False):  # fmt: skip
+        self.n_components = n_components
+        self.k = k
+        self.batch_size = batch_size
+        self.sequence_length = sequence_length
+        self.epochs = epochs
+        self.lr = lr
+        self.lr_warmup_steps = lr_warmup_steps
+        self.auxk_alpha = auxk_alpha
+        self.dead_feature_threshold = dead_feature_threshold
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y=None):
+        from sparsify import SaeConfig, TrainConfig, Trainer
+
+        X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+        length = self.sequence_length
+        if self.batch_size % length:
+            raise ValueError(
+                f"batch_size={self.batch_size} must be a multiple of sequence_length={length}."
+            )
+        rng = np.random.default_rng(self.random_state)
+        usable = (X.shape[0] // length) * length
+        sequences = np.concatenate([
+            rng.permutation(X.shape[0])[:usable].reshape(-1, length)
+            for _ in range(self.epochs)
+        ])  # fmt: skip
+        dataset = [{"input_ids": torch.as_tensor(row)} for row in sequences]
+        optional = {
+            name: value
+            for name, value in (("lr", self.lr), ("lr_warmup_steps", self.lr_warmup_steps),
+                                ("auxk_alpha", self.auxk_alpha),
+                                ("dead_feature_threshold", self.dead_feature_threshold))
+            if value is not None
+        }  # fmt: skip
+        with tempfile.TemporaryDirectory() as scratch, _quiet(self.verbose):
+            cfg = TrainConfig(
+                SaeConfig(num_latents=self.n_components, k=self.k),
+                batch_size=self.batch_size // length,
+                hookpoints=["layers.0"],
+                init_seeds=[self.random_state],
+                log_to_wandb=False,
+                save_dir=scratch,
+                run_name="run",
+                **optional,
+            )
+            trainer = Trainer(cfg, dataset, _ReplayModel(X))
+            start = time.perf_counter()
+            trainer.fit()
+            self.train_seconds_ = time.perf_counter() - start
+        self.sae_ = trainer.saes["layers.0"].eval()
+        self.lr_ = float(trainer.optimizers[0].param_groups[0]["lr"])
+        self.n_steps_ = int(trainer.global_step)
+        self.rows_seen_ = len(sequences) * length
+        self.settings_ = {
+            "trainer": "sparsify Trainer (TopK SparseCoder)",
+            "batch_size": f"{cfg.batch_size} sequences of {length} shuffled rows",
+            "optimizer": cfg.optimizer,
+            "lr": self.lr_,
+            "lr_warmup_steps": cfg.lr_warmup_steps,
+            "auxk_alpha": cfg.auxk_alpha,
+            "dead_feature_threshold": cfg.dead_feature_threshold,
+            "loss": cfg.loss_fn,
+        }
+        return self
+
+    def transform(self, X):
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+            out = self.sae_.encode(x)
+            codes = torch.zeros(x.shape[0], self.n_components)
+            codes.scatter_(1, out.top_indices, out.top_acts.float())
+        return codes.numpy()
+
+    def inverse_transform(self, codes):
+        with torch.no_grad():
+            codes = torch.as_tensor(np.asarray(codes), dtype=torch.float32)
+            return (codes @ self.sae_.W_dec + self.sae_.b_dec).numpy()
+
+
+class DictionaryLearningSAE:
+    """dictionary_learning's TopK SAE (``AutoEncoderTopK``) trained by its
+    ``TopKTrainer``, one ``update`` per batch, as its ``trainSAE`` does.
+
+    Parameters
+    ----------
+    n_components : int
+        ``dict_size``.
+    k : int, default=32
+    batch_size : int, default=8192
+        Rows per step (``ActivationBuffer``'s default ``out_batch_size``).
+    epochs : int, default=1
+    lr : float or None, default=None
+        None: the trainer's choice for the width (``2e-4 / sqrt(dict_size / 2**14)``).
+    warmup_steps : int or None, default=None
+        None: its 1,000 steps (the trainer refuses a run of fewer steps than that).
+    dead_feature_threshold : int or None, default=None
+        Rows without firing after which a latent is dead (AuxK trains it); None: the
+        trainer's 10^7 (an attribute it sets, not a constructor argument).
+    random_state : int, default=0
+        ``seed`` and the order of the rows.
+    verbose : bool, default=False
+    """
+
+    def __init__(self, n_components, *, k=32, batch_size=8192, epochs=1, lr=None,
+                 warmup_steps=None, dead_feature_threshold=None, random_state=0,
+                 verbose=False):  # fmt: skip
+        self.n_components = n_components
+        self.k = k
+        self.batch_size = batch_size
+        self.epochs = epochs
+        self.lr = lr
+        self.warmup_steps = warmup_steps
+        self.dead_feature_threshold = dead_feature_threshold
+        self.random_state = random_state
+        self.verbose = verbose
+
+    def fit(self, X, y=None):
+        from dictionary_learning.trainers.top_k import AutoEncoderTopK, TopKTrainer
+
+        X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+        steps = self.epochs * (X.shape[0] // self.batch_size)
+        optional = {
+            name: value
+            for name, value in (("lr", self.lr), ("warmup_steps", self.warmup_steps))
+            if value is not None
+        }
+        with _quiet(self.verbose):
+            trainer = TopKTrainer(
+                steps=steps, activation_dim=X.shape[1], dict_size=self.n_components, k=self.k,
+                layer=0, lm_name="replayed activations", dict_class=AutoEncoderTopK,
+                seed=self.random_state, device="cpu", **optional,
+            )  # fmt: skip
+            if self.dead_feature_threshold is not None:
+                trainer.dead_feature_threshold = int(self.dead_feature_threshold)
+            start = time.perf_counter()
+            for step, batch in enumerate(
+                shuffled_batches(X, self.batch_size, self.epochs, self.random_state)
+            ):
+                trainer.update(step, batch)
+            self.train_seconds_ = time.perf_counter() - start
+        self.ae_ = trainer.ae.eval()
+        self.lr_ = float(trainer.lr)
+        self.n_steps_ = steps
+        self.rows_seen_ = steps * self.batch_size
+        self.settings_ = {
+            "trainer": "dictionary_learning TopKTrainer (AutoEncoderTopK)",
+            "batch_size": self.batch_size,
+            "optimizer": "Adam (0.9, 0.999)",
+            "lr": self.lr_,
+            "warmup_steps": trainer.warmup_steps,
+            "auxk_alpha": trainer.auxk_alpha,
+            "dead_feature_threshold": trainer.dead_feature_threshold,
+        }
+        return self
+
+    def transform(self, X):
+        with torch.no_grad():
+            return self.ae_.encode(torch.as_tensor(np.asarray(X), dtype=torch.float32)).numpy()
+
+    def inverse_transform(self, codes):
+        with torch.no_grad():
+            return self.ae_.decode(torch.as_tensor(np.asarray(codes), dtype=torch.float32)).numpy()

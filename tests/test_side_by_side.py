@@ -1,0 +1,113 @@
+"""The side-by-side harness of the peers (benchmarks/peers/side_by_side.py) and the peers'
+trainers behind it (benchmarks/_bench/peer_saes.py): the settings a unit names are the
+ones its trainer runs with, units resume, the L1 sweep feeds the penalty grid, and the
+record holds tables (a) and (b)."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+# Found, not imported: _bench.peer_saes turns sparsify's GPU-only Triton decoder off
+# before sparsify's first import.
+for peer in ("sae_lens", "sparsify", "dictionary_learning"):
+    if importlib.util.find_spec(peer) is None:
+        pytest.skip(f"{peer} is in the benchmark extra", allow_module_level=True)
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path[:0] = [str(BENCHMARKS), str(BENCHMARKS / "peers")]
+from _bench.peer_saes import DictionaryLearningSAE, SparsifySAE, shuffled_batches  # noqa: E402
+import side_by_side  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    atoms = rng.normal(size=(32, 8))
+
+    def rows(n):
+        codes = rng.exponential(size=(n, 32)) * (rng.random((n, 32)) < 0.1)
+        return (codes @ atoms + 2.0).astype(np.float32)
+
+    folder = tmp_path_factory.mktemp("side_by_side")
+    np.save(folder / "train.npy", rows(9000))  # one batch of dictionary_learning's 8,192
+    np.save(folder / "test.npy", rows(512))
+    return folder
+
+
+def test_shuffled_batches_reshuffle_each_epoch_and_drop_the_last_incomplete_batch():
+    import torch
+
+    X = torch.arange(10)[:, None]
+    batches = list(shuffled_batches(X, 4, 2, seed=0))
+    assert len(batches) == 4 and all(len(b) == 4 for b in batches)
+    first, second = torch.cat(batches[:2]).ravel(), torch.cat(batches[2:]).ravel()
+    assert len(set(first.tolist())) == 8 and not torch.equal(first, second)
+
+
+def test_peer_wrappers_train_with_the_settings_they_are_given(data):
+    X = np.load(data / "train.npy")
+    sparsify = SparsifySAE(32, k=3, batch_size=512, sequence_length=64, epochs=2,
+                           lr_warmup_steps=3, auxk_alpha=1 / 32,
+                           dead_feature_threshold=4096).fit(X)  # fmt: skip
+    # 140 sequences of 64 rows an epoch, 8 a step; sparsify also steps on the last 3
+    assert sparsify.n_steps_ == -(-2 * (9000 // 64) // 8)
+    assert sparsify.rows_seen_ == 2 * (9000 // 64) * 64
+    assert sparsify.settings_["lr_warmup_steps"] == 3
+    assert sparsify.settings_["auxk_alpha"] == 1 / 32
+    assert sparsify.settings_["dead_feature_threshold"] == 4096
+    codes = sparsify.transform(X[:50])
+    assert (np.count_nonzero(codes, axis=1) <= 3).all()
+    dl = DictionaryLearningSAE(32, k=3, batch_size=512, epochs=2, warmup_steps=2,
+                               dead_feature_threshold=4096).fit(X)  # fmt: skip
+    assert dl.settings_["warmup_steps"] == 2 and dl.settings_["dead_feature_threshold"] == 4096
+    assert np.isfinite(dl.inverse_transform(dl.transform(X[:50]))).all()
+    with pytest.raises(AssertionError, match="warmup_steps"):  # its own refusal, kept
+        DictionaryLearningSAE(32, k=3, batch_size=512, epochs=1).fit(X)
+
+
+def _run(data, out, *extra):
+    side_by_side.main([
+        "--train", str(data / "train.npy"), "--test", str(data / "test.npy"),
+        "--out", str(out), "--name", "toy", "--seeds", "0", "--epochs", "1", "--k", "3",
+        "--batch", "512", *extra,
+    ])  # fmt: skip
+
+
+def test_topk_units_of_every_library_recorded_and_resumed(data, tmp_path):
+    record = tmp_path / "record.json"
+    args = ("--families", "topk", "--lr-factors", "1", "--record", str(record))
+    _run(data, tmp_path / "units", *args)
+    result = json.loads(record.read_text())
+    units = {(u["library"], u["setting"]): u for u in result["units"]}
+    assert set(units) == {(lib, s) for lib in side_by_side.LIBRARIES["topk"]
+                          for s in ("defaults", "tuned")}  # fmt: skip
+    # dictionary_learning refuses a run shorter than its 1,000 warm-up steps: recorded
+    assert "warmup_steps" in units["dictionary_learning", "defaults"]["default_refused"]
+    for unit in result["units"]:
+        assert 0 < unit["fvu"] < 2 and unit["l0"] <= 3 + 1e-9 and unit["rows_per_second"] > 0
+    assert units["saelens", "tuned"]["settings"] is not None
+    assert "(a)" in result["tables"][0] and "(b)" in result["tables"][1]
+    assert "DATA_DIR/" in result["command"] and str(tmp_path) not in result["command"]
+    # a second run finds every unit done and fits nothing
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "units" / "units").iterdir()}
+    _run(data, tmp_path / "units", *args)
+    after = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "units" / "units").iterdir()}
+    assert before == after
+
+
+def test_l1_penalties_follow_the_best_factor_of_the_middle_penalty_sweep(data, tmp_path):
+    class Args:
+        families, libraries, settings = ["l1"], ["ours"], ["tuned"]
+        seeds, epochs, lr_factors = [0], [1], [0.5, 1, 2]
+        alphas, l1, n_components = [0.1, 0.3, 1.0], [1.0], 32
+
+    first = side_by_side.plan(Args, [])
+    assert [u["penalty"] for u in first] == [0.3, 0.3, 0.3]  # the sweep comes first
+    done = [dict(u, fvu=fvu) for u, fvu in zip(first, [0.5, 0.4, 0.45])]
+    then = side_by_side.plan(Args, done)
+    rest = [u for u in then if u["penalty"] != 0.3]
+    assert {u["penalty"] for u in rest} == {0.1, 1.0}
+    assert {u["lr_factor"] for u in rest} == {1}  # the factor of the lowest FVU
