@@ -111,3 +111,32 @@ def test_l1_penalties_follow_the_best_factor_of_the_middle_penalty_sweep(data, t
     rest = [u for u in then if u["penalty"] != 0.3]
     assert {u["penalty"] for u in rest} == {0.1, 1.0}
     assert {u["lr_factor"] for u in rest} == {1}  # the factor of the lowest FVU
+
+
+def test_each_family_maps_to_the_peers_own_architecture_and_settings():
+    class Args:
+        n_components, k, batch = 64, 4, 512
+        matryoshka_fractions, alphas, l1 = [0.0625, 0.25], [0.1, 1.0], [1.0, 10.0]
+
+    def estimator(family, library, setting="tuned", penalty=None):
+        unit = dict(family=family, library=library, setting=setting, epochs=2, seed=0,
+                    lr=None, penalty=penalty)  # fmt: skip
+        return side_by_side.make_estimator(unit, 4096, Args)
+
+    saelens = estimator("matryoshka", "saelens")
+    assert saelens.architecture == "matryoshka_batchtopk" and saelens.matryoshka_widths == [4, 16]
+    assert saelens.b_dec_init == "mean"  # tuned: SAELensSAE.tuned
+    dl = estimator("matryoshka", "dictionary_learning")
+    assert dl.trainer == "matryoshka_batchtopk"
+    assert dl.trainer_options["group_fractions"] == [4 / 64, 12 / 64, 48 / 64]
+    assert dl.trainer_options["threshold_start_step"] == 16 // 20 == dl.warmup_steps
+    assert dl.dead_feature_threshold == 4096  # one epoch of rows
+    ours = estimator("matryoshka", "ours")
+    assert ours.matryoshka_prefixes == (4, 16) and ours.activation == "batchtopk"
+    # gated: dictionary_learning's l1_penalty is twice our alpha (the same objective)
+    assert side_by_side.penalty_grids(Args)["dictionary_learning"] == [0.2, 2.0]
+    gated = estimator("gated", "dictionary_learning", "defaults", penalty=0.2)
+    assert gated.trainer == "gated" and gated.trainer_options == {"l1_penalty": 0.2}
+    assert gated.warmup_steps is None  # (a): its own 1,000 steps
+    assert estimator("gated", "saelens", "defaults", penalty=10.0).l1_coefficient == 10.0
+    assert estimator("coding", "saelens").architecture == "matching_pursuit"

@@ -207,58 +207,90 @@ class SparsifySAE:
             return (codes @ self.sae_.W_dec + self.sae_.b_dec).numpy()
 
 
+# dictionary_learning's trainers: (module, trainer class, SAE class); the gated trainer's
+# SAE takes no k.
+_DL_TRAINERS = {
+    "topk": ("top_k", "TopKTrainer", "AutoEncoderTopK"),
+    "batchtopk": ("batch_top_k", "BatchTopKTrainer", "BatchTopKSAE"),
+    "matryoshka_batchtopk": ("matryoshka_batch_top_k", "MatryoshkaBatchTopKTrainer",
+                             "MatryoshkaBatchTopKSAE"),
+    "gated": ("gdm", "GatedSAETrainer", None),
+}  # fmt: skip
+
+
 class DictionaryLearningSAE:
-    """dictionary_learning's TopK SAE (``AutoEncoderTopK``) trained by its
-    ``TopKTrainer``, one ``update`` per batch, as its ``trainSAE`` does.
+    """An SAE of dictionary_learning trained by its own trainer object, one ``update``
+    per batch, as its ``trainSAE`` does.
 
     Parameters
     ----------
     n_components : int
         ``dict_size``.
     k : int, default=32
+        Latents per row (the TopK families; unused by ``"gated"``).
+    trainer : {"topk", "batchtopk", "matryoshka_batchtopk", "gated"}, default="topk"
+        ``TopKTrainer`` (``AutoEncoderTopK``), ``BatchTopKTrainer``,
+        ``MatryoshkaBatchTopKTrainer`` or ``GatedSAETrainer`` (``trainers/gdm.py``).
     batch_size : int, default=8192
         Rows per step (``ActivationBuffer``'s default ``out_batch_size``).
     epochs : int, default=1
     lr : float or None, default=None
-        None: the trainer's choice for the width (``2e-4 / sqrt(dict_size / 2**14)``).
+        None: the trainer's default (TopK families: ``2e-4 / sqrt(dict_size / 2**14)``;
+        gated: 5e-5).
     warmup_steps : int or None, default=None
         None: its 1,000 steps (the trainer refuses a run of fewer steps than that).
     dead_feature_threshold : int or None, default=None
         Rows without firing after which a latent is dead (AuxK trains it); None: the
-        trainer's 10^7 (an attribute it sets, not a constructor argument).
+        TopK trainers' 10^7 (an attribute they set, not a constructor argument).
+    trainer_options : dict, default=None
+        More constructor arguments of the trainer: ``group_fractions`` (Matryoshka),
+        ``l1_penalty`` and ``sparsity_warmup_steps`` (gated), ``threshold_start_step``
+        (BatchTopK families), ...
     random_state : int, default=0
         ``seed`` and the order of the rows.
     verbose : bool, default=False
+
+    ``transform`` is the SAE's own ``encode`` at inference (the BatchTopK families keep
+    what exceeds their learned threshold).
     """
 
-    def __init__(self, n_components, *, k=32, batch_size=8192, epochs=1, lr=None,
-                 warmup_steps=None, dead_feature_threshold=None, random_state=0,
-                 verbose=False):  # fmt: skip
+    def __init__(self, n_components, *, k=32, trainer="topk", batch_size=8192, epochs=1,
+                 lr=None, warmup_steps=None, dead_feature_threshold=None,
+                 trainer_options=None, random_state=0, verbose=False):  # fmt: skip
         self.n_components = n_components
         self.k = k
+        self.trainer = trainer
         self.batch_size = batch_size
         self.epochs = epochs
         self.lr = lr
         self.warmup_steps = warmup_steps
         self.dead_feature_threshold = dead_feature_threshold
+        self.trainer_options = trainer_options
         self.random_state = random_state
         self.verbose = verbose
 
     def fit(self, X, y=None):
-        from dictionary_learning.trainers.top_k import AutoEncoderTopK, TopKTrainer
+        import importlib
 
+        if self.trainer not in _DL_TRAINERS:
+            raise ValueError(f"trainer must be one of {sorted(_DL_TRAINERS)}, got {self.trainer!r}.")
+        module_name, trainer_name, sae_name = _DL_TRAINERS[self.trainer]
+        module = importlib.import_module(f"dictionary_learning.trainers.{module_name}")
         X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
         steps = self.epochs * (X.shape[0] // self.batch_size)
-        optional = {
+        options = {
             name: value
             for name, value in (("lr", self.lr), ("warmup_steps", self.warmup_steps))
             if value is not None
         }
+        if sae_name is not None:
+            options.update(k=self.k, dict_class=getattr(module, sae_name))
+        options.update(self.trainer_options or {})
         with _quiet(self.verbose):
-            trainer = TopKTrainer(
-                steps=steps, activation_dim=X.shape[1], dict_size=self.n_components, k=self.k,
-                layer=0, lm_name="replayed activations", dict_class=AutoEncoderTopK,
-                seed=self.random_state, device="cpu", **optional,
+            trainer = getattr(module, trainer_name)(
+                steps=steps, activation_dim=X.shape[1], dict_size=self.n_components, layer=0,
+                lm_name="replayed activations", seed=self.random_state, device="cpu",
+                **options,
             )  # fmt: skip
             if self.dead_feature_threshold is not None:
                 trainer.dead_feature_threshold = int(self.dead_feature_threshold)
@@ -273,14 +305,16 @@ class DictionaryLearningSAE:
         self.n_steps_ = steps
         self.rows_seen_ = steps * self.batch_size
         self.settings_ = {
-            "trainer": "dictionary_learning TopKTrainer (AutoEncoderTopK)",
+            "trainer": f"dictionary_learning {trainer_name} ({type(trainer.ae).__name__})",
             "batch_size": self.batch_size,
-            "optimizer": "Adam (0.9, 0.999)",
+            "optimizer": "Adam",
             "lr": self.lr_,
             "warmup_steps": trainer.warmup_steps,
-            "auxk_alpha": trainer.auxk_alpha,
-            "dead_feature_threshold": trainer.dead_feature_threshold,
-        }
+            **{name: _plain(getattr(trainer, name)) for name in (
+                "auxk_alpha", "dead_feature_threshold", "threshold_start_step", "l1_penalty",
+                "sparsity_warmup_steps") if hasattr(trainer, name)},
+            **{name: _plain(value) for name, value in (self.trainer_options or {}).items()},
+        }  # fmt: skip
         return self
 
     def transform(self, X):
@@ -290,3 +324,10 @@ class DictionaryLearningSAE:
     def inverse_transform(self, codes):
         with torch.no_grad():
             return self.ae_.decode(torch.as_tensor(np.asarray(codes), dtype=torch.float32)).numpy()
+
+
+def _plain(value):
+    """A setting as JSON holds it."""
+    if isinstance(value, torch.Tensor):
+        value = value.tolist()
+    return value if isinstance(value, (int, float, str, bool, list, type(None))) else str(value)

@@ -20,6 +20,7 @@ activations_saelens.py (minibatches of real activations).
 
 import contextlib
 import io
+import tempfile
 import time
 
 import numpy as np
@@ -29,16 +30,9 @@ import torch
 # with SAELens, so that a benchmark importing this module before any timing charges it
 # to neither library's fit, whichever fits first.
 import torch._dynamo  # noqa: F401
-from sae_lens import (
-    MatchingPursuitTrainingSAE,
-    MatchingPursuitTrainingSAEConfig,
-    SAETrainer,
-    StandardTrainingSAE,
-    StandardTrainingSAEConfig,
-    TopKTrainingSAE,
-    TopKTrainingSAEConfig,
-)
+from sae_lens import SAE, SAETrainer
 from sae_lens.config import LoggingConfig, SAETrainerConfig
+from sae_lens.registry import get_sae_training_class
 
 
 class SAELensSAE:
@@ -49,14 +43,16 @@ class SAELensSAE:
     n_components : int, default=16
         Number of latents (``d_sae``).
     k : int or None, default=None
-        None trains ``StandardTrainingSAE`` (ReLU, L1 penalty scaled by decoder
-        norms); an int trains ``TopKTrainingSAE`` with this ``k`` (or, with
-        ``matching_pursuit``, caps the pursuit at ``k`` iterations).
-    matching_pursuit : bool, default=False
-        Train ``MatchingPursuitTrainingSAE`` instead: codes by matching pursuit on the
-        decoder, ``max_iterations=k`` (SAELens's d_in when ``k`` is None), stopping
-        early when the residual norm falls under ``residual_threshold`` or the support
-        repeats (SAELens's defaults).
+        The TopK / BatchTopK SAEs' ``k``; the matching-pursuit SAE's
+        ``max_iterations`` (SAELens's d_in when None).
+    architecture : str or None, default=None
+        The training SAE: ``"standard"`` (ReLU, L1 penalty scaled by decoder norms),
+        ``"topk"``, ``"batchtopk"``, ``"matryoshka_batchtopk"``, ``"gated"`` or
+        ``"matching_pursuit"`` (codes by matching pursuit on the decoder, stopping when
+        the residual norm falls under ``residual_threshold``, after ``k`` atoms or when
+        the support repeats). None: ``"standard"`` without ``k``, ``"topk"`` with it.
+    matryoshka_widths : list of int, default=None
+        The Matryoshka BatchTopK SAE's nested widths (``d_sae`` is appended).
     residual_threshold : float, default=1e-2
         The matching-pursuit SAE's residual-norm stop (SAELens's default).
     l1_coefficient : float, default=1.0
@@ -103,14 +99,15 @@ class SAELensSAE:
         With ``record_aux_loss``, the AuxK loss of every step (TopK only).
     """
 
-    def __init__(self, n_components=16, *, k=None, matching_pursuit=False,
+    def __init__(self, n_components=16, *, k=None, architecture=None, matryoshka_widths=None,
                  residual_threshold=1e-2, l1_coefficient=1.0, batch_size=None,
                  steps=3000, epochs=1, lr=1e-3, random_state=0, b_dec_init="zeros",
                  dead_feature_window=None, l1_warm_up_steps=0,
                  record_aux_loss=False):  # fmt: skip
         self.n_components = n_components
         self.k = k
-        self.matching_pursuit = matching_pursuit
+        self.architecture = architecture
+        self.matryoshka_widths = matryoshka_widths
         self.residual_threshold = residual_threshold
         self.l1_coefficient = l1_coefficient
         self.batch_size = batch_size
@@ -133,9 +130,39 @@ class SAELensSAE:
         batch = n_samples if est.batch_size is None else est.batch_size
         n_steps = est.steps if est.batch_size is None else est.epochs * (n_samples // batch)
         settings = {"b_dec_init": "mean", "dead_feature_window": "epoch",
-                    "l1_warm_up_steps": 0 if est.k is not None or est.matching_pursuit
-                    else max(1, n_steps // 20)}
+                    "l1_warm_up_steps": max(1, n_steps // 20)
+                    if est.architecture_ in ("standard", "gated") else 0}
         return cls(**{**settings, **params})
+
+    @property
+    def architecture_(self):
+        """The training SAE's architecture (``architecture`` or its default)."""
+        if self.architecture is not None:
+            return self.architecture
+        return "standard" if self.k is None else "topk"
+
+    def _training_sae(self, common):
+        """The untrained training SAE of ``architecture_`` (SAELens's registered class
+        and config), with ``common`` config fields."""
+        architecture = self.architecture_
+        if architecture == "matryoshka_batchtopk" and not self.matryoshka_widths:
+            raise ValueError("architecture='matryoshka_batchtopk' needs matryoshka_widths.")
+        extra = {
+            "standard": dict(l1_coefficient=self.l1_coefficient,
+                             l1_warm_up_steps=self.l1_warm_up_steps),
+            "gated": dict(l1_coefficient=self.l1_coefficient,
+                          l1_warm_up_steps=self.l1_warm_up_steps),
+            "topk": dict(k=self.k),
+            "batchtopk": dict(k=self.k),
+            "matryoshka_batchtopk": dict(k=self.k, matryoshka_widths=[
+                *(self.matryoshka_widths or ()), self.n_components]),
+            "matching_pursuit": dict(residual_threshold=self.residual_threshold,
+                                     max_iterations=self.k),
+        }  # fmt: skip
+        if architecture not in extra:
+            raise ValueError(f"architecture must be one of {sorted(extra)}, got {architecture!r}.")
+        sae_class, config_class = get_sae_training_class(architecture)
+        return sae_class(config_class(**extra[architecture], **common))
 
     def fit(self, X, y=None):
         """Train on ``X`` (``y`` is ignored).
@@ -158,23 +185,13 @@ class SAELensSAE:
         torch.manual_seed(self.random_state)
         if self.b_dec_init not in ("zeros", "mean"):
             raise ValueError(f"b_dec_init must be 'zeros' or 'mean', got {self.b_dec_init!r}.")
-        if self.matching_pursuit:
-            sae = MatchingPursuitTrainingSAE(MatchingPursuitTrainingSAEConfig(
-                residual_threshold=self.residual_threshold, max_iterations=self.k, **common
-            ))  # fmt: skip
-        elif self.k is None:
-            config = StandardTrainingSAEConfig(l1_coefficient=self.l1_coefficient,
-                                               l1_warm_up_steps=self.l1_warm_up_steps,
-                                               **common)  # fmt: skip
-            sae = StandardTrainingSAE(config)
-        else:
-            sae = TopKTrainingSAE(TopKTrainingSAEConfig(k=self.k, **common))
+        sae = self._training_sae(common)
         if self.b_dec_init == "mean":
             with torch.no_grad():
                 sae.b_dec.copy_(X.mean(dim=0))
         self.b_dec_start_ = sae.b_dec.detach().numpy().copy()
         self.aux_losses_ = []
-        if self.record_aux_loss and self.k is not None and not self.matching_pursuit:
+        if self.record_aux_loss and self.architecture_ in ("topk", "batchtopk"):
             calculate = sae.calculate_aux_loss
 
             def recording(*args, **kwargs):
@@ -224,6 +241,13 @@ class SAELensSAE:
         self.train_seconds_ = time.perf_counter() - start
         self.sae_.eval()
         self.components_ = self.sae_.W_dec.detach().numpy().copy()
+        self.inference_sae_ = self.sae_
+        if self.architecture_ in ("batchtopk", "matryoshka_batchtopk"):
+            # Training keeps the top k*batch of a batch; the saved SAE that SAELens loads
+            # for inference thresholds each row at the learned global threshold.
+            with tempfile.TemporaryDirectory() as folder:
+                self.sae_.save_inference_model(folder)
+                self.inference_sae_ = SAE.load_from_disk(folder).eval()
         return self
 
     def transform(self, X):
@@ -240,7 +264,7 @@ class SAELensSAE:
             Latent activations.
         """
         with torch.no_grad():
-            codes = self.sae_.encode(torch.as_tensor(np.asarray(X), dtype=torch.float32))
+            codes = self.inference_sae_.encode(torch.as_tensor(np.asarray(X), dtype=torch.float32))
         return codes.numpy()
 
     def inverse_transform(self, codes):
@@ -257,4 +281,5 @@ class SAELensSAE:
             Reconstructions.
         """
         with torch.no_grad():
-            return self.sae_.decode(torch.as_tensor(np.asarray(codes), dtype=torch.float32)).numpy()
+            codes = torch.as_tensor(np.asarray(codes), dtype=torch.float32)
+            return self.inference_sae_.decode(codes).numpy()

@@ -7,6 +7,13 @@ Families and libraries:
 - ``topk`` (k latents per row): our ``SAEEncoder(activation="topk")``, SAELens's
   ``TopKTrainingSAE`` (``_bench/saelens.py``), sparsify's and dictionary_learning's TopK
   trainers (``_bench/peer_saes.py``);
+- ``batchtopk``, ``matryoshka`` (BatchTopK with nested widths ``--matryoshka-fractions``
+  of the full one) and ``gated`` (over a penalty grid): our ``SAEEncoder``, SAELens's
+  training SAEs of those architectures and dictionary_learning's ``BatchTopKTrainer``,
+  ``MatryoshkaBatchTopKTrainer`` and ``GatedSAETrainer`` (its ``l1_penalty`` twice our
+  ``alpha``: the same objective); the BatchTopK families encode at inference with their
+  learned thresholds (SAELens's saved inference SAE, dictionary_learning's
+  ``encode``);
 - ``l1`` (ReLU + L1, over a penalty grid covering L0 16-128): our
   ``SAEEncoder(activation="relu")`` and SAELens's ``StandardTrainingSAE``;
 - ``coding`` (iterative inference, k atoms): our minibatch ``GradientSparseCoder`` (OMP
@@ -26,8 +33,10 @@ Settings:
   its dead window one epoch, an L1 warm-up over 5% of the steps
   (``SAELensSAE.tuned``); sparsify's and dictionary_learning's warm-up 5% of the steps,
   dead threshold one epoch of rows, sparsify's AuxK on (1/32, dictionary_learning's
-  weight). The L1 family sweeps the rate at the middle penalty and runs the other
-  penalties at the best factor.
+  weight), dictionary_learning's BatchTopK threshold estimated from 5% of the steps
+  (1,000 by default) and its gated penalty warmed up over 5% (2,000 by default). The
+  penalised families sweep the rate at the middle penalty and run the other penalties
+  at the best factor.
 
 Every fit is a unit (family, library, setting, learning-rate factor, penalty, seed,
 epochs), written to ``OUT/units/<key>.json`` when it ends: a run resumes where it
@@ -67,9 +76,19 @@ from sklearn_sparsegap.activations._rows import row_norms, usable_rows  # noqa: 
 
 LIBRARIES = {
     "topk": ("ours", "saelens", "sparsify", "dictionary_learning"),
+    "batchtopk": ("ours", "saelens", "dictionary_learning"),
+    "matryoshka": ("ours", "saelens", "dictionary_learning"),
+    "gated": ("ours", "saelens", "dictionary_learning"),
     "l1": ("ours", "saelens"),
     "coding": ("ours", "sklearn", "saelens"),
 }
+# Each library's name of a family's SAE: SAELens's architecture, dictionary_learning's trainer.
+SAELENS_ARCHITECTURE = {"topk": "topk", "batchtopk": "batchtopk", "l1": "standard",
+                        "matryoshka": "matryoshka_batchtopk", "gated": "gated",
+                        "coding": "matching_pursuit"}  # fmt: skip
+DL_TRAINER = {"topk": "topk", "batchtopk": "batchtopk", "matryoshka": "matryoshka_batchtopk",
+              "gated": "gated"}  # fmt: skip
+PENALISED = ("l1", "gated")  # families swept over a penalty grid
 DENSE = 0.1  # a latent active on more than this fraction of rows is dense
 
 
@@ -106,8 +125,22 @@ def default_lr(family, library, n_components):
     if library == "sparsify":
         return 5e-3 / scale  # sparsify 1.3's rule for its default optimizer (signum)
     if library == "dictionary_learning":
-        return 2e-4 / scale  # TopKTrainer's rule
+        # GatedSAETrainer's default; the TopK trainers' rule
+        return 5e-5 if family == "gated" else 2e-4 / scale
     return None
+
+
+def penalty_grids(args):
+    """Each library's penalty grid of the penalised families: ours ``alpha``,
+    SAELens's ``l1_coefficient``, dictionary_learning's gated ``l1_penalty`` (twice our
+    alpha: the same objective, see ``_families.family_gradient_function``)."""
+    return {"ours": args.alphas, "saelens": args.l1,
+            "dictionary_learning": [2 * a for a in args.alphas]}
+
+
+def matryoshka_widths(args):
+    """The nested widths below the full one (``--matryoshka-fractions`` of it)."""
+    return [max(1, round(f * args.n_components)) for f in args.matryoshka_fractions]
 
 
 # --------------------------------------------------------------------- one fit
@@ -118,9 +151,15 @@ def make_estimator(unit, n_train, args):
     lr = unit["lr"]
     batch = args.batch if tuned else None
     steps = epochs * (n_train // (batch or 4096))
-    if library == "ours" and family in ("topk", "l1"):
-        params = dict(activation="topk", n_nonzero_coefs=k, alpha=0.0) if family == "topk" \
-            else dict(activation="relu", alpha=unit["penalty"])  # fmt: skip
+    if library == "ours" and family != "coding":
+        params = {
+            "topk": dict(activation="topk", n_nonzero_coefs=k, alpha=0.0),
+            "batchtopk": dict(activation="batchtopk", n_nonzero_coefs=k, alpha=0.0),
+            "matryoshka": dict(activation="batchtopk", n_nonzero_coefs=k, alpha=0.0,
+                               matryoshka_prefixes=tuple(matryoshka_widths(args))),
+            "l1": dict(activation="relu", alpha=unit["penalty"]),
+            "gated": dict(activation="gated", alpha=unit["penalty"]),
+        }[family]  # fmt: skip
         return SAEEncoder(n_components=n, max_iter=epochs, batch_size=batch, learning_rate=lr,
                           random_state=seed, device="cpu", **params)  # fmt: skip
     if library == "ours":  # minibatch alternation needs a batch size: 4,096 at (a)
@@ -137,23 +176,36 @@ def make_estimator(unit, n_train, args):
         from _bench.saelens import SAELensSAE
 
         params = dict(
-            n_components=n, k=None if family == "l1" else k,
-            matching_pursuit=family == "coding", l1_coefficient=unit.get("penalty") or 1.0,
+            n_components=n, k=None if family in PENALISED else k,
+            architecture=SAELENS_ARCHITECTURE[family],
+            matryoshka_widths=matryoshka_widths(args) if family == "matryoshka" else None,
+            l1_coefficient=unit.get("penalty") or 1.0,
             batch_size=batch or 4096, epochs=epochs, random_state=seed,
             lr=default_lr(family, library, n) if lr is None else lr,
         )  # fmt: skip
         return SAELensSAE.tuned(n_train, **params) if tuned else SAELensSAE(**params)
     from _bench.peer_saes import DictionaryLearningSAE, SparsifySAE
 
-    careful = dict(dead_feature_threshold=n_train) if tuned else {}
+    careful = dict(dead_feature_threshold=n_train) if tuned and family != "gated" else {}
     if library == "sparsify":
         if tuned:
             careful.update(lr_warmup_steps=steps // 20, auxk_alpha=1 / 32)
         return SparsifySAE(n, k=k, batch_size=batch or 4096, epochs=epochs, lr=lr,
                            random_state=seed, **careful)  # fmt: skip
+    options = {}
+    if family == "matryoshka":
+        edges = [0, *matryoshka_widths(args), n]
+        options["group_fractions"] = [(b - a) / n for a, b in zip(edges, edges[1:])]
+    if family == "gated":
+        options["l1_penalty"] = unit["penalty"]
     if tuned:
         careful.update(warmup_steps=steps // 20)
-    return DictionaryLearningSAE(n, k=k, batch_size=batch or 8192, epochs=epochs, lr=lr,
+        if family == "gated":
+            options["sparsity_warmup_steps"] = steps // 20
+        if family in ("batchtopk", "matryoshka"):
+            options["threshold_start_step"] = steps // 20
+    return DictionaryLearningSAE(n, k=k, trainer=DL_TRAINER[family], batch_size=batch or 8192,
+                                 epochs=epochs, lr=lr, trainer_options=options,
                                  random_state=seed, **careful)  # fmt: skip
 
 
@@ -168,8 +220,11 @@ def fit_unit(unit, X_train, X_test, args):
         if unit["library"] != "dictionary_learning" or unit["setting"] != "defaults":
             raise
         record["default_refused"] = f"AssertionError: {error}"
+        # rerun with the warm-ups of (b), the one change
         steps = unit["epochs"] * (len(X_train) // est.batch_size)
         est.warmup_steps = steps // 20
+        if unit["family"] == "gated":
+            est.trainer_options = {**est.trainer_options, "sparsity_warmup_steps": steps // 20}
         start = time.perf_counter()
         est.fit(X_train)
     wall = time.perf_counter() - start
@@ -229,7 +284,7 @@ def plan(args, done):
     the middle one after its sweep, at the best factor so far (from ``done``)."""
     units = []
     for family in args.families:
-        penalties = {"ours": args.alphas, "saelens": args.l1} if family == "l1" else {}
+        penalties = penalty_grids(args) if family in PENALISED else {}
         for library in (lib for lib in LIBRARIES[family] if lib in args.libraries):
             centre = default_lr(family, library, args.n_components)
             grid = penalties.get(library, [None])
@@ -335,7 +390,7 @@ def main(argv=None):
     parser.add_argument("--test", required=True, help="held-out store or .npy")
     parser.add_argument("--out", required=True, help="folder of the units (resumable)")
     parser.add_argument("--name", required=True, help="the activation set's label")
-    parser.add_argument("--families", default="topk,l1,coding")
+    parser.add_argument("--families", default=",".join(LIBRARIES))
     parser.add_argument("--libraries", default="ours,saelens,sparsify,dictionary_learning,sklearn")
     parser.add_argument("--settings", default="defaults,tuned")
     parser.add_argument("--seeds", default="0,1,2")
@@ -343,6 +398,8 @@ def main(argv=None):
     parser.add_argument("--lr-factors", default="0.33,1,3")
     parser.add_argument("--alphas", default="0.1,0.3,1,3", help="our L1 penalties")
     parser.add_argument("--l1", default="1,3,10,30", help="SAELens's L1 coefficients")
+    parser.add_argument("--matryoshka-fractions", default="0.0625,0.25",
+                        help="the nested widths below the full one, as fractions of it")
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--expansion", type=int, default=4)
     parser.add_argument("--batch", type=int, default=4096, help="the tuned batch size")
@@ -357,6 +414,7 @@ def main(argv=None):
     args.seeds, args.epochs = _ints(args.seeds), _ints(args.epochs)
     args.lr_factors, args.alphas, args.l1 = (_floats(args.lr_factors), _floats(args.alphas),
                                              _floats(args.l1))  # fmt: skip
+    args.matryoshka_fractions = _floats(args.matryoshka_fractions)
     X_train = usable(args.train, args.max_train_rows)
     X_test = usable(args.test, args.max_test_rows)
     args.n_components = args.expansion * X_train.shape[1]
