@@ -140,3 +140,25 @@ def test_each_family_maps_to_the_peers_own_architecture_and_settings():
     assert gated.warmup_steps is None  # (a): its own 1,000 steps
     assert estimator("gated", "saelens", "defaults", penalty=10.0).l1_coefficient == 10.0
     assert estimator("coding", "saelens").architecture == "matching_pursuit"
+
+
+def test_each_wrapper_saves_what_load_sae_reads_as_the_same_sae(data, tmp_path):
+    from _bench.saelens import SAELensSAE
+
+    from sklearn_sparsegap.interop import load_sae
+
+    X = np.load(data / "train.npy")
+    sequences = np.arange(4096).reshape(-1, 64)
+    sequences[:, 0] = -1  # left out, as a store's attention sinks
+    fitted = {
+        "saelens": SAELensSAE(32, k=3, batch_size=512, epochs=1).fit(X),
+        "sparsify": SparsifySAE(32, k=3, batch_size=512, lr_warmup_steps=1).fit(
+            X, sequences=sequences),
+        "dictionary_learning": DictionaryLearningSAE(32, k=3, batch_size=512, epochs=2,
+                                                     warmup_steps=1).fit(X),
+    }  # fmt: skip
+    assert fitted["sparsify"].rows_seen_ == 4096 - 64
+    for name, est in fitted.items():
+        loaded = load_sae(est.save(tmp_path / name))
+        np.testing.assert_allclose(loaded.transform(X[:64]), est.transform(X[:64]),
+                                   atol=1e-4, err_msg=name)  # fmt: skip

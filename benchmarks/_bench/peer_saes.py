@@ -12,9 +12,11 @@ at the peer's defaults except what its constructor names: those defaults are wha
 
 import contextlib
 import io
+import json
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -54,7 +56,7 @@ class _Replay(torch.nn.Module):
         self.register_buffer("rows", X, persistent=False)
 
     def forward(self, ids):
-        return self.rows[ids]
+        return self.rows[ids.clamp(min=0)]  # -1: padding or a row left out (excluded)
 
 
 class _ReplayModel(torch.nn.Module):
@@ -139,21 +141,37 @@ class SparsifySAE:
         self.random_state = random_state
         self.verbose = verbose
 
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, sequences=None):
+        """Train on the rows of ``X``.
+
+        ``sequences`` (optional, an int array of shape (n_sequences, sequence_length)):
+        the model's own sequences as row indices, -1 marking padding and rows left out
+        (sparsify's ``exclude_tokens``); each epoch feeds them in a new order. Without
+        it every epoch cuts a new permutation of the rows into sequences.
+        """
         from sparsify import SaeConfig, TrainConfig, Trainer
 
         X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
-        length = self.sequence_length
+        rng = np.random.default_rng(self.random_state)
+        if sequences is None:
+            length = self.sequence_length
+            usable = (X.shape[0] // length) * length
+            sequences = np.concatenate([
+                rng.permutation(X.shape[0])[:usable].reshape(-1, length)
+                for _ in range(self.epochs)
+            ])  # fmt: skip
+        else:
+            sequences = np.asarray(sequences, dtype=np.int64)
+            length = sequences.shape[1]
+            # sparsify does not shuffle ("the dataset should be shuffled before")
+            sequences = np.concatenate(
+                [sequences[rng.permutation(len(sequences))] for _ in range(self.epochs)]
+            )
         if self.batch_size % length:
             raise ValueError(
-                f"batch_size={self.batch_size} must be a multiple of sequence_length={length}."
+                f"batch_size={self.batch_size} must be a multiple of the sequence length "
+                f"{length}."
             )
-        rng = np.random.default_rng(self.random_state)
-        usable = (X.shape[0] // length) * length
-        sequences = np.concatenate([
-            rng.permutation(X.shape[0])[:usable].reshape(-1, length)
-            for _ in range(self.epochs)
-        ])  # fmt: skip
         dataset = [{"input_ids": torch.as_tensor(row)} for row in sequences]
         optional = {
             name: value
@@ -171,6 +189,7 @@ class SparsifySAE:
                 log_to_wandb=False,
                 save_dir=scratch,
                 run_name="run",
+                exclude_tokens=[-1],
                 **optional,
             )
             trainer = Trainer(cfg, dataset, _ReplayModel(X))
@@ -180,7 +199,7 @@ class SparsifySAE:
         self.sae_ = trainer.saes["layers.0"].eval()
         self.lr_ = float(trainer.optimizers[0].param_groups[0]["lr"])
         self.n_steps_ = int(trainer.global_step)
-        self.rows_seen_ = len(sequences) * length
+        self.rows_seen_ = int((sequences >= 0).sum())
         self.settings_ = {
             "trainer": "sparsify Trainer (TopK SparseCoder)",
             "batch_size": f"{cfg.batch_size} sequences of {length} shuffled rows",
@@ -192,6 +211,12 @@ class SparsifySAE:
             "loss": cfg.loss_fn,
         }
         return self
+
+    def save(self, folder):
+        """Save with sparsify's own ``save_to_disk`` (``cfg.json`` + ``sae.safetensors``,
+        what its ``Trainer`` writes for each hookpoint)."""
+        self.sae_.save_to_disk(folder)
+        return Path(folder)
 
     def transform(self, X):
         with torch.no_grad():
@@ -301,6 +326,7 @@ class DictionaryLearningSAE:
                 trainer.update(step, batch)
             self.train_seconds_ = time.perf_counter() - start
         self.ae_ = trainer.ae.eval()
+        self.config_ = trainer.config
         self.lr_ = float(trainer.lr)
         self.n_steps_ = steps
         self.rows_seen_ = steps * self.batch_size
@@ -316,6 +342,15 @@ class DictionaryLearningSAE:
             **{name: _plain(value) for name, value in (self.trainer_options or {}).items()},
         }  # fmt: skip
         return self
+
+    def save(self, folder):
+        """Save as its ``trainSAE`` does: ``ae.pt`` (the state dict) and ``config.json``
+        (``{"trainer": trainer.config}``)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.cpu() for k, v in self.ae_.state_dict().items()}, folder / "ae.pt")
+        (folder / "config.json").write_text(json.dumps({"trainer": self.config_}, indent=4))
+        return folder
 
     def transform(self, X):
         with torch.no_grad():

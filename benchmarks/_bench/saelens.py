@@ -250,6 +250,12 @@ class SAELensSAE:
                 self.inference_sae_ = SAE.load_from_disk(folder).eval()
         return self
 
+    def save(self, folder):
+        """Save with SAELens's own ``save_model`` (``cfg.json`` +
+        ``sae_weights.safetensors``, the training SAE's checkpoint)."""
+        self.sae_.save_model(str(folder))
+        return folder
+
     def transform(self, X):
         """Latent activations ``sae_.encode(X)``.
 
