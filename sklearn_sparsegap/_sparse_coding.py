@@ -80,6 +80,17 @@ class GradientSparseCoder(BaseSparseEstimator):
         ``alpha`` itself with a given ``dictionary`` or ``fit_algorithm="adam"`` (the
         paper's procedure). Set it to ``alpha`` or above when sparsity matters more than
         recovery. The value used is ``transform_alpha_``.
+
+        With ``transform_algorithm="mp"`` it is instead a tolerance, as it is for
+        ``"omp"`` in scikit-learn's ``SparseCoder`` (there the squared residual norm):
+        a sample stops once the norm of its residual ``x - s @ components_`` is below
+        ``transform_alpha`` or a step leaves its support unchanged (the selected atom
+        already has a code), after at most ``transform_n_nonzero_coefs`` steps, and
+        ``r . d``, the atoms used as they are, ranks them and is the code added: the
+        encoder of SAELens's matching-pursuit SAE (``residual_threshold``). On unit-norm
+        atoms (every learned dictionary) the steps are MP's projections. 0 stops on
+        the repeated support only. None (the default) keeps
+        ``transform_n_nonzero_coefs`` steps of plain MP.
     dictionary : array-like of shape (n_components, n_features), default=None
         A known dictionary: ``fit`` only stores it (``components_`` equals it) and
         ``transform`` is pure sparse inference.
@@ -96,6 +107,9 @@ class GradientSparseCoder(BaseSparseEstimator):
         Atoms per sample (K) of the greedy algorithms, in ``fit`` and ``transform``; None
         uses ``max(1, n_features // 10)`` capped by ``n_components``. It must not exceed
         ``n_components``, nor ``n_features`` for ``"omp"`` and ``"gradient_pursuit"``.
+        With ``transform_algorithm="mp"`` and a ``transform_alpha`` it is the cap on the
+        steps of ``transform`` (any number; None: ``n_features``, SAELens's default
+        ``max_iterations``); ``fit`` keeps its meaning above.
     positive_code : bool, default=True
         Constrain the codes to be non-negative (the paper's codes are).
     max_iter : int, default=300
@@ -186,9 +200,15 @@ class GradientSparseCoder(BaseSparseEstimator):
     batch_size_ : int
         The minibatch size used (only with ``batch_size``).
     transform_alpha_ : float
-        The L1 penalty ``transform`` uses (``transform_alpha`` resolved).
+        The L1 penalty ``transform`` uses (``transform_alpha`` resolved); with
+        ``transform_algorithm="mp"`` and a ``transform_alpha``, its residual-norm
+        tolerance.
     transform_algorithm_ : str
         The algorithm ``transform`` uses (``transform_algorithm`` resolved).
+    intercept_ : ndarray of shape (n_features,)
+        Only on a coder read by :func:`~sklearn_sparsegap.interop.load_sae` from a
+        checkpoint with a decoder bias (SAELens's ``b_dec``): ``transform`` encodes ``X -
+        intercept_`` and ``inverse_transform`` adds it back. ``fit`` learns none.
     device_ : str
         The device used.
     n_features_in_ : int
@@ -307,6 +327,8 @@ class GradientSparseCoder(BaseSparseEstimator):
         n_features = X.shape[1]
         device = self._resolved_device()
         self.device_ = str(device)
+        # A decoder bias comes only from a loaded checkpoint; a fit learns none.
+        vars(self).pop("intercept_", None)
         self.transform_alpha_ = self._resolved_transform_alpha()
         self.transform_algorithm_ = self._resolved_transform_algorithm()
         if self.dictionary is not None:
@@ -433,10 +455,18 @@ class GradientSparseCoder(BaseSparseEstimator):
             return self.fit_algorithm
         return self.transform_algorithm
 
+    def _residual_tol(self):
+        """The residual-norm tolerance of ``transform_algorithm="mp"`` (None: K steps)."""
+        if self.transform_algorithm_ == "mp" and self.transform_alpha is not None:
+            return self.transform_alpha_
+        return None
+
     def _check_n_nonzero_coefs(self, n_features, n_components):
         """Reject a ``transform_n_nonzero_coefs`` that a greedy algorithm cannot use."""
         fitting = self.dictionary is None and self.fit_algorithm != "adam"
-        algorithms = {self.transform_algorithm_} | ({self.fit_algorithm} if fitting else set())
+        # With a tolerance, MP's K only caps the steps of transform: any number is valid.
+        transforming = set() if self._residual_tol() is not None else {self.transform_algorithm_}
+        algorithms = transforming | ({self.fit_algorithm} if fitting else set())
         for algorithm in sorted(algorithms & set(GREEDY_ALGORITHMS)):
             check_n_nonzero_coefs(
                 self.transform_n_nonzero_coefs, n_features, n_components, algorithm,
@@ -448,6 +478,12 @@ class GradientSparseCoder(BaseSparseEstimator):
             return self.transform_n_nonzero_coefs
         return default_n_nonzero_coefs(n_features, n_components)
 
+    def _transform_n_nonzero(self, n_features, n_components):
+        """K of ``transform``: the cap on MP's steps with a tolerance (None: n_features)."""
+        if self._residual_tol() is not None and self.transform_n_nonzero_coefs is None:
+            return n_features
+        return self._n_nonzero(n_features, n_components)
+
     def _codes(self, X, components):
         """Codes of ``X`` on ``components`` with the transform settings, and the
         iterations run (tensors in, tensors out)."""
@@ -456,9 +492,10 @@ class GradientSparseCoder(BaseSparseEstimator):
             components,
             algorithm=self.transform_algorithm_,
             alpha=self.transform_alpha_,
-            n_nonzero_coefs=self._n_nonzero(X.shape[1], components.shape[0]),
+            n_nonzero_coefs=self._transform_n_nonzero(X.shape[1], components.shape[0]),
             positive=self.positive_code,
             max_iter=self.transform_max_iter,
+            residual_tol=self._residual_tol(),
         )
 
     def _encode(self, X):
@@ -466,6 +503,9 @@ class GradientSparseCoder(BaseSparseEstimator):
             "components", (self.components_,), X.device, X.dtype,
             lambda: to_tensor(self.components_, device=X.device, dtype=X.dtype),
         )  # fmt: skip
+        if getattr(self, "intercept_", None) is not None:
+            # A loaded SAE's decoder bias: its codes are those of what the bias leaves.
+            X = X - self._decoder_tensors(X.device, X.dtype)[1]
         return self._codes(X, components)[0]
 
     def inference_flops(self, n_samples, n_iter=None):
@@ -489,5 +529,6 @@ class GradientSparseCoder(BaseSparseEstimator):
         return sparse_encode_flops(
             self.transform_algorithm_, n_features, n_components, n_samples,
             n_iter=self.inference_n_iter_ if n_iter is None else n_iter,
-            n_nonzero_coefs=self._n_nonzero(n_features, n_components),
+            n_nonzero_coefs=self._transform_n_nonzero(n_features, n_components),
+            residual_tol=self._residual_tol(),
         )  # fmt: skip

@@ -269,8 +269,9 @@ def _eigvalsh_flops(size):
 
 
 def sparse_encode_flops(
-    algorithm, n_features, n_components, n_samples, *, n_iter=None, n_nonzero_coefs=None
-):
+    algorithm, n_features, n_components, n_samples, *, n_iter=None, n_nonzero_coefs=None,
+    residual_tol=None,
+):  # fmt: skip
     """Count the FLOPs of :func:`sklearn_sparsegap.sparse_encode` (Appendix I conventions).
 
     A multiply-add counts 2 FLOPs (``(n, a) @ (a, b)`` costs ``2nab``) and an element-wise
@@ -313,7 +314,10 @@ def sparse_encode_flops(
         matrix) + ``2nNM`` (initial correlations); per sample and iteration ``4N``
         (selection ``2N``, correlation update from a Gram row ``2N``). With larger ``N``
         the correlations are recomputed: set-up ``3NM + 2nNM``, per sample and iteration
-        ``2NM + 2N + 2M``.
+        ``2NM + 2N + 2M``. With a ``residual_tol`` (SAELens's rule, the atoms as they
+        are) the residual is kept and correlated with every atom at each iteration: no
+        set-up, per sample and iteration ``2NM`` (correlations) + ``2N`` (selection) +
+        ``6M`` (the step ``r . d``, the residual update and its norm).
     ``"gradient_pursuit"``
         Set-up ``3NM``; the same two forms as ``"omp"``. Gram form: ``2N^2M + 2nNM``,
         then at iteration ``k = 1..T`` (support size ``k``), per sample, ``2N``
@@ -353,6 +357,10 @@ def sparse_encode_flops(
         ``"gradient_pursuit"``), 1 for the others; ``"topk"`` always does one step.
     n_nonzero_coefs : int or None, default=None
         K; required for ``"omp"``, ``"mp"``, ``"gradient_pursuit"`` and ``"topk"``.
+    residual_tol : float or None, default=None
+        ``"mp"`` only: not None counts matching pursuit with a residual tolerance
+        (:class:`~sklearn_sparsegap.GradientSparseCoder`'s ``transform_alpha``), whose
+        ``n_iter`` is the most steps any sample took.
 
     Returns
     -------
@@ -371,14 +379,15 @@ def sparse_encode_flops(
     """
     matmul, other = _sparse_encode_flop_terms(
         algorithm, n_features, n_components, n_samples, n_iter=n_iter,
-        n_nonzero_coefs=n_nonzero_coefs,
+        n_nonzero_coefs=n_nonzero_coefs, residual_tol=residual_tol,
     )  # fmt: skip
     return matmul + other
 
 
 def _sparse_encode_flop_terms(
-    algorithm, n_features, n_components, n_samples, *, n_iter=None, n_nonzero_coefs=None
-):
+    algorithm, n_features, n_components, n_samples, *, n_iter=None, n_nonzero_coefs=None,
+    residual_tol=None,
+):  # fmt: skip
     """:func:`sparse_encode_flops` split into matrix products and the rest.
 
     The first term is what torch's ``FlopCounterMode`` counts (``mm``, ``bmm``,
@@ -429,6 +438,8 @@ def _sparse_encode_flop_terms(
     if algorithm == "topk":
         return 2 * n * N * M, setup + n * (2 * N + K)
     if algorithm == "mp":
+        if residual_tol is not None:
+            return n * T * 2 * N * M, n * T * (2 * N + 6 * M)
         if N <= MAX_GRAM_COMPONENTS:
             return 2 * N * N * M + 2 * n * N * M, setup + n * T * 4 * N
         return n * (T + 1) * 2 * N * M, setup + n * T * (2 * N + 2 * M)

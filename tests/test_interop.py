@@ -401,7 +401,7 @@ def test_bad_input_errors_name_the_file_and_tensor(tmp_path, rng):
         "extra": ({**tensors, "W_skip": np.eye(D_IN)}, config, r"unexpected tensor.*W_skip"),
         "shape": ({**tensors, "b_dec": np.zeros(D_IN + 1)}, config, r"'b_dec' has shape"),
         "nan": ({**tensors, "W_enc": np.full((D_IN, D_SAE), np.nan)}, config, r"'W_enc' has NaN"),
-        "arch": (tensors, {**config, "architecture": "matching_pursuit"}, "not supported"),
+        "arch": (tensors, {**config, "architecture": "temporal"}, "not supported"),
         "norm": (tensors, {**config, "normalize_activations": "constant_norm_rescale"},
                  "constant_norm_rescale"),
     }
@@ -640,8 +640,8 @@ def test_saelens_architecture_gives_the_activation_and_checks_names(tmp_path, rn
     with pytest.raises(ValueError, match=r"missing tensor.*W_skip"):
         _saelens._architecture_activation({"architecture": "skip_transcoder"}, tensors, D_SAE,
                                           "cfg", "w")
-    with pytest.raises(ValueError, match="architecture='matching_pursuit' is not supported"):
-        _saelens._architecture_activation({"architecture": "matching_pursuit"}, tensors, D_SAE,
+    with pytest.raises(ValueError, match="architecture='temporal' is not supported"):
+        _saelens._architecture_activation({"architecture": "temporal"}, tensors, D_SAE,
                                           "cfg", "w")
 
 

@@ -517,7 +517,9 @@ def _omp_codes(
 
 
 @serial_when_small
-def matching_pursuit(X, D, n_nonzero_coefs, *, positive=False):
+def matching_pursuit(
+    X, D, n_nonzero_coefs, *, positive=False, tol=None, stop_on_repeat=False, normalize=True
+):
     """Matching pursuit (Mallat & Zhang 1993), batched over samples.
 
     Each of the K iterations adds, for every sample, the projection of the residual on
@@ -527,6 +529,13 @@ def matching_pursuit(X, D, n_nonzero_coefs, *, positive=False):
     residual norm never increases. Correlations are updated from rows of the Gram matrix
     when ``n_components <= 4096``, else recomputed from the residual.
 
+    ``tol``, ``stop_on_repeat`` and ``normalize=False`` give the stopping rules and the
+    steps of SAELens's matching-pursuit SAE (``saes/matching_pursuit_sae.py``): K is
+    then a cap on the iterations, a sample stops *after* the step in which its residual
+    norm fell below ``tol`` or its support (the set of non-zero codes) did not change,
+    and the residual is kept and correlated with every atom at each iteration (no Gram
+    updates), so the norm compared with ``tol`` is the residual's own.
+
     Parameters
     ----------
     X : Tensor of shape (n_samples, n_features)
@@ -534,16 +543,29 @@ def matching_pursuit(X, D, n_nonzero_coefs, *, positive=False):
     D : Tensor of shape (n_components, n_features)
         Dictionary, same device and dtype as ``X``.
     n_nonzero_coefs : int
-        K, the number of iterations.
+        K, the number of iterations (their maximum with ``tol`` or ``stop_on_repeat``).
     positive : bool, default=False
         Non-negative codes.
+    tol : float or None, default=None
+        Residual-norm tolerance: a sample stops once ``||x - s @ D|| < tol`` (checked
+        after each step, so every sample takes at least one; 0 never stops). None: no
+        such stop.
+    stop_on_repeat : bool, default=False
+        Stop a sample once a step leaves its support unchanged: the selected atom was
+        already in it, or the step added nothing (that step's value is kept).
+    normalize : bool, default=True
+        True: rank atoms by ``|r . d| / ||d||`` and take projections (``r . d /
+        ||d||^2`` times ``d``). False: use the atoms as they are, as SAELens does: ``r .
+        d`` ranks them and is the code added, and the residual loses ``(r . d) d``.
+        Both are the same on unit-norm atoms.
 
     Returns
     -------
     codes : Tensor of shape (n_samples, n_components)
         The codes.
     n_iter : int
-        Iterations run (fewer than K when every residual vanished).
+        Iterations run (fewer than K when every residual vanished, or every sample
+        stopped).
 
     Examples
     --------
@@ -552,7 +574,14 @@ def matching_pursuit(X, D, n_nonzero_coefs, *, positive=False):
     >>> D = torch.eye(3, dtype=torch.float64)
     >>> matching_pursuit(torch.tensor([[0.5, -2.0, 1.0]], dtype=torch.float64), D, 2)[0]
     tensor([[ 0., -2.,  1.]], dtype=torch.float64)
+    >>> X = torch.tensor([[0.5, 2.0, 1.0]], dtype=torch.float64)
+    >>> matching_pursuit(X, D, 3, positive=True, tol=0.6)  # ||(0.5, 0, 0)|| < 0.6
+    (tensor([[0., 2., 1.]], dtype=torch.float64), 2)
     """
+    if tol is not None or stop_on_repeat or not normalize:
+        return _matching_pursuit_stopping(
+            X, D, n_nonzero_coefs, positive, tol, stop_on_repeat, normalize
+        )
     atoms, norms = _normalized_atoms(D)
     use_gram = D.shape[0] <= MAX_GRAM_COMPONENTS
     correlations = X @ atoms.T
@@ -579,6 +608,45 @@ def matching_pursuit(X, D, n_nonzero_coefs, *, positive=False):
         else:
             residual.addcmul_(atoms[index], step[:, None], value=-1.0)
             correlations = residual @ atoms.T
+    return codes, n_iter
+
+
+def _matching_pursuit_stopping(X, D, n_nonzero_coefs, positive, tol, stop_on_repeat, normalize):
+    """:func:`matching_pursuit` with per-sample stops (``tol``, ``stop_on_repeat``) or the
+    atoms as they are (``normalize=False``), the residual kept in signal space.
+
+    The order of operations is that of SAELens's ``_encode_matching_pursuit``: select on
+    the residual's correlations, take the step from the residual and the selected atom,
+    update, then decide which samples stop. A sample that has stopped takes zero steps.
+    """
+    atoms, norms = _normalized_atoms(D) if normalize else (D, None)
+    residual = X.clone()
+    codes = X.new_zeros((X.shape[0], atoms.shape[0]))  # coefficients on ``atoms``
+    done = torch.zeros(X.shape[0], dtype=torch.bool, device=X.device)
+    n_iter = 0
+    for k in range(n_nonzero_coefs):
+        n_iter = k + 1
+        # Correlations from the residual itself, as SAELens: Gram updates drift by
+        # rounding relative to ||x||, which matters once the residual is small.
+        _, index = _select_signed(residual @ atoms.T, positive)
+        selected = torch.index_select(atoms, 0, index)
+        step = torch.linalg.vecdot(residual, selected)
+        if positive:
+            step.clamp_min_(0.0)
+        step.masked_fill_(done, 0.0)
+        before = codes.gather(1, index[:, None])[:, 0]
+        codes.scatter_add_(1, index[:, None], step[:, None])
+        residual.addcmul_(selected, step[:, None], value=-1.0)
+        if stop_on_repeat:
+            # Only the selected entry changed: the support is the same when that entry
+            # is non-zero after the step exactly when it was before.
+            done |= (before != 0) == (before + step != 0)
+        if tol is not None:
+            done |= torch.linalg.vector_norm(residual, dim=1) < tol
+        if bool(done.all()):
+            break
+    if normalize:
+        codes /= norms
     return codes, n_iter
 
 

@@ -134,6 +134,7 @@ def encode_tensor(
     max_iter=None,
     tol=1e-4,
     init=None,
+    residual_tol=None,
 ):
     """:func:`sparse_encode` on tensors: blocks of rows and dispatch, no validation.
 
@@ -161,6 +162,11 @@ def encode_tensor(
         Stopping tolerance of the iterative algorithms.
     init : Tensor of shape (n_samples, n_components) or None, default=None
         Warm start of the iterative algorithms (ignored by the greedy ones).
+    residual_tol : float or None, default=None
+        ``"mp"`` only: SAELens's matching-pursuit rule (:func:`matching_pursuit` with
+        ``tol=residual_tol``, ``stop_on_repeat=True``, ``normalize=False``): each sample
+        stops once its residual norm is below ``residual_tol`` or its support repeats,
+        after at most ``n_nonzero_coefs`` iterations. None: K plain MP steps.
 
     Returns
     -------
@@ -195,7 +201,7 @@ def encode_tensor(
         lipschitz = lipschitz_constant(D)
     solve = _block_solver(
         algorithm, D, alpha=alpha, n_nonzero_coefs=n_nonzero_coefs, positive=positive,
-        max_iter=max_iter, tol=tol, lipschitz=lipschitz,
+        max_iter=max_iter, tol=tol, lipschitz=lipschitz, residual_tol=residual_tol,
     )  # fmt: skip
     return _encode_in_blocks(solve, X, init, rows, n_components)
 
@@ -205,7 +211,10 @@ def _resolve_max_iter(algorithm, max_iter):
     return DEFAULT_MAX_ITER.get(algorithm, 1) if max_iter is None else max_iter
 
 
-def _block_solver(algorithm, D, *, alpha, n_nonzero_coefs, positive, max_iter, tol, lipschitz):
+def _block_solver(
+    algorithm, D, *, alpha, n_nonzero_coefs, positive, max_iter, tol, lipschitz,
+    residual_tol=None,
+):  # fmt: skip
     """``solve(X_block, init_block) -> (codes, n_iter)``: ``algorithm`` on dictionary ``D``."""
 
     def solve(X_block, init_block):
@@ -226,6 +235,11 @@ def _block_solver(algorithm, D, *, alpha, n_nonzero_coefs, positive, max_iter, t
             return adaptive_projected_gradient(
                 X_block, D, alpha, max_iter=max_iter, tol=tol, init=init_block
             )
+        if algorithm == "mp" and residual_tol is not None:
+            return matching_pursuit(
+                X_block, D, n_nonzero_coefs, positive=positive, tol=residual_tol,
+                stop_on_repeat=True, normalize=False,
+            )  # fmt: skip
         return _GREEDY_SOLVERS[algorithm](X_block, D, n_nonzero_coefs, positive=positive)
 
     return solve

@@ -1,6 +1,7 @@
 """Load SAEs trained by SAELens, sparsify and dictionary_learning as fitted
 :class:`~sklearn_sparsegap.SAEEncoder` objects (their transcoders as
-:class:`~sklearn_sparsegap.SAETranscoder`), and export ours to those formats.
+:class:`~sklearn_sparsegap.SAETranscoder`, SAELens's matching-pursuit SAEs as
+:class:`~sklearn_sparsegap.GradientSparseCoder`), and export ours to those formats.
 
 A loaded SAE is an ordinary fitted estimator: ``transform`` / ``inverse_transform``
 give the original library's codes and reconstructions (a transcoder's ``predict`` its
@@ -13,7 +14,13 @@ from pathlib import Path
 
 from sklearn.frozen import FrozenEstimator
 
-from ._build import check_dtype, encoder_from_weights, fold_input_scale, weights_from_encoder
+from ._build import (
+    MatchingPursuitWeights,
+    check_dtype,
+    encoder_from_weights,
+    fold_input_scale,
+    weights_from_encoder,
+)
 from ._detect import FORMATS, checkpoint_folder, detect_format
 
 __all__ = ["load_sae", "save_sae"]
@@ -51,6 +58,19 @@ def load_sae(path, *, format="auto", device="auto", dtype="float32", scaling_fac
     transcoder of ``Y = X`` and loads as one (the ``b_dec`` it subtracts from the input
     moved into the encoder bias).
 
+    SAELens matching-pursuit SAEs (``matching_pursuit``: no encoder, the codes are
+    non-negative matching pursuit on ``W_dec``) load as a fitted
+    :class:`~sklearn_sparsegap.GradientSparseCoder` with ``transform_algorithm="mp"``,
+    ``transform_alpha`` the ``residual_threshold``, ``transform_n_nonzero_coefs`` the
+    ``max_iterations`` and ``intercept_`` the ``b_dec`` (when ``apply_b_dec_to_input``):
+    the same steps and stops, the rows of ``W_dec`` used as they are. Without the
+    repeated-support stop (``stop_on_duplicate_support=False``) only
+    ``residual_threshold=0`` on unit-norm rows loads (as plain MP,
+    ``transform_alpha=None``); other settings raise a ``ValueError`` naming them. Its
+    activation scale is folded as SAELens folds it for this architecture (``b_dec``
+    and the threshold divided by it): the codes are the folded SAE's, those of the
+    scaled input divided by the factor.
+
     Parameters
     ----------
     path : str or path-like
@@ -76,11 +96,11 @@ def load_sae(path, *, format="auto", device="auto", dtype="float32", scaling_fac
 
     Returns
     -------
-    estimator : SAEEncoder or SAETranscoder
+    estimator : SAEEncoder, SAETranscoder or GradientSparseCoder
         A fitted estimator with ``n_components`` latents (an ``SAETranscoder`` for a
-        transcoder checkpoint). Its ``alpha`` is 0: the training penalty is not stored
-        in these checkpoints; set it (or pass ``transform_alpha`` to ``SAEPlusITO``) to
-        score with a penalty.
+        transcoder checkpoint, a ``GradientSparseCoder`` for a matching-pursuit SAE). Its
+        ``alpha`` is 0: the training penalty is not stored in these checkpoints; set it
+        (or pass ``transform_alpha`` to ``SAEPlusITO``) to score with a penalty.
 
     See Also
     --------
@@ -118,7 +138,7 @@ def load_sae(path, *, format="auto", device="auto", dtype="float32", scaling_fac
 
 
 def save_sae(estimator, path, *, format):
-    """Write a fitted SAEEncoder (or SAETranscoder) in the checkpoint format of a peer library.
+    """Write a fitted SAE, transcoder or MP coder in the checkpoint format of a peer library.
 
     The folder loads back with that library's own loader (SAELens
     ``SAE.load_from_disk``, sparsify ``SparseCoder.load_from_disk``, dictionary_learning
@@ -127,9 +147,9 @@ def save_sae(estimator, path, *, format):
 
     Parameters
     ----------
-    estimator : SAEEncoder or SAETranscoder
-        A fitted linear SAE or transcoder (``sklearn.frozen.FrozenEstimator`` of one is
-        accepted).
+    estimator : SAEEncoder, SAETranscoder or GradientSparseCoder
+        A fitted linear SAE or transcoder, or a matching-pursuit coder
+        (``sklearn.frozen.FrozenEstimator`` of one is accepted).
         sparsify stores TopK SAEs only; SAELens and dictionary_learning store ReLU,
         TopK and JumpReLU SAEs; BatchTopK (and Matryoshka) SAEs go to
         dictionary_learning as ``BatchTopKSAE`` (``MatryoshkaBatchTopKSAE``) and to
@@ -144,6 +164,14 @@ def save_sae(estimator, path, *, format):
         outputs have the input's width). What a format cannot hold (a TopK transcoder
         in SAELens, any other activation or another output width in sparsify, any
         transcoder in dictionary_learning) raises a ``ValueError`` naming it.
+        A ``GradientSparseCoder`` with ``transform_algorithm="mp"`` and
+        ``positive_code=True`` goes to SAELens only, as ``matching_pursuit``: with a
+        ``transform_alpha``, ``residual_threshold=transform_alpha`` and
+        ``stop_on_duplicate_support=True``; without one (plain MP, a fixed number of
+        steps), ``residual_threshold=0``, ``stop_on_duplicate_support=False`` and
+        ``max_iterations`` the number of steps, which is the same pursuit only on
+        unit-norm atoms (any other dictionary raises). Signed codes and other
+        algorithms raise too.
     path : str or path-like
         The folder to write (created if needed; existing files of the format are
         replaced).
@@ -170,4 +198,9 @@ def save_sae(estimator, path, *, format):
     if isinstance(estimator, FrozenEstimator):
         estimator = estimator.estimator
     weights = weights_from_encoder(estimator)
+    if isinstance(weights, MatchingPursuitWeights) and format != "saelens":
+        raise ValueError(
+            f"format={format!r} has no matching-pursuit SAE: a GradientSparseCoder is "
+            "saved in the SAELens format only (architecture 'matching_pursuit')."
+        )
     FORMATS[format].write(weights, Path(path))

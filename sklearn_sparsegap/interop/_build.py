@@ -1,7 +1,8 @@
-"""Plain weight arrays <-> a fitted ``SAEEncoder`` or ``SAETranscoder``: the one place
-that knows the estimators' fitted state. Every format reader goes through
-:func:`encoder_from_weights` and every writer through :func:`weights_from_encoder`, so a
-change to the estimators' internals is fixed here once."""
+"""Plain weight arrays <-> a fitted ``SAEEncoder``, ``SAETranscoder`` or (a
+matching-pursuit SAE) ``GradientSparseCoder``: the one place that knows the estimators'
+fitted state. Every format reader goes through :func:`encoder_from_weights` and every
+writer through :func:`weights_from_encoder`, so a change to the estimators' internals is
+fixed here once."""
 
 from dataclasses import dataclass, replace
 
@@ -9,11 +10,16 @@ import numpy as np
 
 from .._families import check_matryoshka_prefixes, gated_threshold
 from .._sae import SAEEncoder
+from .._solvers._sparse_encode import check_n_nonzero_coefs
+from .._sparse_coding import GradientSparseCoder
 from .._torch_utils import resolve_device
 from .._transcoder import SAETranscoder
 from .._training import HISTORY_KEYS, history_arrays
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+# How far from 1 a decoder row's norm may be for MP on it as it is and MP on it normalised
+# (``transform_alpha=None``) to agree: the codes differ by twice this, relatively.
+UNIT_NORM_ATOL = 1e-5
 
 
 @dataclass
@@ -56,6 +62,37 @@ class SAEWeights:
     def n_features(self):
         """The width of the input (of the output too, unless a transcoder)."""
         return self.encoder_weight.shape[1]
+
+
+@dataclass
+class MatchingPursuitWeights:
+    """A matching-pursuit SAE (SAELens ``matching_pursuit``), every array in float64.
+
+    It has no encoder: ``encode(x)`` is non-negative matching pursuit of ``x -
+    decoder_bias`` on the rows of ``decoder_weight`` and ``decode(s) = s @ decoder_weight
+    + decoder_bias``. With ``residual_threshold`` (a number, 0 included) it is SAELens's
+    rule, the rows used as they are: each sample stops after the step that left its
+    residual norm under the threshold or its support unchanged, after at most
+    ``max_iterations`` steps (None: ``n_features``). With ``residual_threshold=None`` it
+    is ``max_iterations`` steps of plain MP on unit-norm rows (SAELens's
+    ``residual_threshold=0, stop_on_duplicate_support=False``).
+    """
+
+    decoder_weight: np.ndarray  # (n_components, n_features)
+    decoder_bias: np.ndarray  # (n_features,)
+    residual_threshold: float | None = 1e-2
+    max_iterations: int | None = None
+
+    @property
+    def n_features(self):
+        """The width of the input."""
+        return self.decoder_weight.shape[1]
+
+
+def unit_norm_rows(matrix):
+    """Whether every row of ``matrix`` has norm 1 within ``UNIT_NORM_ATOL``."""
+    norms = np.linalg.norm(np.asarray(matrix, dtype=np.float64), axis=1)
+    return bool(np.all(np.abs(norms - 1.0) <= UNIT_NORM_ATOL))
 
 
 def fold_input_scale(weights, factor):
@@ -154,7 +191,12 @@ def encoder_from_weights(weights, *, dtype=np.float32, device="auto", source="we
     ``n_nonzero_coefs``, ``skip_connection``); ``alpha`` is 0 because a checkpoint does
     not carry the training penalty in this library's units. ``partial_fit`` and
     ``warm_start`` continue training from the loaded weights.
+
+    A :class:`MatchingPursuitWeights` becomes a fitted :class:`GradientSparseCoder`
+    (:func:`coder_from_weights`).
     """
+    if isinstance(weights, MatchingPursuitWeights):
+        return coder_from_weights(weights, dtype=dtype, device=device, source=source)
     check_weights(weights, source)
     dtype = check_dtype(dtype)
     estimator = _unfitted_estimator(weights, device)
@@ -190,19 +232,121 @@ def encoder_from_weights(weights, *, dtype=np.float32, device="auto", source="we
     return estimator
 
 
+def coder_from_weights(weights, *, dtype=np.float32, device="auto", source="weights"):
+    """A fitted :class:`GradientSparseCoder` that encodes and decodes as the
+    matching-pursuit SAE ``weights``.
+
+    Its parameters describe the model: ``fit_algorithm`` and ``transform_algorithm``
+    ``"mp"``, non-negative codes, ``transform_alpha`` the residual threshold (None for
+    plain MP) and ``transform_n_nonzero_coefs`` the cap on the steps; ``alpha`` is 0
+    (``score`` is minus half the squared error). A decoder bias becomes ``intercept_``.
+    """
+    dtype = check_dtype(dtype)
+    decoder = np.asarray(weights.decoder_weight)
+    n_components, n_features = decoder.shape
+    if weights.decoder_bias.shape != (n_features,):
+        raise ValueError(
+            f"{source}: decoder bias has shape {weights.decoder_bias.shape}, expected "
+            f"({n_features},)."
+        )
+    for name in ("decoder_weight", "decoder_bias"):
+        _check_finite(getattr(weights, name), name, source)
+    max_iterations = weights.max_iterations
+    if weights.residual_threshold is None:
+        # Plain MP: K steps, K at most the number of atoms (as sparse_encode's "mp").
+        max_iterations = n_features if max_iterations is None else max_iterations
+        try:
+            check_n_nonzero_coefs(max_iterations, n_features, n_components, "mp",
+                                  name="max_iterations")  # fmt: skip
+        except ValueError as exc:
+            raise ValueError(
+                f"{source}: {exc} Without a residual threshold or the repeated-support "
+                "stop the SAE is plain matching pursuit, which this library runs for at "
+                "most n_components steps."
+            ) from None
+    coder = GradientSparseCoder(
+        n_components=n_components, alpha=0.0, transform_alpha=weights.residual_threshold,
+        fit_algorithm="mp", transform_algorithm="mp",
+        transform_n_nonzero_coefs=max_iterations, positive_code=True, device=device,
+    )  # fmt: skip
+    coder.components_ = np.array(decoder, dtype=dtype)
+    coder.n_components_ = n_components
+    if np.any(weights.decoder_bias != 0):
+        coder.intercept_ = np.array(weights.decoder_bias, dtype=dtype)
+    coder.transform_alpha_ = coder._resolved_transform_alpha()
+    coder.transform_algorithm_ = "mp"
+    coder.n_features_in_ = n_features
+    coder.n_iter_ = 0
+    coder.history_ = history_arrays({key: [] for key in HISTORY_KEYS})
+    coder.training_flops_ = 0
+    coder.dead_fraction_ = 0.0
+    # inference_flops' default: the most steps a sample can take.
+    coder.inference_n_iter_ = coder._transform_n_nonzero(n_features, n_components)
+    coder.device_ = str(resolve_device(device))
+    return coder
+
+
+def _matching_pursuit_weights(coder):
+    """The :class:`MatchingPursuitWeights` of a fitted ``GradientSparseCoder``, or a
+    ``ValueError`` naming what SAELens's matching-pursuit SAE cannot hold."""
+    if not hasattr(coder, "components_"):
+        raise ValueError("estimator is not fitted: call fit or load_sae first.")
+    if coder.transform_algorithm_ != "mp":
+        raise ValueError(
+            "a GradientSparseCoder is exported as SAELens's matching-pursuit SAE, whose "
+            "codes are matching pursuit: it needs transform_algorithm='mp', got "
+            f"transform_algorithm_={coder.transform_algorithm_!r}."
+        )
+    if not coder.positive_code:
+        raise ValueError(
+            "positive_code=False: SAELens's matching-pursuit SAE takes only positive "
+            "correlations (ReLU), so signed MP codes cannot be exported; refit with "
+            "positive_code=True."
+        )
+    components = np.asarray(coder.components_, dtype=np.float64)
+    n_components, n_features = components.shape
+    intercept = getattr(coder, "intercept_", None)
+    bias = np.zeros(n_features) if intercept is None else np.asarray(intercept, np.float64)
+    threshold = coder._residual_tol()
+    max_iterations = coder.transform_n_nonzero_coefs
+    if threshold is None:
+        # Plain MP normalises the atoms and SAELens uses them as they are: the same
+        # steps only on unit-norm rows (every learned dictionary).
+        if not unit_norm_rows(components):
+            norms = np.linalg.norm(components, axis=1)
+            raise ValueError(
+                "transform_alpha=None (a fixed number of MP steps) is SAELens's "
+                "residual_threshold=0 with stop_on_duplicate_support=False only on "
+                "unit-norm atoms, and these have norms from "
+                f"{norms.min():.6g} to {norms.max():.6g}: set transform_alpha (SAELens's "
+                "rule) or normalise the dictionary."
+            )
+        max_iterations = coder._transform_n_nonzero(n_features, n_components)
+    return MatchingPursuitWeights(
+        decoder_weight=components,
+        decoder_bias=bias,
+        residual_threshold=None if threshold is None else float(threshold),
+        max_iterations=max_iterations,
+    )
+
+
 def weights_from_encoder(estimator):
     """The :class:`SAEWeights` of a fitted :class:`SAEEncoder` or :class:`SAETranscoder`
-    (for the writers).
+    (the :class:`MatchingPursuitWeights` of a :class:`GradientSparseCoder`), for the
+    writers.
 
     Raises a ``ValueError`` for what the peers cannot represent: an MLP encoder, codes
-    rescaled per sample, a BatchTopK model whose threshold is not estimated. A model
+    rescaled per sample, a BatchTopK model whose threshold is not estimated, a
+    GradientSparseCoder whose inference is not non-negative matching pursuit. A model
     without biases is exported with zero biases.
     """
+    if isinstance(estimator, GradientSparseCoder):
+        return _matching_pursuit_weights(estimator)
     if not isinstance(estimator, (SAEEncoder, SAETranscoder)):
         raise ValueError(
-            f"estimator must be a fitted SAEEncoder or SAETranscoder, got "
-            f"{type(estimator).__name__}; MLP encoders cannot be exported to SAELens, "
-            "sparsify or dictionary_learning."
+            f"estimator must be a fitted SAEEncoder, SAETranscoder or GradientSparseCoder "
+            f"(matching pursuit), got {type(estimator).__name__}; MLP encoders cannot be "
+            "exported to SAELens, sparsify or dictionary_learning."
         )
     if not hasattr(estimator, "components_"):
         raise ValueError("estimator is not fitted: call fit or load_sae first.")

@@ -12,13 +12,19 @@ Transcoders (``saes/transcoder.py``: ``transcoder``, ``skip_transcoder``,
 ``d_out`` columns: ``W_dec (d_sae, d_out)``, ``b_dec (d_out)``, and the skip ones
 ``W_skip (d_out, d_in)``; they encode ``act(norm(x) @ W_enc + b_enc)`` (their config
 refuses ``apply_b_dec_to_input=True``) and predict ``f @ W_dec + b_dec (+ x @ W_skip.T)``.
+
+Matching-pursuit SAEs (``saes/matching_pursuit_sae.py``, ``matching_pursuit``) store
+``W_dec`` and ``b_dec`` only (their encoder is tied to the decoder) and the pursuit's
+stopping rule in the config (``residual_threshold``, ``max_iterations``,
+``stop_on_duplicate_support``); they encode ``MP(norm(x) - b_dec * a)`` and decode ``f @
+W_dec + b_dec * a`` (``a = apply_b_dec_to_input``: without it ``b_dec`` is not used).
 """
 
 from pathlib import Path
 
 import numpy as np
 
-from ._build import SAEWeights, fold_input_scale
+from ._build import MatchingPursuitWeights, SAEWeights, fold_input_scale, unit_norm_rows
 from ._io import (
     check_finite,
     check_shape,
@@ -36,6 +42,11 @@ SCALER_FILE = "activation_scaler.json"
 # The config layout written by save_sae: SAELens reads configs without a version (or
 # older than 6.0) through its pre-6.0 converter, so the format version is stated.
 _FORMAT_VERSION = "6.0.0"
+
+MATCHING_PURSUIT = "matching_pursuit"
+# MatchingPursuitSAEConfig's defaults, for configs that leave a field out.
+_MP_DEFAULTS = {"residual_threshold": 1e-2, "max_iterations": None,
+                "stop_on_duplicate_support": True}  # fmt: skip
 
 # SAELens's transcoder architectures: (activation, has W_skip).
 TRANSCODERS = {
@@ -133,6 +144,8 @@ def read(folder, *, scaling_factor=None):
         raise ValueError(
             f"{config_path}: unknown reshape_activations={config['reshape_activations']!r}."
         )
+    if config.get("architecture") == MATCHING_PURSUIT:
+        return _read_matching_pursuit(folder, config, tensors, d_in, d_sae, scaling_factor)
     transcoder = config.get("architecture") in TRANSCODERS
     d_out = _transcoder_d_out(config, config_path) if transcoder else d_in
     activation, k, threshold = _architecture_activation(
@@ -161,6 +174,74 @@ def read(folder, *, scaling_factor=None):
     # the (1 - a) b_dec @ W_enc part joined the encoder bias; the scale is folded
     # into the weights, so the estimator takes raw activations.
     return fold_input_scale(weights, _scaling_factor(folder, config, scaling_factor))
+
+
+def _read_matching_pursuit(folder, config, tensors, d_in, d_sae, scaling_factor):
+    """The :class:`MatchingPursuitWeights` of a SAELens ``matching_pursuit`` checkpoint.
+
+    SAELens's rule is ours with a residual threshold (``stop_on_duplicate_support=True``);
+    without the repeated-support stop it is representable only as plain MP
+    (``residual_threshold <= 0`` and unit-norm ``W_dec`` rows). An activation scale is
+    folded as SAELens's own ``fold_activation_norm_scaling_factor`` folds it for this
+    architecture: ``b_dec`` and the threshold divided by it, ``W_dec`` unchanged (MP's
+    codes scale with the input and cannot be rescaled in a tied decoder).
+    """
+    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    check_tensor_names(tensors, ["W_dec", "b_dec"], [], weights_path)
+    check_finite(tensors, weights_path)
+    check_shape(tensors["W_dec"], (d_sae, d_in), "W_dec", weights_path)
+    check_shape(tensors["b_dec"], (d_in,), "b_dec", weights_path)
+    settings = {**_MP_DEFAULTS, **{key: config[key] for key in _MP_DEFAULTS if key in config}}
+    threshold = settings["residual_threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not (
+        np.isfinite(threshold)
+    ):
+        raise ValueError(
+            f"{config_path}: residual_threshold must be a finite number, got {threshold!r}."
+        )
+    # SAELens stops on the residual only when residual_threshold > 0.
+    threshold = max(float(threshold), 0.0)
+    max_iterations = settings["max_iterations"]
+    if max_iterations is not None:
+        max_iterations = config_int(config, "max_iterations", config_path)
+        if max_iterations < 1:
+            raise ValueError(
+                f"{config_path}: max_iterations={max_iterations} gives every input zero "
+                "codes; at least 1 (or null, d_in) is supported."
+            )
+    repeat = settings["stop_on_duplicate_support"]
+    if not isinstance(repeat, bool):
+        raise ValueError(
+            f"{config_path}: stop_on_duplicate_support must be true or false, got {repeat!r}."
+        )
+    if not repeat:
+        if threshold > 0:
+            raise ValueError(
+                f"{config_path}: stop_on_duplicate_support=false with residual_threshold="
+                f"{threshold:g} is not supported: this library's matching pursuit with a "
+                "residual threshold (GradientSparseCoder's transform_alpha) also stops "
+                "on a repeated support, SAELens's default; with residual_threshold=0 it "
+                "is plain MP."
+            )
+        if not unit_norm_rows(tensors["W_dec"]):
+            raise ValueError(
+                f"{weights_path}: stop_on_duplicate_support=false with "
+                "residual_threshold=0 is plain matching pursuit, which this library runs "
+                "on normalised atoms, and W_dec's rows do not have unit norm: SAELens's "
+                "steps on them differ. Supported: stop_on_duplicate_support=true, or "
+                "unit-norm W_dec rows."
+            )
+        threshold = None
+    factor = _scaling_factor(folder, config, scaling_factor)
+    if not np.isfinite(factor) or factor <= 0:
+        raise ValueError(f"scaling_factor must be a positive number, got {factor!r}.")
+    bias = tensors["b_dec"] if config.get("apply_b_dec_to_input", True) else np.zeros(d_in)
+    return MatchingPursuitWeights(
+        decoder_weight=tensors["W_dec"],
+        decoder_bias=bias / factor,
+        residual_threshold=None if threshold is None else threshold / factor,
+        max_iterations=max_iterations,
+    )
 
 
 def _transcoder_d_out(config, config_path):
@@ -230,8 +311,8 @@ def _architecture_activation(config, tensors, d_sae, config_path, weights_path):
     else:
         raise ValueError(
             f"{config_path}: architecture={architecture!r} is not supported (standard, "
-            "topk, jumprelu, gated, batchtopk, matryoshka_batchtopk and the transcoders "
-            f"{sorted(TRANSCODERS)} are)."
+            "topk, jumprelu, gated, batchtopk, matryoshka_batchtopk, matching_pursuit and "
+            f"the transcoders {sorted(TRANSCODERS)} are)."
         )
     return activation, k, threshold
 
@@ -309,6 +390,8 @@ def _encoder_decoder(config, tensors, weights_path):
 def write(weights, folder):
     """Write ``weights`` as an inference SAELens checkpoint in ``folder``."""
     folder = Path(folder)
+    if isinstance(weights, MatchingPursuitWeights):
+        return _write_matching_pursuit(weights, folder)
     n_components, n_features = weights.encoder_weight.shape
     if weights.transcoder:
         architecture = _transcoder_architecture(weights)
@@ -351,6 +434,32 @@ def write(weights, folder):
                        b_mag=weights.magnitude_bias)
     folder.mkdir(parents=True, exist_ok=True)
     write_safetensors(tensors, folder / WEIGHTS_FILE)
+    write_json(config, folder / CONFIG_FILE)
+
+
+def _write_matching_pursuit(weights, folder):
+    """Write a :class:`MatchingPursuitWeights` as a SAELens ``matching_pursuit`` SAE: our
+    residual threshold with SAELens's repeated-support stop, or plain MP as
+    ``residual_threshold=0`` without it."""
+    n_components, n_features = weights.decoder_weight.shape
+    plain = weights.residual_threshold is None
+    config = {
+        "architecture": MATCHING_PURSUIT,
+        "d_in": n_features,
+        "d_sae": n_components,
+        "dtype": "float32",
+        "device": "cpu",
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "reshape_activations": "none",
+        "metadata": {"sae_lens_version": _FORMAT_VERSION},
+        "residual_threshold": 0.0 if plain else float(weights.residual_threshold),
+        "max_iterations": weights.max_iterations,
+        "stop_on_duplicate_support": not plain,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    write_safetensors({"W_dec": weights.decoder_weight, "b_dec": weights.decoder_bias},
+                      folder / WEIGHTS_FILE)  # fmt: skip
     write_json(config, folder / CONFIG_FILE)
 
 
