@@ -162,3 +162,21 @@ def test_each_wrapper_saves_what_load_sae_reads_as_the_same_sae(data, tmp_path):
         loaded = load_sae(est.save(tmp_path / name))
         np.testing.assert_allclose(loaded.transform(X[:64]), est.transform(X[:64]),
                                    atol=1e-4, err_msg=name)  # fmt: skip
+
+
+def test_transcoders_are_scored_on_their_targets(data, tmp_path):
+    X = np.load(data / "train.npy")
+    mix = np.random.default_rng(1).normal(size=(8, 8)).astype(np.float32)
+    np.save(tmp_path / "train_y.npy", np.maximum(X @ mix, 0))
+    np.save(tmp_path / "test_y.npy", np.maximum(np.load(data / "test.npy") @ mix, 0))
+    record = tmp_path / "record.json"
+    _run(data, tmp_path / "units", "--families", "transcoder", "--settings", "tuned",
+         "--lr-factors", "1", "--train-y", str(tmp_path / "train_y.npy"),
+         "--test-y", str(tmp_path / "test_y.npy"), "--record", str(record))  # fmt: skip
+    units = json.loads(record.read_text())["units"]
+    assert {u["library"] for u in units} == {"ours", "sparsify"}
+    # a transcoder of a ReLU map: its FVU on Y is well under 1 for both
+    assert all(0 < u["fvu"] < 0.9 for u in units)
+    np.save(tmp_path / "short_y.npy", np.zeros((10, 8), np.float32))
+    with pytest.raises(ValueError, match="has 10 rows"):
+        side_by_side.usable(data / "train.npy", targets=tmp_path / "short_y.npy")

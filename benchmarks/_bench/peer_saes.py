@@ -59,13 +59,28 @@ class _Replay(torch.nn.Module):
         return self.rows[ids.clamp(min=0)]  # -1: padding or a row left out (excluded)
 
 
-class _ReplayModel(torch.nn.Module):
-    """The attributes sparsify's ``Trainer`` reads from a Hugging Face model, no more."""
+class _ReplayTarget(torch.nn.Module):
+    """A second 'layer' mapping the replayed input rows to the stored target rows of the
+    same ids (a transcoder's hookpoint: its input is X, its output Y)."""
 
-    def __init__(self, X):
+    def __init__(self, Y):
         super().__init__()
-        self.layers = torch.nn.ModuleList([_Replay(X)])
-        self.config = type("Config", (), {"num_hidden_layers": 1})()
+        self.register_buffer("rows", Y, persistent=False)
+        self.ids = None
+
+    def forward(self, x):
+        return self.rows[self.ids.clamp(min=0)]
+
+
+class _ReplayModel(torch.nn.Module):
+    """The attributes sparsify's ``Trainer`` reads from a Hugging Face model, no more;
+    with ``Y`` a second layer whose input is the row of X and output the row of Y."""
+
+    def __init__(self, X, Y=None):
+        super().__init__()
+        layers = [_Replay(X)] + ([] if Y is None else [_ReplayTarget(Y)])
+        self.layers = torch.nn.ModuleList(layers)
+        self.config = type("Config", (), {"num_hidden_layers": len(layers)})()
         self.dummy_inputs = {"input_ids": torch.zeros(1, 4, dtype=torch.long)}
 
     @property
@@ -77,7 +92,11 @@ class _ReplayModel(torch.nn.Module):
         return torch.device("cpu")
 
     def forward(self, input_ids=None, **kwargs):
-        return self.layers[0](input_ids)
+        output = self.layers[0](input_ids)
+        if len(self.layers) > 1:
+            self.layers[1].ids = input_ids
+            output = self.layers[1](output)
+        return output
 
 
 class SparsifySAE:
@@ -142,7 +161,8 @@ class SparsifySAE:
         self.verbose = verbose
 
     def fit(self, X, y=None, sequences=None):
-        """Train on the rows of ``X``.
+        """Train on the rows of ``X`` (with ``y``, a transcoder of ``X`` into ``y``:
+        sparsify's ``transcode=True``).
 
         ``sequences`` (optional, an int array of shape (n_sequences, sequence_length)):
         the model's own sequences as row indices, -1 marking padding and rows left out
@@ -151,7 +171,11 @@ class SparsifySAE:
         """
         from sparsify import SaeConfig, TrainConfig, Trainer
 
-        X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+        # a writable float32 array (a copy only when X is read-only, e.g. a memmap)
+        X = torch.from_numpy(np.require(X, dtype=np.float32, requirements="W"))
+        Y = None if y is None else torch.from_numpy(
+            np.require(y, dtype=np.float32, requirements="W"))  # fmt: skip
+        hookpoint = "layers.0" if Y is None else "layers.1"
         rng = np.random.default_rng(self.random_state)
         if sequences is None:
             length = self.sequence_length
@@ -182,9 +206,9 @@ class SparsifySAE:
         }  # fmt: skip
         with tempfile.TemporaryDirectory() as scratch, _quiet(self.verbose):
             cfg = TrainConfig(
-                SaeConfig(num_latents=self.n_components, k=self.k),
+                SaeConfig(num_latents=self.n_components, k=self.k, transcode=Y is not None),
                 batch_size=self.batch_size // length,
-                hookpoints=["layers.0"],
+                hookpoints=[hookpoint],
                 init_seeds=[self.random_state],
                 log_to_wandb=False,
                 save_dir=scratch,
@@ -192,16 +216,17 @@ class SparsifySAE:
                 exclude_tokens=[-1],
                 **optional,
             )
-            trainer = Trainer(cfg, dataset, _ReplayModel(X))
+            trainer = Trainer(cfg, dataset, _ReplayModel(X, Y))
             start = time.perf_counter()
             trainer.fit()
             self.train_seconds_ = time.perf_counter() - start
-        self.sae_ = trainer.saes["layers.0"].eval()
+        self.sae_ = trainer.saes[hookpoint].eval()
         self.lr_ = float(trainer.optimizers[0].param_groups[0]["lr"])
         self.n_steps_ = int(trainer.global_step)
         self.rows_seen_ = int((sequences >= 0).sum())
         self.settings_ = {
-            "trainer": "sparsify Trainer (TopK SparseCoder)",
+            "trainer": "sparsify Trainer (TopK SparseCoder"
+            + (", transcode=True)" if Y is not None else ")"),
             "batch_size": f"{cfg.batch_size} sequences of {length} shuffled rows",
             "optimizer": cfg.optimizer,
             "lr": self.lr_,
@@ -230,6 +255,10 @@ class SparsifySAE:
         with torch.no_grad():
             codes = torch.as_tensor(np.asarray(codes), dtype=torch.float32)
             return (codes @ self.sae_.W_dec + self.sae_.b_dec).numpy()
+
+    def predict(self, X):
+        """A transcoder's output for ``X`` (the reconstruction of an SAE)."""
+        return self.inverse_transform(self.transform(X))
 
 
 # dictionary_learning's trainers: (module, trainer class, SAE class); the gated trainer's
@@ -301,7 +330,8 @@ class DictionaryLearningSAE:
             raise ValueError(f"trainer must be one of {sorted(_DL_TRAINERS)}, got {self.trainer!r}.")
         module_name, trainer_name, sae_name = _DL_TRAINERS[self.trainer]
         module = importlib.import_module(f"dictionary_learning.trainers.{module_name}")
-        X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
+        # a writable float32 array (a copy only when X is read-only, e.g. a memmap)
+        X = torch.from_numpy(np.require(X, dtype=np.float32, requirements="W"))
         steps = self.epochs * (X.shape[0] // self.batch_size)
         options = {
             name: value

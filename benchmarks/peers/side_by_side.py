@@ -14,6 +14,10 @@ Families and libraries:
   ``alpha``: the same objective); the BatchTopK families encode at inference with their
   learned thresholds (SAELens's saved inference SAE, dictionary_learning's
   ``encode``);
+- ``transcoder`` (TopK, ``--train-y``/``--test-y`` the targets of the same tokens, e.g.
+  an MLP block's output for its input): our ``SAETranscoder`` and sparsify's
+  ``transcode=True`` (input and output of one width); FVU on the targets. SAELens 6.54
+  has transcoders for inference only, no training SAE;
 - ``l1`` (ReLU + L1, over a penalty grid covering L0 16-128): our
   ``SAEEncoder(activation="relu")`` and SAELens's ``StandardTrainingSAE``;
 - ``coding`` (iterative inference, k atoms): our minibatch ``GradientSparseCoder`` (OMP
@@ -70,7 +74,7 @@ from _bench.memory import peak_rss_mb  # noqa: E402
 from _bench.paths import recorded_path, recorded_threadpools  # noqa: E402
 from _bench.tables import format_table, with_std  # noqa: E402
 
-from sklearn_sparsegap import GradientSparseCoder, SAEEncoder  # noqa: E402
+from sklearn_sparsegap import GradientSparseCoder, SAEEncoder, SAETranscoder  # noqa: E402
 from sklearn_sparsegap.activations import load_activations  # noqa: E402
 from sklearn_sparsegap.activations._rows import row_norms, usable_rows  # noqa: E402
 
@@ -81,6 +85,8 @@ LIBRARIES = {
     "gated": ("ours", "saelens", "dictionary_learning"),
     "l1": ("ours", "saelens"),
     "coding": ("ours", "sklearn", "saelens"),
+    # SAELens 6.54 has transcoder classes for inference only (no training SAE)
+    "transcoder": ("ours", "sparsify"),
 }
 # Each library's name of a family's SAE: SAELens's architecture, dictionary_learning's trainer.
 SAELENS_ARCHITECTURE = {"topk": "topk", "batchtopk": "batchtopk", "l1": "standard",
@@ -93,17 +99,27 @@ DENSE = 0.1  # a latent active on more than this fraction of rows is dense
 
 
 # ----------------------------------------------------------------------------- data
-def usable(path, max_rows=None):
-    """The rows of a store (attention sinks left out) or of a ``.npy``, float32."""
-    if str(path).endswith(".npy"):
-        X = np.load(path, mmap_mode="r")
-        keep = np.arange(X.shape[0])
-    else:
-        X, meta = load_activations(path)
-        keep = np.flatnonzero(usable_rows(meta, X.shape[0], norms=row_norms(X, X.shape[0])))
-    if max_rows is not None:
-        keep = keep[:max_rows]
-    return np.asarray(X[keep], dtype=np.float32)
+def usable(path, max_rows=None, targets=None):
+    """The rows of a store (attention sinks left out) or of a ``.npy``, float32; with
+    ``targets`` (a second store or ``.npy`` of the same tokens, e.g. an MLP's output),
+    ``(X, Y)`` with the same rows of both."""
+
+    def load(path):
+        if str(path).endswith(".npy"):
+            return np.load(path, mmap_mode="r"), None
+        return load_activations(path)
+
+    X, meta = load(path)
+    keep = np.arange(X.shape[0]) if meta is None else np.flatnonzero(
+        usable_rows(meta, X.shape[0], norms=row_norms(X, X.shape[0])))  # fmt: skip
+    keep = keep[:max_rows]
+    rows = np.asarray(X[keep], dtype=np.float32)
+    if targets is None:
+        return rows
+    Y = load(targets)[0]
+    if Y.shape[0] != X.shape[0]:
+        raise ValueError(f"{targets} has {Y.shape[0]} rows but {path} has {X.shape[0]}.")
+    return rows, np.asarray(Y[keep], dtype=np.float32)
 
 
 # ------------------------------------------------------------------ learning rates
@@ -113,7 +129,7 @@ def default_lr(family, library, n_components):
     if library == "ours":
         if family == "coding":
             return None
-        est = SAEEncoder(n_components=n_components)
+        est = (SAETranscoder if family == "transcoder" else SAEEncoder)(n_components=n_components)
         return est._resolved_learning_rate(full_batch=False, n_components=n_components)
     if library == "saelens":
         import dataclasses
@@ -159,9 +175,11 @@ def make_estimator(unit, n_train, args):
                                matryoshka_prefixes=tuple(matryoshka_widths(args))),
             "l1": dict(activation="relu", alpha=unit["penalty"]),
             "gated": dict(activation="gated", alpha=unit["penalty"]),
+            "transcoder": dict(activation="topk", n_nonzero_coefs=k, alpha=0.0),
         }[family]  # fmt: skip
-        return SAEEncoder(n_components=n, max_iter=epochs, batch_size=batch, learning_rate=lr,
-                          random_state=seed, device="cpu", **params)  # fmt: skip
+        estimator = SAETranscoder if family == "transcoder" else SAEEncoder
+        return estimator(n_components=n, max_iter=epochs, batch_size=batch, learning_rate=lr,
+                         random_state=seed, device="cpu", **params)  # fmt: skip
     if library == "ours":  # minibatch alternation needs a batch size: 4,096 at (a)
         return GradientSparseCoder(n_components=n, fit_algorithm="omp",
                                    transform_n_nonzero_coefs=k, batch_size=batch or 4096,
@@ -209,13 +227,16 @@ def make_estimator(unit, n_train, args):
                                  random_state=seed, **careful)  # fmt: skip
 
 
-def fit_unit(unit, X_train, X_test, args):
-    """Fit ``unit`` on ``X_train``; its measurements on ``X_test``."""
+def fit_unit(unit, X_train, X_test, args, Y_train=None, Y_test=None):
+    """Fit ``unit`` on ``X_train`` (a transcoder: to ``Y_train``); its measurements on
+    ``X_test`` (a transcoder's FVU on ``Y_test``)."""
     est = make_estimator(unit, len(X_train), args)
+    transcoder = unit["family"] == "transcoder"
+    targets = (Y_train,) if transcoder else ()
     record = {}
     start = time.perf_counter()
     try:
-        est.fit(X_train)
+        est.fit(X_train, *targets)
     except AssertionError as error:  # dictionary_learning refusing a run shorter than its warm-up
         if unit["library"] != "dictionary_learning" or unit["setting"] != "defaults":
             raise
@@ -226,19 +247,20 @@ def fit_unit(unit, X_train, X_test, args):
         if unit["family"] == "gated":
             est.trainer_options = {**est.trainer_options, "sparsity_warmup_steps": steps // 20}
         start = time.perf_counter()
-        est.fit(X_train)
+        est.fit(X_train, *targets)
     wall = time.perf_counter() - start
     seconds = getattr(est, "train_seconds_", wall)
     rows_seen = getattr(est, "rows_seen_", None)
     if rows_seen is None:
         rows_seen = unit["epochs"] * len(X_train)
     codes = est.transform(X_test)
-    reconstruction = est.inverse_transform(codes)
+    target = Y_test if transcoder else X_test
+    reconstruction = est.predict(X_test) if transcoder else est.inverse_transform(codes)
     active = codes != 0
     frequency = active.mean(axis=0)
-    residual = ((X_test - reconstruction) ** 2).sum()
+    residual = ((target - reconstruction) ** 2).sum()
     record.update(
-        fvu=float(residual / ((X_test - X_test.mean(axis=0)) ** 2).sum()),
+        fvu=float(residual / ((target - target.mean(axis=0)) ** 2).sum()),
         l0=float(active.sum(axis=1).mean()),
         dead=float((frequency == 0).mean()),
         dense=float((frequency > DENSE).mean()),
@@ -266,6 +288,17 @@ def _settings(est):
         return est.settings_
     params = est.get_params() if hasattr(est, "get_params") else vars(est)
     return {k: v for k, v in params.items() if isinstance(v, (int, float, str, bool, type(None)))}
+
+
+def warm_up(X):
+    """One tiny fit of each of our estimators, so that the first unit's fit time does not
+    include what a process pays once (lazy imports, the first optimiser): the peers'
+    times are of their trainers' loops alone."""
+    rows = X[:64]
+    SAEEncoder(n_components=8, max_iter=1, batch_size=32, random_state=0).fit(rows)
+    SAETranscoder(n_components=8, max_iter=1, batch_size=32, random_state=0).fit(rows, rows)
+    GradientSparseCoder(n_components=8, fit_algorithm="omp", transform_n_nonzero_coefs=2,
+                        batch_size=32, max_iter=1, random_state=0).fit(rows)  # fmt: skip
 
 
 # ------------------------------------------------------------------------- units
@@ -390,7 +423,8 @@ def main(argv=None):
     parser.add_argument("--test", required=True, help="held-out store or .npy")
     parser.add_argument("--out", required=True, help="folder of the units (resumable)")
     parser.add_argument("--name", required=True, help="the activation set's label")
-    parser.add_argument("--families", default=",".join(LIBRARIES))
+    parser.add_argument("--families", default=",".join(f for f in LIBRARIES if f != "transcoder"),
+                        help="comma-separated, of " + ", ".join(LIBRARIES))
     parser.add_argument("--libraries", default="ours,saelens,sparsify,dictionary_learning,sklearn")
     parser.add_argument("--settings", default="defaults,tuned")
     parser.add_argument("--seeds", default="0,1,2")
@@ -403,6 +437,9 @@ def main(argv=None):
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--expansion", type=int, default=4)
     parser.add_argument("--batch", type=int, default=4096, help="the tuned batch size")
+    parser.add_argument("--train-y", default=None,
+                        help="the transcoders' targets for the training rows (same tokens)")
+    parser.add_argument("--test-y", default=None, help="the same for the held-out rows")
     parser.add_argument("--max-train-rows", type=int, default=None)
     parser.add_argument("--max-test-rows", type=int, default=10_000)
     parser.add_argument("--dry-run", action="store_true", help="list the units and stop")
@@ -415,13 +452,21 @@ def main(argv=None):
     args.lr_factors, args.alphas, args.l1 = (_floats(args.lr_factors), _floats(args.alphas),
                                              _floats(args.l1))  # fmt: skip
     args.matryoshka_fractions = _floats(args.matryoshka_fractions)
-    X_train = usable(args.train, args.max_train_rows)
-    X_test = usable(args.test, args.max_test_rows)
+    if "transcoder" in args.families:
+        if not (args.train_y and args.test_y):
+            parser.error("the transcoder family needs --train-y and --test-y")
+        X_train, Y_train = usable(args.train, args.max_train_rows, targets=args.train_y)
+        X_test, Y_test = usable(args.test, args.max_test_rows, targets=args.test_y)
+    else:
+        X_train, X_test = usable(args.train, args.max_train_rows), usable(args.test,
+                                                                         args.max_test_rows)
+        Y_train = Y_test = None
     args.n_components = args.expansion * X_train.shape[1]
     print(f"{args.name}: {len(X_train)} training rows, {len(X_test)} test rows, "
           f"d={X_train.shape[1]}, {args.n_components} latents, k={args.k}", flush=True)
     units_dir = Path(args.out) / "units"
     units_dir.mkdir(parents=True, exist_ok=True)
+    warm_up(X_train)
     while True:
         done = load_done(args.out)
         finished = {unit_key(u) for u in done}
@@ -435,7 +480,7 @@ def main(argv=None):
         print(f"[{len(finished) + 1}/{len(finished) + len(todo)}+] {unit_key(unit)}",
               end=" ", flush=True)  # fmt: skip
         torch.manual_seed(unit["seed"])
-        result = {**unit, **fit_unit(unit, X_train, X_test, args)}
+        result = {**unit, **fit_unit(unit, X_train, X_test, args, Y_train, Y_test)}
         print(f"FVU {result['fvu']:.4f} L0 {result['l0']:.1f} dead {result['dead']:.3f} "
               f"{result['rows_per_second']:.0f} rows/s", flush=True)
         (units_dir / f"{unit_key(unit)}.json").write_text(json.dumps(result, indent=1))
