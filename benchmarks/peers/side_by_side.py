@@ -59,6 +59,7 @@ peers environment (``pip install -e ".[benchmark]"``)::
 """
 
 import argparse
+import itertools
 import json
 import platform
 import sys
@@ -313,30 +314,29 @@ def unit_key(unit):
 
 
 def plan(args, done):
-    """The units to run, in order: (a) then (b); the L1 family's penalties other than
-    the middle one after its sweep, at the best factor so far (from ``done``)."""
+    """The units to run, in order: seed by seed (every library's first seed before any
+    second), the fewer epochs first, (a) then (b); a penalised family's penalties other
+    than the middle one after its sweep, at the best factor so far (from ``done``)."""
     units = []
-    for family in args.families:
-        penalties = penalty_grids(args) if family in PENALISED else {}
+    for seed, epochs, family in itertools.product(args.seeds, args.epochs, args.families):
+        grids = penalty_grids(args) if family in PENALISED else {}
         for library in (lib for lib in LIBRARIES[family] if lib in args.libraries):
             centre = default_lr(family, library, args.n_components)
-            grid = penalties.get(library, [None])
+            grid = grids.get(library, [None])
             middle = _middle(grid)
-            for epochs in args.epochs:
-                for seed in args.seeds:
-                    common = dict(family=family, library=library, epochs=epochs, seed=seed)
-                    if "defaults" in args.settings:
-                        units += [dict(common, setting="defaults", lr=None, lr_factor=None,
-                                       penalty=p) for p in grid]  # fmt: skip
-                    if "tuned" not in args.settings:
-                        continue
-                    factors = args.lr_factors if centre is not None else [None]
-                    units += [dict(common, setting="tuned", penalty=middle, lr_factor=f,
-                                   lr=None if f is None else f * centre) for f in factors]
-                    best = best_factor(done, family, library, epochs, middle)
-                    if best is not None:
-                        units += [dict(common, setting="tuned", penalty=p, lr_factor=best,
-                                       lr=best * centre) for p in grid if p != middle]
+            common = {"family": family, "library": library, "epochs": epochs, "seed": seed}
+            if "defaults" in args.settings:
+                units += [dict(common, setting="defaults", lr=None, lr_factor=None, penalty=p)
+                          for p in grid]  # fmt: skip
+            if "tuned" not in args.settings:
+                continue
+            factors = args.lr_factors if centre is not None else [None]
+            units += [dict(common, setting="tuned", penalty=middle, lr_factor=f,
+                           lr=None if f is None else f * centre) for f in factors]  # fmt: skip
+            best = best_factor(done, family, library, epochs, middle)
+            if best is not None:
+                units += [dict(common, setting="tuned", penalty=p, lr_factor=best,
+                               lr=best * centre) for p in grid if p != middle]  # fmt: skip
     return units
 
 
