@@ -180,3 +180,21 @@ def test_transcoders_are_scored_on_their_targets(data, tmp_path):
     np.save(tmp_path / "short_y.npy", np.zeros((10, 8), np.float32))
     with pytest.raises(ValueError, match="has 10 rows"):
         side_by_side.usable(data / "train.npy", targets=tmp_path / "short_y.npy")
+
+
+def test_a_sweep_best_at_its_end_goes_on_past_it_by_threes():
+    def done(fvus):
+        return [dict(family="topk", library="ours", setting="tuned", epochs=1, penalty=None,
+                     lr_factor=f, fvu=v, seed=0) for f, v in fvus.items()]  # fmt: skip
+
+    sweep = side_by_side.sweep
+    grid = [0.33, 1, 3]
+    assert sweep([], "topk", "ours", 1, None, grid) == grid
+    assert sweep(done({0.33: 0.5, 1: 0.4, 3: 0.45}), "topk", "ours", 1, None, grid) == grid
+    assert sweep(done({0.33: 0.5, 1: 0.4, 3: 0.3}), "topk", "ours", 1, None, grid) == [*grid, 9]
+    assert sweep(done({0.33: 0.5, 1: 0.4, 3: 0.3, 9: 0.35}), "topk", "ours", 1, None,
+                 grid) == [*grid, 9]  # fmt: skip
+    assert sweep(done({0.33: 0.5, 1: 0.4, 3: 0.3, 9: 0.2, 27: 0.1}), "topk", "ours", 1, None,
+                 grid) == [*grid, 9, 27]  # 81 is past MAX_LR_FACTOR  # fmt: skip
+    low = sweep(done({0.33: 0.2, 1: 0.4, 3: 0.5}), "topk", "ours", 1, None, grid)
+    assert low == [0.11, *grid]

@@ -330,7 +330,8 @@ def plan(args, done):
                           for p in grid]  # fmt: skip
             if "tuned" not in args.settings:
                 continue
-            factors = args.lr_factors if centre is not None else [None]
+            factors = sweep(done, family, library, epochs, middle, args.lr_factors) \
+                if centre is not None else [None]  # fmt: skip
             units += [dict(common, setting="tuned", penalty=middle, lr_factor=f,
                            lr=None if f is None else f * centre) for f in factors]  # fmt: skip
             best = best_factor(done, family, library, epochs, middle)
@@ -340,14 +341,39 @@ def plan(args, done):
     return units
 
 
-def best_factor(done, family, library, epochs, penalty):
+# A sweep whose best factor is at an end of the grid goes on past it, a step of 3 at a
+# time, up to this factor of the library's own default either way.
+MAX_LR_FACTOR = 30
+
+
+def sweep(done, family, library, epochs, penalty, factors):
+    """The learning-rate factors to try: ``factors``, extended by 3x past whichever end
+    has the lowest mean FVU so far (every library gets the same treatment)."""
+    factors = sorted(factors)
+    while True:
+        best = best_factor(done, family, library, epochs, penalty, factors)
+        if best is None or best not in (factors[0], factors[-1]):
+            return factors
+        step = 3.0 if best == factors[-1] else 1 / 3
+        nxt = round(best * step, 4)
+        if not 1 / MAX_LR_FACTOR <= nxt <= MAX_LR_FACTOR or nxt in factors:
+            return factors
+        factors = sorted([*factors, nxt])
+        if not any(u.get("lr_factor") == nxt and u["family"] == family
+                   and u["library"] == library and u["epochs"] == epochs for u in done):
+            return factors  # its unit is still to run
+
+
+def best_factor(done, family, library, epochs, penalty, among=None):
     """The learning-rate factor of the lowest mean FVU over seeds among the finished
-    tuned units of this library at ``penalty``; None before any."""
+    tuned units of this library at ``penalty`` (of the factors ``among``, when given);
+    None before any."""
     by_factor = {}
     for unit in done:
         if (unit["family"], unit["library"], unit["setting"], unit["epochs"],
                 unit.get("penalty")) == (family, library, "tuned", epochs, penalty) \
-                and unit.get("lr_factor") is not None:  # fmt: skip
+                and unit.get("lr_factor") is not None \
+                and (among is None or unit["lr_factor"] in among):  # fmt: skip
             by_factor.setdefault(unit["lr_factor"], []).append(unit["fvu"])
     if not by_factor:
         return None
