@@ -621,7 +621,12 @@ def _gap_activations_from_model(args, progress):
 
 
 def _run_gap(args):
-    from .experiments._gap import DEFAULT_BUDGETS, amortisation_gap_report, format_table
+    from .experiments._gap import (
+        DEFAULT_BUDGETS,
+        amortisation_gap_report,
+        format_table,
+        loss_note,
+    )
 
     progress = not args.quiet
     model = module = tokenizer = None
@@ -648,6 +653,9 @@ def _run_gap(args):
     for name, description in zip(record["table"]["method"][1:],
                                  settings["budget_descriptions"]):
         print(f"  {name}: {description}")
+    note = loss_note(record["table"], settings)
+    if note:
+        print(f"  {note}")
     for path in record["paths"].values():
         print(f"wrote {path}")
     return 0

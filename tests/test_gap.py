@@ -20,7 +20,7 @@ from sklearn_sparsegap.activations import (
 from sklearn_sparsegap.activations._rows import row_norms, usable_rows
 from sklearn_sparsegap.cli import main
 from sklearn_sparsegap.experiments import amortisation_gap_report
-from sklearn_sparsegap.experiments._gap import format_table, parse_budget
+from sklearn_sparsegap.experiments._gap import format_table, loss_note, parse_budget
 from sklearn_sparsegap.interop import load_sae, save_sae
 
 VOCAB, WIDTH, LATENTS, K = 24, 12, 32, 3
@@ -104,6 +104,12 @@ def test_store_end_to_end_numbers_and_files(store, our_sae, tmp_path):
     # Predicted tokens counted: 4 sequences of 12, none from position 0 (the sink, kept
     # true in every run) nor from the last token.
     assert record["settings"]["loss_recovered_tokens"] == 4 * (12 - 2)
+    assert record["settings"]["loss_recovered_sequences"] == 4
+    # each score with its bootstrap interval over the 4 sequences, said under the table
+    for score, low, high in zip(table["loss_recovered"], table["loss_recovered_low"],
+                                table["loss_recovered_high"]):
+        assert low <= score <= high
+    assert "40 predicted tokens of 4 sequences" in loss_note(table, record["settings"])
     # The files.
     saved = json.loads((out / "results.json").read_text())
     assert saved["table"]["fvu"] == pytest.approx(table["fvu"])

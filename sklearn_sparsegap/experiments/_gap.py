@@ -20,12 +20,14 @@ from ._gap_report import (
     build_table,
     check_out,
     format_table,
+    loss_note,
     sae_name,
     write_outputs,
 )
 from ._report import say
 
-__all__ = ["DEFAULT_BUDGETS", "amortisation_gap_report", "format_table", "parse_budget"]
+__all__ = ["DEFAULT_BUDGETS", "amortisation_gap_report", "format_table", "loss_note",
+           "parse_budget"]
 
 # The ITO ladder run when none is asked for: OMP at each row's own SAE L0 (the
 # ``SAEPlusITO(prefit=True)`` defaults), OMP at twice the SAE's mean L0, FISTA at the
@@ -434,16 +436,18 @@ def loss_recovered_rows(model, module, metadata, usable, estimators, *, n_sequen
                         progress=True):
     """Loss recovered of each estimator (:func:`loss_recovered`, the spliced forward pass
     on up to ``n_sequences`` of the activations' own sequences, position 0 kept true);
-    None per estimator when no sequence is long enough. Returns ``(scores, n_tokens)``."""
+    None per estimator when no sequence is long enough. Returns ``(scores, intervals,
+    n_tokens, n_sequences)``: each score's 95% bootstrap interval over the sequences
+    (None when it has none)."""
     import torch
 
     from ..activations._evaluation import loss_recovered
 
     tokens = holdout_sequences(metadata, np.flatnonzero(usable), n_sequences=n_sequences)
     if tokens is None:
-        return [None] * len(estimators), 0
+        return [None] * len(estimators), [None] * len(estimators), 0, 0
     batches = list(torch.split(tokens, 4))
-    scores, baseline = [], None
+    scores, intervals, baseline = [], [], None
     for name, estimator in estimators:
         say(f"loss recovered: {name}", progress=progress)
         # Position 0 (the attention sink) stays true in every run and out of the mean.
@@ -451,11 +455,13 @@ def loss_recovered_rows(model, module, metadata, usable, estimators, *, n_sequen
                                 reconstruct=estimator, baseline=baseline)
         baseline = baseline or result
         scores.append(result["score"])
-    return scores, baseline["n_tokens"]
+        interval = result.get("score_interval")
+        intervals.append(None if interval is None else tuple(float(v) for v in interval))
+    return scores, intervals, baseline["n_tokens"], len(tokens)
 
 
 def _settings(sae, sae_path, description, rows_note, tallies, specs, refiners, changes, *,
-              max_norm_ratio, device, module, loss_tokens, n_features):
+              max_norm_ratio, device, module, loss_tokens, loss_sequences, n_features):
     """What a run measured, on what: the ``settings`` of its record."""
     from ..interop._detect import checkpoint_folder, detect_format
 
@@ -467,7 +473,8 @@ def _settings(sae, sae_path, description, rows_note, tallies, specs, refiners, c
             "budget_descriptions": [d for _, _, d in refiners],
             "max_norm_ratio": max_norm_ratio, "device": str(device),
             "rows_changed_fraction": changes.rows_changed / tallies[0].n,
-            "loss_recovered_tokens": loss_tokens, "module": module}
+            "loss_recovered_tokens": loss_tokens, "loss_recovered_sequences": loss_sequences,
+            "module": module}
 
 
 def amortisation_gap_report(sae_path, activations, *, budgets=DEFAULT_BUDGETS, out=None,
@@ -573,19 +580,21 @@ def amortisation_gap_report(sae_path, activations, *, budgets=DEFAULT_BUDGETS, o
     refiners = build_refiners(sae, sample, specs, device=device)
     tallies, changes = stream_metrics(X, usable, sae, refiners, block_rows=block_rows,
                                       progress=progress)
-    loss_scores, loss_tokens = [None] * (len(refiners) + 1), 0
+    loss_scores = loss_intervals = [None] * (len(refiners) + 1)
+    loss_tokens = loss_sequences = 0
     if model is not None:
         if metadata is None:
             say("a .npy has no tokens: no loss recovered", progress=progress)
         else:
-            loss_scores, loss_tokens = loss_recovered_rows(
+            loss_scores, loss_intervals, loss_tokens, loss_sequences = loss_recovered_rows(
                 model, module, metadata, usable,
                 [(sae_name(sae), sae)] + [(name, est) for name, est, _ in refiners],
                 n_sequences=n_loss_sequences, progress=progress)
-    table = build_table(sae, refiners, tallies, loss_scores)
+    table = build_table(sae, refiners, tallies, loss_scores, loss_intervals)
     settings = _settings(sae, sae_path, description, rows_note, tallies, specs, refiners,
                          changes, max_norm_ratio=max_norm_ratio, device=device, module=module,
-                         loss_tokens=loss_tokens, n_features=X.shape[1])
+                         loss_tokens=loss_tokens, loss_sequences=loss_sequences,
+                         n_features=X.shape[1])
     record = {"answer": answer(table), "table": table,
               "changed_latents": changed_latents(changes, tallies, metadata=metadata,
                                                  tokenizer=tokenizer),

@@ -14,11 +14,17 @@ import numpy as np
 from ._report import say
 
 TABLE_COLUMNS = ("method", "fvu", "fvu_reduction", "mean_l0", "dead_fraction",
-                 "dense_fraction", "loss_recovered", "flops_per_row", "flops_ratio",
-                 "seconds_per_1k_rows", "budget")
+                 "dense_fraction", "loss_recovered", "loss_recovered_low",
+                 "loss_recovered_high", "flops_per_row", "flops_ratio", "seconds_per_1k_rows",
+                 "budget")
+# The printed table: the interval goes in a note under it (``loss_note``), the budgets
+# in lines of their own.
+PRINTED_COLUMNS = tuple(c for c in TABLE_COLUMNS
+                        if c not in ("loss_recovered_low", "loss_recovered_high", "budget"))
 _HEADERS = {"method": "method", "fvu": "FVU", "fvu_reduction": "FVU cut", "mean_l0": "L0",
             "dead_fraction": "dead", "dense_fraction": "dense",
-            "loss_recovered": "loss rec.", "flops_per_row": "FLOPs/row",
+            "loss_recovered": "loss rec.", "loss_recovered_low": "loss rec. low",
+            "loss_recovered_high": "loss rec. high", "flops_per_row": "FLOPs/row",
             "flops_ratio": "x SAE FLOPs", "seconds_per_1k_rows": "s/1k rows",
             "budget": "budget"}
 
@@ -29,7 +35,12 @@ def sae_name(sae):
     return f"SAE ({sae.activation}{k}, {sae.n_components} latents)"
 
 
-def build_table(sae, refiners, tallies, loss_scores):
+def build_table(sae, refiners, tallies, loss_scores, loss_intervals=None):
+    """The table of a run: one entry per method (the SAE, then each budget) in each of
+    ``TABLE_COLUMNS``; ``loss_intervals`` the ``(low, high)`` bootstrap interval of each
+    loss recovered (None where there is none)."""
+    if loss_intervals is None:
+        loss_intervals = [None] * len(loss_scores)
     names = [sae_name(sae)] + [name for name, _, _ in refiners]
     budgets = ["its own codes"] + [description for _, _, description in refiners]
     estimators = [sae] + [refiner for _, refiner, _ in refiners]
@@ -37,8 +48,8 @@ def build_table(sae, refiners, tallies, loss_scores):
     sae_flops = sae.inference_flops(n) / n
     table = {column: [] for column in TABLE_COLUMNS}
     sae_fvu = tallies[0].metrics()["fvu"]
-    for name, budget, estimator, tally, loss in zip(names, budgets, estimators, tallies,
-                                                    loss_scores):
+    for name, budget, estimator, tally, loss, interval in zip(
+            names, budgets, estimators, tallies, loss_scores, loss_intervals):
         metrics = tally.metrics()
         flops = estimator.inference_flops(n) / n
         table["method"].append(name)
@@ -49,6 +60,8 @@ def build_table(sae, refiners, tallies, loss_scores):
         table["dead_fraction"].append(metrics["dead_fraction"])
         table["dense_fraction"].append(metrics["dense_fraction"])
         table["loss_recovered"].append(loss)
+        table["loss_recovered_low"].append(None if interval is None else interval[0])
+        table["loss_recovered_high"].append(None if interval is None else interval[1])
         table["flops_per_row"].append(flops)
         table["flops_ratio"].append(flops / sae_flops)
         table["seconds_per_1k_rows"].append(metrics["seconds_per_1k_rows"])
@@ -73,6 +86,24 @@ def answer(table):
     return text + "."
 
 
+def loss_note(table, settings):
+    """One line on how loss recovered was measured and how sure it is (None without it):
+    the tokens and sequences, and each method's bootstrap interval."""
+    if not settings.get("loss_recovered_tokens"):
+        return None
+    intervals = "; ".join(
+        f"{name} {low:.3f}-{high:.3f}"
+        for name, low, high in zip(table["method"], table["loss_recovered_low"],
+                                   table["loss_recovered_high"])
+        if low is not None)  # fmt: skip
+    text = (f"loss recovered on {settings['loss_recovered_tokens']:,} predicted tokens of "
+            f"{settings['loss_recovered_sequences']} sequences (position 0 kept true and "
+            "left out)")
+    if intervals:
+        text += f"; 95% bootstrap intervals over the sequences: {intervals}"
+    return text
+
+
 def _cell(column, value):
     if value is None:
         return "-"
@@ -91,7 +122,7 @@ def _cell(column, value):
     return f"{value:.4f}" if column == "fvu" else f"{value:.3f}"
 
 
-def format_table(table, columns=TABLE_COLUMNS[:-1]):
+def format_table(table, columns=PRINTED_COLUMNS):
     """The table as aligned text (one line per method; the budgets are listed apart)."""
     header = [_HEADERS[c] for c in columns]
     lines = [[_cell(c, table[c][i]) for c in columns] for i in range(len(table["method"]))]
@@ -181,7 +212,7 @@ def write_html(record, path, png=None):
         f"SAE: {settings['sae']} ({settings['sae_format']})",
         f"activations: {settings['activations']}", settings["rows_note"],
         (f"ITO changed the codes of {100 * settings['rows_changed_fraction']:.1f}% of the "
-         "rows (first budget)")))
+         "rows (first budget)"), loss_note(table, settings)) if line)
     text = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>sparsegap gap report</title>
 <link rel="icon" href="data:,">
