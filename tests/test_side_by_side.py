@@ -198,3 +198,5 @@ def test_a_sweep_best_at_its_end_goes_on_past_it_by_threes():
                  grid) == [*grid, 9, 27]  # 81 is past MAX_LR_FACTOR  # fmt: skip
     low = sweep(done({0.33: 0.2, 1: 0.4, 3: 0.5}), "topk", "ours", 1, None, grid)
     assert low == [0.11, *grid]
+    # not before every factor of the grid has a result
+    assert sweep(done({0.33: 0.2}), "topk", "ours", 1, None, grid) == grid

@@ -350,7 +350,11 @@ def sweep(done, family, library, epochs, penalty, factors):
     """The learning-rate factors to try: ``factors``, extended by 3x past whichever end
     has the lowest mean FVU so far (every library gets the same treatment)."""
     factors = sorted(factors)
+    tried = {u["lr_factor"] for u in done if (u["family"], u["library"], u["epochs"],
+             u.get("penalty"), u["setting"]) == (family, library, epochs, penalty, "tuned")}
     while True:
+        if not tried.issuperset(factors):
+            return factors  # extend only once every factor so far has a result
         best = best_factor(done, family, library, epochs, penalty, factors)
         if best is None or best not in (factors[0], factors[-1]):
             return factors
@@ -359,9 +363,6 @@ def sweep(done, family, library, epochs, penalty, factors):
         if not 1 / MAX_LR_FACTOR <= nxt <= MAX_LR_FACTOR or nxt in factors:
             return factors
         factors = sorted([*factors, nxt])
-        if not any(u.get("lr_factor") == nxt and u["family"] == family
-                   and u["library"] == library and u["epochs"] == epochs for u in done):
-            return factors  # its unit is still to run
 
 
 def best_factor(done, family, library, epochs, penalty, among=None):
