@@ -141,6 +141,33 @@ def read_rows(X, start, stop):
     return _RowReader(X).read(start, stop) if isinstance(X, np.memmap) else np.array(X[start:stop])
 
 
+def take_rows(X, index):
+    """Rows ``index`` (integers, in any order) of ``X`` as a new in-memory array.
+
+    A memmap's rows are read from its file (:class:`_RowReader`), one run of consecutive
+    rows per call, never through the mapping: indexing a memmap with scattered rows
+    faults in the pages around each one (the kernel reads ahead), so a few thousand
+    sample rows would map in most of a large file and count in this process's memory.
+    """
+    index = np.asarray(index, dtype=np.intp)
+    if not isinstance(X, np.memmap):
+        return np.array(X[index])
+    order = np.argsort(index, kind="stable")
+    ordered = index[order]
+    rows = np.empty((len(index), X.shape[1]), dtype=X.dtype)
+    reader = _RowReader(X)
+    try:
+        # runs of consecutive rows (a repeated row starts a run of its own)
+        starts = np.flatnonzero(np.diff(ordered, prepend=-2) != 1)
+        for first, end in zip(starts, [*starts[1:], len(ordered)]):
+            reader.read(ordered[first], ordered[end - 1] + 1, out=rows[first:end])
+    finally:
+        reader.close()
+    out = np.empty_like(rows)
+    out[order] = rows
+    return out
+
+
 def iter_row_blocks(X, block_bytes=BLOCK_BYTES * 8):
     """Yield ``(start, rows)`` over ``X`` in blocks of about ``block_bytes`` (in-memory
     copies; on-disk arrays are read, never mapped whole)."""

@@ -24,6 +24,7 @@ from sklearn_sparsegap._batches import (
     _file_layout,
     is_streamed,
     read_rows,
+    take_rows,
 )
 from sklearn_sparsegap._validation import check_finite_rows
 
@@ -56,6 +57,25 @@ def test_rows_are_read_from_the_file_at_the_right_offset(tmp_path):
     for array, expected in [(loaded[:, 1:], X[:, 1:]), (cow, X)]:
         assert _file_layout(array) is None
         np.testing.assert_array_equal(read_rows(array, 3, 11), expected[3:11])
+
+
+def test_scattered_rows_of_a_memmap_are_read_from_its_file_not_its_mapping(tmp_path,
+                                                                           monkeypatch):
+    X = np.arange(50 * 4, dtype=np.float32).reshape(50, 4)
+    loaded = _on_disk(tmp_path, X)
+    calls = []
+    preadv = batches_module.os.preadv
+
+    def counting(*args):
+        calls.append(args[2])
+        return preadv(*args)
+
+    monkeypatch.setattr(batches_module.os, "preadv", counting)
+    index = [7, 3, 4, 5, 40, 3, 49]  # any order, runs and a repeat
+    np.testing.assert_array_equal(take_rows(loaded, index), X[index])
+    assert len(calls) == 5  # one read per run of the sorted rows: 3 / 3-5 / 7 / 40 / 49
+    np.testing.assert_array_equal(take_rows(X, index), X[index])  # in memory: indexing
+    assert take_rows(loaded, []).shape == (0, 4)
 
 
 def test_disk_batches_cover_every_row_once_and_resume_mid_epoch(tmp_path):

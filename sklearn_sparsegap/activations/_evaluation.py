@@ -5,6 +5,7 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 
+from .._batches import read_rows
 from .._metrics import ExplainedDeviance
 from .._torch_utils import to_numpy, to_tensor
 from ._extract import call_model, hooked, model_device, split_batch
@@ -92,7 +93,9 @@ def fraction_variance_unexplained(X, X_pred, *, batch_size=_DEFAULT_BATCH_SIZE):
         )
     sums = ExplainedDeviance(X.shape[1])
     for rows in _row_batches(X.shape[0], batch_size):
-        block, predicted = np.asarray(X[rows]), np.asarray(X_pred[rows])
+        # read, not mapped in (a memmap's pages would stay in this process's memory)
+        block = read_rows(X, rows.start, rows.stop)
+        predicted = read_rows(X_pred, rows.start, rows.stop)
         if not (np.isfinite(block).all() and np.isfinite(predicted).all()):
             raise ValueError(f"X and X_pred must be finite; rows {rows.start}-{rows.stop} are not.")
         sums.update(block, predicted)
@@ -167,7 +170,7 @@ def reconstruction_metrics(
     sums = ExplainedDeviance(X.shape[1])
     active_counts, total_l0 = None, 0
     for rows in _row_batches(X.shape[0], batch_size):
-        block = np.asarray(X[rows])
+        block = read_rows(X, rows.start, rows.stop)
         counts, reconstruction = _active_and_reconstruction(estimator, block)
         active_counts = counts if active_counts is None else active_counts + counts
         total_l0 += int(counts.sum())

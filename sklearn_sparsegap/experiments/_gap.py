@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._batches import iter_row_blocks
+from .._batches import iter_row_blocks, take_rows
 from ..activations._rows import MAX_NORM_RATIO, holdout_sequences, usable_rows
 from ._gap_report import (
     answer,
@@ -187,7 +187,7 @@ def evenly_spaced_rows(X, usable, n_rows):
     index = np.flatnonzero(usable)
     if len(index) > n_rows:
         index = index[np.linspace(0, len(index) - 1, n_rows).astype(np.intp)]
-    return np.asarray(X[index], dtype=np.float32)
+    return np.asarray(take_rows(X, index), dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- the SAE
