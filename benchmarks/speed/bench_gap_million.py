@@ -41,18 +41,22 @@ from sklearn_sparsegap.interop import save_sae  # noqa: E402
 
 CHUNK = 2**15
 
-# The child: run the command, then report its own peak memory.
+# The child: run the command while a thread samples its memory every second (``VmRSS``,
+# ``RssAnon``: the heap; ``RssFile``: file pages mapped in), then report its own peak
+# (``VmHWM``) and the samples: a peak that grows with the rows shows in them.
 CHILD = """
-import json, sys
+import json, sys, threading, time
+sys.path.insert(0, sys.argv.pop(1))
+from _bench.memory import memory_status
 from sklearn_sparsegap.cli import main
+samples, stop = [], threading.Event()
+def sample(start=time.perf_counter()):
+    while not stop.wait(1.0):
+        samples.append({"t": round(time.perf_counter() - start, 1), **memory_status()})
+threading.Thread(target=sample, daemon=True).start()
 code = main(sys.argv[1:])
-status = {}
-with open("/proc/self/status") as f:
-    for line in f:
-        key, _, value = line.partition(":")
-        if key in ("VmHWM", "VmRSS"):
-            status[key] = int(value.split()[0]) / 1024
-print("MEMORY " + json.dumps(status))
+stop.set()
+print("MEMORY " + json.dumps({**memory_status(), "samples": samples}))
 sys.exit(code)
 """
 
@@ -105,8 +109,9 @@ def main(argv=None):
                    "--budgets", *args.budgets, "--block-rows", str(args.block_rows),
                    "--out", str(scratch / "out"), "--quiet", "--device", "cpu"]
         started = time.perf_counter()
-        done = subprocess.run([sys.executable, "-c", CHILD, *command], capture_output=True,
-                              text=True)  # fmt: skip
+        benchmarks = str(Path(__file__).resolve().parents[1])
+        done = subprocess.run([sys.executable, "-c", CHILD, benchmarks, *command],
+                              capture_output=True, text=True)  # fmt: skip
         seconds = time.perf_counter() - started
         if done.returncode != 0:
             sys.exit(f"sparsegap gap failed:\n{done.stdout}\n{done.stderr}")
@@ -116,6 +121,13 @@ def main(argv=None):
     print(answer_line)
     print(f"sparsegap gap on {args.rows:,} rows: {seconds:.0f} s ({args.rows / seconds:,.0f} "
           f"rows/s, SAE and every budget), peak resident memory {memory['VmHWM']:.0f} MB")
+    samples = memory.pop("samples")
+    if samples:
+        for name in ("VmRSS", "RssAnon", "RssFile"):
+            values = [m.get(name, 0) for m in samples]
+            print(f"  {name}: first {values[0]:.0f} MB, at half time "
+                  f"{values[len(values) // 2]:.0f} MB, last {values[-1]:.0f} MB, max "
+                  f"{max(values):.0f} MB")
     table = result["table"]
     for i, method in enumerate(table["method"]):
         print(f"  {method}: FVU {table['fvu'][i]:.4f}, L0 {table['mean_l0'][i]:.2f}, "
@@ -130,7 +142,9 @@ def main(argv=None):
         "rows": args.rows, "n_features": D, "n_components": args.n_components, "k": K,
         "file_gb": round(size_gb, 3), "seconds": round(seconds, 1),
         "rows_per_second": round(args.rows / seconds, 1),
-        "peak_rss_mb": round(memory["VmHWM"], 1), "answer": answer_line, "table": table,
+        "peak_rss_mb": round(memory["VmHWM"], 1), "memory_at_end_mb": memory,
+        "memory_samples": samples[:: max(1, len(samples) // 50)],
+        "answer": answer_line, "table": table,
         "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
         "threadpools": pools, "load_average": os.getloadavg(),
     }
