@@ -432,20 +432,38 @@ def _add_context_text(contexts, metadata, tokenizer, left=12):
 # --------------------------------------------------------------------------- loss recovered
 
 
+def _check_module(model, module):
+    """With a ``model``, its ``module`` must be named and exist (close names listed)."""
+    if model is None:
+        return
+    from ..activations._extract import get_submodule
+
+    if module is None:
+        raise ValueError("module: the hooked submodule is needed with model")
+    get_submodule(model, module)
+
+
 def loss_recovered_rows(model, module, metadata, usable, estimators, *, n_sequences=8,
                         progress=True):
     """Loss recovered of each estimator (:func:`loss_recovered`, the spliced forward pass
     on up to ``n_sequences`` of the activations' own sequences, position 0 kept true);
     None per estimator when no sequence is long enough. Returns ``(scores, intervals,
     n_tokens, n_sequences)``: each score's 95% bootstrap interval over the sequences
-    (None when it has none)."""
+    (None when it has none). Without a ``model``, or without the tokens (a ``.npy`` has
+    no ``metadata``), every score is None."""
     import torch
 
     from ..activations._evaluation import loss_recovered
 
+    nothing = [None] * len(estimators), [None] * len(estimators), 0, 0
+    if model is None:
+        return nothing
+    if metadata is None:
+        say("a .npy has no tokens: no loss recovered", progress=progress)
+        return nothing
     tokens = holdout_sequences(metadata, np.flatnonzero(usable), n_sequences=n_sequences)
     if tokens is None:
-        return [None] * len(estimators), [None] * len(estimators), 0, 0
+        return nothing
     batches = list(torch.split(tokens, 4))
     scores, intervals, baseline = [], [], None
     for name, estimator in estimators:
@@ -561,12 +579,7 @@ def amortisation_gap_report(sae_path, activations, *, budgets=DEFAULT_BUDGETS, o
     specs = [parse_budget(b) for b in budgets]
     if not specs:
         raise ValueError("budgets: give at least one ITO budget")
-    if model is not None:
-        from ..activations._extract import get_submodule
-
-        if module is None:
-            raise ValueError("module: the hooked submodule is needed with model")
-        get_submodule(model, module)  # a missing module: close names listed
+    _check_module(model, module)
     X, metadata, description = open_activations(activations, max_rows=max_rows)
     sae = load_checked_sae(sae_path, X.shape[1], activations_name=str(activations),
                            scaling_factor=scaling_factor, device=device)
@@ -580,16 +593,10 @@ def amortisation_gap_report(sae_path, activations, *, budgets=DEFAULT_BUDGETS, o
     refiners = build_refiners(sae, sample, specs, device=device)
     tallies, changes = stream_metrics(X, usable, sae, refiners, block_rows=block_rows,
                                       progress=progress)
-    loss_scores = loss_intervals = [None] * (len(refiners) + 1)
-    loss_tokens = loss_sequences = 0
-    if model is not None:
-        if metadata is None:
-            say("a .npy has no tokens: no loss recovered", progress=progress)
-        else:
-            loss_scores, loss_intervals, loss_tokens, loss_sequences = loss_recovered_rows(
-                model, module, metadata, usable,
-                [(sae_name(sae), sae)] + [(name, est) for name, est, _ in refiners],
-                n_sequences=n_loss_sequences, progress=progress)
+    loss_scores, loss_intervals, loss_tokens, loss_sequences = loss_recovered_rows(
+        model, module, metadata, usable,
+        [(sae_name(sae), sae)] + [(name, est) for name, est, _ in refiners],
+        n_sequences=n_loss_sequences, progress=progress)
     table = build_table(sae, refiners, tallies, loss_scores, loss_intervals)
     settings = _settings(sae, sae_path, description, rows_note, tallies, specs, refiners,
                          changes, max_norm_ratio=max_norm_ratio, device=device, module=module,
