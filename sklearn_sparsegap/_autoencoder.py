@@ -566,6 +566,8 @@ class AutoencoderSettings:
     matryoshka_prefixes: object = None
     n_outputs: object = None
     skip_connection: bool = False
+    # Clip each step's global gradient norm to this (None: no clipping).
+    max_grad_norm: object = None
 
 
 @dataclass
@@ -951,6 +953,7 @@ def fit_autoencoder(data, settings, previous=None, *, group=None, zero_code_rows
             start_step=0 if previous is None else previous.n_steps,
             start_epoch=0 if previous is None else previous.n_epochs,
             resume_from=resume_from,
+            max_grad_norm=settings.max_grad_norm,
         )
     zero = 0.0
     if settings.target != "codes" and X.shape[0]:

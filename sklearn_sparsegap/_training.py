@@ -620,6 +620,7 @@ def _restore(path, state, callbacks):
 def train(
     compute_gradients, data, *, optimizer, n_epochs, batch_size=None, generator=None,
     atoms=None, model=None, callbacks=(), start_step=0, start_epoch=0, resume_from=None,
+    max_grad_norm=None,
 ):  # fmt: skip
     """Minimise a loss with ``optimizer`` for ``n_epochs`` passes over the data.
 
@@ -664,6 +665,9 @@ def train(
     resume_from : str or path-like or None
         A :class:`Checkpoint` file of an interrupted call with these same arguments:
         restore it and continue.
+    max_grad_norm : float or None
+        Clip the global norm of every step's gradient (all the optimised parameters
+        together, after the atoms' projection) to this value before the step.
 
     Returns
     -------
@@ -690,7 +694,8 @@ def train(
             _notify(callbacks, "on_epoch_begin", state)
             batches = _epoch_batches(state, source, device)
             for batch in batches:
-                _train_step(state, batch, compute_gradients, callbacks, atoms if project else None)
+                _train_step(state, batch, compute_gradients, callbacks, atoms if project else None,
+                            max_grad_norm)
             state.batch = 0
             _notify(callbacks, "on_epoch_end", state)
             state.epoch += 1
@@ -732,16 +737,21 @@ def _epoch_batches(state, source, device):
     return order.split(state.batch_size)[state.batch :]
 
 
-def _train_step(state, batch, compute_gradients, callbacks, atoms=None):
+def _train_step(state, batch, compute_gradients, callbacks, atoms=None, max_grad_norm=None):
     """One optimiser step on ``batch``: ``compute_gradients``, then the step; ``atoms``
     (when given) have their gradient projected on the sphere's tangent before it and
-    are renormalised after it. Notifies ``on_step_begin`` and ``on_step_end`` and
-    advances ``state``'s counters."""
+    are renormalised after it; with ``max_grad_norm`` the gradient's global norm is
+    clipped to it (on the device, no host synchronisation). Notifies ``on_step_begin``
+    and ``on_step_end`` and advances ``state``'s counters."""
     state.want_stats = False
     _notify(callbacks, "on_step_begin", state)
     state.codes, state.stats = compute_gradients(batch, state.want_stats)
     if atoms is not None:
         project_atom_gradients(atoms)
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(
+            [p for group in state.optimizer.param_groups for p in group["params"]
+             if p.grad is not None], max_grad_norm)  # fmt: skip
     state.optimizer.step()
     if atoms is not None:
         renormalize_atoms(atoms)

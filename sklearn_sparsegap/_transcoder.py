@@ -119,6 +119,8 @@ class SAETranscoder(_BaseAutoencoder):
         As in :class:`SAEEncoder` (None: the full batch up to 8,192 rows in memory).
     learning_rate : float, default=None
         Adam learning rate; None as in :class:`SAEEncoder`.
+    max_grad_norm : float, default=None
+        Clip each step's global gradient norm to this value (as in :class:`SAEEncoder`).
     tol : float, default=0.0
         Relative improvement of the logged loss over 100 steps below which training
         stops; 0 runs every epoch.
@@ -226,6 +228,7 @@ class SAETranscoder(_BaseAutoencoder):
         "max_iter": [Interval(Integral, 1, None, closed="left"), None],
         "batch_size": [Interval(Integral, 1, None, closed="left"), None],
         "learning_rate": [Interval(Real, 0, None, closed="neither"), None],
+        "max_grad_norm": [Interval(Real, 0, None, closed="neither"), None],
         "tol": [Interval(Real, 0, None, closed="left")],
         "dead_window": [Interval(Integral, 1, None, closed="left"), None],
         "auxk_alpha": [Interval(Real, 0, None, closed="left")],
@@ -250,6 +253,7 @@ class SAETranscoder(_BaseAutoencoder):
         max_iter=None,
         batch_size=None,
         learning_rate=None,
+        max_grad_norm=None,
         tol=0.0,
         dead_window=None,
         auxk_alpha=1 / 32,
@@ -270,6 +274,7 @@ class SAETranscoder(_BaseAutoencoder):
         self.max_iter = max_iter
         self.batch_size = batch_size
         self.learning_rate = learning_rate
+        self.max_grad_norm = max_grad_norm
         self.tol = tol
         self.dead_window = dead_window
         self.auxk_alpha = auxk_alpha

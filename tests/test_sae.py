@@ -693,3 +693,19 @@ def test_a_relu_sae_in_minibatches_starts_with_a_small_encoder(data):
                 SAEEncoder(batch_size=256, activation="topk", n_nonzero_coefs=3, **params)):
         est.fit(X)
         np.testing.assert_allclose(est.coefs_[0], est.components_, atol=1e-9)
+
+
+def test_max_grad_norm_is_validated_and_changes_a_minibatch_fit():
+    from sklearn_sparsegap import SAETranscoder
+
+    X, _, _ = make_sparse_dictionary_data(512, n_components=16, n_features=8, random_state=0)
+    params = dict(n_components=16, activation="topk", n_nonzero_coefs=3, alpha=0.0,
+                  batch_size=64, max_iter=2, random_state=0)  # fmt: skip
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        SAEEncoder(max_grad_norm=0.0, **params).fit(X)
+    plain = SAEEncoder(**params).fit(X)
+    clipped = SAEEncoder(max_grad_norm=1e-3, **params).fit(X)
+    assert np.isfinite(clipped.components_).all()
+    # tiny clipped gradients still take Adam steps of about the rate, but not the same ones
+    assert not np.allclose(clipped.components_, plain.components_)
+    assert SAETranscoder(max_grad_norm=1.0).get_params()["max_grad_norm"] == 1.0

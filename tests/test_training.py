@@ -354,3 +354,15 @@ def test_train_step_keeps_atoms_on_the_sphere_and_advances_the_counters():
     # The next step asks for statistics only if a callback wants them again.
     _train_step(state, None, compute_gradients, (recorder,), atoms)
     assert seen == [True, False] and state.step == 2
+
+
+@pytest.mark.parametrize("max_grad_norm", [None, 0.25])
+def test_max_grad_norm_clips_each_step_to_that_norm(max_grad_norm):
+    X, model, _, compute = _problem()
+    X += 10.0  # far from w=0: the gradient norm starts near 10 * sqrt(3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)  # the step is the gradient
+    before = model.w.detach().clone()
+    train(compute, 10, optimizer=optimizer, n_epochs=1, max_grad_norm=max_grad_norm)
+    moved = float((model.w.detach() - before).norm())
+    expected = float(X.mean(dim=0).norm()) if max_grad_norm is None else max_grad_norm
+    assert moved == pytest.approx(expected, rel=1e-6)  # torch divides by norm + 1e-6
