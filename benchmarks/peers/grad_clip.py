@@ -5,8 +5,9 @@ At the same learning rate dictionary_learning's TopK trainer beat ours by 8% on 
 layer 3 (one epoch); of its differences (warm-up, geometric-median bias, gradient
 clipping at norm 1) only the clipping mattered. This script measures ``SAEEncoder``
 (k=32, 4x width, batch 4,096, ``--epochs`` epochs) at ``--factors`` times its default
-minibatch rate, with ``max_grad_norm`` None and ``--clip``, and prints held-out FVU and
-dead fraction for each, then the clipped fit's FVU change. Data as ``side_by_side.py``:
+minibatch rate, with ``max_grad_norm`` None and ``--clip``, and prints held-out FVU, L0
+and dead fraction for each, then the clipped fit's FVU change (``--alpha``: a ReLU SAE
+with that L1 penalty instead, whose L0 moves too). Data as ``side_by_side.py``:
 activation stores (attention sinks left out) or ``.npy`` files. Run::
 
     python benchmarks/peers/grad_clip.py --train TRAIN_DIR --test TEST_DIR \\
@@ -36,7 +37,8 @@ def held_out(est, X_test):
     codes = est.transform(X_test)
     residual = X_test - est.inverse_transform(codes)
     fvu = float((residual**2).sum() / ((X_test - X_test.mean(axis=0)) ** 2).sum())
-    return fvu, float((~(codes != 0).any(axis=0)).mean())
+    active = codes != 0
+    return fvu, float((~active.any(axis=0)).mean()), float(active.sum(axis=1).mean())
 
 
 def main(argv=None):
@@ -47,6 +49,8 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--factors", default="1,3,9")
     parser.add_argument("--clip", type=float, default=1.0)
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="a ReLU SAE with this L1 penalty instead of TopK k=32")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--record", default=None)
     args = parser.parse_args(argv)
@@ -57,24 +61,27 @@ def main(argv=None):
     for factor in (float(f) for f in args.factors.split(",")):
         for clip in (None, args.clip):
             start = time.perf_counter()
-            est = SAEEncoder(n_components=n_components, activation="topk", n_nonzero_coefs=32,
-                             alpha=0.0, batch_size=4096, max_iter=args.epochs,
+            family = (dict(activation="topk", n_nonzero_coefs=32, alpha=0.0) if args.alpha is None
+                      else dict(activation="relu", alpha=args.alpha))  # fmt: skip
+            est = SAEEncoder(n_components=n_components, batch_size=4096, max_iter=args.epochs,
                              learning_rate=factor * centre, max_grad_norm=clip,
-                             random_state=args.seed, device="cpu").fit(X_train)  # fmt: skip
-            fvu, dead = held_out(est, X_test)
+                             random_state=args.seed, device="cpu", **family).fit(X_train)
+            fvu, dead, l0 = held_out(est, X_test)
             rows.append({"lr_factor": factor, "lr": factor * centre, "max_grad_norm": clip,
-                         "fvu": fvu, "dead": dead,
+                         "fvu": fvu, "l0": l0, "dead": dead,
                          "fit_seconds": time.perf_counter() - start})  # fmt: skip
-            print(f"x{factor:g} max_grad_norm={clip}: FVU {fvu:.4f}, dead {dead:.3f}", flush=True)
+            print(f"x{factor:g} max_grad_norm={clip}: FVU {fvu:.4f}, L0 {l0:.1f}, "
+                  f"dead {dead:.3f}", flush=True)
     for plain, clipped in zip(rows[::2], rows[1::2]):
         clipped["fvu_change"] = clipped["fvu"] / plain["fvu"] - 1
-    table = format_table(rows, ["lr_factor", "max_grad_norm", "fvu", "dead", "fvu_change"],
+    table = format_table(rows, ["lr_factor", "max_grad_norm", "fvu", "l0", "dead", "fvu_change"],
                          title=f"{args.name}: {len(X_train)} rows, {args.epochs} epoch(s)")
     print("\n" + table)
     if args.record:
         record = {
             "name": args.name, "train_rows": len(X_train), "test_rows": len(X_test),
-            "n_features": X_train.shape[1], "n_components": n_components, "k": 32,
+            "n_features": X_train.shape[1], "n_components": n_components,
+            "family": "TopK k=32" if args.alpha is None else f"ReLU alpha={args.alpha}",
             "batch_size": 4096, "epochs": args.epochs, "seed": args.seed,
             "command": "python benchmarks/peers/grad_clip.py " + " ".join(
                 recorded_path(a) if "/" in a else a
