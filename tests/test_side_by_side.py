@@ -200,3 +200,19 @@ def test_a_sweep_best_at_its_end_goes_on_past_it_by_threes():
     assert low == [0.11, *grid]
     # not before every factor of the grid has a result
     assert sweep(done({0.33: 0.2}), "topk", "ours", 1, None, grid) == grid
+
+
+def test_ours_clip_runs_our_sae_again_with_gradient_clipping():
+    class Args:
+        n_components, k, batch = 64, 4, 512
+        matryoshka_fractions, alphas, l1, ours_clip = [0.25], [0.1, 1.0], [1.0], 1.0
+        libraries = ["ours", "saelens"]
+
+    assert side_by_side.libraries("topk", Args) == ["ours", "ours-clip", "saelens"]
+    assert side_by_side.libraries("coding", Args) == ["ours", "saelens"]  # no SAE there
+    unit = dict(family="l1", library="ours-clip", setting="tuned", epochs=1, seed=0,
+                lr=None, penalty=1.0)  # fmt: skip
+    est = side_by_side.make_estimator(unit, 4096, Args)
+    assert est.max_grad_norm == 1.0 and est.alpha == 1.0
+    Args.ours_clip = None
+    assert side_by_side.libraries("topk", Args) == ["ours", "saelens"]

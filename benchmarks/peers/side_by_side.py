@@ -42,6 +42,10 @@ Settings:
   penalised families sweep the rate at the middle penalty and run the other penalties
   at the best factor.
 
+``--ours-clip 1.0`` also runs our SAEs with ``max_grad_norm=1.0`` (library
+``ours-clip``): dictionary_learning's and SAELens's trainers clip gradients at that norm,
+and it accounts for most of their lead at one learning rate (``grad_clip.py``).
+
 Every fit is a unit (family, library, setting, learning-rate factor, penalty, seed,
 epochs), written to ``OUT/units/<key>.json`` when it ends: a run resumes where it
 stopped, and runs in several sessions add up. Measured on the held-out rows: FVU,
@@ -96,6 +100,17 @@ SAELENS_ARCHITECTURE = {"topk": "topk", "batchtopk": "batchtopk", "l1": "standar
 DL_TRAINER = {"topk": "topk", "batchtopk": "batchtopk", "matryoshka": "matryoshka_batchtopk",
               "gated": "gated"}  # fmt: skip
 PENALISED = ("l1", "gated")  # families swept over a penalty grid
+# Our SAEs again with max_grad_norm=--ours-clip (what dictionary_learning and SAELens do).
+OURS_CLIPPED = "ours-clip"
+
+
+def libraries(family, args):
+    """The libraries run on ``family``: those of ``--libraries`` that have it, and our
+    SAE with gradient clipping beside ours when ``--ours-clip`` is given."""
+    chosen = [lib for lib in LIBRARIES[family] if lib in args.libraries]
+    if getattr(args, "ours_clip", None) is not None and "ours" in chosen and family != "coding":
+        chosen.insert(chosen.index("ours") + 1, OURS_CLIPPED)
+    return chosen
 DENSE = 0.1  # a latent active on more than this fraction of rows is dense
 
 
@@ -127,7 +142,7 @@ def usable(path, max_rows=None, targets=None):
 def default_lr(family, library, n_components):
     """The learning rate ``library`` uses at its defaults for this width (the centre
     of the sweep); None for scikit-learn, which has none."""
-    if library == "ours":
+    if library in ("ours", OURS_CLIPPED):
         if family == "coding":
             return None
         est = (SAETranscoder if family == "transcoder" else SAEEncoder)(n_components=n_components)
@@ -151,7 +166,7 @@ def penalty_grids(args):
     """Each library's penalty grid of the penalised families: ours ``alpha``,
     SAELens's ``l1_coefficient``, dictionary_learning's gated ``l1_penalty`` (twice our
     alpha: the same objective, see ``_families.family_gradient_function``)."""
-    return {"ours": args.alphas, "saelens": args.l1,
+    return {"ours": args.alphas, OURS_CLIPPED: args.alphas, "saelens": args.l1,
             "dictionary_learning": [2 * a for a in args.alphas]}
 
 
@@ -168,7 +183,7 @@ def make_estimator(unit, n_train, args):
     lr = unit["lr"]
     batch = args.batch if tuned else None
     steps = epochs * (n_train // (batch or 4096))
-    if library == "ours" and family != "coding":
+    if library in ("ours", OURS_CLIPPED) and family != "coding":
         params = {
             "topk": dict(activation="topk", n_nonzero_coefs=k, alpha=0.0),
             "batchtopk": dict(activation="batchtopk", n_nonzero_coefs=k, alpha=0.0),
@@ -178,6 +193,8 @@ def make_estimator(unit, n_train, args):
             "gated": dict(activation="gated", alpha=unit["penalty"]),
             "transcoder": dict(activation="topk", n_nonzero_coefs=k, alpha=0.0),
         }[family]  # fmt: skip
+        if library == OURS_CLIPPED:
+            params["max_grad_norm"] = args.ours_clip
         estimator = SAETranscoder if family == "transcoder" else SAEEncoder
         return estimator(n_components=n, max_iter=epochs, batch_size=batch, learning_rate=lr,
                          random_state=seed, device="cpu", **params)  # fmt: skip
@@ -320,7 +337,7 @@ def plan(args, done):
     units = []
     for seed, epochs, family in itertools.product(args.seeds, args.epochs, args.families):
         grids = penalty_grids(args) if family in PENALISED else {}
-        for library in (lib for lib in LIBRARIES[family] if lib in args.libraries):
+        for library in libraries(family, args):
             centre = default_lr(family, library, args.n_components)
             grid = grids.get(library, [None])
             middle = _middle(grid)
@@ -464,6 +481,8 @@ def main(argv=None):
     parser.add_argument("--k", type=int, default=32)
     parser.add_argument("--expansion", type=int, default=4)
     parser.add_argument("--batch", type=int, default=4096, help="the tuned batch size")
+    parser.add_argument("--ours-clip", type=float, default=None,
+                        help="also run our SAEs with this max_grad_norm (library ours-clip)")
     parser.add_argument("--train-y", default=None,
                         help="the transcoders' targets for the training rows (same tokens)")
     parser.add_argument("--test-y", default=None, help="the same for the held-out rows")
