@@ -224,6 +224,10 @@ class FamilyAutoencoderModule(SparseAutoencoderModule):
         self.prefix_seed = int(prefix_seed)
         if sampled:
             self.register_buffer("prefix_draws", torch.zeros((), dtype=torch.int64))
+            # The count on the host too, so a step reads no device memory; a loaded
+            # state (a checkpoint) sets the buffer, read once at the next draw.
+            self._draws = 0
+            self.register_load_state_dict_post_hook(_forget_host_draws)
         self.transcoder = n_outputs is not None
         n_outputs = n_features if n_outputs is None else n_outputs
         if self.transcoder:
@@ -305,8 +309,11 @@ class FamilyAutoencoderModule(SparseAutoencoderModule):
         n_components = self.components.shape[0]
         if self.matryoshka_samples is None:
             return self.matryoshka_prefixes or (n_components,)
-        generator = torch.Generator().manual_seed(self.prefix_seed + int(self.prefix_draws))
-        self.prefix_draws += 1
+        if self._draws is None:
+            self._draws = int(self.prefix_draws)
+        generator = torch.Generator().manual_seed(self.prefix_seed + self._draws)
+        self._draws += 1
+        self.prefix_draws.fill_(self._draws)
         return sample_matryoshka_prefixes(n_components, self.matryoshka_samples, generator)
 
     def skip_output(self, x):
@@ -319,6 +326,11 @@ class FamilyAutoencoderModule(SparseAutoencoderModule):
         if self.skip is not None:
             output = output + self.skip_output(x)
         return codes, output
+
+
+def _forget_host_draws(module, incompatible_keys):
+    """After ``load_state_dict``: the draw count is the loaded buffer's (read once)."""
+    module._draws = None
 
 
 def nested_reconstruction_loss(module, codes, output, skip=None):

@@ -748,10 +748,10 @@ def _train_step(state, batch, compute_gradients, callbacks, atoms=None, max_grad
     state.codes, state.stats = compute_gradients(batch, state.want_stats)
     if atoms is not None:
         project_atom_gradients(atoms)
-    if max_grad_norm is not None:
+    if max_grad_norm is not None:  # (parameters without a gradient are skipped)
         torch.nn.utils.clip_grad_norm_(
-            [p for group in state.optimizer.param_groups for p in group["params"]
-             if p.grad is not None], max_grad_norm)  # fmt: skip
+            [p for group in state.optimizer.param_groups for p in group["params"]],
+            max_grad_norm)  # fmt: skip
     state.optimizer.step()
     if atoms is not None:
         renormalize_atoms(atoms)

@@ -21,24 +21,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import threadpoolctl
 import torch
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1]), str(Path(__file__).resolve().parent)]
 from _bench.paths import recorded_path, recorded_threadpools  # noqa: E402
 from _bench.tables import format_table  # noqa: E402
-from side_by_side import default_lr, usable  # noqa: E402
+from side_by_side import default_lr, held_out_metrics, usable  # noqa: E402
 
 from sklearn_sparsegap import SAEEncoder  # noqa: E402
-
-
-def held_out(est, X_test):
-    codes = est.transform(X_test)
-    residual = X_test - est.inverse_transform(codes)
-    fvu = float((residual**2).sum() / ((X_test - X_test.mean(axis=0)) ** 2).sum())
-    active = codes != 0
-    return fvu, float((~active.any(axis=0)).mean()), float(active.sum(axis=1).mean())
 
 
 def main(argv=None):
@@ -66,12 +57,12 @@ def main(argv=None):
             est = SAEEncoder(n_components=n_components, batch_size=4096, max_iter=args.epochs,
                              learning_rate=factor * centre, max_grad_norm=clip,
                              random_state=args.seed, device="cpu", **family).fit(X_train)
-            fvu, dead, l0 = held_out(est, X_test)
+            codes = est.transform(X_test)
+            metrics = held_out_metrics(codes, X_test, est.inverse_transform(codes))
             rows.append({"lr_factor": factor, "lr": factor * centre, "max_grad_norm": clip,
-                         "fvu": fvu, "l0": l0, "dead": dead,
-                         "fit_seconds": time.perf_counter() - start})  # fmt: skip
-            print(f"x{factor:g} max_grad_norm={clip}: FVU {fvu:.4f}, L0 {l0:.1f}, "
-                  f"dead {dead:.3f}", flush=True)
+                         **metrics, "fit_seconds": time.perf_counter() - start})  # fmt: skip
+            print(f"x{factor:g} max_grad_norm={clip}: FVU {metrics['fvu']:.4f}, L0 "
+                  f"{metrics['l0']:.1f}, dead {metrics['dead']:.3f}", flush=True)
     for plain, clipped in zip(rows[::2], rows[1::2]):
         clipped["fvu_change"] = clipped["fvu"] / plain["fvu"] - 1
     table = format_table(rows, ["lr_factor", "max_grad_norm", "fvu", "l0", "dead", "fvu_change"],
@@ -96,5 +87,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     main()

@@ -80,7 +80,10 @@ from _bench.paths import recorded_path, recorded_threadpools  # noqa: E402
 from _bench.tables import format_table, with_std  # noqa: E402
 
 from sklearn_sparsegap import GradientSparseCoder, SAEEncoder, SAETranscoder  # noqa: E402
-from sklearn_sparsegap.activations import load_activations  # noqa: E402
+from sklearn_sparsegap.activations import (  # noqa: E402
+    fraction_variance_unexplained,
+    load_activations,
+)
 from sklearn_sparsegap.activations._rows import row_norms, usable_rows  # noqa: E402
 
 LIBRARIES = {
@@ -274,14 +277,8 @@ def fit_unit(unit, X_train, X_test, args, Y_train=None, Y_test=None):
     codes = est.transform(X_test)
     target = Y_test if transcoder else X_test
     reconstruction = est.predict(X_test) if transcoder else est.inverse_transform(codes)
-    active = codes != 0
-    frequency = active.mean(axis=0)
-    residual = ((target - reconstruction) ** 2).sum()
     record.update(
-        fvu=float(residual / ((target - target.mean(axis=0)) ** 2).sum()),
-        l0=float(active.sum(axis=1).mean()),
-        dead=float((frequency == 0).mean()),
-        dense=float((frequency > DENSE).mean()),
+        **held_out_metrics(codes, target, reconstruction),
         train_seconds=seconds,
         fit_wall_seconds=wall,
         rows_seen=int(rows_seen),
@@ -291,6 +288,16 @@ def fit_unit(unit, X_train, X_test, args, Y_train=None, Y_test=None):
         settings=_settings(est),
     )
     return record
+
+
+def held_out_metrics(codes, target, reconstruction):
+    """FVU of ``reconstruction`` against ``target`` (the library's
+    ``fraction_variance_unexplained``), the mean L0 of ``codes`` and their dead (never
+    active) and dense (active on more than ``DENSE`` of the rows) latent fractions."""
+    frequency = (codes != 0).mean(axis=0)
+    return {"fvu": float(fraction_variance_unexplained(target, reconstruction)),
+            "l0": float(frequency.sum()), "dead": float((frequency == 0).mean()),
+            "dense": float((frequency > DENSE).mean())}
 
 
 def _lr_used(est):
